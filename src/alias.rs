@@ -1,0 +1,178 @@
+//! Weighted sampling in O(1): Walker's alias method, built with Vose's algorithm in exact
+//! integer arithmetic. Shared by [`Random`](crate::Random) and
+//! [`PowerOfTwoChoices`](crate::PowerOfTwoChoices).
+//!
+//! Each of the n slots holds a threshold and an alias. A draw takes one uniform 64-bit value,
+//! maps it to a slot with a multiply-shift, and uses the low half of that product as the coin:
+//! below the threshold it is the slot itself, otherwise its alias. Probabilities are exact to
+//! within 2^-64. Build is O(n).
+
+use crate::membership::Eligible;
+use crate::sequence::uniform;
+
+/// An alias table over the eligible backends (positions in `Snapshot::eligible`).
+#[derive(Debug, Default)]
+pub(crate) struct AliasTable {
+    /// `(threshold, alias)`: stay on the slot if the coin is below `threshold`.
+    slots: Box<[(u64, u32)]>,
+    /// True when every weight is equal: then the slot alone decides.
+    uniform: bool,
+}
+
+impl AliasTable {
+    pub(crate) fn new(eligible: &[Eligible]) -> Self {
+        let n = eligible.len();
+        let uniform = eligible.windows(2).all(|w| w[0].weight == w[1].weight);
+        if n == 0 || uniform {
+            return AliasTable {
+                slots: Box::default(),
+                uniform: true,
+            };
+        }
+        let total: u128 = eligible.iter().map(|e| u128::from(e.weight)).sum();
+        // Slot i must carry mass w_i * n / total; compare in units of 1/total.
+        let mut mass: Vec<u128> = eligible
+            .iter()
+            .map(|e| u128::from(e.weight) * n as u128)
+            .collect();
+        let mut slots = vec![(u64::MAX, 0u32); n];
+        let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+            (0..n).partition(|&i| mass[i] < total);
+        while let (Some(&s), Some(&l)) = (small.last(), large.last()) {
+            small.pop();
+            // mass[s] < total, so the threshold fits in 64 bits.
+            slots[s] = (((mass[s] << 64) / total) as u64, l as u32);
+            mass[l] -= total - mass[s];
+            if mass[l] < total {
+                large.pop();
+                small.push(l);
+            }
+        }
+        // Whatever is left is full up to rounding: it always keeps its own slot.
+        for i in small.into_iter().chain(large) {
+            slots[i] = (u64::MAX, i as u32);
+        }
+        AliasTable {
+            slots: slots.into(),
+            uniform: false,
+        }
+    }
+
+    /// A position in `0..n` drawn with probability proportional to weight, from one uniform
+    /// 64-bit value. `n` must be the length the table was built for, and above 0.
+    #[inline]
+    pub(crate) fn sample(&self, random: u64, n: usize) -> usize {
+        let (slot, coin) = uniform(random, n);
+        if self.uniform {
+            return slot;
+        }
+        let (threshold, alias) = self.slots[slot];
+        if coin < threshold {
+            slot
+        } else {
+            alias as usize
+        }
+    }
+}
+
+/// Draws one position of `eligible` with probability proportional to weight among those
+/// for which `taken` is false. At least one must be left.
+///
+/// It first tries the alias table a few times, rejecting taken positions (exact: rejection
+/// sampling yields the conditional distribution). If that keeps failing because the taken
+/// ones carry most of the weight, it draws exactly by a linear walk over the weight left.
+pub(crate) fn draw_where(
+    table: &AliasTable,
+    eligible: &[Eligible],
+    mut random: impl FnMut() -> u64,
+    taken: impl Fn(usize) -> bool,
+) -> usize {
+    const TRIES: usize = 4;
+    for _ in 0..TRIES {
+        let p = table.sample(random(), eligible.len());
+        if !taken(p) {
+            return p;
+        }
+    }
+    let left = |(p, _): &(usize, &Eligible)| !taken(*p);
+    let remaining: u64 = eligible
+        .iter()
+        .enumerate()
+        .filter(left)
+        .map(|(_, e)| u64::from(e.weight))
+        .sum();
+    // Eligible weights are above 0, so `r < remaining` lands on a position left.
+    let mut r = ((u128::from(random()) * u128::from(remaining)) >> 64) as u64;
+    for (p, e) in eligible.iter().enumerate().filter(left) {
+        if r < u64::from(e.weight) {
+            return p;
+        }
+        r -= u64::from(e.weight);
+    }
+    unreachable!("r < remaining weight, so the walk ends on a position left")
+}
+
+/// Appends distinct positions to `chosen`, each drawn by [`draw_where`] among those not yet
+/// chosen, until it holds `n` (or every eligible position).
+pub(crate) fn draw_distinct(
+    table: &AliasTable,
+    eligible: &[Eligible],
+    mut random: impl FnMut() -> u64,
+    n: usize,
+    chosen: &mut Vec<usize>,
+) {
+    while chosen.len() < n.min(eligible.len()) {
+        let p = draw_where(table, eligible, &mut random, |p| chosen.contains(&p));
+        chosen.push(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sequence::Sequence;
+    use std::sync::Arc;
+
+    fn eligible(weights: &[u32]) -> Vec<Eligible> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(index, &weight)| Eligible {
+                index,
+                weight,
+                state: Arc::default(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frequencies_follow_weights() {
+        let weights = [1, 2, 3, 10, 0, 4];
+        let e = eligible(&weights);
+        let table = AliasTable::new(&e);
+        let rng = Sequence::random(1);
+        let draws = 200_000;
+        let mut counts = [0usize; 6];
+        for _ in 0..draws {
+            counts[table.sample(rng.next_random(), e.len())] += 1;
+        }
+        let total: u32 = weights.iter().sum();
+        for (i, &w) in weights.iter().enumerate() {
+            let expected = draws as f64 * f64::from(w) / f64::from(total);
+            let sd = (expected * (1.0 - f64::from(w) / f64::from(total))).sqrt();
+            assert!(
+                (counts[i] as f64 - expected).abs() <= 5.0 * sd + 1.0,
+                "slot {i}: {} vs {expected}",
+                counts[i]
+            );
+        }
+        assert_eq!(counts[4], 0, "weight 0 is never drawn");
+    }
+
+    #[test]
+    fn extreme_weights_do_not_overflow() {
+        let e = eligible(&[u32::MAX, 1, u32::MAX]);
+        let table = AliasTable::new(&e);
+        assert!((0..1000u64).all(|x| table.sample(x.wrapping_mul(0x9e37_79b9_7f4a_7c15), 3) < 3));
+    }
+}

@@ -1,0 +1,93 @@
+//! What a balancer balances over: backends, their weights and their health.
+
+use std::sync::Arc;
+
+/// One member of a backend set: a stable id, a weight and a value of the caller's.
+///
+/// * The **id** is the backend's identity across updates (in-flight counts and health are
+///   carried over by id) and the input of every placement hash. It must be non-empty and
+///   unique within a set; both are checked when the set is handed to a balancer.
+/// * The **weight** (default 1) scales the backend's share. Weight 0 keeps the backend in the
+///   set, with its held picks, but gives it no new picks, like [`Health::Draining`].
+/// * The **value** is anything the caller needs back from a pick: an address, a client, a
+///   connection pool. A [`Pick`](crate::Pick) dereferences to it.
+///
+/// ```
+/// use lbkit::Backend;
+/// let b = Backend::new("eu-1", "10.0.0.1:80").with_weight(3);
+/// assert_eq!((b.id(), b.weight(), *b.value()), ("eu-1", 3, "10.0.0.1:80"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Backend<T> {
+    pub(crate) id: Arc<str>,
+    pub(crate) weight: u32,
+    pub(crate) value: T,
+}
+
+impl<T> Backend<T> {
+    /// A backend of weight 1.
+    pub fn new(id: impl Into<Arc<str>>, value: T) -> Self {
+        Backend {
+            id: id.into(),
+            weight: 1,
+            value,
+        }
+    }
+
+    /// The same backend with another weight. Weight 0 means "no new picks".
+    #[must_use]
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// The backend's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The backend's weight.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// The caller's value.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+}
+
+/// Whether a backend may receive new picks.
+///
+/// Set by [`Balancer::set_health`](crate::Balancer::set_health). Only `Up` backends get new
+/// picks; `Down` and `Draining` ones get none, and picks already held on them finish normally.
+/// The two differ in meaning only (a failed backend versus one being taken out on purpose),
+/// which [`Balancer::status`](crate::Balancer::status) reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Health {
+    /// Serving: eligible for new picks (if its weight is above 0).
+    #[default]
+    Up,
+    /// Failed: no new picks.
+    Down,
+    /// Being taken out of service: no new picks, held picks finish.
+    Draining,
+}
+
+impl Health {
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            Health::Up => 0,
+            Health::Down => 1,
+            Health::Draining => 2,
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Health {
+        match v {
+            0 => Health::Up,
+            1 => Health::Down,
+            _ => Health::Draining,
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The one error type of the crate.
+
+use std::fmt;
+
+/// Everything that can go wrong when building or updating a balancer.
+///
+/// Every fallible call returns `Result<_, Error>`; in case of error the balancer is left
+/// exactly as it was. An empty backend set is *not* an error: [`Balancer::pick`] then
+/// returns `None`.
+///
+/// [`Balancer::pick`]: crate::Balancer::pick
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A backend had an empty id. Ids are the identity of a backend and the input of every
+    /// placement hash, so they must be non-empty.
+    EmptyId,
+    /// Two backends in one set shared this id.
+    DuplicateId(String),
+    /// `set_health` (or another by-id call) named an id that is not in the current set.
+    UnknownId(String),
+    /// The set has more backends than the policy can index.
+    TooManyBackends {
+        /// How many backends were given.
+        count: usize,
+        /// The most this policy accepts.
+        max: usize,
+    },
+    /// A configuration value is out of its range (a load factor below 1 or NaN, a table size
+    /// that is not prime, a zero count, ...).
+    InvalidConfig {
+        /// The parameter, as named in the builder (`"load_factor"`, `"table_size"`, ...).
+        parameter: &'static str,
+        /// What is wrong with it, in words.
+        reason: String,
+    },
+}
+
+impl Error {
+    #[allow(dead_code)] // used by the hashing policies, which land next
+    pub(crate) fn config(parameter: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            parameter,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::EmptyId => f.write_str("backend id is empty"),
+            Error::DuplicateId(id) => write!(f, "duplicate backend id {id:?}"),
+            Error::UnknownId(id) => write!(f, "no backend with id {id:?}"),
+            Error::TooManyBackends { count, max } => {
+                write!(f, "{count} backends given, at most {max} supported")
+            }
+            Error::InvalidConfig { parameter, reason } => {
+                write!(f, "invalid {parameter}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}

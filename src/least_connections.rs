@@ -1,0 +1,142 @@
+//! Weighted least connections.
+//!
+//! Each pick scans the eligible backends and takes the one with the lowest in-flight count
+//! per unit of weight, compared exactly in integers (a/w_a < b/w_b as a*w_b < b*w_a, widened
+//! to 128 bits). The scan starts at a rotating position (a per-thread cursor), so among equal
+//! backends the first one found changes from pick to pick and equal backends take turns rather
+//! than herding onto one. With sequential picks the choice is exact; with concurrent picks two
+//! threads can read the same counts and choose the same backend, as in every least-connections
+//! balancer that does not lock.
+//!
+//! Cost: O(n) per pick (one load per eligible backend, each on its own cache line); O(n) per
+//! update. Choose it for long-lived connections (WebSockets, streams, database sessions) and
+//! mixed request costs; beyond a few hundred backends prefer
+//! [`PowerOfTwoChoices`](crate::PowerOfTwoChoices), which is O(1) and nearly as good.
+
+use crate::membership::{impl_balancer, Core, Eligible, Policy, Snapshot, View};
+use crate::sequence::Sequence;
+use crate::{Backend, Error, Pick, Request};
+
+/// Weighted least connections, ties broken round-robin.
+///
+/// ```
+/// use lbkit::{Backend, Balancer, LeastConnections, Request};
+/// let lb = LeastConnections::new([Backend::new("a", ()), Backend::new("b", ())])?;
+/// let first = lb.pick(&Request::new()).unwrap();
+/// let second = lb.pick(&Request::new()).unwrap();
+/// assert_ne!(first.id(), second.id());
+/// # Ok::<(), lbkit::Error>(())
+/// ```
+pub struct LeastConnections<T> {
+    core: Core<T, FewestInFlight>,
+}
+
+impl<T: Send + Sync + 'static> LeastConnections<T> {
+    /// A least-connections balancer over `backends`.
+    ///
+    /// # Errors
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
+    pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
+        Ok(LeastConnections {
+            core: Core::new(
+                FewestInFlight {
+                    cursor: Sequence::counter(0),
+                },
+                backends,
+            )?,
+        })
+    }
+}
+
+impl_balancer!(LeastConnections);
+
+pub(crate) struct FewestInFlight {
+    cursor: Sequence,
+}
+
+/// Whether `a` carries less load per unit of weight than `b`. Weights are above 0 for
+/// eligible backends.
+#[inline]
+pub(crate) fn lighter(
+    a_in_flight: usize,
+    a_weight: u32,
+    b_in_flight: usize,
+    b_weight: u32,
+) -> bool {
+    (a_in_flight as u128) * u128::from(b_weight) < (b_in_flight as u128) * u128::from(a_weight)
+}
+
+impl FewestInFlight {
+    /// The position (in `eligible`) of the least loaded, scanning from `start`: the first of
+    /// the lightest in scan order. An idle backend cannot be beaten, so the scan stops there.
+    #[inline]
+    fn scan(eligible: &[Eligible], start: usize) -> usize {
+        let mut best = start;
+        let (mut best_in_flight, mut best_weight) =
+            (eligible[start].state.in_flight(), eligible[start].weight);
+        for p in (start + 1..eligible.len()).chain(0..start) {
+            if best_in_flight == 0 {
+                break;
+            }
+            let e = &eligible[p];
+            let in_flight = e.state.in_flight();
+            if lighter(in_flight, e.weight, best_in_flight, best_weight) {
+                (best, best_in_flight, best_weight) = (p, in_flight, e.weight);
+            }
+        }
+        best
+    }
+}
+
+impl<T> Policy<T> for FewestInFlight {
+    type Table = ();
+    const TABLE_USES_HEALTH: bool = false;
+
+    fn build(&self, _: &View<'_, T>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    #[inline]
+    fn choose(&self, snap: &Snapshot<T, ()>, _: &Request<'_>) -> Option<usize> {
+        let n = snap.eligible.len();
+        if n == 0 {
+            return None;
+        }
+        let start = (self.cursor.next() % n as u64) as usize;
+        Some(snap.eligible[Self::scan(&snap.eligible, start)].index)
+    }
+
+    fn choose_n(&self, snap: &Snapshot<T, ()>, _: &Request<'_>, n: usize, out: &mut Vec<Pick<T>>) {
+        let len = snap.eligible.len();
+        if len == 0 {
+            return;
+        }
+        let start = (self.cursor.next() % len as u64) as usize;
+        // Read every count once, then order by load, ties by distance from the rotating start.
+        let mut order: Vec<(usize, usize, u32)> = (0..len)
+            .map(|k| {
+                let p = (start + k) % len;
+                (
+                    p,
+                    snap.eligible[p].state.in_flight(),
+                    snap.eligible[p].weight,
+                )
+            })
+            .collect();
+        order.sort_by(|a, b| {
+            if lighter(a.1, a.2, b.1, b.2) {
+                std::cmp::Ordering::Less
+            } else if lighter(b.1, b.2, a.1, a.2) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        out.extend(
+            order
+                .iter()
+                .take(n)
+                .map(|&(p, _, _)| snap.pick(snap.eligible[p].index)),
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! The guard a pick returns, and the status report.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::membership::Entry;
+use crate::Health;
+
+/// One request in flight on one backend: a guard that gives the slot back when dropped.
+///
+/// A `Pick` dereferences to the backend's value. While it lives, the backend's in-flight count
+/// includes it, which is what least-connections, P2C and bounded loads balance on; hold it for
+/// as long as the request (or connection) really occupies the backend. Dropping it releases the
+/// slot exactly once, also when the backend was removed from the set in the meantime.
+///
+/// ```
+/// use lbkit::{Backend, Balancer, LeastConnections, Request};
+/// let lb = LeastConnections::new([Backend::new("a", "10.0.0.1:80")])?;
+/// let pick = lb.pick(&Request::new()).unwrap();
+/// assert_eq!((pick.id(), *pick), ("a", "10.0.0.1:80"));
+/// assert_eq!(lb.status()[0].in_flight(), 1);
+/// drop(pick);
+/// assert_eq!(lb.status()[0].in_flight(), 0);
+/// # Ok::<(), lbkit::Error>(())
+/// ```
+#[must_use = "dropping a Pick at once releases its in-flight slot"]
+pub struct Pick<T> {
+    entry: Arc<Entry<T>>,
+}
+
+impl<T> Pick<T> {
+    /// Counts one more request in flight on `entry`.
+    #[inline]
+    pub(crate) fn new(entry: &Arc<Entry<T>>) -> Self {
+        entry.state.acquire();
+        Pick {
+            entry: Arc::clone(entry),
+        }
+    }
+
+    /// The id of the backend picked.
+    pub fn id(&self) -> &str {
+        &self.entry.id
+    }
+
+    /// The weight the backend had in the set this pick was made from.
+    pub fn weight(&self) -> u32 {
+        self.entry.weight
+    }
+
+    /// The backend's value (the same as dereferencing the pick).
+    pub fn value(&self) -> &T {
+        &self.entry.value
+    }
+}
+
+impl<T> Deref for Pick<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.entry.value
+    }
+}
+
+impl<T> Drop for Pick<T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.entry.state.release();
+    }
+}
+
+impl<T> std::fmt::Debug for Pick<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pick").field("id", &self.id()).finish()
+    }
+}
+
+/// One backend's line in [`Balancer::status`](crate::Balancer::status): a point-in-time
+/// reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub(crate) id: Arc<str>,
+    pub(crate) weight: u32,
+    pub(crate) in_flight: usize,
+    pub(crate) health: Health,
+}
+
+impl Status {
+    /// The backend's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The backend's weight.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Picks held on the backend now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The backend's health.
+    pub fn health(&self) -> Health {
+        self.health
+    }
+
+    /// Whether the backend can receive new picks: `Up` and a weight above 0.
+    pub fn is_eligible(&self) -> bool {
+        self.health == Health::Up && self.weight > 0
+    }
+}
