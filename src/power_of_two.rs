@@ -17,7 +17,7 @@
 use crate::alias::{draw_distinct, draw_where, AliasTable};
 use crate::least_connections::lighter;
 use crate::membership::{impl_balancer, Core, Policy, Snapshot, View};
-use crate::sequence::Sequence;
+use crate::sequence::{splitmix64, Sequence, GAMMA};
 use crate::{Backend, Error, Pick, Request};
 
 /// Power of two choices over weighted candidates.
@@ -78,11 +78,16 @@ impl TwoChoices {
             1 => return Some((0, None)),
             _ => {}
         }
-        let a = snap.table.sample(self.rng.next_random(), n);
+        // One atomic step per pick: the second value is the first one re-mixed (SplitMix64's
+        // output function is a bijection, so it is uniform too). Re-draws after a collision
+        // take fresh values.
+        let first = self.rng.next_random();
+        let a = snap.table.sample(first, n);
+        let mut second = Some(splitmix64(first ^ GAMMA));
         let b = draw_where(
             &snap.table,
             &snap.eligible,
-            || self.rng.next_random(),
+            || second.take().unwrap_or_else(|| self.rng.next_random()),
             |p| p == a,
         );
         let (ea, eb) = (&snap.eligible[a], &snap.eligible[b]);
