@@ -432,6 +432,24 @@ fn check_oracle(
                 }
                 run.choices.remove(0);
             }
+            // Smooth: no burst beyond the bound of `weighted_round_robin_never_bursts`.
+            let streak = run
+                .choices
+                .iter()
+                .rev()
+                .take_while(|c| *c == first.id())
+                .count();
+            let w = u64::from(load(first.id()).1) / divisor;
+            if n >= 2 {
+                let bound = w.div_ceil(period as u64 - w) + 1;
+                prop_assert!(
+                    streak as u64 <= bound,
+                    "{}: {} picked {} times in a row",
+                    ctx,
+                    first.id(),
+                    streak
+                );
+            }
         }
         Oracle::LeastConnections => {
             // The pick has minimal in_flight / weight; pick_n returns the k lightest, in
@@ -529,5 +547,58 @@ fn round_robin_cursor_survives_updates() {
         lb.update(set()).unwrap();
         let second = lb.pick(&Request::new()).unwrap().id().to_owned();
         assert_ne!(first, second, "{}: the cursor restarted", policy.name);
+    }
+}
+
+/// Smooth weighted round robin interleaves heavy and light backends in steady state, not only
+/// in the first period: a backend of weight w (of W in all, weights divided by their gcd) is
+/// never picked more than ceil(w / (W - w)) + 1 times in a row, across period boundaries
+/// too. That is not a theorem for every weight vector, so the test covers a small domain
+/// exhaustively: every vector of 2 to 5 backends with weights 1 to 4. nginx's smooth weighted
+/// round robin meets the bound on all of them (and on 6 backends too, which the model test
+/// generates). Regression: the schedule used to put every backend's first pick of a period
+/// at the same phase, so the light ones bunched together and weights 5, 1, 1 gave
+/// `a a a a a b c` over and over, the very burst "smooth" promises to avoid.
+#[test]
+fn weighted_round_robin_never_bursts() {
+    for policy in POLICIES
+        .iter()
+        .filter(|p| p.oracle == Oracle::WeightedRoundRobin)
+    {
+        for n in 2..=5u32 {
+            for code in 0..4u32.pow(n) {
+                let weights: Vec<u32> = (0..n).map(|i| 1 + code / 4u32.pow(i) % 4).collect();
+                let divisor = weights.iter().fold(0, |g, &w| common::gcd(g, u64::from(w)));
+                let reduced: Vec<u64> = weights.iter().map(|&w| u64::from(w) / divisor).collect();
+                let total: u64 = reduced.iter().sum();
+                let set = weights
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &w)| Backend::new(IDS[i], 0u32).with_weight(w))
+                    .collect();
+                let lb = (policy.new)(set, 0).unwrap();
+                let picks: Vec<usize> = (0..3 * total)
+                    .map(|_| {
+                        let p = lb.pick(&Request::new()).unwrap();
+                        IDS.iter().position(|id| *id == p.id()).unwrap()
+                    })
+                    .collect();
+                let mut streak = 0;
+                for (k, &p) in picks.iter().enumerate() {
+                    streak = if k > 0 && picks[k - 1] == p {
+                        streak + 1
+                    } else {
+                        1
+                    };
+                    let w = reduced[p];
+                    assert!(
+                        streak <= w.div_ceil(total - w) + 1,
+                        "{}: weights {weights:?}: {streak} x {} in a row in {picks:?}",
+                        policy.name,
+                        IDS[p]
+                    );
+                }
+            }
+        }
     }
 }
