@@ -9,6 +9,10 @@
 //! Every suite (tests/model.rs, tests/stress.rs, tests/errors.rs) then covers it. The
 //! `Oracle` says which exact, policy-specific check the model test adds on top of the
 //! generic invariants; `Oracle::None` gets the generic invariants only.
+//!
+//! A policy that draws random numbers (a hashing policy spreading key-less requests, say)
+//! must be listed in its seeded form: the suites replay the same calls on a twin built with
+//! the same seed and require the same picks.
 
 #![allow(dead_code)] // each test file uses its own part of this module
 
