@@ -7,8 +7,16 @@
 //! line, and each thread always uses the same one. A thread's own calls see one exact
 //! sequence; threads beyond `STRIPES` share a stripe, which stays correct (every step is one
 //! atomic add) and only costs speed.
+//!
+//! Threads are numbered process-wide, in the order they first pick from any balancer. So that
+//! a seeded random source replays whatever number the replaying thread has, a random
+//! [`Sequence`] numbers its stripes from the first thread that draws from it: that thread
+//! always gets the seed's stream 0.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// [`Sequence::first`] before any thread has drawn.
+const NO_THREAD_YET: usize = usize::MAX;
 
 /// How many independent counters a [`Sequence`] keeps.
 pub(crate) const STRIPES: usize = 16;
@@ -33,6 +41,10 @@ fn stripe() -> usize {
 #[derive(Debug)]
 pub(crate) struct Sequence {
     stripes: Box<[Padded<AtomicU64>]>,
+    /// The stripe of the first thread that drew a random value (random sources only):
+    /// stripes are counted from it, so that thread draws stream 0 whatever its number.
+    /// Written once, then only read: it does not bounce between cores.
+    first: AtomicUsize,
 }
 
 impl Sequence {
@@ -42,16 +54,19 @@ impl Sequence {
             stripes: (0..STRIPES)
                 .map(|_| Padded(AtomicU64::new(start)))
                 .collect(),
+            first: AtomicUsize::new(NO_THREAD_YET),
         }
     }
 
     /// A random source: each stripe is a SplitMix64 state derived from `seed` and the stripe
-    /// number, so threads draw independent streams and one thread replays exactly.
+    /// number (counted from the first thread to draw), so threads draw independent streams
+    /// and the calls of one thread replay exactly, in any thread.
     pub(crate) fn random(seed: u64) -> Self {
         Sequence {
             stripes: (0..STRIPES as u64)
                 .map(|s| Padded(AtomicU64::new(splitmix64(seed ^ s.wrapping_mul(GAMMA)))))
                 .collect(),
+            first: AtomicUsize::new(NO_THREAD_YET),
         }
     }
 
@@ -66,8 +81,25 @@ impl Sequence {
     /// The calling thread's next random 64-bit value (SplitMix64 over its stripe).
     #[inline]
     pub(crate) fn next_random(&self) -> u64 {
+        let mine = stripe();
+        // Relaxed: `first` guards no other memory; each thread only needs one agreed value,
+        // which the compare-exchange gives (its value is final once set).
+        let mut first = self.first.load(Ordering::Relaxed);
+        if first == NO_THREAD_YET {
+            first = match self.first.compare_exchange(
+                NO_THREAD_YET,
+                mine,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => mine,
+                Err(winner) => winner,
+            };
+        }
         // Relaxed: as in `next`, only atomicity matters.
-        let state = self.stripes[stripe()].0.fetch_add(GAMMA, Ordering::Relaxed);
+        let state = self.stripes[(mine + STRIPES - first) % STRIPES]
+            .0
+            .fetch_add(GAMMA, Ordering::Relaxed);
         splitmix64(state.wrapping_add(GAMMA))
     }
 }
