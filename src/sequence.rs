@@ -8,10 +8,13 @@
 //! sequence; threads beyond `STRIPES` share a stripe, which stays correct (every step is one
 //! atomic add) and only costs speed.
 //!
-//! Threads are numbered process-wide, in the order they first pick from any balancer. So that
-//! a seeded random source replays whatever number the replaying thread has, a random
-//! [`Sequence`] numbers its stripes from the first thread that draws from it: that thread
-//! always gets the seed's stream 0.
+//! Threads are numbered process-wide, in the order they first pick from any balancer. A
+//! [`Sequence`] numbers its stripes from the first thread that uses it, so that thread always
+//! gets stripe 0, whatever its number: a seeded random source replays in any thread, and a
+//! counter starts at the same value. The other stripes are staggered: a counter's stripe i
+//! starts i further on, so that threads that pick alike (a pool of workers, or threads that
+//! pick once each) spread over the backends like one shared cursor would, instead of all
+//! starting on the first backend and moving in lockstep.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -41,18 +44,19 @@ fn stripe() -> usize {
 #[derive(Debug)]
 pub(crate) struct Sequence {
     stripes: Box<[Padded<AtomicU64>]>,
-    /// The stripe of the first thread that drew a random value (random sources only):
-    /// stripes are counted from it, so that thread draws stream 0 whatever its number.
-    /// Written once, then only read: it does not bounce between cores.
+    /// The stripe of the first thread that used the sequence: stripes are counted from it,
+    /// so that thread gets stripe 0 whatever its number. Written once, then only read: it
+    /// does not bounce between cores.
     first: AtomicUsize,
 }
 
 impl Sequence {
-    /// Counters that all start at `start`.
+    /// Counters staggered from `start`: the first thread's starts at `start`, stripe i at
+    /// `start + i`.
     pub(crate) fn counter(start: u64) -> Self {
         Sequence {
-            stripes: (0..STRIPES)
-                .map(|_| Padded(AtomicU64::new(start)))
+            stripes: (0..STRIPES as u64)
+                .map(|i| Padded(AtomicU64::new(start.wrapping_add(i))))
                 .collect(),
             first: AtomicUsize::new(NO_THREAD_YET),
         }
@@ -70,17 +74,9 @@ impl Sequence {
         }
     }
 
-    /// The calling thread's next counter value.
+    /// The calling thread's stripe, counted from the first thread that used this sequence.
     #[inline]
-    pub(crate) fn next(&self) -> u64 {
-        // Relaxed: the counter orders no other memory; atomicity alone makes every value
-        // handed out exactly once.
-        self.stripes[stripe()].0.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The calling thread's next random 64-bit value (SplitMix64 over its stripe).
-    #[inline]
-    pub(crate) fn next_random(&self) -> u64 {
+    fn mine(&self) -> &AtomicU64 {
         let mine = stripe();
         // Relaxed: `first` guards no other memory; each thread only needs one agreed value,
         // which the compare-exchange gives (its value is final once set).
@@ -96,10 +92,22 @@ impl Sequence {
                 Err(winner) => winner,
             };
         }
+        &self.stripes[(mine + STRIPES - first) % STRIPES].0
+    }
+
+    /// The calling thread's next counter value.
+    #[inline]
+    pub(crate) fn next(&self) -> u64 {
+        // Relaxed: the counter orders no other memory; atomicity alone makes every value
+        // handed out exactly once.
+        self.mine().fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The calling thread's next random 64-bit value (SplitMix64 over its stripe).
+    #[inline]
+    pub(crate) fn next_random(&self) -> u64 {
         // Relaxed: as in `next`, only atomicity matters.
-        let state = self.stripes[(mine + STRIPES - first) % STRIPES]
-            .0
-            .fetch_add(GAMMA, Ordering::Relaxed);
+        let state = self.mine().fetch_add(GAMMA, Ordering::Relaxed);
         splitmix64(state.wrapping_add(GAMMA))
     }
 }
@@ -172,6 +180,30 @@ mod tests {
             total += v.len();
         }
         let sum: u64 = s.stripes.iter().map(|p| p.0.load(Ordering::Relaxed)).sum();
-        assert_eq!(sum, total as u64);
+        let staggered: u64 = (0..STRIPES as u64).sum();
+        assert_eq!(sum, staggered + total as u64);
+    }
+
+    /// Threads that pick once each must not all get the same first value (all picking the
+    /// first backend), and the first thread to use a counter starts at `start`. Regression:
+    /// every stripe used to start at `start`, so eight threads picking once each from a
+    /// round robin of four backends all got the first one.
+    #[test]
+    fn threads_start_staggered_and_the_first_at_start() {
+        let s = std::sync::Arc::new(Sequence::counter(100));
+        assert_eq!(s.next(), 100);
+        let firsts: Vec<(usize, u64)> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || (stripe(), s.next()))
+                    .join()
+                    .unwrap()
+            })
+            .collect();
+        for (i, a) in firsts.iter().enumerate() {
+            for b in &firsts[..i] {
+                assert!(a.0 == b.0 || a.1 != b.1, "{firsts:?}");
+            }
+        }
     }
 }
