@@ -99,15 +99,15 @@ pub(crate) fn draw_where(
         .iter()
         .enumerate()
         .filter(left)
-        .map(|(_, e)| u64::from(e.weight))
+        .map(|(_, e)| e.weight)
         .sum();
     // Eligible weights are above 0, so `r < remaining` lands on a position left.
     let mut r = ((u128::from(random()) * u128::from(remaining)) >> 64) as u64;
     for (p, e) in eligible.iter().enumerate().filter(left) {
-        if r < u64::from(e.weight) {
+        if r < e.weight {
             return p;
         }
-        r -= u64::from(e.weight);
+        r -= e.weight;
     }
     unreachable!("r < remaining weight, so the walk ends on a position left")
 }
@@ -159,7 +159,7 @@ mod tests {
             .enumerate()
             .map(|(index, &weight)| Eligible {
                 index,
-                weight,
+                weight: weight.into(),
                 state: Arc::default(),
             })
             .collect()

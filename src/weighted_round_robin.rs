@@ -124,14 +124,8 @@ impl<T> Policy<T> for Schedule {
 /// The eligible weights divided by their gcd, then scaled down if their sum exceeds
 /// [`SCHEDULE_LIMIT`] (each stays at least 1).
 fn reduced_weights(eligible: &[Eligible]) -> Vec<u64> {
-    let divisor = eligible
-        .iter()
-        .fold(0u64, |g, e| gcd(g, u64::from(e.weight)))
-        .max(1);
-    let mut weights: Vec<u64> = eligible
-        .iter()
-        .map(|e| u64::from(e.weight) / divisor)
-        .collect();
+    let divisor = eligible.iter().fold(0u64, |g, e| gcd(g, e.weight)).max(1);
+    let mut weights: Vec<u64> = eligible.iter().map(|e| e.weight / divisor).collect();
     let sum: u64 = weights.iter().sum();
     if sum > SCHEDULE_LIMIT as u64 {
         for w in &mut weights {
@@ -225,7 +219,7 @@ mod tests {
                 .enumerate()
                 .map(|(index, &weight)| Eligible {
                     index,
-                    weight,
+                    weight: weight.into(),
                     state: Default::default(),
                 })
                 .collect::<Vec<_>>()

@@ -391,7 +391,7 @@ fn check_oracle(
         (e.2, e.1)
     };
     match oracle {
-        Oracle::None => {}
+        Oracle::None | Oracle::PeakEwma => {}
         Oracle::RoundRobin => {
             // Each primary choice is the next eligible backend in id order after the
             // previous one, and pick_n continues in that order.

@@ -17,7 +17,9 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 use lbkit::{Backend, Balancer, Error, Health, Status};
-use lbkit::{LeastConnections, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin};
+use lbkit::{
+    LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
+};
 
 /// A balancer over `u32` values, built from a backend set and a seed (ignored by policies
 /// that draw no random numbers).
@@ -36,6 +38,10 @@ pub enum Oracle {
     LeastConnections,
     /// The pick is the lighter of two distinct candidates.
     PowerOfTwoChoices,
+    /// Peak EWMA: P2C whose cost is latency x (in flight + 1) / weight. Its winner can be the
+    /// heaviest by in_flight / weight, so only the generic invariants hold per pick; with
+    /// nothing in flight the heavier candidate of a pair always wins.
+    PeakEwma,
 }
 
 /// One policy under test.
@@ -95,6 +101,7 @@ pub const POLICIES: &[Policy] = &[
         Oracle::PowerOfTwoChoices
     ),
     // The hashing policies go here, one line each, e.g.
+    policy!("PeakEwma", PeakEwma::with_seed, seeded, Oracle::PeakEwma),
     // policy!("HashRing", HashRing::new, Oracle::None),
     // policy!("Maglev", Maglev::new, Oracle::None),
     // policy!("Rendezvous", Rendezvous::new, Oracle::None),
