@@ -472,25 +472,39 @@ fn apply_outlier_rules<T>(members: &[Arc<Entry<T>>], config: &HealthConfig, now:
     let max = u64::try_from(max_ejection_time.as_nanos()).unwrap_or(u64::MAX);
     for e in members {
         let s = &e.state;
-        if ejected >= cap {
-            break;
-        }
         if s.ejected_until() != 0 || s.consecutive_failures() < consecutive_failures {
             continue;
         }
+        if ejected >= cap {
+            // Deferred by the cap: when room frees, its ejection starts then, in full.
+            s.clear_trip();
+            continue;
+        }
+        // The ejection runs from the report that crossed the threshold (or from now, for a
+        // run counted before the threshold was configured).
+        let tripped = s.tripped_at().map_or(now, |at| at.min(now));
         // The multiplier drops by one for every base time served since the last return.
-        let served = now.saturating_sub(s.returned_at.load(Relaxed)) / base;
+        let served = tripped.saturating_sub(s.returned_at.load(Relaxed)) / base;
         let times = s
             .ejections
             .load(Relaxed)
             .saturating_sub(u32::try_from(served).unwrap_or(u32::MAX))
             .saturating_add(1);
         let length = base.saturating_mul(u64::from(times)).min(max);
-        s.ejected_until
-            .store(now.saturating_add(length).max(1), Relaxed);
+        let until = tripped.saturating_add(length).max(1);
         s.ejections.store(times, Relaxed);
         s.clear_failures();
         ejected += 1;
+        if until <= now {
+            // Served in full already (no pick came to apply it): back at once, ramping from
+            // the moment it would have returned.
+            s.returned_at.store(until, Relaxed);
+            if ramp {
+                s.ramp_start.store(until, Relaxed);
+            }
+            continue;
+        }
+        s.ejected_until.store(until, Relaxed);
     }
 }
 

@@ -104,6 +104,10 @@ pub(crate) struct State {
     consecutive_failures: AtomicU32,
     /// Writer only: the end of the current ejection in clock nanoseconds, 0 if not ejected.
     pub(crate) ejected_until: AtomicU64,
+    /// One more than the clock nanoseconds of the report that crossed the failure threshold (0
+    /// if none since the run was cleared): an ejection runs from then, not from the rebuild
+    /// that applies it.
+    tripped_at: AtomicU64,
     /// Writer only: the ejection multiplier (how many times ejected, decayed).
     pub(crate) ejections: AtomicU32,
     /// Writer only: when the last ejection ended.
@@ -128,6 +132,7 @@ impl State {
             health: AtomicU8::new(Health::Up.to_u8()),
             consecutive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            tripped_at: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             returned_at: AtomicU64::new(0),
             ramp_start: AtomicU64::new(if ramp { now_ns } else { FULL_WEIGHT }),
@@ -183,6 +188,19 @@ impl State {
     pub(crate) fn clear_failures(&self) {
         // Relaxed: a report racing with this store may be lost, which only delays ejection.
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.tripped_at.store(0, Ordering::Relaxed);
+    }
+
+    /// Forgets when the threshold was crossed, keeping the failure count.
+    pub(crate) fn clear_trip(&self) {
+        // Relaxed: writer only.
+        self.tripped_at.store(0, Ordering::Relaxed);
+    }
+
+    /// When the failure threshold was crossed, if it was.
+    pub(crate) fn tripped_at(&self) -> Option<u64> {
+        // Relaxed: read after `take_dirty`'s Acquire, like the failure count.
+        self.tripped_at.load(Ordering::Relaxed).checked_sub(1)
     }
 
     /// A request on this backend succeeded after `latency`.
@@ -203,7 +221,14 @@ impl State {
             .consecutive_failures
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
             .unwrap_or(u32::MAX);
-        if before.saturating_add(1) >= self.feedback.failure_threshold() {
+        let threshold = self.feedback.failure_threshold();
+        if before.saturating_add(1) >= threshold {
+            if before.saturating_add(1) == threshold {
+                // The one report that crosses the threshold reads the clock. Relaxed: ordered
+                // for the rebuild by the Release below.
+                self.tripped_at
+                    .store(self.feedback.now_ns().saturating_add(1), Ordering::Relaxed);
+            }
             // Release: publishes the count above to the rebuild (see `take_dirty`).
             self.feedback.dirty.store(true, Ordering::Release);
         }
