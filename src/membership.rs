@@ -76,6 +76,9 @@ pub(crate) struct Entry<T> {
     pub(crate) weight: u32,
     pub(crate) value: T,
     pub(crate) state: Arc<State>,
+    /// Where the backend stood in the list the latest update was given (only
+    /// [`JumpHash`](crate::JumpHash), which numbers buckets in input order, reads it).
+    pub(crate) position: usize,
 }
 
 /// An eligible backend, laid out for scanning: its index in [`Snapshot::members`], its weight
@@ -93,7 +96,6 @@ pub(crate) struct Snapshot<T, X> {
     /// The members that may get new picks, in id order.
     pub(crate) eligible: Box<[Eligible]>,
     /// `is_eligible[i]` says whether `members[i]` is in `eligible`.
-    #[allow(dead_code)] // read by the hashing policies, which land next
     pub(crate) is_eligible: Box<[bool]>,
     /// The policy's precomputed table.
     pub(crate) table: Arc<X>,
@@ -114,7 +116,6 @@ impl<T, X> Snapshot<T, X> {
 
 /// The members and eligibility a policy builds its table from.
 pub(crate) struct View<'a, T> {
-    #[allow(dead_code)] // read by the hashing policies, which land next
     pub(crate) members: &'a [Arc<Entry<T>>],
     pub(crate) eligible: &'a [Eligible],
 }
@@ -165,7 +166,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         let backends = sorted_and_checked(backends.into_iter().collect())?;
         let members: Vec<Arc<Entry<T>>> = backends
             .into_iter()
-            .map(|b| entry(b, Arc::default()))
+            .map(|(position, b)| entry(b, position, Arc::default()))
             .collect();
         let healths = vec![Health::Up; members.len()];
         let snapshot = build(&policy, members.into(), &healths, None)?;
@@ -210,7 +211,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         let mut revived = Vec::new();
         let members: Vec<Arc<Entry<T>>> = backends
             .into_iter()
-            .map(|b| {
+            .map(|(position, b)| {
                 let state = if let Some(i) = current.find(&b.id) {
                     Arc::clone(&current.members[i].state)
                 } else if let Some(state) = retired.get(&b.id).and_then(Weak::upgrade) {
@@ -218,12 +219,12 @@ impl<T, P: Policy<T>> Core<T, P> {
                     // but as a newly added backend it starts `Up`.
                     revived.push(Arc::clone(&state));
                     healths.push(Health::Up);
-                    return entry(b, state);
+                    return entry(b, position, state);
                 } else {
                     Arc::default()
                 };
                 healths.push(state.health());
-                entry(b, state)
+                entry(b, position, state)
             })
             .collect();
         let snapshot = build(&self.policy, members.into(), &healths, None)?;
@@ -284,17 +285,19 @@ impl<T, P: Policy<T>> Core<T, P> {
     }
 }
 
-fn entry<T>(backend: Backend<T>, state: Arc<State>) -> Arc<Entry<T>> {
+fn entry<T>(backend: Backend<T>, position: usize, state: Arc<State>) -> Arc<Entry<T>> {
     Arc::new(Entry {
         id: backend.id,
         weight: backend.weight,
         value: backend.value,
         state,
+        position,
     })
 }
 
-/// Sorts by id and rejects empty ids, duplicate ids and oversized sets.
-fn sorted_and_checked<T>(mut backends: Vec<Backend<T>>) -> Result<Vec<Backend<T>>, Error> {
+/// Sorts by id, remembering each backend's input position, and rejects empty ids, duplicate
+/// ids and oversized sets.
+fn sorted_and_checked<T>(backends: Vec<Backend<T>>) -> Result<Vec<(usize, Backend<T>)>, Error> {
     if backends.len() > MAX_BACKENDS {
         return Err(Error::TooManyBackends {
             count: backends.len(),
@@ -304,9 +307,10 @@ fn sorted_and_checked<T>(mut backends: Vec<Backend<T>>) -> Result<Vec<Backend<T>
     if backends.iter().any(|b| b.id.is_empty()) {
         return Err(Error::EmptyId);
     }
-    backends.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    if let Some(pair) = backends.windows(2).find(|w| w[0].id == w[1].id) {
-        return Err(Error::DuplicateId(pair[0].id.to_string()));
+    let mut backends: Vec<(usize, Backend<T>)> = backends.into_iter().enumerate().collect();
+    backends.sort_unstable_by(|(_, a), (_, b)| a.id.cmp(&b.id));
+    if let Some(pair) = backends.windows(2).find(|w| w[0].1.id == w[1].1.id) {
+        return Err(Error::DuplicateId(pair[0].1.id.to_string()));
     }
     Ok(backends)
 }

@@ -18,6 +18,13 @@
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+pub mod jump;
+pub mod ring;
+mod walk;
+
+pub use jump::{jump_hash, JumpHash};
+pub use ring::{HashRing, HashRingBuilder};
+
 /// Seed of [`key_hash`]: ASCII `"lbkit_ke"` read as a big-endian `u64`.
 pub const KEY_SEED: u64 = 0x6c62_6b69_745f_6b65;
 /// Seed of [`id_hash`]: ASCII `"lbkit_id"` read as a big-endian `u64`.

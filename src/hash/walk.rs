@@ -1,0 +1,332 @@
+//! What every hashing policy shares: turning a key's preference order into picks.
+//!
+//! A placement algorithm ([`Placement`]) builds a table over *all* members of a set (healthy
+//! or not) and answers one question ([`Preference::first`]): "which is the first member, in
+//! this key's order of preference, that passes this test?". Everything else is here, written
+//! once for [`HashRing`](crate::HashRing), [`Maglev`](crate::Maglev),
+//! [`Rendezvous`](crate::Rendezvous) and [`JumpHash`](crate::JumpHash):
+//!
+//! * **Walking on.** A member that is `Down`, `Draining` or of weight 0 is skipped and the key
+//!   goes to its next preference, so a backend going down moves only its own keys, and comes
+//!   back to them when it is up again. The tables do not depend on health
+//!   (`TABLE_USES_HEALTH = false`): a health change costs no rebuild.
+//! * **`pick_n`.** The k-th backend is the first in the key's order that is eligible and not
+//!   among the k - 1 already chosen (and has room, with bounded loads). The first is therefore
+//!   the one `pick` returns, and all are distinct.
+//! * **Requests without a key** draw a random 64-bit value from a seeded per-thread
+//!   [`Sequence`] and use it as the key hash: they spread in proportion to each policy's own
+//!   shares, and bounded loads apply to them too.
+//! * **Bounded loads** ([`LoadFactor`]), below.
+//!
+//! # Consistent hashing with bounded loads
+//!
+//! Mirrokni, Thorup and Zadimoghaddam, *Consistent Hashing with Bounded Loads* (SODA 2018),
+//! as HAProxy's `hash-balance-factor` and Envoy's `hash_balance_factor` use it. With load
+//! factor `c >= 1`, a pick never goes to an eligible backend `i` whose in-flight count is
+//! already at or above its capacity
+//!
+//! ```text
+//! capacity_i = ceil(c x (total + 1) x w_i / W)
+//! ```
+//!
+//! where `total` is the number of picks held on eligible backends, `w_i` the backend's weight
+//! and `W` the sum of the eligible weights. The key walks on to its next preference instead.
+//! In `pick_n`, the picks already made by the same call are held, so they count in `total`
+//! and in their backends' counts.
+//!
+//! The capacities sum to at least `c x (total + 1) > total`, so some eligible backend always
+//! has room, and every placement offers every member before giving up: a `pick` always finds
+//! a backend within its capacity. Two cases can find none, and then the key takes its first
+//! eligible preference regardless of load: counters read while other threads pick at the
+//! same moment (each count is read once, at a slightly different instant), and the later
+//! picks of a `pick_n` whose earlier picks took the only backends with room (distinctness
+//! wins over the bound).
+//!
+//! The test is done in integers: `c` is stored as a fixed-point number with 32 fractional
+//! bits, rounded up (`c_fixed = ceil(c x 2^32)`, saturating at `2^64 - 1`, so factors above
+//! about `4.29e9` all act as that value), and since an integer count `m` satisfies
+//! `m >= ceil(q)` exactly when `m >= q`, the backend is full when
+//! `in_flight_i x W x 2^32 >= c_fixed x (total + 1) x w_i`, both sides computed exactly in
+//! 192 bits. Nothing overflows and nothing is rounded except `c` itself.
+//!
+//! `total` and `W` are summed over the eligible backends at each pick (one counter load per
+//! eligible backend, O(n)), only when bounded loads are configured. A counter maintained
+//! alongside would make that O(1), but it would have to stay exact across health changes,
+//! updates and picks released after their backend left the set, which the per-backend
+//! counters already are; the hashing policies with bounds are O(n) per pick for
+//! [`Rendezvous`](crate::Rendezvous) anyway, and the sum is one pass over a contiguous array.
+
+use std::cmp::Ordering;
+
+use crate::hash::id_hash;
+use crate::membership::{Policy, Snapshot, View};
+use crate::sequence::Sequence;
+use crate::{Error, Pick, Request};
+
+/// One member of a set as a placement algorithm sees it. Its index in the slice given to
+/// [`Placement::build`] is its index in the snapshot's members (id order).
+pub(crate) struct Member {
+    /// [`id_hash`] of the backend's id.
+    pub(crate) id_hash: u64,
+    /// The backend's weight.
+    pub(crate) weight: u32,
+    /// The backend's position in the list given to the latest update.
+    pub(crate) position: usize,
+}
+
+/// How one algorithm orders the members for a key: its table builder.
+pub(crate) trait Placement: Send + Sync + 'static {
+    /// The precomputed table.
+    type Table: Preference;
+
+    /// Builds the table over every member (eligible or not). An error rejects the update.
+    fn build(&self, members: &[Member]) -> Result<Self::Table, Error>;
+}
+
+/// A table that can walk a key's preference order.
+pub(crate) trait Preference: Send + Sync + 'static {
+    /// The first member index, in `key`'s order of preference, for which `accept` is true.
+    ///
+    /// Contract: `accept` is a pure test during one call (it may be asked about a member more
+    /// than once); `None` only after every member of weight above 0 was offered.
+    fn first(&self, key: u64, accept: impl FnMut(usize) -> bool) -> Option<usize>;
+}
+
+/// The policy behind every hashing balancer: a placement, an optional load bound, and the
+/// random source for requests without a key.
+pub(crate) struct Hashed<A> {
+    pub(crate) placement: A,
+    bound: Option<LoadFactor>,
+    spread: Sequence,
+}
+
+impl<A> Hashed<A> {
+    /// The 64-bit key hash of `request`, or a random one if it has no key.
+    #[inline]
+    fn key(&self, request: &Request<'_>) -> u64 {
+        request
+            .key_hash()
+            .unwrap_or_else(|| self.spread.next_random())
+    }
+}
+
+impl<T, A: Placement> Policy<T> for Hashed<A> {
+    type Table = A::Table;
+    const TABLE_USES_HEALTH: bool = false;
+
+    fn build(&self, view: &View<'_, T>) -> Result<A::Table, Error> {
+        let members: Vec<Member> = view
+            .members
+            .iter()
+            .map(|e| Member {
+                id_hash: id_hash(&e.id),
+                weight: e.weight,
+                position: e.position,
+            })
+            .collect();
+        self.placement.build(&members)
+    }
+
+    #[inline]
+    fn choose(&self, snap: &Snapshot<T, A::Table>, request: &Request<'_>) -> Option<usize> {
+        if snap.eligible.is_empty() {
+            return None;
+        }
+        let key = self.key(request);
+        let eligible = |i: usize| snap.is_eligible[i];
+        match self.bound {
+            None => snap.table.first(key, eligible),
+            Some(factor) => {
+                let load = Load::measure(snap, factor);
+                snap.table
+                    .first(key, |i| eligible(i) && load.has_room(snap, i))
+                    .or_else(|| snap.table.first(key, eligible))
+            }
+        }
+    }
+
+    fn choose_n(
+        &self,
+        snap: &Snapshot<T, A::Table>,
+        request: &Request<'_>,
+        n: usize,
+        out: &mut Vec<Pick<T>>,
+    ) {
+        if snap.eligible.is_empty() {
+            return;
+        }
+        let key = self.key(request);
+        let mut load = self.bound.map(|factor| Load::measure(snap, factor));
+        let want = n.min(snap.eligible.len());
+        let mut chosen: Vec<usize> = Vec::with_capacity(want);
+        while chosen.len() < want {
+            let free = |i: usize| snap.is_eligible[i] && !chosen.contains(&i);
+            let next = match &load {
+                None => snap.table.first(key, free),
+                Some(load) => snap
+                    .table
+                    .first(key, |i| free(i) && load.has_room(snap, i))
+                    .or_else(|| snap.table.first(key, free)),
+            };
+            // Every eligible member is offered, and fewer than all of them are chosen.
+            let Some(index) = next else { break };
+            chosen.push(index);
+            out.push(snap.pick(index));
+            if let Some(load) = &mut load {
+                // The pick just made is held: it counts in the total of the next one.
+                load.total_plus_one = load.total_plus_one.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// The options every hashing builder shares: the load bound and the seed of the spread of
+/// requests without a key.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Options {
+    pub(crate) load_factor: Option<f64>,
+    pub(crate) seed: Option<u64>,
+}
+
+impl Options {
+    /// Checks the options and makes the policy.
+    ///
+    /// Errors: [`Error::InvalidConfig`] for `load_factor` (below 1, NaN or infinite).
+    pub(crate) fn policy<A>(self, placement: A) -> Result<Hashed<A>, Error> {
+        let bound = self.load_factor.map(LoadFactor::new).transpose()?;
+        Ok(Hashed {
+            placement,
+            bound,
+            spread: Sequence::random(self.seed.unwrap_or_else(crate::entropy_seed)),
+        })
+    }
+}
+
+/// A bounded-loads factor `c >= 1`, as `ceil(c x 2^32)` saturating at `u64::MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LoadFactor {
+    fixed: u64,
+}
+
+impl LoadFactor {
+    /// Errors: [`Error::InvalidConfig`] if `c` is NaN, infinite or below 1.
+    pub(crate) fn new(c: f64) -> Result<Self, Error> {
+        if c.is_nan() || c.is_infinite() || c < 1.0 {
+            return Err(Error::config(
+                "load_factor",
+                format!("{c} is not a finite number of at least 1.0"),
+            ));
+        }
+        // Scaling by a power of two is exact below the overflow; `ceil` is exact; the cast
+        // saturates. So the stored value is the same on every platform.
+        Ok(LoadFactor {
+            fixed: (c * 4_294_967_296.0).ceil() as u64,
+        })
+    }
+}
+
+/// The load of the eligible backends, read once per pick.
+struct Load {
+    factor: LoadFactor,
+    /// Picks held on eligible backends, plus one (the pick being made).
+    total_plus_one: u64,
+    /// Sum of the eligible weights.
+    weight_sum: u64,
+}
+
+impl Load {
+    fn measure<T, X>(snap: &Snapshot<T, X>, factor: LoadFactor) -> Load {
+        let (mut total, mut weight_sum) = (0u64, 0u64);
+        for e in snap.eligible.iter() {
+            total = total.saturating_add(e.state.in_flight() as u64);
+            // At most u32::MAX backends of weight below 2^32: the sum fits in 64 bits.
+            weight_sum += u64::from(e.weight);
+        }
+        Load {
+            factor,
+            total_plus_one: total.saturating_add(1),
+            weight_sum,
+        }
+    }
+
+    /// Whether eligible member `index` is below its capacity.
+    #[inline]
+    fn has_room<T, X>(&self, snap: &Snapshot<T, X>, index: usize) -> bool {
+        let member = &snap.members[index];
+        let in_flight = member.state.in_flight() as u64;
+        // Full when in_flight x W x 2^32 >= c_fixed x (total + 1) x w.
+        let used = product(in_flight, self.weight_sum, 1 << 32);
+        let capacity = product(
+            self.factor.fixed,
+            self.total_plus_one,
+            u64::from(member.weight),
+        );
+        used.cmp(&capacity) == Ordering::Less
+    }
+}
+
+/// The exact product of three 64-bit values, as (high 128 bits, low 64 bits).
+#[inline]
+fn product(a: u64, b: u64, c: u64) -> (u128, u64) {
+    let ab = u128::from(a) * u128::from(b);
+    let low = u128::from(ab as u64) * u128::from(c);
+    let high = (ab >> 64) * u128::from(c);
+    // a x b x c < 2^192, so the high part fits in 128 bits.
+    (high + (low >> 64), low as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_factor_rejects_what_it_must() {
+        for bad in [0.0, 0.999, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let err = LoadFactor::new(bad).unwrap_err();
+            assert!(matches!(
+                err,
+                Error::InvalidConfig {
+                    parameter: "load_factor",
+                    ..
+                }
+            ));
+        }
+        assert_eq!(LoadFactor::new(1.0).unwrap().fixed, 1 << 32);
+        assert_eq!(LoadFactor::new(1.25).unwrap().fixed, 5 << 30);
+        assert_eq!(LoadFactor::new(1e300).unwrap().fixed, u64::MAX);
+    }
+
+    #[test]
+    fn product_is_exact() {
+        assert_eq!(product(2, 3, 7), (0, 42));
+        assert_eq!(product(u64::MAX, 1, 1), (0, u64::MAX));
+        // (2^64 - 1)^3 = 2^192 - 3 x 2^128 + 3 x 2^64 - 1
+        let m = u128::MAX;
+        let high = m - (3u128 << 64) + 3;
+        assert_eq!(product(u64::MAX, u64::MAX, u64::MAX), (high, u64::MAX));
+        assert_eq!(product(1 << 40, 1 << 40, 1 << 40), (1 << 56, 0));
+    }
+
+    /// The capacity test against a direct computation with rationals, over small values.
+    #[test]
+    fn room_matches_the_formula() {
+        for (c, num, den) in [(1.0, 1u64, 1u64), (1.25, 5, 4), (2.0, 2, 1), (1.5, 3, 2)] {
+            let factor = LoadFactor::new(c).unwrap();
+            for total_plus_one in 1..20u64 {
+                for w in 1..5u64 {
+                    for weight_sum in w..12 {
+                        // capacity = ceil(num/den x (total+1) x w / W)
+                        let q_num = num * total_plus_one * w;
+                        let q_den = den * weight_sum;
+                        let capacity = q_num.div_ceil(q_den);
+                        for in_flight in 0..30u64 {
+                            let used = product(in_flight, weight_sum, 1 << 32);
+                            let cap = product(factor.fixed, total_plus_one, w);
+                            assert_eq!(used < cap, in_flight < capacity);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
