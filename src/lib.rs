@@ -65,7 +65,8 @@ mod weighted_round_robin;
 
 pub use backend::{Backend, Health};
 pub use error::Error;
-pub use hash::{jump_hash, HashRing, HashRingBuilder, JumpHash};
+pub use hash::{jump_hash, HashRing, HashRingBuilder, JumpHash, Maglev, MaglevBuilder};
+pub use hash::{Rendezvous, RendezvousBuilder};
 pub use least_connections::LeastConnections;
 pub use membership::MAX_BACKENDS;
 pub use pick::{Pick, Status};

@@ -19,10 +19,14 @@
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 pub mod jump;
+pub mod maglev;
+pub mod rendezvous;
 pub mod ring;
 mod walk;
 
 pub use jump::{jump_hash, JumpHash};
+pub use maglev::{Maglev, MaglevBuilder};
+pub use rendezvous::{Rendezvous, RendezvousBuilder};
 pub use ring::{HashRing, HashRingBuilder};
 
 /// Seed of [`key_hash`]: ASCII `"lbkit_ke"` read as a big-endian `u64`.

@@ -1,0 +1,452 @@
+//! Maglev hashing (Eisenbud et al., *Maglev: A Fast and Reliable Software Network Load
+//! Balancer*, NSDI 2016; Envoy's `MAGLEV`).
+//!
+//! # Algorithm
+//!
+//! A lookup table of prime size `M` (default [`DEFAULT_TABLE_SIZE`] = 65537, Envoy's) holds a
+//! backend in every slot; a key goes to the backend in slot `h mod M`, one memory access.
+//! Each backend has its own permutation of the slots, `(offset + j x skip) mod M`, and the
+//! backends take turns claiming the next free slot of their permutation until the table is
+//! full. Equal backends end up with `floor(M/n)` or `ceil(M/n)` slots each: near-perfect
+//! balance. Removing or adding a backend changes mostly the slots it loses or gains, but not
+//! only those: Maglev trades exact minimal disruption for balance and O(1) lookups (the paper
+//! measures a few percent of extra movement; see the crate's tests for our numbers).
+//!
+//! **Weights** (the weighted population of Envoy and of the paper's section 3.4): turns are
+//! given in order of each backend's next virtual finishing time `(taken + 1) / w`, ties to
+//! the smaller id, so a backend of weight `w` claims `w / W` of the slots, to within one
+//! slot. With equal weights this is exactly the paper's round robin over the backends in id
+//! order. Backends of weight 0 claim no slot.
+//!
+//! A key whose slot holds an ineligible backend (down, draining), or one at capacity with
+//! bounded loads, walks on along a fixed sequence (below); `pick_n` takes the distinct
+//! backends met along it.
+//!
+//! # Exact derivation
+//!
+//! * Backends are ordered by id (byte-wise); only those of weight above 0 take part.
+//! * For the backend with id `id`, with `g = id_hash(id)` ([`id_hash`](crate::hash::id_hash)):
+//!   `offset = mix(g, 0) mod M`, `skip = mix(g, 1) mod (M - 1) + 1`
+//!   ([`mix`](crate::hash::mix)); its `j`-th preferred slot is `(offset + j x skip) mod M`.
+//! * Population: repeatedly, the backend with the smallest `(taken + 1) / w` (compared
+//!   exactly as `(taken_a + 1) x w_b < (taken_b + 1) x w_a`; ties to the smaller id) takes
+//!   its next preferred slot that is still free, until all `M` slots are taken.
+//! * Lookup of key hash `h` ([`key_hash`](crate::hash::key_hash) of the key's bytes or the
+//!   caller's hash): probe `a = 0, 1, ..., 7` looks at slot `floor(k_a x M / 2^64)` with
+//!   `k_0 = h` and `k_a = mix(h, a)`; the first eligible backend wins. If none, the backends
+//!   in id order from position `floor(mix(h, 8) x n / 2^64)` on, wrapping (`n` = number of
+//!   backends, all weights), until an eligible one: every backend is reached.
+//!
+//! # Cost
+//!
+//! * **Pick**: O(1): one multiply-shift and one load from the table (256 KB at the default
+//!   size, cache resident under load), more only when the slot's backend is ineligible.
+//! * **Update**: O(M log M) expected slot probes (the free slots get rare at the end of the
+//!   population), plus a heap of turns when weights differ. About a millisecond at the
+//!   default size; see the crate's benchmarks.
+//! * **Memory**: `4 x M` bytes (256 KB at the default).
+//!
+//! # When to choose it
+//!
+//! When lookups must be O(1) and fast at any size and balance must be tight (under 1% of
+//! table imbalance with `M > 100 x n`), and a little extra key movement on membership change
+//! is acceptable (connection affinity in L4 balancers, caches that tolerate some misses).
+//! Take a larger prime `M` for thousands of backends.
+
+use crate::hash::mix;
+use crate::hash::walk::{Hashed, Member, Options, Placement, Preference};
+use crate::membership::{impl_balancer, Core};
+use crate::sequence::uniform;
+use crate::{Backend, Error};
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+/// Table size unless configured: Envoy's 65537, enough for about 650 backends at under 1%
+/// imbalance.
+pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+
+/// The largest table size accepted: 2^24 slots (64 MB).
+pub const TABLE_SIZE_LIMIT: u32 = 1 << 24;
+
+/// Maglev hashing: a prime-sized lookup table, O(1) per pick, weighted.
+///
+/// See the [module docs](crate::hash::maglev) for the exact placement.
+///
+/// ```
+/// use lbkit::{Backend, Balancer, Health, Maglev, Request};
+/// let lb = Maglev::new(["a", "b", "c"].map(|id| Backend::new(id, ())))?;
+/// let home = lb.pick(&Request::with_key("user-42")).unwrap().id().to_owned();
+/// lb.set_health(&home, Health::Down)?;
+/// let other = lb.pick(&Request::with_key("user-42")).unwrap().id().to_owned();
+/// assert_ne!(home, other); // walked on to the next preference
+/// lb.set_health(&home, Health::Up)?;
+/// assert_eq!(lb.pick(&Request::with_key("user-42")).unwrap().id(), home); // and back
+/// # Ok::<(), lbkit::Error>(())
+/// ```
+pub struct Maglev<T> {
+    core: Core<T, Hashed<MaglevPlacement>>,
+}
+
+impl<T: Send + Sync + 'static> Maglev<T> {
+    /// A Maglev balancer with a table of [`DEFAULT_TABLE_SIZE`] slots, no load bound.
+    ///
+    /// # Errors
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
+    /// [`Error::InvalidConfig`] (`"table_size"`) if the set has more backends than the
+    /// table has slots. Updates fail the same way, and then change nothing.
+    pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
+        MaglevBuilder::default().build(backends)
+    }
+}
+
+impl Maglev<()> {
+    /// A builder to set the table size, a load factor or a seed; its `build` makes a
+    /// `Maglev<T>` of any `T` (an associated function of `Maglev<()>` only so that
+    /// `Maglev::builder()` needs no type annotation).
+    pub fn builder() -> MaglevBuilder {
+        MaglevBuilder::default()
+    }
+}
+
+impl_balancer!(Maglev);
+
+/// Configures a [`Maglev`] balancer.
+///
+/// ```
+/// use lbkit::{Backend, Error, Maglev};
+/// let lb = Maglev::builder()
+///     .table_size(5003)
+///     .load_factor(1.5)
+///     .build([Backend::new("a", ()), Backend::new("b", ())])?;
+/// # let _ = lb;
+/// let not_prime = Maglev::builder().table_size(65536).build(Vec::<Backend<()>>::new());
+/// assert!(matches!(not_prime, Err(Error::InvalidConfig { parameter: "table_size", .. })));
+/// # Ok::<(), lbkit::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MaglevBuilder {
+    table_size: u32,
+    options: Options,
+}
+
+impl Default for MaglevBuilder {
+    fn default() -> Self {
+        MaglevBuilder {
+            table_size: DEFAULT_TABLE_SIZE,
+            options: Options::default(),
+        }
+    }
+}
+
+impl MaglevBuilder {
+    /// The table size `M`: a prime, at least the number of backends, at most
+    /// [`TABLE_SIZE_LIMIT`]. Balance needs `M` well above the number of backends (the
+    /// paper: `M > 100 x n` for under 1% imbalance).
+    pub fn table_size(mut self, size: u32) -> Self {
+        self.table_size = size;
+        self
+    }
+
+    /// Turns on bounded loads with factor `c` (see [`hash`](crate::hash)).
+    pub fn load_factor(mut self, c: f64) -> Self {
+        self.options.load_factor = Some(c);
+        self
+    }
+
+    /// Seeds the random spread of requests without a key, so it replays exactly.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.options.seed = Some(seed);
+        self
+    }
+
+    /// Builds the balancer over `backends`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for `table_size` (not a prime, above [`TABLE_SIZE_LIMIT`],
+    /// or below the number of backends) or `load_factor` (below 1, NaN, infinite), and those
+    /// of [`Maglev::new`].
+    pub fn build<T: Send + Sync + 'static>(
+        self,
+        backends: impl IntoIterator<Item = Backend<T>>,
+    ) -> Result<Maglev<T>, Error> {
+        let size = self.table_size;
+        if size > TABLE_SIZE_LIMIT {
+            return Err(Error::config(
+                "table_size",
+                format!("{size} is above the limit of {TABLE_SIZE_LIMIT}"),
+            ));
+        }
+        if !is_prime(size) {
+            return Err(Error::config(
+                "table_size",
+                format!("{size} is not a prime"),
+            ));
+        }
+        let policy = self.options.policy(MaglevPlacement { size })?;
+        Ok(Maglev {
+            core: Core::new(policy, backends)?,
+        })
+    }
+}
+
+/// Trial division: `n <= 2^24`, so at most 2048 odd divisors.
+fn is_prime(n: u32) -> bool {
+    if n < 4 {
+        return n >= 2;
+    }
+    if n % 2 == 0 {
+        return false;
+    }
+    let mut d = 3u32;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+pub(crate) struct MaglevPlacement {
+    size: u32,
+}
+
+impl Placement for MaglevPlacement {
+    type Table = Table;
+
+    fn build(&self, members: &[Member]) -> Result<Table, Error> {
+        if members.len() > self.size as usize {
+            return Err(Error::config(
+                "table_size",
+                format!("{} slots cannot hold {} backends", self.size, members.len()),
+            ));
+        }
+        Ok(Table::new(members, self.size))
+    }
+}
+
+/// The lookup table: slot -> member index.
+pub(crate) struct Table {
+    /// Empty when no member has a weight above 0.
+    slots: Box<[u32]>,
+    /// Number of members (all weights), for the last-resort walk.
+    members: usize,
+}
+
+/// One backend while the table fills.
+struct Filler {
+    index: u32,
+    weight: u64,
+    /// Slots taken so far.
+    taken: u64,
+    /// Its next preferred slot, and its step.
+    next: u64,
+    skip: u64,
+}
+
+impl Filler {
+    /// Claims the next free slot of this backend's permutation.
+    #[inline]
+    fn claim(&mut self, slots: &mut [u32], size: u64) {
+        loop {
+            let slot = self.next as usize;
+            self.next += self.skip;
+            if self.next >= size {
+                self.next -= size;
+            }
+            if slots[slot] == EMPTY {
+                slots[slot] = self.index;
+                self.taken += 1;
+                return;
+            }
+        }
+    }
+}
+
+/// Turn order: the smallest `(taken + 1) / weight` first, then the smallest index. Reversed
+/// for `BinaryHeap`, a max-heap.
+impl Ord for Filler {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // taken < 2^24 and weights < 2^32: the products fit in 64 bits.
+        let mine = (self.taken + 1) * other.weight;
+        let theirs = (other.taken + 1) * self.weight;
+        theirs.cmp(&mine).then_with(|| other.index.cmp(&self.index))
+    }
+}
+
+impl PartialOrd for Filler {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Filler {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Filler {}
+
+const EMPTY: u32 = u32::MAX;
+
+impl Table {
+    fn new(members: &[Member], size: u32) -> Table {
+        let size64 = u64::from(size);
+        let mut fillers: Vec<Filler> = members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.weight > 0)
+            .map(|(index, m)| Filler {
+                // index < members.len() <= size <= 2^24.
+                index: index as u32,
+                weight: u64::from(m.weight),
+                taken: 0,
+                next: mix(m.id_hash, 0) % size64,
+                skip: mix(m.id_hash, 1) % (size64 - 1) + 1,
+            })
+            .collect();
+        if fillers.is_empty() {
+            return Table {
+                slots: Box::default(),
+                members: members.len(),
+            };
+        }
+        let mut slots = vec![EMPTY; size as usize];
+        let equal = fillers.windows(2).all(|w| w[0].weight == w[1].weight);
+        if equal {
+            // Every turn order by (taken + 1) / w is then plain round robin in index order.
+            let mut filled = 0;
+            'fill: loop {
+                for f in fillers.iter_mut() {
+                    f.claim(&mut slots, size64);
+                    filled += 1;
+                    if filled == slots.len() {
+                        break 'fill;
+                    }
+                }
+            }
+        } else {
+            let mut turns: BinaryHeap<Filler> = fillers.drain(..).collect();
+            for _ in 0..size {
+                let mut f = turns.pop().expect("at least one backend takes turns");
+                f.claim(&mut slots, size64);
+                turns.push(f);
+            }
+        }
+        Table {
+            slots: slots.into(),
+            members: members.len(),
+        }
+    }
+}
+
+/// Probes of the table before the last-resort walk.
+const PROBES: u64 = 8;
+
+impl Preference for Table {
+    #[inline]
+    fn first(&self, key: u64, mut accept: impl FnMut(usize) -> bool) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        for attempt in 0..PROBES {
+            let k = if attempt == 0 { key } else { mix(key, attempt) };
+            let member = self.slots[uniform(k, self.slots.len()).0] as usize;
+            if accept(member) {
+                return Some(member);
+            }
+        }
+        let start = uniform(mix(key, PROBES), self.members).0;
+        (start..self.members).chain(0..start).find(|&m| accept(m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(weights: &[u32]) -> Vec<Member> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Member {
+                id_hash: crate::hash::id_hash(&format!("backend-{i}")),
+                weight,
+                position: i,
+            })
+            .collect()
+    }
+
+    fn slot_counts(table: &Table, n: usize) -> Vec<usize> {
+        let mut counts = vec![0; n];
+        for &s in table.slots.iter() {
+            counts[s as usize] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn primes() {
+        let small: Vec<u32> = (0..30).filter(|&n| is_prime(n)).collect();
+        assert_eq!(small, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
+        assert!(is_prime(65_537));
+        assert!(is_prime(5003));
+        assert!(!is_prime(65_536));
+        assert!(is_prime(65_539));
+        assert!(!is_prime(65_541)); // 3 x 21847
+        assert!(is_prime(16_777_213)); // largest prime below 2^24
+        assert!(!is_prime(16_777_215));
+    }
+
+    #[test]
+    fn equal_weights_share_slots_to_within_one() {
+        let table = Table::new(&members(&[1; 100]), 65_537);
+        let counts = slot_counts(&table, 100);
+        assert!(counts.iter().all(|&c| c == 655 || c == 656), "{counts:?}");
+        assert_eq!(counts.iter().sum::<usize>(), 65_537);
+    }
+
+    #[test]
+    fn weighted_shares_are_exact_to_within_one_slot() {
+        let weights = [1, 2, 3, 0, 10, 7];
+        let table = Table::new(&members(&weights), 65_537);
+        let counts = slot_counts(&table, weights.len());
+        let total: u32 = weights.iter().sum();
+        for (c, &w) in counts.iter().zip(&weights) {
+            let expect = 65_537.0 * f64::from(w) / f64::from(total);
+            assert!((*c as f64 - expect).abs() <= 1.0, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn too_small_a_table_is_an_error() {
+        let placement = MaglevPlacement { size: 3 };
+        assert!(placement.build(&members(&[1, 1, 1])).is_ok());
+        assert!(matches!(
+            placement.build(&members(&[1, 1, 1, 0])),
+            Err(Error::InvalidConfig {
+                parameter: "table_size",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn walk_reaches_every_member() {
+        let table = Table::new(&members(&[1, 0, 1, 1, 0]), 7);
+        for key in 0..20 {
+            let mut seen = [false; 5];
+            assert_eq!(
+                table.first(key, |m| {
+                    seen[m] = true;
+                    false
+                }),
+                None
+            );
+            assert!(seen.iter().all(|&s| s));
+        }
+    }
+}
