@@ -247,16 +247,19 @@ struct Filler {
 }
 
 impl Filler {
-    /// Claims the next free slot of this backend's permutation.
+    /// Claims the next free slot of this backend's permutation. `taken` is a bit per slot
+    /// (8 KB at the default size, so the many probes of the end of the population hit L1).
     #[inline]
-    fn claim(&mut self, slots: &mut [u32], size: u64) {
+    fn claim(&mut self, slots: &mut [u32], taken: &mut [u64], size: u64) {
         loop {
             let slot = self.next as usize;
             self.next += self.skip;
             if self.next >= size {
                 self.next -= size;
             }
-            if slots[slot] == EMPTY {
+            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            if taken[word] & bit == 0 {
+                taken[word] |= bit;
                 slots[slot] = self.index;
                 self.taken += 1;
                 return;
@@ -290,8 +293,6 @@ impl PartialEq for Filler {
 
 impl Eq for Filler {}
 
-const EMPTY: u32 = u32::MAX;
-
 impl Table {
     fn new(members: &[Member], size: u32) -> Table {
         let size64 = u64::from(size);
@@ -314,14 +315,15 @@ impl Table {
                 members: members.len(),
             };
         }
-        let mut slots = vec![EMPTY; size as usize];
+        let mut slots = vec![0u32; size as usize];
+        let mut taken = vec![0u64; (size as usize).div_ceil(64)];
         let equal = fillers.windows(2).all(|w| w[0].weight == w[1].weight);
         if equal {
             // Every turn order by (taken + 1) / w is then plain round robin in index order.
             let mut filled = 0;
             'fill: loop {
                 for f in fillers.iter_mut() {
-                    f.claim(&mut slots, size64);
+                    f.claim(&mut slots, &mut taken, size64);
                     filled += 1;
                     if filled == slots.len() {
                         break 'fill;
@@ -331,9 +333,9 @@ impl Table {
         } else {
             let mut turns: BinaryHeap<Filler> = fillers.drain(..).collect();
             for _ in 0..size {
-                let mut f = turns.pop().expect("at least one backend takes turns");
-                f.claim(&mut slots, size64);
-                turns.push(f);
+                // Re-sifted once when the guard drops.
+                let mut f = turns.peek_mut().expect("at least one backend takes turns");
+                f.claim(&mut slots, &mut taken, size64);
             }
         }
         Table {
