@@ -38,6 +38,11 @@
 //! `pick_n` takes the first eligible bucket not already chosen by the same rule, so its
 //! results are distinct and its first is the one `pick` returns.
 //!
+//! Minimal disruption holds for keys whose own bucket is eligible: growing or shrinking the
+//! list at the end moves only the keys of the bucket added or removed. A key that walked on
+//! past an ineligible bucket follows probes that depend on `n`, so it may move to another
+//! bucket when `n` changes.
+//!
 //! # Cost
 //!
 //! Pick: O(ln n) (about `ln n + 1` jumps, each a multiply and a floating-point division),
