@@ -31,6 +31,10 @@
 //! | [`Random`] | weighted at random | O(1) | stateless spread |
 //! | [`LeastConnections`] | fewest in flight per weight | O(n) | long-lived connections |
 //! | [`PowerOfTwoChoices`] | lighter of two weighted draws | O(1) | the default for requests |
+//! | [`HashRing`] | the key's next point on a weighted ring | O(1) | key affinity under churn |
+//! | [`Maglev`] | the key's slot in a prime-sized table | O(1) | key affinity, fastest lookup |
+//! | [`Rendezvous`] | the key's highest weighted score | O(n) | exact shares, top-n replicas |
+//! | [`JumpHash`] | the key's bucket, backends numbered in order | O(log n) | numbered shards |
 //!
 //! ## What every balancer guarantees
 //!
@@ -45,7 +49,8 @@
 //! * **Errors.** Bad input gets a typed [`Error`] and changes nothing. An empty set is not an
 //!   error: `pick` returns `None`.
 //! * **Determinism.** Randomised policies have `with_seed`; placement hashes are pinned
-//!   ([`hash`]).
+//!   ([`hash`]). The hashing policies, their bounded loads and their exact placement are
+//!   described in [`hash`].
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -31,7 +31,7 @@
 //! caller's) and `n` the number of backends:
 //!
 //! 1. Probes `a = 0, 1, ..., 7`: bucket `jump_hash(k_a, n)` with `k_0 = h` and
-//!    `k_a = mix(h, a)` ([`mix`](crate::hash::mix)). The first eligible one wins.
+//!    `k_a = mix(h, a)` ([`mix`]). The first eligible one wins.
 //! 2. Otherwise, from bucket `s = jump_hash(mix(h, 8), n)`, the buckets `s, s + 1, ...`
 //!    wrapping, until an eligible one: every bucket is reached, so the walk ends.
 //!

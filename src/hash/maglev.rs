@@ -27,7 +27,7 @@
 //! * Backends are ordered by id (byte-wise); only those of weight above 0 take part.
 //! * For the backend with id `id`, with `g = id_hash(id)` ([`id_hash`](crate::hash::id_hash)):
 //!   `offset = mix(g, 0) mod M`, `skip = mix(g, 1) mod (M - 1) + 1`
-//!   ([`mix`](crate::hash::mix)); its `j`-th preferred slot is `(offset + j x skip) mod M`.
+//!   ([`mix`]); its `j`-th preferred slot is `(offset + j x skip) mod M`.
 //! * Population: repeatedly, the backend with the smallest `(taken + 1) / w` (compared
 //!   exactly as `(taken_a + 1) x w_b < (taken_b + 1) x w_a`; ties to the smaller id) takes
 //!   its next preferred slot that is still free, until all `M` slots are taken.

@@ -17,7 +17,7 @@
 //!
 //! * Backends are taken in any order; the ring is a function of the set of (id, weight).
 //! * Point `j` (for `j = 0, 1, ..., w x p - 1`) of the backend with id `id` is
-//!   [`mix`](crate::hash::mix)`(id_hash(id), j)`, with [`id_hash`](crate::hash::id_hash) the
+//!   [`mix`]`(id_hash(id), j)`, with [`id_hash`](crate::hash::id_hash) the
 //!   pinned XXH3-64 of the id's UTF-8 bytes (seed `"lbkit_id"`).
 //! * The points are sorted as unsigned 64-bit integers; equal points (a 2^-64 event) are
 //!   ordered by the owners' ids, byte-wise.
@@ -33,7 +33,7 @@
 //!   bucket (one or two cache lines) finds the successor. No binary search. Walking on past
 //!   ineligible owners costs one step per point passed.
 //! * **Update**: O(points), by a counting sort on the same top bits (no comparison sort):
-//!   `2 x` ([`mix`](crate::hash::mix) per point) plus one pass.
+//!   `2 x` ([`mix`] per point) plus one pass.
 //! * **Memory**: 16 bytes per point (8 for the point, 4 for its owner's index, 4 of
 //!   alignment: the pair shares a cache line) plus the index, 4 bytes per bucket: 17 to 18
 //!   bytes per point.

@@ -2,60 +2,13 @@
 //!
 //! A placement algorithm ([`Placement`]) builds a table over *all* members of a set (healthy
 //! or not) and answers one question ([`Preference::first`]): "which is the first member, in
-//! this key's order of preference, that passes this test?". Everything else is here, written
-//! once for [`HashRing`](crate::HashRing), [`Maglev`](crate::Maglev),
-//! [`Rendezvous`](crate::Rendezvous) and [`JumpHash`](crate::JumpHash):
-//!
-//! * **Walking on.** A member that is `Down`, `Draining` or of weight 0 is skipped and the key
-//!   goes to its next preference, so a backend going down moves only its own keys, and comes
-//!   back to them when it is up again. The tables do not depend on health
-//!   (`TABLE_USES_HEALTH = false`): a health change costs no rebuild.
-//! * **`pick_n`.** The k-th backend is the first in the key's order that is eligible and not
-//!   among the k - 1 already chosen (and has room, with bounded loads). The first is therefore
-//!   the one `pick` returns, and all are distinct.
-//! * **Requests without a key** draw a random 64-bit value from a seeded per-thread
-//!   [`Sequence`] and use it as the key hash: they spread in proportion to each policy's own
-//!   shares, and bounded loads apply to them too.
-//! * **Bounded loads** ([`LoadFactor`]), below.
-//!
-//! # Consistent hashing with bounded loads
-//!
-//! Mirrokni, Thorup and Zadimoghaddam, *Consistent Hashing with Bounded Loads* (SODA 2018),
-//! as HAProxy's `hash-balance-factor` and Envoy's `hash_balance_factor` use it. With load
-//! factor `c >= 1`, a pick never goes to an eligible backend `i` whose in-flight count is
-//! already at or above its capacity
-//!
-//! ```text
-//! capacity_i = ceil(c x (total + 1) x w_i / W)
-//! ```
-//!
-//! where `total` is the number of picks held on eligible backends, `w_i` the backend's weight
-//! and `W` the sum of the eligible weights. The key walks on to its next preference instead.
-//! In `pick_n`, the picks already made by the same call are held, so they count in `total`
-//! and in their backends' counts.
-//!
-//! The capacities sum to at least `c x (total + 1) > total`, so some eligible backend always
-//! has room, and every placement offers every member before giving up: a `pick` always finds
-//! a backend within its capacity. Two cases can find none, and then the key takes its first
-//! eligible preference regardless of load: counters read while other threads pick at the
-//! same moment (each count is read once, at a slightly different instant), and the later
-//! picks of a `pick_n` whose earlier picks took the only backends with room (distinctness
-//! wins over the bound).
-//!
-//! The test is done in integers: `c` is stored as a fixed-point number with 32 fractional
-//! bits, rounded up (`c_fixed = ceil(c x 2^32)`, saturating at `2^64 - 1`, so factors above
-//! about `4.29e9` all act as that value), and since an integer count `m` satisfies
-//! `m >= ceil(q)` exactly when `m >= q`, the backend is full when
-//! `in_flight_i x W x 2^32 >= c_fixed x (total + 1) x w_i`, both sides computed exactly in
-//! 192 bits. Nothing overflows and nothing is rounded except `c` itself.
-//!
-//! `total` and `W` are summed over the eligible backends at each pick (one counter load per
-//! eligible backend, O(n)), only when bounded loads are configured. A counter maintained
-//! alongside would make that O(1), but it would have to stay exact across health changes,
-//! updates and picks released after their backend left the set, which the per-backend
-//! counters already are; the hashing policies with bounds are O(n) per pick for
-//! [`Rendezvous`](crate::Rendezvous) anyway, and the sum is one pass over a contiguous array.
+//! this key's order of preference, that passes this test?". The [`Hashed`] policy does the
+//! rest, once for every hashing balancer (the behaviour is documented for users in
+//! [`crate::hash`]): skipping ineligible members, distinct `pick_n` results whose first is
+//! `pick`'s, the random spread of requests without a key, and bounded loads ([`LoadFactor`],
+//! `Load`), including the validation of the load factor.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 
 use crate::hash::id_hash;
@@ -137,7 +90,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
         match self.bound {
             None => snap.table.first(key, eligible),
             Some(factor) => {
-                let load = Load::measure(snap, factor);
+                let load = Load::new(factor);
                 snap.table
                     .first(key, |i| eligible(i) && load.has_room(snap, i))
                     .or_else(|| snap.table.first(key, eligible))
@@ -156,7 +109,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
             return;
         }
         let key = self.key(request);
-        let mut load = self.bound.map(|factor| Load::measure(snap, factor));
+        let mut load = self.bound.map(Load::new);
         let want = n.min(snap.eligible.len());
         let mut chosen: Vec<usize> = Vec::with_capacity(want);
         while chosen.len() < want {
@@ -174,7 +127,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
             out.push(snap.pick(index));
             if let Some(load) = &mut load {
                 // The pick just made is held: it counts in the total of the next one.
-                load.total_plus_one = load.total_plus_one.saturating_add(1);
+                load.held += 1;
             }
         }
     }
@@ -225,28 +178,42 @@ impl LoadFactor {
     }
 }
 
-/// The load of the eligible backends, read once per pick.
+/// The load of the eligible backends, read at most once per pick, and only if needed.
 struct Load {
     factor: LoadFactor,
-    /// Picks held on eligible backends, plus one (the pick being made).
-    total_plus_one: u64,
-    /// Sum of the eligible weights.
-    weight_sum: u64,
+    /// Picks held on eligible backends and the sum of the eligible weights, once read,
+    /// with the value of `held` at that moment.
+    sums: Cell<Option<(u64, u64, u64)>>,
+    /// Picks made so far by this `pick_n` call.
+    held: u64,
 }
 
 impl Load {
-    fn measure<T, X>(snap: &Snapshot<T, X>, factor: LoadFactor) -> Load {
-        let (mut total, mut weight_sum) = (0u64, 0u64);
-        for e in snap.eligible.iter() {
-            total = total.saturating_add(e.state.in_flight() as u64);
-            // At most u32::MAX backends of weight below 2^32: the sum fits in 64 bits.
-            weight_sum += u64::from(e.weight);
-        }
+    fn new(factor: LoadFactor) -> Load {
         Load {
             factor,
-            total_plus_one: total.saturating_add(1),
-            weight_sum,
+            sums: Cell::new(None),
+            held: 0,
         }
+    }
+
+    /// (total held on eligible backends, sum of their weights), read on first use.
+    fn sums<T, X>(&self, snap: &Snapshot<T, X>) -> (u64, u64) {
+        let (total, weight_sum, held_then) = match self.sums.get() {
+            Some(sums) => sums,
+            None => {
+                let (mut total, mut weight_sum) = (0u64, 0u64);
+                for e in snap.eligible.iter() {
+                    total = total.saturating_add(e.state.in_flight() as u64);
+                    // At most u32::MAX backends of weight below 2^32: fits in 64 bits.
+                    weight_sum += u64::from(e.weight);
+                }
+                self.sums.set(Some((total, weight_sum, self.held)));
+                (total, weight_sum, self.held)
+            }
+        };
+        // Picks this call made after the reading are held too.
+        (total.saturating_add(self.held - held_then), weight_sum)
     }
 
     /// Whether eligible member `index` is below its capacity.
@@ -254,11 +221,17 @@ impl Load {
     fn has_room<T, X>(&self, snap: &Snapshot<T, X>, index: usize) -> bool {
         let member = &snap.members[index];
         let in_flight = member.state.in_flight() as u64;
+        if in_flight == 0 {
+            // c >= 1, total + 1 >= 1 and 0 < w <= W: the capacity is at least 1. No need
+            // to read the whole set's load.
+            return true;
+        }
+        let (total, weight_sum) = self.sums(snap);
         // Full when in_flight x W x 2^32 >= c_fixed x (total + 1) x w.
-        let used = product(in_flight, self.weight_sum, 1 << 32);
+        let used = product(in_flight, weight_sum, 1 << 32);
         let capacity = product(
             self.factor.fixed,
-            self.total_plus_one,
+            total.saturating_add(1),
             u64::from(member.weight),
         );
         used.cmp(&capacity) == Ordering::Less
