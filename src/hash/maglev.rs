@@ -9,8 +9,11 @@
 //! backends take turns claiming the next free slot of their permutation until the table is
 //! full. Equal backends end up with `floor(M/n)` or `ceil(M/n)` slots each: near-perfect
 //! balance. Removing or adding a backend changes mostly the slots it loses or gains, but not
-//! only those: Maglev trades exact minimal disruption for balance and O(1) lookups (the paper
-//! measures a few percent of extra movement; see the crate's tests for our numbers).
+//! only those: Maglev trades exact minimal disruption for balance and O(1) lookups. Measured
+//! (tests/hashing_balance.rs, M = 65537, 1M keys): removing one of 100 equal backends moves
+//! 1.58% of the keys where 1.01% (its own) is the least possible, adding one moves 1.57%
+//! (0.99% to it); at 1000 backends, removing one moves 0.69% against 0.11%, adding one
+//! 0.67% against 0.10%: about 0.56% of the keys move between backends that stayed.
 //!
 //! **Weights** (the weighted population of Envoy and of the paper's section 3.4): turns are
 //! given in order of each backend's next virtual finishing time `(taken + 1) / w`, ties to
@@ -42,8 +45,9 @@
 //! * **Pick**: O(1): one multiply-shift and one load from the table (256 KB at the default
 //!   size, cache resident under load), more only when the slot's backend is ineligible.
 //! * **Update**: O(M log M) expected slot probes (the free slots get rare at the end of the
-//!   population), plus a heap of turns when weights differ. About a millisecond at the
-//!   default size; see the crate's benchmarks.
+//!   population; the last `sqrt(M) / 2` claims scan the free slots instead), plus a heap of
+//!   turns when weights differ. Measured in release at the default size and 100 backends:
+//!   1.0 ms with equal weights, 3.3 ms with weights 1 to 4 (the heap).
 //! * **Memory**: `4 x M` bytes (256 KB at the default).
 //!
 //! # When to choose it
