@@ -299,3 +299,101 @@ fn balancers_are_send_sync_and_shareable() {
     }
     assert_eq!(lb.status().iter().map(|s| s.in_flight()).sum::<usize>(), 0);
 }
+
+/// Threads pick (held for a while), `pick_n` and release, under bounded loads, while another
+/// thread replaces the set and flips health. Every pick is of a backend of the set some
+/// snapshot held, and once everything is dropped every count is back to 0, also for the
+/// backends removed on the way.
+#[test]
+fn stress_picks_against_updates_with_bounded_loads() {
+    let set = |generation: u32| -> Vec<Backend<u32>> {
+        (0..12)
+            .filter(|i| (i + generation) % 5 != 0)
+            .map(|i| Backend::new(format!("n{i}"), i).with_weight(1 + (i + generation) % 3))
+            .collect()
+    };
+    let lbs: Vec<Arc<dyn Balancer<u32>>> = vec![
+        Arc::new(
+            HashRing::builder()
+                .load_factor(1.25)
+                .seed(3)
+                .build(set(0))
+                .unwrap(),
+        ),
+        Arc::new(
+            Maglev::builder()
+                .table_size(1009)
+                .load_factor(1.25)
+                .build(set(0))
+                .unwrap(),
+        ),
+        Arc::new(
+            Rendezvous::builder()
+                .load_factor(1.1)
+                .build(set(0))
+                .unwrap(),
+        ),
+    ];
+    for lb in lbs {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (lb, stop) = (Arc::clone(&lb), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut generation = 0;
+                // Relaxed: a plain stop flag, nothing else is published through it.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    generation += 1;
+                    lb.update(set(generation)).unwrap();
+                    let id = format!("n{}", generation % 12);
+                    let _ = lb.set_health(&id, Health::Down);
+                    std::thread::yield_now();
+                    let _ = lb.set_health(&id, Health::Up);
+                }
+            })
+        };
+        let readers: Vec<_> = (0..3)
+            .map(|t| {
+                let lb = Arc::clone(&lb);
+                std::thread::spawn(move || {
+                    let mut held = std::collections::VecDeque::new();
+                    for i in 0..3000u64 {
+                        let key = (i * 7 + t) % 50;
+                        if i % 5 == 0 {
+                            let picks = lb.pick_n(&Request::with_hash(key), 3);
+                            let ids: std::collections::HashSet<&str> =
+                                picks.iter().map(|p| p.id()).collect();
+                            assert_eq!(ids.len(), picks.len());
+                            held.extend(picks);
+                        } else if let Some(p) = lb.pick(&Request::with_hash(key)) {
+                            assert!(p.id().starts_with('n'));
+                            held.push_back(p);
+                        }
+                        if held.len() > 40 {
+                            held.pop_front();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(lb.status().iter().all(|s| s.in_flight() == 0));
+        // Removed backends' counts came back to 0 too: re-adding them shows it.
+        lb.update(
+            set(0)
+                .into_iter()
+                .chain(set(1))
+                .fold(Vec::new(), |mut v, b| {
+                    if !v.iter().any(|x: &Backend<u32>| x.id() == b.id()) {
+                        v.push(b);
+                    }
+                    v
+                }),
+        )
+        .unwrap();
+        assert!(lb.status().iter().all(|s| s.in_flight() == 0));
+    }
+}
