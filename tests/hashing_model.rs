@@ -1,14 +1,14 @@
 //! Model-based test: random sequences of picks (held), `pick_n`, releases, health changes
 //! and updates, against a naive model of the documented behaviour: each key's preference
 //! order computed from scratch (ring: every point, sorted; rendezvous: every weighted score,
-//! sorted), then the first eligible backend with room under bounded loads (in-flight counts
+//! sorted; Maglev: the table populated naively, then its documented probe sequence), then the first eligible backend with room under bounded loads (in-flight counts
 //! kept by the model, also for removed backends), else the first eligible. Every pick must
 //! be exactly the model's.
 
 use std::collections::HashMap;
 
 use lbkit::hash::{id_hash, mix};
-use lbkit::{Backend, Balancer, HashRing, Health, Pick, Rendezvous, Request};
+use lbkit::{Backend, Balancer, HashRing, Health, Maglev, Pick, Rendezvous, Request};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -43,9 +43,59 @@ fn set(weights: &[u32]) -> Vec<Backend<()>> {
 enum Kind {
     Ring,
     Rendezvous,
+    Maglev,
 }
 
 const POINTS: u64 = 5;
+/// A prime above the largest set of these tests (11 backends).
+const MAGLEV_SIZE: u64 = 13;
+
+/// The Maglev table as its docs define it: turns by smallest (taken + 1) / w, ties to the
+/// smaller id; each takes its next free slot of (offset + j x skip) mod M.
+fn maglev_table(sorted: &[(String, u32)]) -> Vec<usize> {
+    let m = MAGLEV_SIZE;
+    // (index, weight, offset, skip, taken, j)
+    let mut turns: Vec<(usize, u64, u64, u64, u64, u64)> = sorted
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, w))| *w > 0)
+        .map(|(i, (id, w))| {
+            let g = id_hash(id);
+            (
+                i,
+                u64::from(*w),
+                mix(g, 0) % m,
+                mix(g, 1) % (m - 1) + 1,
+                0,
+                0,
+            )
+        })
+        .collect();
+    let mut table = vec![usize::MAX; m as usize];
+    if turns.is_empty() {
+        return Vec::new();
+    }
+    for _ in 0..m {
+        let mut best = 0;
+        for t in 1..turns.len() {
+            let (a, b) = (&turns[t], &turns[best]);
+            if (a.4 + 1) * b.1 < (b.4 + 1) * a.1 {
+                best = t;
+            }
+        }
+        let t = &mut turns[best];
+        loop {
+            let slot = ((t.2 + t.5 * t.3) % m) as usize;
+            t.5 += 1;
+            if table[slot] == usize::MAX {
+                table[slot] = t.0;
+                t.4 += 1;
+                break;
+            }
+        }
+    }
+    table
+}
 
 /// The key's preference order over the members of weight > 0, from scratch.
 fn preference(kind: Kind, members: &[(String, u32)], key: u64) -> Vec<String> {
@@ -72,6 +122,29 @@ fn preference(kind: Kind, members: &[(String, u32)], key: u64) -> Vec<String> {
                 }
             }
             order
+        }
+        Kind::Maglev => {
+            // Probes 0..8 of the table, then every member in id order from a start.
+            let table = maglev_table(&sorted);
+            if table.is_empty() {
+                return Vec::new();
+            }
+            let scale = |x: u64, n: usize| ((u128::from(x) * n as u128) >> 64) as usize;
+            let mut order: Vec<usize> = (0..8u64)
+                .map(|a| {
+                    let k = if a == 0 { key } else { mix(key, a) };
+                    table[scale(k, table.len())]
+                })
+                .collect();
+            let start = scale(mix(key, 8), sorted.len());
+            order.extend((start..sorted.len()).chain(0..start));
+            let mut ids: Vec<String> = Vec::new();
+            for i in order {
+                if !ids.contains(&sorted[i].0) {
+                    ids.push(sorted[i].0.clone());
+                }
+            }
+            ids
         }
         Kind::Rendezvous => {
             let mut scored: Vec<(f64, u64, usize)> = sorted
@@ -182,6 +255,13 @@ fn run(kind: Kind, bound: Option<(u64, u64)>, first: Vec<u32>, ops: Vec<Op>) {
             }
             Box::new(builder.build(set(&first)).unwrap())
         }
+        (Kind::Maglev, b) => {
+            let mut builder = Maglev::builder().table_size(MAGLEV_SIZE as u32);
+            if let Some((num, den)) = b {
+                builder = builder.load_factor(num as f64 / den as f64);
+            }
+            Box::new(builder.build(set(&first)).unwrap())
+        }
         (Kind::Rendezvous, b) => {
             let mut builder = Rendezvous::builder();
             if let Some((num, den)) = b {
@@ -271,5 +351,14 @@ proptest! {
         bound in prop::option::of(prop::sample::select(vec![(1u64, 1u64), (5, 4), (3, 2), (2, 1)]))
     ) {
         run(Kind::Rendezvous, bound, first, ops);
+    }
+
+    #[test]
+    fn maglev_matches_the_model(
+        first in prop::collection::vec(0u32..4, 1..12),
+        ops in prop::collection::vec(op(), 1..120),
+        bound in prop::option::of(prop::sample::select(vec![(1u64, 1u64), (5, 4), (3, 2), (2, 1)]))
+    ) {
+        run(Kind::Maglev, bound, first, ops);
     }
 }
