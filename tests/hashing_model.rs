@@ -190,6 +190,12 @@ fn neg_ln(s: u64) -> f64 {
     e * std::f64::consts::LN_2 - (2.0 * r) * p
 }
 
+/// Keys are drawn from a small range (so they repeat and loads build up), then mixed (the
+/// ring and Maglev expect well-mixed 64-bit hashes).
+fn spread(key: u64) -> u64 {
+    mix(key, 0x6b65_7973)
+}
+
 struct Model {
     kind: Kind,
     /// (id, weight) of the current set.
@@ -282,6 +288,7 @@ fn run(kind: Kind, bound: Option<(u64, u64)>, first: Vec<u32>, ops: Vec<Op>) {
     for op in ops {
         match op {
             Op::Pick(key) => {
+                let key = spread(key);
                 let want = model.choose(key, &[]);
                 let got = lb.pick(&Request::with_hash(key));
                 assert_eq!(got.as_ref().map(|p| p.id().to_owned()), want);
@@ -291,6 +298,7 @@ fn run(kind: Kind, bound: Option<(u64, u64)>, first: Vec<u32>, ops: Vec<Op>) {
                 }
             }
             Op::PickN(key, n) => {
+                let key = spread(key);
                 // Each result is the model's choice given the earlier ones (held, counted).
                 let mut chosen: Vec<String> = Vec::new();
                 let mut want = Vec::new();
