@@ -35,8 +35,8 @@
 //!   the shared machinery (snapshot load, accounting) takes about 19 ns, where a bare binary
 //!   search over the same points alone takes 37 ns. Walking on past ineligible owners costs
 //!   one step per point passed.
-//! * **Update**: O(points), by a counting sort on the same top bits (no comparison sort):
-//!   `2 x` ([`mix`] per point) plus one pass.
+//! * **Update**: O(points), by a counting sort on the same top bits: two [`mix`] per point
+//!   (one to count, one to place), then each bucket's few points put in order.
 //! * **Memory**: 16 bytes per point (8 for the point, 4 for its owner's index, 4 of
 //!   alignment: the pair shares a cache line) plus the index, 4 bytes per bucket: 17 to 18
 //!   bytes per point.
@@ -65,8 +65,8 @@
 //! the weakest of the hashing policies (about `1 + 3/sqrt(p)` max/mean at 100 backends):
 //! raise `points_per_weight` (memory grows with it), or prefer [`Maglev`](crate::Maglev)
 //! (better balance, O(1), but not minimal disruption) or [`Rendezvous`](crate::Rendezvous)
-//! (exact balance and disruption, O(n) per pick). Add a load factor when hot keys must not
-//! overload a backend.
+//! (exact disruption, shares exact in expectation, O(n) per pick). Add a load factor when
+//! hot keys must not overload a backend.
 
 use crate::hash::mix;
 use crate::hash::walk::{Hashed, Member, Options, Placement, Preference};
