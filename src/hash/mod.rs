@@ -7,6 +7,37 @@
 //! service computes the same mapping from the same set of (id, weight) pairs, whatever the
 //! order it learned them in, its platform or its version of lbkit.
 //!
+//! ```
+//! use lbkit::{Backend, Balancer, Health, Maglev, Rendezvous, Request};
+//!
+//! let backends = || (1..=4).map(|i| Backend::new(format!("cache-{i}"), i));
+//! // Every process that builds from the same (id, weight) set agrees on every key.
+//! let a = Rendezvous::new(backends())?;
+//! let b = Rendezvous::new(backends().rev())?; // another order: the same mapping
+//! let key = Request::with_key("user-42");
+//! let home = a.pick(&key).unwrap().id().to_owned();
+//! assert_eq!(b.pick(&key).unwrap().id(), home);
+//!
+//! // Replicas: the top 2, the first being `pick`'s.
+//! let replicas = a.pick_n(&key, 2);
+//! assert_eq!(replicas[0].id(), home);
+//! drop(replicas);
+//!
+//! // A backend going down moves only its own keys, and they come back.
+//! a.set_health(&home, Health::Down)?;
+//! assert_ne!(a.pick(&key).unwrap().id(), home);
+//! a.set_health(&home, Health::Up)?;
+//! assert_eq!(a.pick(&key).unwrap().id(), home);
+//!
+//! // Bounded loads: one hot key held 40 times spreads over several backends, none above
+//! // ceil(1.25 x 40 / 4) = 13.
+//! let lb = Maglev::builder().load_factor(1.25).build(backends())?;
+//! let held: Vec<_> = (0..40).map(|_| lb.pick(&key).unwrap()).collect();
+//! assert!(lb.status().iter().all(|s| s.in_flight() <= 13));
+//! # drop(held);
+//! # Ok::<(), lbkit::Error>(())
+//! ```
+//!
 //! | policy | pick | update | memory | minimal disruption | choose it for |
 //! |---|---|---|---|---|---|
 //! | [`HashRing`] | O(1) (radix index) | O(points) | ~17 B x points | yes | churn, weights, replicas in ring order |
