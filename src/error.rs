@@ -37,7 +37,6 @@ pub enum Error {
 }
 
 impl Error {
-    #[allow(dead_code)] // used by the hashing policies, which land next
     pub(crate) fn config(parameter: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidConfig {
             parameter,

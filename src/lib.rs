@@ -32,6 +32,10 @@
 //! | [`LeastConnections`] | fewest in flight per weight | O(n) | long-lived connections |
 //! | [`PowerOfTwoChoices`] | lighter of two weighted draws | O(1) | the default for requests |
 //! | [`PeakEwma`] | cheaper of two by latency x load | O(1) | backends whose latency varies |
+//! | [`HashRing`] | the key's next point on a weighted ring | O(1) | key affinity under churn |
+//! | [`Maglev`] | the key's slot in a prime-sized table | O(1) | key affinity, fastest lookup |
+//! | [`Rendezvous`] | the key's highest weighted score | O(n) | exact shares, top-n replicas |
+//! | [`JumpHash`] | the key's bucket, backends numbered in order | O(log n) | numbered shards |
 //!
 //! ## What every balancer guarantees
 //!
@@ -46,7 +50,8 @@
 //! * **Errors.** Bad input gets a typed [`Error`] and changes nothing. An empty set is not an
 //!   error: `pick` returns `None`.
 //! * **Determinism.** Randomised policies have `with_seed`; placement hashes are pinned
-//!   ([`hash`]).
+//!   ([`hash`]). The hashing policies, their bounded loads and their exact placement are
+//!   described in [`hash`].
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -71,6 +76,8 @@ mod weighted_round_robin;
 pub use backend::{Backend, Health};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::Error;
+pub use hash::{jump_hash, HashRing, HashRingBuilder, JumpHash, Maglev, MaglevBuilder};
+pub use hash::{Rendezvous, RendezvousBuilder};
 pub use health::{HealthConfig, OutlierDetection, SlowStart};
 pub use least_connections::LeastConnections;
 pub use membership::MAX_BACKENDS;

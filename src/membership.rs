@@ -44,11 +44,11 @@ const SLOW_START_SCALE: u64 = 1000;
 pub(crate) struct Entry<T> {
     pub(crate) id: Arc<str>,
     pub(crate) weight: u32,
-    /// Position in the list the caller gave (for order-dependent policies such as jump hash).
-    #[allow(dead_code)] // read by JumpHash, which lands with the hashing policies
-    pub(crate) position: usize,
     pub(crate) value: T,
     pub(crate) state: Arc<State>,
+    /// Where the backend stood in the list the latest update was given (only
+    /// [`JumpHash`](crate::JumpHash), which numbers buckets in input order, reads it).
+    pub(crate) position: usize,
 }
 
 /// An eligible backend, laid out for scanning: its index in [`Snapshot::members`], its
@@ -67,8 +67,10 @@ pub(crate) struct Snapshot<T, X> {
     /// The members that may get new picks, in id order.
     pub(crate) eligible: Box<[Eligible]>,
     /// `is_eligible[i]` says whether `members[i]` is in `eligible`.
-    #[allow(dead_code)] // read by the hashing policies, which land next
     pub(crate) is_eligible: Box<[bool]>,
+    /// `weights[i]` is the effective weight of `members[i]` if eligible (as in `eligible`),
+    /// else 0: bounded loads compare capacities in these units.
+    pub(crate) weights: Box<[u64]>,
     /// The policy's precomputed table.
     pub(crate) table: Arc<X>,
     /// Clock nanoseconds at which a time-based rule changes eligibility or weights.
@@ -90,7 +92,6 @@ impl<T, X> Snapshot<T, X> {
 
 /// The members and eligibility a policy builds its table from.
 pub(crate) struct View<'a, T> {
-    #[allow(dead_code)] // read by the hashing policies, which land next
     pub(crate) members: &'a [Arc<Entry<T>>],
     pub(crate) eligible: &'a [Eligible],
 }
@@ -551,6 +552,10 @@ fn build<T, P: Policy<T>>(
             state: Arc::clone(&e.state),
         })
         .collect();
+    let mut weights = vec![0u64; members.len()].into_boxed_slice();
+    for e in eligible.iter() {
+        weights[e.index] = e.weight;
+    }
     let table = match previous {
         Some(table) if !P::TABLE_USES_HEALTH => Arc::clone(table),
         _ => Arc::new(policy.build(&View {
@@ -562,6 +567,7 @@ fn build<T, P: Policy<T>>(
         members,
         eligible,
         is_eligible,
+        weights,
         table,
         refresh_at,
     })

@@ -1,0 +1,306 @@
+//! What every hashing policy shares: turning a key's preference order into picks.
+//!
+//! A placement algorithm ([`Placement`]) builds a table over *all* members of a set (healthy
+//! or not) and answers one question ([`Preference::first`]): "which is the first member, in
+//! this key's order of preference, that passes this test?". The [`Hashed`] policy does the
+//! rest, once for every hashing balancer (the behaviour is documented for users in
+//! [`crate::hash`]): skipping ineligible members, distinct `pick_n` results whose first is
+//! `pick`'s, the random spread of requests without a key, and bounded loads ([`LoadFactor`],
+//! `Load`), including the validation of the load factor.
+
+use std::cell::Cell;
+use std::cmp::Ordering;
+
+use crate::hash::id_hash;
+use crate::membership::{Policy, Snapshot, View};
+use crate::sequence::Sequence;
+use crate::{Error, Pick, Request};
+
+/// One member of a set as a placement algorithm sees it. Its index in the slice given to
+/// [`Placement::build`] is its index in the snapshot's members (id order).
+pub(crate) struct Member {
+    /// [`id_hash`] of the backend's id.
+    pub(crate) id_hash: u64,
+    /// The backend's weight.
+    pub(crate) weight: u32,
+    /// The backend's position in the list given to the latest update.
+    pub(crate) position: usize,
+}
+
+/// How one algorithm orders the members for a key: its table builder.
+pub(crate) trait Placement: Send + Sync + 'static {
+    /// The precomputed table.
+    type Table: Preference;
+
+    /// Builds the table over every member (eligible or not). An error rejects the update.
+    fn build(&self, members: &[Member]) -> Result<Self::Table, Error>;
+}
+
+/// A table that can walk a key's preference order.
+pub(crate) trait Preference: Send + Sync + 'static {
+    /// The first member index, in `key`'s order of preference, for which `accept` is true.
+    ///
+    /// Contract: `accept` is a pure test during one call (it may be asked about a member more
+    /// than once); `None` only after every member of weight above 0 was offered.
+    fn first(&self, key: u64, accept: impl FnMut(usize) -> bool) -> Option<usize>;
+}
+
+/// The policy behind every hashing balancer: a placement, an optional load bound, and the
+/// random source for requests without a key.
+pub(crate) struct Hashed<A> {
+    pub(crate) placement: A,
+    bound: Option<LoadFactor>,
+    spread: Sequence,
+}
+
+impl<A> Hashed<A> {
+    /// The 64-bit key hash of `request`, or a random one if it has no key.
+    #[inline]
+    fn key(&self, request: &Request<'_>) -> u64 {
+        request
+            .key_hash()
+            .unwrap_or_else(|| self.spread.next_random())
+    }
+}
+
+impl<T, A: Placement> Policy<T> for Hashed<A> {
+    type Table = A::Table;
+    const TABLE_USES_HEALTH: bool = false;
+
+    fn build(&self, view: &View<'_, T>) -> Result<A::Table, Error> {
+        let members: Vec<Member> = view
+            .members
+            .iter()
+            .map(|e| Member {
+                id_hash: id_hash(&e.id),
+                weight: e.weight,
+                position: e.position,
+            })
+            .collect();
+        self.placement.build(&members)
+    }
+
+    #[inline]
+    fn choose(&self, snap: &Snapshot<T, A::Table>, request: &Request<'_>) -> Option<usize> {
+        if snap.eligible.is_empty() {
+            return None;
+        }
+        let key = self.key(request);
+        let eligible = |i: usize| snap.is_eligible[i];
+        match self.bound {
+            None => snap.table.first(key, eligible),
+            Some(factor) => {
+                let load = Load::new(factor);
+                snap.table
+                    .first(key, |i| eligible(i) && load.has_room(snap, i))
+                    .or_else(|| snap.table.first(key, eligible))
+            }
+        }
+    }
+
+    fn choose_n(
+        &self,
+        snap: &Snapshot<T, A::Table>,
+        request: &Request<'_>,
+        n: usize,
+        out: &mut Vec<Pick<T>>,
+    ) {
+        if snap.eligible.is_empty() {
+            return;
+        }
+        let key = self.key(request);
+        let mut load = self.bound.map(Load::new);
+        let want = n.min(snap.eligible.len());
+        let mut chosen: Vec<usize> = Vec::with_capacity(want);
+        while chosen.len() < want {
+            let free = |i: usize| snap.is_eligible[i] && !chosen.contains(&i);
+            let next = match &load {
+                None => snap.table.first(key, free),
+                Some(load) => snap
+                    .table
+                    .first(key, |i| free(i) && load.has_room(snap, i))
+                    .or_else(|| snap.table.first(key, free)),
+            };
+            // Every eligible member is offered, and fewer than all of them are chosen.
+            let Some(index) = next else { break };
+            chosen.push(index);
+            out.push(snap.pick(index));
+            if let Some(load) = &mut load {
+                // The pick just made is held: it counts in the total of the next one.
+                load.held += 1;
+            }
+        }
+    }
+}
+
+/// The options every hashing builder shares: the load bound and the seed of the spread of
+/// requests without a key.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Options {
+    pub(crate) load_factor: Option<f64>,
+    pub(crate) seed: Option<u64>,
+}
+
+impl Options {
+    /// Checks the options and makes the policy.
+    ///
+    /// Errors: [`Error::InvalidConfig`] for `load_factor` (below 1, NaN or infinite).
+    pub(crate) fn policy<A>(self, placement: A) -> Result<Hashed<A>, Error> {
+        let bound = self.load_factor.map(LoadFactor::new).transpose()?;
+        Ok(Hashed {
+            placement,
+            bound,
+            spread: Sequence::random(self.seed.unwrap_or_else(crate::entropy_seed)),
+        })
+    }
+}
+
+/// A bounded-loads factor `c >= 1`, as `ceil(c x 2^32)` saturating at `u64::MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LoadFactor {
+    fixed: u64,
+}
+
+impl LoadFactor {
+    /// Errors: [`Error::InvalidConfig`] if `c` is NaN, infinite or below 1.
+    pub(crate) fn new(c: f64) -> Result<Self, Error> {
+        if c.is_nan() || c.is_infinite() || c < 1.0 {
+            return Err(Error::config(
+                "load_factor",
+                format!("{c} is not a finite number of at least 1.0"),
+            ));
+        }
+        // Scaling by a power of two is exact below the overflow; `ceil` is exact; the cast
+        // saturates. So the stored value is the same on every platform.
+        Ok(LoadFactor {
+            fixed: (c * 4_294_967_296.0).ceil() as u64,
+        })
+    }
+}
+
+/// The load of the eligible backends, read at most once per pick, and only if needed.
+struct Load {
+    factor: LoadFactor,
+    /// Picks held on eligible backends and the sum of the eligible weights, once read,
+    /// with the value of `held` at that moment.
+    sums: Cell<Option<(u64, u64, u64)>>,
+    /// Picks made so far by this `pick_n` call.
+    held: u64,
+}
+
+impl Load {
+    fn new(factor: LoadFactor) -> Load {
+        Load {
+            factor,
+            sums: Cell::new(None),
+            held: 0,
+        }
+    }
+
+    /// (total held on eligible backends, sum of their weights), read on first use.
+    fn sums<T, X>(&self, snap: &Snapshot<T, X>) -> (u64, u64) {
+        let (total, weight_sum, held_then) = match self.sums.get() {
+            Some(sums) => sums,
+            None => {
+                let (mut total, mut weight_sum) = (0u64, 0u64);
+                for e in snap.eligible.iter() {
+                    total = total.saturating_add(e.state.in_flight() as u64);
+                    // Effective weights: fits in 64 bits (see `MAX_BACKENDS`).
+                    weight_sum += e.weight;
+                }
+                self.sums.set(Some((total, weight_sum, self.held)));
+                (total, weight_sum, self.held)
+            }
+        };
+        // Picks this call made after the reading are held too.
+        (total.saturating_add(self.held - held_then), weight_sum)
+    }
+
+    /// Whether eligible member `index` is below its capacity.
+    #[inline]
+    fn has_room<T, X>(&self, snap: &Snapshot<T, X>, index: usize) -> bool {
+        let member = &snap.members[index];
+        let in_flight = member.state.in_flight() as u64;
+        if in_flight == 0 {
+            // c >= 1, total + 1 >= 1 and 0 < w <= W: the capacity is at least 1. No need
+            // to read the whole set's load.
+            return true;
+        }
+        let (total, weight_sum) = self.sums(snap);
+        // Full when in_flight x W x 2^32 >= c_fixed x (total + 1) x w.
+        let used = product(in_flight, weight_sum, 1 << 32);
+        let capacity = product(
+            self.factor.fixed,
+            total.saturating_add(1),
+            // The effective weight, in the same units as `weight_sum` (slow start ramps it).
+            snap.weights[index],
+        );
+        used.cmp(&capacity) == Ordering::Less
+    }
+}
+
+/// The exact product of three 64-bit values, as (high 128 bits, low 64 bits).
+#[inline]
+fn product(a: u64, b: u64, c: u64) -> (u128, u64) {
+    let ab = u128::from(a) * u128::from(b);
+    let low = u128::from(ab as u64) * u128::from(c);
+    let high = (ab >> 64) * u128::from(c);
+    // a x b x c < 2^192, so the high part fits in 128 bits.
+    (high + (low >> 64), low as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_factor_rejects_what_it_must() {
+        for bad in [0.0, 0.999, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let err = LoadFactor::new(bad).unwrap_err();
+            assert!(matches!(
+                err,
+                Error::InvalidConfig {
+                    parameter: "load_factor",
+                    ..
+                }
+            ));
+        }
+        assert_eq!(LoadFactor::new(1.0).unwrap().fixed, 1 << 32);
+        assert_eq!(LoadFactor::new(1.25).unwrap().fixed, 5 << 30);
+        assert_eq!(LoadFactor::new(1e300).unwrap().fixed, u64::MAX);
+    }
+
+    #[test]
+    fn product_is_exact() {
+        assert_eq!(product(2, 3, 7), (0, 42));
+        assert_eq!(product(u64::MAX, 1, 1), (0, u64::MAX));
+        // (2^64 - 1)^3 = 2^192 - 3 x 2^128 + 3 x 2^64 - 1
+        let m = u128::MAX;
+        let high = m - (3u128 << 64) + 3;
+        assert_eq!(product(u64::MAX, u64::MAX, u64::MAX), (high, u64::MAX));
+        assert_eq!(product(1 << 40, 1 << 40, 1 << 40), (1 << 56, 0));
+    }
+
+    /// The capacity test against a direct computation with rationals, over small values.
+    #[test]
+    fn room_matches_the_formula() {
+        for (c, num, den) in [(1.0, 1u64, 1u64), (1.25, 5, 4), (2.0, 2, 1), (1.5, 3, 2)] {
+            let factor = LoadFactor::new(c).unwrap();
+            for total_plus_one in 1..20u64 {
+                for w in 1..5u64 {
+                    for weight_sum in w..12 {
+                        // capacity = ceil(num/den x (total+1) x w / W)
+                        let q_num = num * total_plus_one * w;
+                        let q_den = den * weight_sum;
+                        let capacity = q_num.div_ceil(q_den);
+                        for in_flight in 0..30u64 {
+                            let used = product(in_flight, weight_sum, 1 << 32);
+                            let cap = product(factor.fixed, total_plus_one, w);
+                            assert_eq!(used < cap, in_flight < capacity);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
