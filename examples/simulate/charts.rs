@@ -206,7 +206,7 @@ pub fn keys_moved(path: &Path, outcomes: &[Outcome]) -> Drawn {
             let (y0, y1) = (SegmentValue::Exact(row), SegmentValue::Exact(row + 1));
             let mut bar = Rectangle::new(
                 [(0.0, y0.clone()), (m.moved * 100.0, y1.clone())],
-                color(i as usize).filled(),
+                color(i).filled(),
             );
             bar.set_margin(4, 4, 0, 0);
             let bar = bar.into_dyn();
