@@ -16,8 +16,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn color(i: usize) -> RGBColor {
-    // Palette99's first colours, reordered so neighbours differ, as plain RGB.
-    const COLORS: [RGBColor; 10] = [
+    // Distinct on white, neighbours unlike (tab10, then darker extras).
+    const COLORS: [RGBColor; 16] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
@@ -28,14 +28,26 @@ fn color(i: usize) -> RGBColor {
         RGBColor(127, 127, 127),
         RGBColor(188, 189, 34),
         RGBColor(23, 190, 207),
+        RGBColor(0, 0, 0),
+        RGBColor(0, 0, 128),
+        RGBColor(128, 0, 0),
+        RGBColor(0, 110, 110),
+        RGBColor(110, 110, 0),
+        RGBColor(90, 0, 110),
     ];
     COLORS[i % COLORS.len()]
 }
 
-/// Latency CDF per policy, latency on a log axis, dense in the tail.
+/// Latency per policy: the CDF (log latency axis) beside the tail (fraction of requests
+/// slower than a latency, both axes log), where p99 and p99.9 differ.
 pub fn latency_cdf(path: &Path, outcomes: &[Outcome]) -> Drawn {
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
     root.fill(&WHITE)?;
+    let root = root.titled(
+        "Latency per policy (the same arrivals for every policy)",
+        ("sans-serif", 20),
+    )?;
+    let (left, right) = root.split_horizontally(550);
     let lo = outcomes
         .iter()
         .map(|o| ms(o.quantile(0.001)))
@@ -45,38 +57,56 @@ pub fn latency_cdf(path: &Path, outcomes: &[Outcome]) -> Drawn {
         .iter()
         .map(|o| ms(o.quantile(1.0)))
         .fold(lo * 10.0, f64::max);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Latency CDF per policy (same arrivals for every policy)",
-            ("sans-serif", 20),
-        )
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(55)
-        .build_cartesian_2d((lo..hi).log_scale(), 0f64..1f64)?;
-    chart
-        .configure_mesh()
-        .x_desc("latency, ms (log scale)")
-        .y_desc("fraction of requests at or below")
-        .draw()?;
     // Evenly spaced quantiles, plus a log-spaced run into the tail (p99, p99.9, p99.99).
     let mut qs: Vec<f64> = (0..=200).map(|j| j as f64 / 200.0).collect();
     qs.extend((0..=120).map(|j| 1.0 - 10f64.powf(-1.0 - j as f64 / 40.0)));
     qs.sort_by(f64::total_cmp);
+
+    let mut cdf = ChartBuilder::on(&left)
+        .caption("CDF", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..1f64)?;
+    cdf.configure_mesh()
+        .x_desc("latency, ms")
+        .y_desc("fraction of requests at or below")
+        .x_label_formatter(&|x| format!("{x}"))
+        .draw()?;
     for (i, o) in outcomes.iter().enumerate() {
         let style = color(i).stroke_width(2);
         let points = qs.iter().map(|&q| (ms(o.quantile(q)).max(lo), q));
-        chart
-            .draw_series(LineSeries::new(points, style))?
+        cdf.draw_series(LineSeries::new(points, style))?
             .label(o.policy.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+    cdf.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
+
+    let floor = 1e-4;
+    let mut tail = ChartBuilder::on(&right)
+        .caption("tail", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo..hi).log_scale(), (floor..1f64).log_scale())?;
+    tail.configure_mesh()
+        .x_desc("latency, ms")
+        .y_desc("fraction of requests slower")
+        .x_label_formatter(&|x| format!("{x}"))
+        .y_label_formatter(&|y| format!("{y}"))
+        .draw()?;
+    for (i, o) in outcomes.iter().enumerate() {
+        let style = color(i).stroke_width(2);
+        let points = qs
+            .iter()
+            .filter(|&&q| 1.0 - q >= floor)
+            .map(|&q| (ms(o.quantile(q)).max(lo), 1.0 - q));
+        tail.draw_series(LineSeries::new(points, style))?;
+    }
     root.present()?;
     Ok(())
 }
