@@ -36,14 +36,38 @@ pub struct Policy<T> {
 
 /// Every policy, in the order the programs list them.
 ///
-/// To add a policy, add one line. A hashing policy with bounded loads, for example:
+/// To add a policy, add one entry. The hashing policies (checked against the `hashing`
+/// branch's builders in a trial merge) go at the end, each as:
 ///
 /// ```text
-/// Policy { name: "ring", hashing: true, bounded: true, build: |b, o| match o.bound {
-///     None => Ok(Box::new(HashRing::new(b)?)),
-///     Some(c) => Ok(Box::new(HashRing::builder().load_factor(c).build(b)?)),
-/// } },
+/// Policy {
+///     name: "ring", // "maglev", "rendezvous": the same with Maglev / Rendezvous
+///     hashing: true,
+///     bounded: true,
+///     build: |b, o| {
+///         let mut builder = HashRing::builder();
+///         if let Some(c) = o.bound {
+///             builder = builder.load_factor(c);
+///         }
+///         if let Some(seed) = o.seed {
+///             builder = builder.seed(seed);
+///         }
+///         Ok(Box::new(builder.build(b)?))
+///     },
+/// },
+/// Policy {
+///     name: "jump",
+///     hashing: true,
+///     bounded: false,
+///     build: |b, o| match o.seed {
+///         Some(seed) => Ok(Box::new(JumpHash::with_seed(b, seed)?)),
+///         None => Ok(Box::new(JumpHash::new(b)?)),
+///     },
+/// },
 /// ```
+///
+/// `route` then accepts the names and `--bound`, `proxy` accepts `--key-by client-ip` with
+/// them, and `simulate` runs each (plus a `NAME+bound C` row for each `bounded` one).
 pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
     vec![
         Policy {
