@@ -1,1 +1,164 @@
-fn main() {}
+//! The pick path of the request policies: pick + drop (accounting included), against the
+//! `fetch_add` floor measured in the same group.
+//!
+//! Groups:
+//! * `pick/N`: one thread, N backends, all idle (least connections can stop at the first idle
+//!   backend it meets).
+//! * `pick_loaded/N`: one thread, every backend holding 1..=7 picks, so least connections
+//!   must scan everything and P2C compares real loads.
+//! * `pick_2threads/100`: two threads picking at once on one shared balancer; the time is per
+//!   pick per thread. The floors here are one `fetch_add` per thread on a shared counter (what
+//!   one shared cursor would cost) and on counters on separate cache lines.
+//!
+//! Read ratios, not absolute times: `cargo bench --bench pick`, then compare each policy's
+//! estimate with `floor/fetch_add` of the same group.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use lbkit::{Backend, Balancer, LeastConnections, Pick, PowerOfTwoChoices, Random, Request};
+use lbkit::{RoundRobin, WeightedRoundRobin};
+
+type Make = fn(Vec<Backend<u64>>) -> Box<dyn Balancer<u64>>;
+
+fn policies() -> Vec<(&'static str, Make)> {
+    vec![
+        ("round-robin", |b| Box::new(RoundRobin::new(b).unwrap())),
+        ("weighted-round-robin", |b| {
+            Box::new(WeightedRoundRobin::new(b).unwrap())
+        }),
+        ("random", |b| Box::new(Random::with_seed(b, 1).unwrap())),
+        ("least-connections", |b| {
+            Box::new(LeastConnections::new(b).unwrap())
+        }),
+        ("p2c", |b| {
+            Box::new(PowerOfTwoChoices::with_seed(b, 1).unwrap())
+        }),
+    ]
+}
+
+/// `n` backends named like socket addresses, weights 1..=4 (so weighted policies do work).
+fn backends(n: usize) -> Vec<Backend<u64>> {
+    (0..n)
+        .map(|i| {
+            Backend::new(format!("10.0.{}.{}:8080", i / 256, i % 256), i as u64)
+                .with_weight(1 + (i % 4) as u32)
+        })
+        .collect()
+}
+
+/// Holds 1..=7 picks on every backend of `lb`.
+fn load(lb: &dyn Balancer<u64>, n: usize) -> Vec<Pick<u64>> {
+    let mut held = Vec::new();
+    for round in 0..7 {
+        for k in 0..n {
+            if round <= k % 7 {
+                held.extend(lb.pick_n(&Request::new(), n).into_iter().nth(k));
+            }
+        }
+    }
+    held
+}
+
+fn floor(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    let counter = AtomicU64::new(0);
+    c.bench_function("floor/fetch_add", |b| {
+        b.iter(|| black_box(counter.fetch_add(1, Ordering::Relaxed)))
+    });
+}
+
+fn single_thread(c: &mut Criterion) {
+    for n in [10, 100, 1000] {
+        for (group, loaded) in [("pick", false), ("pick_loaded", true)] {
+            let mut g = c.benchmark_group(format!("{group}/{n}"));
+            floor(&mut g);
+            for (name, make) in policies() {
+                let lb = make(backends(n));
+                let _held = if loaded { load(&*lb, n) } else { Vec::new() };
+                let req = Request::new();
+                g.bench_function(BenchmarkId::from_parameter(name), |b| {
+                    b.iter(|| drop(black_box(lb.pick(&req))))
+                });
+            }
+            g.finish();
+        }
+    }
+}
+
+/// Runs `work(iters)` on two threads started together; returns the slower thread's time.
+fn two_threads(iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                let (barrier, work) = (&barrier, &work);
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    work(t, iters);
+                    start.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
+    })
+}
+
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+fn two_threads_at_once(c: &mut Criterion) {
+    let n = 100;
+    let mut g = c.benchmark_group(format!("pick_2threads/{n}"));
+    let shared = AtomicU64::new(0);
+    g.bench_function("floor/fetch_add_shared_line", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, |_, iters| {
+                for _ in 0..iters {
+                    black_box(shared.fetch_add(1, Ordering::Relaxed));
+                }
+            })
+        })
+    });
+    let separate = [Padded(AtomicU64::new(0)), Padded(AtomicU64::new(0))];
+    g.bench_function("floor/fetch_add", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, |t, iters| {
+                for _ in 0..iters {
+                    black_box(separate[t].0.fetch_add(1, Ordering::Relaxed));
+                }
+            })
+        })
+    });
+    for (name, make) in policies() {
+        let lb: Arc<dyn Balancer<u64>> = make(backends(n)).into();
+        g.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter_custom(|iters| {
+                two_threads(iters, |_, iters| {
+                    let req = Request::new();
+                    for _ in 0..iters {
+                        drop(black_box(lb.pick(&req)));
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    targets = single_thread, two_threads_at_once
+}
+criterion_main!(benches);

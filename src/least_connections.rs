@@ -59,9 +59,9 @@ pub(crate) struct FewestInFlight {
 #[inline]
 pub(crate) fn lighter(
     a_in_flight: usize,
-    a_weight: u32,
+    a_weight: u64,
     b_in_flight: usize,
-    b_weight: u32,
+    b_weight: u64,
 ) -> bool {
     (a_in_flight as u128) * u128::from(b_weight) < (b_in_flight as u128) * u128::from(a_weight)
 }
@@ -113,7 +113,7 @@ impl<T> Policy<T> for FewestInFlight {
         }
         let start = (self.cursor.next() % len as u64) as usize;
         // Read every count once, then order by load, ties by distance from the rotating start.
-        let mut order: Vec<(usize, usize, u32)> = (0..len)
+        let mut order: Vec<(usize, usize, u64)> = (0..len)
             .map(|k| {
                 let p = (start + k) % len;
                 (

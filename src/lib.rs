@@ -31,6 +31,7 @@
 //! | [`Random`] | weighted at random | O(1) | stateless spread |
 //! | [`LeastConnections`] | fewest in flight per weight | O(n) | long-lived connections |
 //! | [`PowerOfTwoChoices`] | lighter of two weighted draws | O(1) | the default for requests |
+//! | [`PeakEwma`] | cheaper of two by latency x load | O(1) | backends whose latency varies |
 //!
 //! ## What every balancer guarantees
 //!
@@ -51,22 +52,29 @@
 
 mod alias;
 mod backend;
+mod clock;
 mod error;
 pub mod hash;
+pub mod health;
 mod least_connections;
 mod membership;
+mod peak_ewma;
 mod pick;
 mod power_of_two;
 mod random;
 mod request;
 mod round_robin;
 mod sequence;
+mod state;
 mod weighted_round_robin;
 
 pub use backend::{Backend, Health};
+pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::Error;
+pub use health::{HealthConfig, OutlierDetection, SlowStart};
 pub use least_connections::LeastConnections;
 pub use membership::MAX_BACKENDS;
+pub use peak_ewma::{PeakEwma, PeakEwmaConfig};
 pub use pick::{Pick, Status};
 pub use power_of_two::PowerOfTwoChoices;
 pub use random::Random;

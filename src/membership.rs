@@ -1,88 +1,62 @@
-//! Shared machinery: the immutable snapshot of a backend set, the per-backend state carried
-//! across rebuilds, and the [`Core`] that every policy wraps.
+//! Shared machinery: the immutable snapshot of a backend set and the [`Core`] that every
+//! policy wraps.
 //!
 //! # How one balancer is laid out
 //!
-//! * Each backend has one [`State`] (in-flight count, health), on its own cache line, shared
-//!   by every [`Entry`] that has ever stood for that id. It outlives rebuilds: an update
-//!   carries it over by id, and a pick keeps it alive after the backend was removed, so the
-//!   pick's release always lands on the counter it incremented.
+//! * Each backend has one [`State`] (in-flight count, health, what reports taught), on its own
+//!   cache line, shared by every [`Entry`] that has stood for that id. It outlives rebuilds:
+//!   an update carries it over by id, and a pick keeps it alive after the backend was removed,
+//!   so the pick's release always lands on the counter it incremented.
 //! * An [`Entry`] is one backend as one update described it (id, weight, value) plus a
 //!   pointer to its state. A [`Pick`] holds an `Arc<Entry>`.
 //! * A [`Snapshot`] is everything a pick reads: the entries sorted by id, the eligible ones
-//!   (health `Up`, weight > 0) with their weights, and the policy's precomputed table (a
-//!   schedule, an alias table, a ring, ...). It is immutable and sits behind one
-//!   [`ArcSwap`]: a pick loads it once, so it can never see half an update.
-//! * Writers (`update`, `set_health`) take one mutex, build a whole new snapshot and swap it
-//!   in. Picks never take that lock.
+//!   with their effective weights, and the policy's precomputed table (a schedule, an alias
+//!   table, a ring, ...). It is immutable and sits behind one [`ArcSwap`]: a pick loads it
+//!   once, so it can never see half an update.
+//! * Writers (`update`, `set_health`, health configuration, and the rebuilds that apply
+//!   passive health) take one mutex, build a whole new snapshot and swap it in. Picks never
+//!   wait for that lock: a pick that finds a rebuild due only tries it.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::cell::Cell;
 use std::sync::{Arc, Weak};
 
 use ahash::AHashMap;
 use arc_swap::{ArcSwap, Guard};
 use parking_lot::Mutex;
 
+use crate::health::{HealthConfig, OutlierDetection};
+use crate::state::{Feedback, LatencyTracking, State, FULL_WEIGHT};
 use crate::{Backend, Error, Health, Pick, Request, Status};
 
-/// The most backends one set may hold: tables index backends with `u32`.
-pub const MAX_BACKENDS: usize = u32::MAX as usize;
+/// The most backends one set may hold: 2^22 (4,194,304). The bound makes every sum of
+/// effective weights fit in a `u64` (weights below 2^32, times 1000 under slow start, times
+/// 2^22 backends stays below 2^64), and every index fit in a `u32`.
+pub const MAX_BACKENDS: usize = 1 << 22;
 
-/// What outlives rebuilds, per backend id. On a cache line of its own, so two threads that
-/// pick different backends never contend.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub(crate) struct State {
-    in_flight: AtomicUsize,
-    health: AtomicU8,
-}
+/// "No time-based change due": the value of [`Snapshot::refresh_at`].
+const NEVER: u64 = u64::MAX;
 
-impl State {
-    #[inline]
-    pub(crate) fn acquire(&self) {
-        // Relaxed: the count is a statistic read by later picks; no other memory is published
-        // through it, and the atomic RMW alone makes every increment count exactly once.
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    #[inline]
-    pub(crate) fn release(&self) {
-        // Relaxed: as in `acquire`; each release pairs with exactly one acquire of the same
-        // counter (the pick holds the Arc), so the count never goes below zero.
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    #[inline]
-    pub(crate) fn in_flight(&self) -> usize {
-        // Relaxed: a load-balancing decision needs a recent value, not a synchronised one.
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn health(&self) -> Health {
-        // Relaxed: health is only written under the writer lock, and the snapshot swap
-        // (release/acquire inside ArcSwap) orders it for picks; status reads are advisory.
-        Health::from_u8(self.health.load(Ordering::Relaxed))
-    }
-
-    fn set_health(&self, health: Health) {
-        // Relaxed: see `health`.
-        self.health.store(health.to_u8(), Ordering::Relaxed);
-    }
-}
+/// Effective weights are scaled by this while slow start is configured, so that a ramp has
+/// resolution even for weight 1.
+const SLOW_START_SCALE: u64 = 1000;
 
 /// One backend as the latest update described it.
 pub(crate) struct Entry<T> {
     pub(crate) id: Arc<str>,
     pub(crate) weight: u32,
+    /// Position in the list the caller gave (for order-dependent policies such as jump hash).
+    #[allow(dead_code)] // read by JumpHash, which lands with the hashing policies
+    pub(crate) position: usize,
     pub(crate) value: T,
     pub(crate) state: Arc<State>,
 }
 
-/// An eligible backend, laid out for scanning: its index in [`Snapshot::members`], its weight
-/// and its state.
+/// An eligible backend, laid out for scanning: its index in [`Snapshot::members`], its
+/// effective weight (the weight, scaled and ramped while slow start is configured) and its
+/// state.
 pub(crate) struct Eligible {
     pub(crate) index: usize,
-    pub(crate) weight: u32,
+    pub(crate) weight: u64,
     pub(crate) state: Arc<State>,
 }
 
@@ -97,6 +71,8 @@ pub(crate) struct Snapshot<T, X> {
     pub(crate) is_eligible: Box<[bool]>,
     /// The policy's precomputed table.
     pub(crate) table: Arc<X>,
+    /// Clock nanoseconds at which a time-based rule changes eligibility or weights.
+    refresh_at: u64,
 }
 
 impl<T, X> Snapshot<T, X> {
@@ -124,9 +100,9 @@ pub(crate) struct View<'a, T> {
 pub(crate) trait Policy<T>: Send + Sync + 'static {
     /// What the policy precomputes from a backend set.
     type Table: Send + Sync + 'static;
-    /// Whether the table depends on which backends are eligible. If not, a health change
-    /// keeps the old table (hashing policies walk past ineligible backends instead, so that a
-    /// backend going down moves only its own keys).
+    /// Whether the table depends on which backends are eligible and their effective weights.
+    /// If not, a health change keeps the old table (hashing policies walk past ineligible
+    /// backends instead, so that a backend going down moves only its own keys).
     const TABLE_USES_HEALTH: bool;
 
     /// Precomputes the table. An error here rejects the whole update.
@@ -145,15 +121,27 @@ pub(crate) trait Policy<T>: Send + Sync + 'static {
         n: usize,
         out: &mut Vec<Pick<T>>,
     );
+
+    /// Whether reports should maintain a peak-EWMA latency estimate, and its parameters.
+    fn latency_tracking(&self) -> Option<LatencyTracking> {
+        None
+    }
+}
+
+/// What the writer lock guards.
+struct Writer {
+    /// The states of removed backends that still have picks held, so that a backend removed
+    /// and added back before they drop keeps counting them.
+    retired: AHashMap<Arc<str>, Weak<State>>,
+    config: HealthConfig,
 }
 
 /// The shared body of every balancer: one policy, one snapshot pointer, one writer lock.
 pub(crate) struct Core<T, P: Policy<T>> {
     pub(crate) policy: P,
     current: ArcSwap<Snapshot<T, P::Table>>,
-    /// Held by writers only. Keeps the states of removed backends that still have picks
-    /// held, so that a backend removed and added back before they drop keeps counting them.
-    retired: Mutex<AHashMap<Arc<str>, Weak<State>>>,
+    feedback: Arc<Feedback>,
+    writer: Mutex<Writer>,
 }
 
 impl<T, P: Policy<T>> Core<T, P> {
@@ -162,36 +150,95 @@ impl<T, P: Policy<T>> Core<T, P> {
         policy: P,
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<Self, Error> {
+        let config = HealthConfig::new();
+        let feedback = Arc::new(Feedback::new(
+            Arc::clone(&config.clock),
+            policy.latency_tracking(),
+        ));
+        let now = feedback.now_ns();
         let backends = sorted_and_checked(backends.into_iter().collect())?;
         let members: Vec<Arc<Entry<T>>> = backends
             .into_iter()
-            .map(|b| entry(b, Arc::default()))
+            .map(|(position, b)| entry(b, position, Arc::new(State::new(&feedback, now, false))))
             .collect();
-        let healths = vec![Health::Up; members.len()];
-        let snapshot = build(&policy, members.into(), &healths, None)?;
+        let snapshot = build(&policy, members.into(), None, &config, now)?;
         Ok(Core {
             policy,
             current: ArcSwap::from_pointee(snapshot),
-            retired: Mutex::new(AHashMap::new()),
+            feedback,
+            writer: Mutex::new(Writer {
+                retired: AHashMap::new(),
+                config,
+            }),
         })
     }
 
-    /// The current snapshot.
-    #[allow(dead_code)] // used by the hashing policies, which land next
+    /// The current snapshot, rebuilt first if a report or the clock made it stale.
     #[inline]
     pub(crate) fn load(&self) -> Guard<Arc<Snapshot<T, P::Table>>> {
-        self.current.load()
+        let snap = self.current.load();
+        if self.feedback.is_dirty() || self.due(snap.refresh_at) {
+            drop(snap);
+            self.refresh();
+            return self.current.load();
+        }
+        snap
+    }
+
+    /// Whether the time-based change due at `refresh_at` has come. Reads the clock on every
+    /// call for a cheap clock, else on one call in 16 per thread.
+    #[inline]
+    fn due(&self, refresh_at: u64) -> bool {
+        if refresh_at == NEVER {
+            return false;
+        }
+        thread_local! {
+            static TICK: Cell<u32> = const { Cell::new(0) };
+        }
+        if !self.feedback.clock_is_cheap() {
+            let tick = TICK.with(|t| {
+                t.set(t.get().wrapping_add(1));
+                t.get()
+            });
+            if tick % 16 != 0 {
+                return false;
+            }
+        }
+        self.feedback.now_ns() >= refresh_at
+    }
+
+    /// Applies reports and time: ejections, returns, ramps, the panic threshold. Skipped if
+    /// another writer holds the lock (it will publish a fresh snapshot anyway).
+    #[cold]
+    fn refresh(&self) {
+        let Some(writer) = self.writer.try_lock() else {
+            return;
+        };
+        self.feedback.take_dirty();
+        let current = self.current.load_full();
+        let now = self.feedback.now_ns();
+        apply_outlier_rules(&current.members, &writer.config, now);
+        // Same members: only a policy table can fail, and it did not for this set before.
+        if let Ok(snapshot) = build(
+            &self.policy,
+            current.members.clone(),
+            Some(&current.table),
+            &writer.config,
+            now,
+        ) {
+            self.current.store(Arc::new(snapshot));
+        }
     }
 
     #[inline]
     pub(crate) fn pick(&self, request: &Request<'_>) -> Option<Pick<T>> {
-        let snap = self.current.load();
+        let snap = self.load();
         let index = self.policy.choose(&snap, request)?;
         Some(snap.pick(index))
     }
 
     pub(crate) fn pick_n(&self, request: &Request<'_>, n: usize) -> Vec<Pick<T>> {
-        let snap = self.current.load();
+        let snap = self.load();
         let mut out = Vec::with_capacity(n.min(snap.eligible.len()));
         if n > 0 {
             self.policy.choose_n(&snap, request, n, &mut out);
@@ -204,74 +251,147 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// changes.
     pub(crate) fn update(&self, backends: Vec<Backend<T>>) -> Result<(), Error> {
         let backends = sorted_and_checked(backends)?;
-        let mut retired = self.retired.lock();
+        let mut writer = self.writer.lock();
         let current = self.current.load_full();
-        let mut healths = Vec::with_capacity(backends.len());
+        let now = self.feedback.now_ns();
+        let ramp = writer.config.slow_start.is_some();
         let mut revived = Vec::new();
         let members: Vec<Arc<Entry<T>>> = backends
             .into_iter()
-            .map(|b| {
+            .map(|(position, b)| {
                 let state = if let Some(i) = current.find(&b.id) {
                     Arc::clone(&current.members[i].state)
-                } else if let Some(state) = retired.get(&b.id).and_then(Weak::upgrade) {
-                    // Picks are still held from before its removal: keep counting them,
-                    // but as a newly added backend it starts `Up`.
+                } else if let Some(state) = writer.retired.get(&b.id).and_then(Weak::upgrade) {
+                    // Picks are still held from before its removal: keep counting them.
                     revived.push(Arc::clone(&state));
-                    healths.push(Health::Up);
-                    return entry(b, state);
+                    state
                 } else {
-                    Arc::default()
+                    Arc::new(State::new(&self.feedback, now, ramp))
                 };
-                healths.push(state.health());
-                entry(b, state)
+                entry(b, position, state)
             })
             .collect();
-        let snapshot = build(&self.policy, members.into(), &healths, None)?;
-        // Past the last error: from here on, change things.
-        for state in revived {
+        // A revived backend joins afresh: `Up`, not ejected, ramping. Its old settings are
+        // restored if the build fails, so that nothing changes on error.
+        let saved: Vec<_> = revived
+            .iter()
+            .map(|s| (s.health(), s.ejected_until()))
+            .collect();
+        for state in &revived {
             state.set_health(Health::Up);
+            state
+                .ejected_until
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        let snapshot = match build(&self.policy, members.into(), None, &writer.config, now) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                for (state, (health, until)) in revived.iter().zip(saved) {
+                    state.set_health(health);
+                    state
+                        .ejected_until
+                        .store(until, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
+        if ramp {
+            for state in &revived {
+                state
+                    .ramp_start
+                    .store(now, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         for old in current.members.iter() {
             if snapshot.find(&old.id).is_none() {
-                retired.insert(Arc::clone(&old.id), Arc::downgrade(&old.state));
+                writer
+                    .retired
+                    .insert(Arc::clone(&old.id), Arc::downgrade(&old.state));
             }
         }
-        retired.retain(|id, state| state.strong_count() > 0 && snapshot.find(id).is_none());
+        writer
+            .retired
+            .retain(|id, state| state.strong_count() > 0 && snapshot.find(id).is_none());
         self.current.store(Arc::new(snapshot));
         Ok(())
     }
 
     /// Sets one backend's health. Error: no backend has this id; then nothing changes.
     pub(crate) fn set_health(&self, id: &str, health: Health) -> Result<(), Error> {
-        let _writer = self.retired.lock();
+        let writer = self.writer.lock();
         let current = self.current.load_full();
         let index = current
             .find(id)
             .ok_or_else(|| Error::UnknownId(id.to_owned()))?;
         let state = &current.members[index].state;
-        if state.health() == health {
+        let before = state.health();
+        if before == health {
             return Ok(());
         }
-        let healths: Vec<Health> = current
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, e)| if i == index { health } else { e.state.health() })
-            .collect();
+        state.set_health(health);
+        let now = self.feedback.now_ns();
+        match build(
+            &self.policy,
+            current.members.clone(),
+            Some(&current.table),
+            &writer.config,
+            now,
+        ) {
+            Ok(snapshot) => {
+                self.current.store(Arc::new(snapshot));
+                Ok(())
+            }
+            Err(e) => {
+                state.set_health(before);
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces the health configuration. A new clock restarts everything measured in time
+    /// (ejections, ramps, latency estimates); a rule switched off ends what it started.
+    /// Error: a value out of range (see [`HealthConfig`]); then nothing changes.
+    pub(crate) fn set_health_config(&self, config: HealthConfig) -> Result<(), Error> {
+        config.validate()?;
+        let mut writer = self.writer.lock();
+        let new_clock = !Arc::ptr_eq(&writer.config.clock, &config.clock);
+        self.feedback.reconfigure(
+            Arc::clone(&config.clock),
+            config.outlier_detection.map(|o| o.consecutive_failures),
+        );
+        let now = self.feedback.now_ns();
+        let current = self.current.load_full();
+        for e in current.members.iter() {
+            let s = &e.state;
+            if new_clock || config.outlier_detection.is_none() {
+                s.ejected_until
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                s.ejections.store(0, std::sync::atomic::Ordering::Relaxed);
+                s.returned_at.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            if new_clock || config.slow_start.is_none() {
+                s.ramp_start
+                    .store(FULL_WEIGHT, std::sync::atomic::Ordering::Relaxed);
+            }
+            if new_clock {
+                s.reset_latency(now);
+            }
+        }
+        writer.config = config;
+        apply_outlier_rules(&current.members, &writer.config, now);
         let snapshot = build(
             &self.policy,
             current.members.clone(),
-            &healths,
-            Some(&current.table),
+            None,
+            &writer.config,
+            now,
         )?;
-        state.set_health(health);
         self.current.store(Arc::new(snapshot));
         Ok(())
     }
 
     pub(crate) fn status(&self) -> Vec<Status> {
-        self.current
-            .load()
+        self.load()
             .members
             .iter()
             .map(|e| Status {
@@ -279,22 +399,25 @@ impl<T, P: Policy<T>> Core<T, P> {
                 weight: e.weight,
                 in_flight: e.state.in_flight(),
                 health: e.state.health(),
+                ejected: e.state.ejected_until() != 0,
             })
             .collect()
     }
 }
 
-fn entry<T>(backend: Backend<T>, state: Arc<State>) -> Arc<Entry<T>> {
+fn entry<T>(backend: Backend<T>, position: usize, state: Arc<State>) -> Arc<Entry<T>> {
     Arc::new(Entry {
         id: backend.id,
         weight: backend.weight,
+        position,
         value: backend.value,
         state,
     })
 }
 
-/// Sorts by id and rejects empty ids, duplicate ids and oversized sets.
-fn sorted_and_checked<T>(mut backends: Vec<Backend<T>>) -> Result<Vec<Backend<T>>, Error> {
+/// Sorts by id, remembering each backend's position in the caller's list, and rejects empty
+/// ids, duplicate ids and oversized sets.
+fn sorted_and_checked<T>(backends: Vec<Backend<T>>) -> Result<Vec<(usize, Backend<T>)>, Error> {
     if backends.len() > MAX_BACKENDS {
         return Err(Error::TooManyBackends {
             count: backends.len(),
@@ -304,33 +427,113 @@ fn sorted_and_checked<T>(mut backends: Vec<Backend<T>>) -> Result<Vec<Backend<T>
     if backends.iter().any(|b| b.id.is_empty()) {
         return Err(Error::EmptyId);
     }
-    backends.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    if let Some(pair) = backends.windows(2).find(|w| w[0].id == w[1].id) {
-        return Err(Error::DuplicateId(pair[0].id.to_string()));
+    let mut backends: Vec<(usize, Backend<T>)> = backends.into_iter().enumerate().collect();
+    backends.sort_unstable_by(|a, b| a.1.id.cmp(&b.1.id));
+    if let Some(pair) = backends.windows(2).find(|w| w[0].1.id == w[1].1.id) {
+        return Err(Error::DuplicateId(pair[0].1.id.to_string()));
     }
     Ok(backends)
 }
 
-/// Builds a snapshot; `previous` is the table to keep if only health changed and the policy's
-/// table does not depend on it.
+/// Outlier ejection (writer only): ends ejections whose time is up, then ejects backends that
+/// crossed the failure threshold, within the cap. See [`crate::health`].
+fn apply_outlier_rules<T>(members: &[Arc<Entry<T>>], config: &HealthConfig, now: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Relaxed throughout: these fields are written only under the writer lock, which orders
+    // them; picks see their effect through the snapshot swap.
+    let ramp = config.slow_start.is_some();
+    for e in members {
+        let s = &e.state;
+        let until = s.ejected_until();
+        if until != 0 && now >= until {
+            s.ejected_until.store(0, Relaxed);
+            s.returned_at.store(now, Relaxed);
+            s.clear_failures();
+            if ramp {
+                s.ramp_start.store(now, Relaxed);
+            }
+        }
+    }
+    let Some(OutlierDetection {
+        consecutive_failures,
+        base_ejection_time,
+        max_ejection_time,
+        max_ejection_percent,
+    }) = config.outlier_detection
+    else {
+        return;
+    };
+    let cap = ((members.len() as f64 * max_ejection_percent / 100.0).floor() as usize).max(1);
+    let mut ejected = members
+        .iter()
+        .filter(|e| e.state.ejected_until() != 0)
+        .count();
+    let base = u64::try_from(base_ejection_time.as_nanos()).unwrap_or(u64::MAX);
+    let max = u64::try_from(max_ejection_time.as_nanos()).unwrap_or(u64::MAX);
+    for e in members {
+        let s = &e.state;
+        if ejected >= cap {
+            break;
+        }
+        if s.ejected_until() != 0 || s.consecutive_failures() < consecutive_failures {
+            continue;
+        }
+        // The multiplier drops by one for every base time served since the last return.
+        let served = now.saturating_sub(s.returned_at.load(Relaxed)) / base;
+        let times = s
+            .ejections
+            .load(Relaxed)
+            .saturating_sub(u32::try_from(served).unwrap_or(u32::MAX))
+            .saturating_add(1);
+        let length = base.saturating_mul(u64::from(times)).min(max);
+        s.ejected_until
+            .store(now.saturating_add(length).max(1), Relaxed);
+        s.ejections.store(times, Relaxed);
+        s.clear_failures();
+        ejected += 1;
+    }
+}
+
+/// Builds a snapshot at clock time `now`: who is eligible (health, ejection, the panic
+/// threshold) and with what effective weight (slow start). `previous` is the table to keep if
+/// the policy's table does not depend on those.
 fn build<T, P: Policy<T>>(
     policy: &P,
     members: Box<[Arc<Entry<T>>]>,
-    healths: &[Health],
     previous: Option<&Arc<P::Table>>,
+    config: &HealthConfig,
+    now: u64,
 ) -> Result<Snapshot<T, P::Table>, Error> {
-    let is_eligible: Box<[bool]> = members
+    let mut refresh_at = NEVER;
+    // Could serve at all (the operator's view) and healthy (could, and up and not ejected).
+    let could: Vec<bool> = members
         .iter()
-        .zip(healths)
-        .map(|(e, h)| *h == Health::Up && e.weight > 0)
+        .map(|e| e.weight > 0 && e.state.health() != Health::Draining)
         .collect();
+    let healthy: Vec<bool> = members
+        .iter()
+        .zip(&could)
+        .map(|(e, &could)| {
+            let until = e.state.ejected_until();
+            if until != 0 {
+                refresh_at = refresh_at.min(until);
+            }
+            could && e.state.health() == Health::Up && until == 0
+        })
+        .collect();
+    let panic = config.panic_threshold.is_some_and(|share| {
+        let could = could.iter().filter(|&&c| c).count();
+        let healthy = healthy.iter().filter(|&&h| h).count();
+        (healthy as f64) < share * could as f64
+    });
+    let is_eligible: Box<[bool]> = if panic { could.into() } else { healthy.into() };
     let eligible: Box<[Eligible]> = members
         .iter()
         .enumerate()
         .filter(|(i, _)| is_eligible[*i])
         .map(|(index, e)| Eligible {
             index,
-            weight: e.weight,
+            weight: effective_weight(e, config, now, &mut refresh_at),
             state: Arc::clone(&e.state),
         })
         .collect();
@@ -346,11 +549,38 @@ fn build<T, P: Policy<T>>(
         eligible,
         is_eligible,
         table,
+        refresh_at,
     })
 }
 
-/// Implements [`Balancer`](crate::Balancer) and `Debug` for a policy type with a `core`
-/// field, by delegation. Every policy is the same five calls into its [`Core`].
+/// The weight a pick sees: the weight itself, or under slow start the weight scaled by
+/// [`SLOW_START_SCALE`] and ramped. Lowers `refresh_at` to the ramp's next step.
+fn effective_weight<T>(e: &Entry<T>, config: &HealthConfig, now: u64, refresh_at: &mut u64) -> u64 {
+    let weight = u64::from(e.weight);
+    let Some(slow_start) = config.slow_start else {
+        return weight;
+    };
+    let start = e
+        .state
+        .ramp_start
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let window = u64::try_from(slow_start.window.as_nanos()).unwrap_or(u64::MAX);
+    let elapsed = now.saturating_sub(start);
+    if start == FULL_WEIGHT || elapsed >= window {
+        return weight * SLOW_START_SCALE;
+    }
+    // Re-weigh 32 times over the window.
+    let step = (window / 32).max(1);
+    *refresh_at = (*refresh_at).min(now.saturating_add(step).min(start.saturating_add(window)));
+    let factor = slow_start.factor(std::time::Duration::from_nanos(elapsed));
+    ((weight * SLOW_START_SCALE) as f64 * factor)
+        .round()
+        .max(1.0) as u64
+}
+
+/// Implements [`Balancer`](crate::Balancer), `Debug` and the health-configuration methods for
+/// a policy type with a `core` field, by delegation. Every policy is the same calls into its
+/// [`Core`].
 macro_rules! impl_balancer {
     ($ty:ident) => {
         impl<T: Send + Sync + 'static> $crate::Balancer<T> for $ty<T> {
@@ -373,6 +603,31 @@ macro_rules! impl_balancer {
 
             fn status(&self) -> Vec<$crate::Status> {
                 self.core.status()
+            }
+        }
+
+        impl<T: Send + Sync + 'static> $ty<T> {
+            /// This balancer with passive health rules (outlier ejection, panic threshold,
+            /// slow start); see [`HealthConfig`](crate::HealthConfig).
+            ///
+            /// # Errors
+            /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming the first value
+            /// out of range.
+            pub fn with_health(self, config: $crate::HealthConfig) -> Result<Self, $crate::Error> {
+                self.core.set_health_config(config)?;
+                Ok(self)
+            }
+
+            /// Replaces the passive health rules while the balancer serves. A new clock
+            /// restarts everything measured in time (ejections, ramps, latency estimates).
+            ///
+            /// # Errors
+            /// As [`with_health`](Self::with_health); on error nothing changes.
+            pub fn set_health_config(
+                &self,
+                config: $crate::HealthConfig,
+            ) -> Result<(), $crate::Error> {
+                self.core.set_health_config(config)
             }
         }
 

@@ -52,6 +52,20 @@ impl<T> Pick<T> {
     pub fn value(&self) -> &T {
         &self.entry.value
     }
+
+    /// Reports that the request succeeded after `latency`, and releases the slot. Resets the
+    /// backend's run of failures, and feeds its latency estimate if the policy keeps one
+    /// ([`PeakEwma`](crate::PeakEwma)).
+    pub fn success(self, latency: std::time::Duration) {
+        self.entry.state.report_success(latency);
+    }
+
+    /// Reports that the request failed, and releases the slot. Enough failures in a row eject
+    /// the backend if outlier detection is configured
+    /// ([`HealthConfig`](crate::HealthConfig)).
+    pub fn failure(self) {
+        self.entry.state.report_failure();
+    }
 }
 
 impl<T> Deref for Pick<T> {
@@ -83,6 +97,7 @@ pub struct Status {
     pub(crate) weight: u32,
     pub(crate) in_flight: usize,
     pub(crate) health: Health,
+    pub(crate) ejected: bool,
 }
 
 impl Status {
@@ -106,8 +121,14 @@ impl Status {
         self.health
     }
 
-    /// Whether the backend can receive new picks: `Up` and a weight above 0.
+    /// Whether outlier detection has ejected the backend for now.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected
+    }
+
+    /// Whether the backend can receive new picks: `Up`, not ejected, and a weight above 0
+    /// (the panic threshold aside, which can make every non-draining backend eligible).
     pub fn is_eligible(&self) -> bool {
-        self.health == Health::Up && self.weight > 0
+        self.health == Health::Up && self.weight > 0 && !self.ejected
     }
 }

@@ -16,8 +16,9 @@
 
 use crate::alias::{draw_distinct, draw_where, AliasTable};
 use crate::least_connections::lighter;
-use crate::membership::{impl_balancer, Core, Policy, Snapshot, View};
-use crate::sequence::Sequence;
+use crate::membership::{impl_balancer, Core, Eligible, Policy, Snapshot, View};
+use crate::sequence::{splitmix64, Sequence, GAMMA};
+use crate::state::LatencyTracking;
 use crate::{Backend, Error, Pick, Request};
 
 /// Power of two choices over weighted candidates.
@@ -31,7 +32,7 @@ use crate::{Backend, Error, Pick, Request};
 /// # Ok::<(), lbkit::Error>(())
 /// ```
 pub struct PowerOfTwoChoices<T> {
-    core: Core<T, TwoChoices>,
+    core: Core<T, TwoChoices<InFlightPerWeight>>,
 }
 
 impl<T: Send + Sync + 'static> PowerOfTwoChoices<T> {
@@ -52,23 +53,48 @@ impl<T: Send + Sync + 'static> PowerOfTwoChoices<T> {
         seed: u64,
     ) -> Result<Self, Error> {
         Ok(PowerOfTwoChoices {
-            core: Core::new(
-                TwoChoices {
-                    rng: Sequence::random(seed),
-                },
-                backends,
-            )?,
+            core: Core::new(TwoChoices::new(seed, InFlightPerWeight), backends)?,
         })
     }
 }
 
 impl_balancer!(PowerOfTwoChoices);
 
-pub(crate) struct TwoChoices {
-    rng: Sequence,
+/// How two candidates are compared: the lighter one wins.
+pub(crate) trait Load: Send + Sync + 'static {
+    /// Whether `a` is strictly lighter than `b`.
+    fn lighter(&self, a: &Eligible, b: &Eligible) -> bool;
+
+    /// Whether reports must keep a latency estimate for this comparison.
+    fn latency_tracking(&self) -> Option<LatencyTracking> {
+        None
+    }
 }
 
-impl TwoChoices {
+/// Requests in flight per unit of weight, compared exactly in integers.
+pub(crate) struct InFlightPerWeight;
+
+impl Load for InFlightPerWeight {
+    #[inline]
+    fn lighter(&self, a: &Eligible, b: &Eligible) -> bool {
+        lighter(a.state.in_flight(), a.weight, b.state.in_flight(), b.weight)
+    }
+}
+
+/// The power-of-two-choices loop, over any way of comparing load.
+pub(crate) struct TwoChoices<L> {
+    rng: Sequence,
+    load: L,
+}
+
+impl<L: Load> TwoChoices<L> {
+    pub(crate) fn new(seed: u64, load: L) -> Self {
+        TwoChoices {
+            rng: Sequence::random(seed),
+            load,
+        }
+    }
+
     /// Positions (in `eligible`) of the two candidates, the first the lighter one.
     #[inline]
     fn candidates<T>(&self, snap: &Snapshot<T, AliasTable>) -> Option<(usize, Option<usize>)> {
@@ -78,20 +104,19 @@ impl TwoChoices {
             1 => return Some((0, None)),
             _ => {}
         }
-        let a = snap.table.sample(self.rng.next_random(), n);
+        // One atomic step per pick: the second value is the first one re-mixed (SplitMix64's
+        // output function is a bijection, so it is uniform too). Re-draws after a collision
+        // take fresh values.
+        let first = self.rng.next_random();
+        let a = snap.table.sample(first, n);
+        let mut second = Some(splitmix64(first ^ GAMMA));
         let b = draw_where(
             &snap.table,
             &snap.eligible,
-            || self.rng.next_random(),
+            || second.take().unwrap_or_else(|| self.rng.next_random()),
             |p| p == a,
         );
-        let (ea, eb) = (&snap.eligible[a], &snap.eligible[b]);
-        if lighter(
-            eb.state.in_flight(),
-            eb.weight,
-            ea.state.in_flight(),
-            ea.weight,
-        ) {
+        if self.load.lighter(&snap.eligible[b], &snap.eligible[a]) {
             Some((b, Some(a)))
         } else {
             Some((a, Some(b)))
@@ -99,12 +124,16 @@ impl TwoChoices {
     }
 }
 
-impl<T> Policy<T> for TwoChoices {
+impl<T, L: Load> Policy<T> for TwoChoices<L> {
     type Table = AliasTable;
     const TABLE_USES_HEALTH: bool = true;
 
     fn build(&self, view: &View<'_, T>) -> Result<AliasTable, Error> {
         Ok(AliasTable::new(view.eligible))
+    }
+
+    fn latency_tracking(&self) -> Option<LatencyTracking> {
+        self.load.latency_tracking()
     }
 
     #[inline]

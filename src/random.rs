@@ -4,7 +4,7 @@
 //! random 64-bit value and one alias-table lookup ([Walker's alias method], built exactly in
 //! integers when the set changes, O(n)). The random source is SplitMix64 on a per-thread
 //! stripe, seeded by [`Random::with_seed`]: the same seed and the same calls from one thread
-//! replay the same picks.
+//! replay the same picks, in whichever thread they are replayed.
 //!
 //! Choose it when a stateless, contention-free spread is enough, or as the fallback of
 //! policies that need randomness.

@@ -7,8 +7,19 @@
 //! line, and each thread always uses the same one. A thread's own calls see one exact
 //! sequence; threads beyond `STRIPES` share a stripe, which stays correct (every step is one
 //! atomic add) and only costs speed.
+//!
+//! Threads are numbered process-wide, in the order they first pick from any balancer. A
+//! [`Sequence`] numbers its stripes from the first thread that uses it, so that thread always
+//! gets stripe 0, whatever its number: a seeded random source replays in any thread, and a
+//! counter starts at the same value. The other stripes are staggered: a counter's stripe i
+//! starts i further on, so that threads that pick alike (a pool of workers, or threads that
+//! pick once each) spread over the backends like one shared cursor would, instead of all
+//! starting on the first backend and moving in lockstep.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// [`Sequence::first`] before any thread has drawn.
+const NO_THREAD_YET: usize = usize::MAX;
 
 /// How many independent counters a [`Sequence`] keeps.
 pub(crate) const STRIPES: usize = 16;
@@ -33,26 +44,55 @@ fn stripe() -> usize {
 #[derive(Debug)]
 pub(crate) struct Sequence {
     stripes: Box<[Padded<AtomicU64>]>,
+    /// The stripe of the first thread that used the sequence: stripes are counted from it,
+    /// so that thread gets stripe 0 whatever its number. Written once, then only read: it
+    /// does not bounce between cores.
+    first: AtomicUsize,
 }
 
 impl Sequence {
-    /// Counters that all start at `start`.
+    /// Counters staggered from `start`: the first thread's starts at `start`, stripe i at
+    /// `start + i`.
     pub(crate) fn counter(start: u64) -> Self {
         Sequence {
-            stripes: (0..STRIPES)
-                .map(|_| Padded(AtomicU64::new(start)))
+            stripes: (0..STRIPES as u64)
+                .map(|i| Padded(AtomicU64::new(start.wrapping_add(i))))
                 .collect(),
+            first: AtomicUsize::new(NO_THREAD_YET),
         }
     }
 
     /// A random source: each stripe is a SplitMix64 state derived from `seed` and the stripe
-    /// number, so threads draw independent streams and one thread replays exactly.
+    /// number (counted from the first thread to draw), so threads draw independent streams
+    /// and the calls of one thread replay exactly, in any thread.
     pub(crate) fn random(seed: u64) -> Self {
         Sequence {
             stripes: (0..STRIPES as u64)
                 .map(|s| Padded(AtomicU64::new(splitmix64(seed ^ s.wrapping_mul(GAMMA)))))
                 .collect(),
+            first: AtomicUsize::new(NO_THREAD_YET),
         }
+    }
+
+    /// The calling thread's stripe, counted from the first thread that used this sequence.
+    #[inline]
+    fn mine(&self) -> &AtomicU64 {
+        let mine = stripe();
+        // Relaxed: `first` guards no other memory; each thread only needs one agreed value,
+        // which the compare-exchange gives (its value is final once set).
+        let mut first = self.first.load(Ordering::Relaxed);
+        if first == NO_THREAD_YET {
+            first = match self.first.compare_exchange(
+                NO_THREAD_YET,
+                mine,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => mine,
+                Err(winner) => winner,
+            };
+        }
+        &self.stripes[(mine + STRIPES - first) % STRIPES].0
     }
 
     /// The calling thread's next counter value.
@@ -60,14 +100,14 @@ impl Sequence {
     pub(crate) fn next(&self) -> u64 {
         // Relaxed: the counter orders no other memory; atomicity alone makes every value
         // handed out exactly once.
-        self.stripes[stripe()].0.fetch_add(1, Ordering::Relaxed)
+        self.mine().fetch_add(1, Ordering::Relaxed)
     }
 
     /// The calling thread's next random 64-bit value (SplitMix64 over its stripe).
     #[inline]
     pub(crate) fn next_random(&self) -> u64 {
         // Relaxed: as in `next`, only atomicity matters.
-        let state = self.stripes[stripe()].0.fetch_add(GAMMA, Ordering::Relaxed);
+        let state = self.mine().fetch_add(GAMMA, Ordering::Relaxed);
         splitmix64(state.wrapping_add(GAMMA))
     }
 }
@@ -140,6 +180,30 @@ mod tests {
             total += v.len();
         }
         let sum: u64 = s.stripes.iter().map(|p| p.0.load(Ordering::Relaxed)).sum();
-        assert_eq!(sum, total as u64);
+        let staggered: u64 = (0..STRIPES as u64).sum();
+        assert_eq!(sum, staggered + total as u64);
+    }
+
+    /// Threads that pick once each must not all get the same first value (all picking the
+    /// first backend), and the first thread to use a counter starts at `start`. Regression:
+    /// every stripe used to start at `start`, so eight threads picking once each from a
+    /// round robin of four backends all got the first one.
+    #[test]
+    fn threads_start_staggered_and_the_first_at_start() {
+        let s = std::sync::Arc::new(Sequence::counter(100));
+        assert_eq!(s.next(), 100);
+        let firsts: Vec<(usize, u64)> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || (stripe(), s.next()))
+                    .join()
+                    .unwrap()
+            })
+            .collect();
+        for (i, a) in firsts.iter().enumerate() {
+            for b in &firsts[..i] {
+                assert!(a.0 == b.0 || a.1 != b.1, "{firsts:?}");
+            }
+        }
     }
 }

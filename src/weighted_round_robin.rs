@@ -4,11 +4,14 @@
 //! them on every pick, under a lock. lbkit precomputes one period of an equally smooth
 //! schedule when the set changes, and a pick just reads `schedule[cursor % period]`.
 //!
-//! The schedule is earliest-deadline-first: a backend of weight w has its k-th pick of each
-//! period due at (k + 1/2) / w, and the period lists all picks by due time (ties by id order).
-//! So, like nginx's, over each period of sum(weights) picks every backend gets exactly its
-//! weight, and heavy backends are interleaved with light ones rather than picked in a burst:
-//! weights 5, 1, 1 give `a a a b c a a`.
+//! The schedule is earliest-deadline-first: the backend at position p (of n, in id order) with
+//! weight w has its k-th pick of each period due at (k + (2p + 1) / 2n) / w, and the period
+//! lists all picks by due time (ties by id order). So, like nginx's, over each period of
+//! sum(weights) picks every backend gets exactly its weight, and heavy backends are
+//! interleaved with light ones rather than picked in a burst: weights 5, 1, 1 give
+//! `a a a b a a c`. The phase (2p + 1) / 2n staggers the backends: with one phase for all,
+//! every light backend would fall due at the same moment, and 5, 1, 1 would give
+//! `a a a b c a a`, which repeated is `a a a a a b c`, the burst to avoid.
 //!
 //! Weights are first divided by their greatest common divisor. If the period would still
 //! exceed [`SCHEDULE_LIMIT`] entries, weights are scaled down in proportion (each at least 1)
@@ -121,14 +124,8 @@ impl<T> Policy<T> for Schedule {
 /// The eligible weights divided by their gcd, then scaled down if their sum exceeds
 /// [`SCHEDULE_LIMIT`] (each stays at least 1).
 fn reduced_weights(eligible: &[Eligible]) -> Vec<u64> {
-    let divisor = eligible
-        .iter()
-        .fold(0u64, |g, e| gcd(g, u64::from(e.weight)))
-        .max(1);
-    let mut weights: Vec<u64> = eligible
-        .iter()
-        .map(|e| u64::from(e.weight) / divisor)
-        .collect();
+    let divisor = eligible.iter().fold(0u64, |g, e| gcd(g, e.weight)).max(1);
+    let mut weights: Vec<u64> = eligible.iter().map(|e| e.weight / divisor).collect();
     let sum: u64 = weights.iter().sum();
     if sum > SCHEDULE_LIMIT as u64 {
         for w in &mut weights {
@@ -147,11 +144,13 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 }
 
 /// One period of the earliest-deadline-first schedule: the k-th pick (k from 0) of position
-/// p is due at (2k + 1) / (2 w_p); entries are listed by due time, ties by position.
+/// p (of n) is due at (k + (2p + 1) / 2n) / w_p = (2nk + 2p + 1) / (2n w_p); entries are
+/// listed by due time, ties by position.
 fn smooth_schedule(weights: &[u64]) -> Box<[u32]> {
     #[derive(PartialEq, Eq)]
     struct Due {
-        /// Numerator and denominator of the due time: (2k + 1) / (2w).
+        /// Numerator and denominator of the due time: (2nk + 2p + 1) / (2nw). Weights are
+        /// at most `SCHEDULE_LIMIT` and positions fit in u32, so both fit in u64.
         num: u64,
         den: u64,
         position: u32,
@@ -171,13 +170,14 @@ fn smooth_schedule(weights: &[u64]) -> Box<[u32]> {
     }
 
     let period: u64 = weights.iter().sum();
+    let n = weights.len() as u64;
     let mut heap: BinaryHeap<Due> = weights
         .iter()
         .enumerate()
         .filter(|(_, &w)| w > 0)
         .map(|(p, &w)| Due {
-            num: 1,
-            den: 2 * w,
+            num: 2 * p as u64 + 1,
+            den: 2 * n * w,
             position: p as u32,
         })
         .collect();
@@ -187,7 +187,7 @@ fn smooth_schedule(weights: &[u64]) -> Box<[u32]> {
             .peek_mut()
             .expect("one period lists exactly sum(weights) picks");
         schedule.push(due.position);
-        due.num += 2;
+        due.num += 2 * n;
     }
     schedule.into()
 }
@@ -198,7 +198,8 @@ mod tests {
 
     #[test]
     fn five_one_one_is_interleaved() {
-        assert_eq!(&*smooth_schedule(&[5, 1, 1]), &[0, 0, 0, 1, 2, 0, 0]);
+        assert_eq!(&*smooth_schedule(&[5, 1, 1]), &[0, 0, 0, 1, 0, 0, 2]);
+        assert_eq!(&*smooth_schedule(&[3, 1, 1, 1]), &[0, 0, 1, 2, 0, 3]);
     }
 
     #[test]
@@ -218,7 +219,7 @@ mod tests {
                 .enumerate()
                 .map(|(index, &weight)| Eligible {
                     index,
-                    weight,
+                    weight: weight.into(),
                     state: Default::default(),
                 })
                 .collect::<Vec<_>>()

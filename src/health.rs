@@ -1,0 +1,294 @@
+//! Passive health: outlier ejection, the panic threshold and slow start, configured once per
+//! balancer with a [`HealthConfig`] and applied by every policy.
+//!
+//! These rules change which backends are eligible and with what weight, so they act where the
+//! snapshot is built: a report that crosses the failure threshold marks the balancer for a
+//! rebuild, the next pick rebuilds (under the writer lock, never blocking other picks), and
+//! time-based changes (an ejection ending, a slow start ramping) are noticed by a sampled clock
+//! check on the pick path that runs only while such a change is due.
+//!
+//! * **Outlier ejection** ([`OutlierDetection`], as Envoy's): after `consecutive_failures`
+//!   failures in a row a backend is ejected for `base_ejection_time x n` (n = how many times
+//!   it was ejected, lowered by one for every `base_ejection_time` it spent in service since
+//!   its last ejection; capped at `max_ejection_time`), and returns by itself when the time is
+//!   up. Never more than `max_ejection_percent` of the set is ejected at once (at least one
+//!   backend may always be). [`Status::is_ejected`](crate::Status::is_ejected) shows it.
+//! * **Panic threshold** (Envoy's): when fewer than this share of the backends that could
+//!   serve (weight above 0, not draining) are healthy (up and not ejected), health is ignored
+//!   and every one of them is eligible again, rather than crushing the survivors. Backends
+//!   that are draining or of weight 0 stay out: that was the operator's decision.
+//! * **Slow start** ([`SlowStart`], Envoy's formula): a backend that joins by an update (not
+//!   the initial set) or returns from ejection ramps its effective weight from
+//!   `weight x min_weight_percent` to `weight` over `window`, as
+//!   `weight x max(min_weight_percent / 100, (t / window)^(1 / aggression))`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, MonotonicClock};
+use crate::Error;
+
+/// How a balancer reacts to what it observes. Nothing is enabled by default.
+///
+/// ```
+/// use std::time::Duration;
+/// use lbkit::{Backend, HealthConfig, LeastConnections, OutlierDetection, SlowStart};
+/// let lb = LeastConnections::new([Backend::new("a", ()), Backend::new("b", ())])?
+///     .with_health(
+///         HealthConfig::new()
+///             .outlier_detection(OutlierDetection::default())
+///             .panic_threshold(0.5)
+///             .slow_start(SlowStart::new(Duration::from_secs(30))),
+///     )?;
+/// # Ok::<(), lbkit::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub(crate) outlier_detection: Option<OutlierDetection>,
+    pub(crate) panic_threshold: Option<f64>,
+    pub(crate) slow_start: Option<SlowStart>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HealthConfig {
+    /// Nothing enabled, the system's monotonic clock.
+    pub fn new() -> Self {
+        HealthConfig {
+            outlier_detection: None,
+            panic_threshold: None,
+            slow_start: None,
+            clock: Arc::new(MonotonicClock::new()),
+        }
+    }
+
+    /// Ejects backends that fail repeatedly.
+    #[must_use]
+    pub fn outlier_detection(mut self, rules: OutlierDetection) -> Self {
+        self.outlier_detection = Some(rules);
+        self
+    }
+
+    /// Ignores health when fewer than `share` (0.0 to 1.0; Envoy's default is 0.5) of the
+    /// backends are healthy.
+    #[must_use]
+    pub fn panic_threshold(mut self, share: f64) -> Self {
+        self.panic_threshold = Some(share);
+        self
+    }
+
+    /// Ramps up backends that join or return from ejection.
+    #[must_use]
+    pub fn slow_start(mut self, ramp: SlowStart) -> Self {
+        self.slow_start = Some(ramp);
+        self
+    }
+
+    /// The clock every time-based rule reads (a [`ManualClock`](crate::ManualClock) in tests).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Checks every value; the error names the first one out of range.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if let Some(o) = &self.outlier_detection {
+            if o.consecutive_failures == 0 {
+                return Err(Error::config("consecutive_failures", "must be at least 1"));
+            }
+            if o.base_ejection_time.is_zero() {
+                return Err(Error::config("base_ejection_time", "must be above zero"));
+            }
+            if o.max_ejection_time < o.base_ejection_time {
+                return Err(Error::config(
+                    "max_ejection_time",
+                    "must be at least base_ejection_time",
+                ));
+            }
+            percent("max_ejection_percent", o.max_ejection_percent)?;
+        }
+        if let Some(share) = self.panic_threshold {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(Error::config(
+                    "panic_threshold",
+                    format!("{share} is not a share between 0.0 and 1.0"),
+                ));
+            }
+        }
+        if let Some(s) = &self.slow_start {
+            if s.window.is_zero() {
+                return Err(Error::config("window", "must be above zero"));
+            }
+            if !(s.aggression.is_finite() && s.aggression > 0.0) {
+                return Err(Error::config(
+                    "aggression",
+                    format!("{} is not a finite number above 0", s.aggression),
+                ));
+            }
+            percent("min_weight_percent", s.min_weight_percent)?;
+        }
+        Ok(())
+    }
+}
+
+fn percent(parameter: &'static str, value: f64) -> Result<(), Error> {
+    if (0.0..=100.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::config(
+            parameter,
+            format!("{value} is not a percentage between 0 and 100"),
+        ))
+    }
+}
+
+/// When to eject a failing backend and for how long. The defaults are Envoy's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierDetection {
+    /// Failures in a row that eject a backend (default 5).
+    pub consecutive_failures: u32,
+    /// The first ejection's length, multiplied by the number of ejections (default 30 s).
+    pub base_ejection_time: Duration,
+    /// The longest ejection (default 300 s).
+    pub max_ejection_time: Duration,
+    /// The most of the set that may be ejected at once, in percent (default 10; at least one
+    /// backend may always be ejected).
+    pub max_ejection_percent: f64,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_failures: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 10.0,
+        }
+    }
+}
+
+/// How a joining backend's weight ramps up. Defaults follow Envoy's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStart {
+    /// How long the ramp lasts.
+    pub window: Duration,
+    /// The ramp's curve: 1.0 is linear; above 1 ramps faster early (default 1.0).
+    pub aggression: f64,
+    /// The weight a backend starts at, in percent of its weight (default 10).
+    pub min_weight_percent: f64,
+}
+
+impl SlowStart {
+    /// A linear ramp over `window`, from 10% of the weight.
+    pub fn new(window: Duration) -> Self {
+        SlowStart {
+            window,
+            aggression: 1.0,
+            min_weight_percent: 10.0,
+        }
+    }
+
+    /// The share of its weight a backend has `elapsed` into its ramp, in (0, 1].
+    pub(crate) fn factor(&self, elapsed: Duration) -> f64 {
+        if elapsed >= self.window {
+            return 1.0;
+        }
+        let t = elapsed.as_secs_f64() / self.window.as_secs_f64();
+        t.powf(1.0 / self.aggression)
+            .max(self.min_weight_percent / 100.0)
+            .clamp(f64::MIN_POSITIVE, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_start_follows_envoys_formula() {
+        let s = SlowStart {
+            window: Duration::from_secs(10),
+            aggression: 2.0,
+            min_weight_percent: 10.0,
+        };
+        assert_eq!(s.factor(Duration::ZERO), 0.1);
+        assert!((s.factor(Duration::from_secs(4)) - 0.4f64.sqrt()).abs() < 1e-12);
+        assert_eq!(s.factor(Duration::from_secs(10)), 1.0);
+        assert_eq!(s.factor(Duration::from_secs(99)), 1.0);
+    }
+
+    #[test]
+    fn every_bad_value_is_named() {
+        let bad = [
+            (
+                HealthConfig::new().outlier_detection(OutlierDetection {
+                    consecutive_failures: 0,
+                    ..Default::default()
+                }),
+                "consecutive_failures",
+            ),
+            (
+                HealthConfig::new().outlier_detection(OutlierDetection {
+                    base_ejection_time: Duration::ZERO,
+                    ..Default::default()
+                }),
+                "base_ejection_time",
+            ),
+            (
+                HealthConfig::new().outlier_detection(OutlierDetection {
+                    max_ejection_time: Duration::from_secs(1),
+                    ..Default::default()
+                }),
+                "max_ejection_time",
+            ),
+            (
+                HealthConfig::new().outlier_detection(OutlierDetection {
+                    max_ejection_percent: f64::NAN,
+                    ..Default::default()
+                }),
+                "max_ejection_percent",
+            ),
+            (HealthConfig::new().panic_threshold(1.5), "panic_threshold"),
+            (
+                HealthConfig::new().panic_threshold(f64::NAN),
+                "panic_threshold",
+            ),
+            (
+                HealthConfig::new().slow_start(SlowStart::new(Duration::ZERO)),
+                "window",
+            ),
+            (
+                HealthConfig::new().slow_start(SlowStart {
+                    aggression: f64::INFINITY,
+                    ..SlowStart::new(Duration::from_secs(1))
+                }),
+                "aggression",
+            ),
+            (
+                HealthConfig::new().slow_start(SlowStart {
+                    min_weight_percent: -1.0,
+                    ..SlowStart::new(Duration::from_secs(1))
+                }),
+                "min_weight_percent",
+            ),
+        ];
+        for (config, name) in bad {
+            match config.validate() {
+                Err(Error::InvalidConfig { parameter, .. }) => assert_eq!(parameter, name),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert!(HealthConfig::new()
+            .outlier_detection(OutlierDetection::default())
+            .panic_threshold(0.5)
+            .slow_start(SlowStart::new(Duration::from_secs(30)))
+            .validate()
+            .is_ok());
+    }
+}

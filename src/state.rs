@@ -1,0 +1,264 @@
+//! Per-backend state that outlives rebuilds: in-flight count, health, and what reports taught
+//! the balancer (failures in a row, ejection, slow-start ramp, peak-EWMA latency).
+//!
+//! One [`State`] per backend id, on its own cache line, shared by every entry that has stood
+//! for that id; a held pick keeps it alive after the backend was removed. Reports reach it
+//! through the pick, and reach the balancer-wide [`Feedback`] through it.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::clock::Clock;
+use crate::Health;
+
+/// What every state of one balancer shares: the clock, what reports must do, and the flag
+/// that asks for a rebuild.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(crate) struct Feedback {
+    /// The clock of every time-based rule; replaced (rarely) by `set_health_config`.
+    clock: ArcSwap<Arc<dyn Clock>>,
+    /// Whether reading `clock` is cheap (see [`Clock::is_cheap`]).
+    cheap_clock: AtomicBool,
+    /// Failures in a row that make a backend a candidate for ejection; `u32::MAX` when
+    /// outlier detection is off.
+    failure_threshold: AtomicU32,
+    /// The peak-EWMA time constant and starting latency, when latency is tracked.
+    latency: Option<LatencyTracking>,
+    /// Set by a report that may change who is eligible; cleared by the rebuild applying it.
+    dirty: AtomicBool,
+}
+
+/// Peak-EWMA parameters, in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LatencyTracking {
+    pub(crate) decay_ns: f64,
+    pub(crate) default_ns: f64,
+}
+
+impl Feedback {
+    pub(crate) fn new(clock: Arc<dyn Clock>, latency: Option<LatencyTracking>) -> Self {
+        Feedback {
+            cheap_clock: AtomicBool::new(clock.is_cheap()),
+            clock: ArcSwap::from_pointee(clock),
+            failure_threshold: AtomicU32::new(u32::MAX),
+            latency,
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// Writer only: a new clock and failure threshold.
+    pub(crate) fn reconfigure(&self, clock: Arc<dyn Clock>, failure_threshold: Option<u32>) {
+        // Relaxed: a pick that reads the old value samples the clock once more or less often.
+        self.cheap_clock.store(clock.is_cheap(), Ordering::Relaxed);
+        self.clock.store(Arc::new(clock));
+        // Relaxed: reports that read the old threshold only act a little late or early once.
+        self.failure_threshold
+            .store(failure_threshold.unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    /// Whether reading the clock is cheap enough to do on every pick (a manual clock).
+    #[inline]
+    pub(crate) fn clock_is_cheap(&self) -> bool {
+        // Relaxed: see `reconfigure`.
+        self.cheap_clock.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn is_dirty(&self) -> bool {
+        // Relaxed: a late read only delays the rebuild to a later pick; the rebuild itself
+        // reads the states under the writer lock.
+        self.dirty.load(Ordering::Relaxed)
+    }
+
+    /// Clears the flag; returns whether it was set. Called under the writer lock, before the
+    /// states are read, so a report racing with the rebuild sets it again.
+    pub(crate) fn take_dirty(&self) -> bool {
+        // AcqRel: pairs with the Release in `report_failure`, so the failure counts it
+        // published are visible to the rebuild that follows.
+        self.dirty.swap(false, Ordering::AcqRel)
+    }
+
+    pub(crate) fn failure_threshold(&self) -> u32 {
+        // Relaxed: see `reconfigure`.
+        self.failure_threshold.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn now_ns(&self) -> u64 {
+        u64::try_from(self.clock.load().now().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// "Not ramping": the value of [`State::ramp_start`] for a backend at full weight.
+pub(crate) const FULL_WEIGHT: u64 = u64::MAX;
+
+/// One backend's counters. Fields written only by the writer (under its lock) are marked so.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(crate) struct State {
+    in_flight: AtomicUsize,
+    health: AtomicU8,
+    consecutive_failures: AtomicU32,
+    /// Writer only: the end of the current ejection in clock nanoseconds, 0 if not ejected.
+    pub(crate) ejected_until: AtomicU64,
+    /// Writer only: the ejection multiplier (how many times ejected, decayed).
+    pub(crate) ejections: AtomicU32,
+    /// Writer only: when the last ejection ended.
+    pub(crate) returned_at: AtomicU64,
+    /// Writer only: when the slow-start ramp began, or [`FULL_WEIGHT`].
+    pub(crate) ramp_start: AtomicU64,
+    /// Peak EWMA as a log score: ln(cost in ns) + stamp / decay (see `PeakEwma`).
+    score: AtomicU64,
+    /// Clock nanoseconds of the last latency observation.
+    stamp: AtomicU64,
+    pub(crate) feedback: Arc<Feedback>,
+}
+
+impl State {
+    /// A fresh state at `now_ns`, ramping up from there if `ramp`.
+    pub(crate) fn new(feedback: &Arc<Feedback>, now_ns: u64, ramp: bool) -> Self {
+        let score = feedback
+            .latency
+            .map_or(0.0, |l| l.default_ns.ln() + now_ns as f64 / l.decay_ns);
+        State {
+            in_flight: AtomicUsize::new(0),
+            health: AtomicU8::new(Health::Up.to_u8()),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            returned_at: AtomicU64::new(0),
+            ramp_start: AtomicU64::new(if ramp { now_ns } else { FULL_WEIGHT }),
+            score: AtomicU64::new(score.to_bits()),
+            stamp: AtomicU64::new(now_ns),
+            feedback: Arc::clone(feedback),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn acquire(&self) {
+        // Relaxed: the count is a statistic read by later picks; no other memory is published
+        // through it, and the atomic RMW alone makes every increment count exactly once.
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn release(&self) {
+        // Relaxed: as in `acquire`; each release pairs with exactly one acquire of the same
+        // counter (the pick holds the state alive), so the count never goes below zero.
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn in_flight(&self) -> usize {
+        // Relaxed: a load-balancing decision needs a recent value, not a synchronised one.
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        // Relaxed: health is only written under the writer lock, and the snapshot swap
+        // (release/acquire inside ArcSwap) orders it for picks; status reads are advisory.
+        Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_health(&self, health: Health) {
+        // Relaxed: see `health`.
+        self.health.store(health.to_u8(), Ordering::Relaxed);
+    }
+
+    /// Writer only (Relaxed loads and stores of the writer-only fields are ordered by the
+    /// writer lock and published to picks by the snapshot swap).
+    pub(crate) fn ejected_until(&self) -> u64 {
+        self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn consecutive_failures(&self) -> u32 {
+        // Relaxed: the rebuild reads this after `take_dirty`'s Acquire, which makes the count
+        // that raised the flag visible.
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn clear_failures(&self) {
+        // Relaxed: a report racing with this store may be lost, which only delays ejection.
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// A request on this backend succeeded after `latency`.
+    pub(crate) fn report_success(&self, latency: Duration) {
+        // Load first: avoid dirtying the line when there is nothing to reset.
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.clear_failures();
+        }
+        if let Some(tracking) = self.feedback.latency {
+            self.observe_latency(latency, tracking);
+        }
+    }
+
+    /// A request on this backend failed.
+    pub(crate) fn report_failure(&self) {
+        // Relaxed RMW: exact counting; saturates instead of wrapping after 2^32 failures.
+        let before = self
+            .consecutive_failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .unwrap_or(u32::MAX);
+        if before.saturating_add(1) >= self.feedback.failure_threshold() {
+            // Release: publishes the count above to the rebuild (see `take_dirty`).
+            self.feedback.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Writer only: restarts the latency estimate at the default (after the clock changed).
+    pub(crate) fn reset_latency(&self, now_ns: u64) {
+        let score = self
+            .feedback
+            .latency
+            .map_or(0.0, |l| l.default_ns.ln() + now_ns as f64 / l.decay_ns);
+        // Relaxed: advisory, as in `observe_latency`.
+        self.score.store(score.to_bits(), Ordering::Relaxed);
+        self.stamp.store(now_ns, Ordering::Relaxed);
+    }
+
+    /// Peak EWMA: the cost decays toward zero as exp(-elapsed / decay) between observations;
+    /// an observation above the decayed cost replaces it at once (the peak), one below moves
+    /// it toward the observation by 1 - exp(-elapsed since the last observation / decay).
+    /// Stored as a log score so picks compare costs without reading the clock.
+    fn observe_latency(&self, latency: Duration, tracking: LatencyTracking) {
+        let now = self.feedback.now_ns();
+        let rtt = (latency.as_nanos() as f64).max(1.0);
+        // Relaxed: the estimate is advisory; two reports racing may lose one observation,
+        // which an EWMA tolerates (tower's and Finagle's lock instead, on every report).
+        let score = f64::from_bits(self.score.load(Ordering::Relaxed));
+        let stamp = self.stamp.load(Ordering::Relaxed).min(now);
+        let decayed = (score - now as f64 / tracking.decay_ns).exp();
+        let cost = if rtt >= decayed {
+            rtt
+        } else {
+            let w = (-((now - stamp) as f64) / tracking.decay_ns).exp();
+            decayed * w + rtt * (1.0 - w)
+        };
+        let score = cost.ln() + now as f64 / tracking.decay_ns;
+        self.score.store(score.to_bits(), Ordering::Relaxed);
+        self.stamp.store(now, Ordering::Relaxed);
+    }
+
+    /// The peak-EWMA log score (see `observe_latency`).
+    #[inline]
+    pub(crate) fn latency_score(&self) -> f64 {
+        // Relaxed: advisory, as in `observe_latency`.
+        f64::from_bits(self.score.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+impl Default for State {
+    /// A state of its own, for unit tests of the machinery that reads states.
+    fn default() -> Self {
+        let feedback = Arc::new(Feedback::new(
+            Arc::new(crate::clock::ManualClock::new()),
+            None,
+        ));
+        State::new(&feedback, 0, false)
+    }
+}
