@@ -97,7 +97,7 @@ fn picks_follow_the_policy() {
 
 #[test]
 fn a_seed_replays_random_choices() {
-    for algo in ["random", "p2c"] {
+    for algo in ["random", "p2c", "peak-ewma"] {
         let args = [
             "--algo",
             algo,

@@ -30,11 +30,14 @@ fn run_all(config: &Config) -> Vec<Outcome> {
     policies::table::<usize>()
         .into_iter()
         .map(|p| {
-            let options = Options {
-                seed: Some(config.seed),
-                bound: None,
+            let build = |backends, clock| {
+                let options = Options {
+                    seed: Some(config.seed),
+                    bound: None,
+                    clock: Some(clock),
+                };
+                (p.build)(backends, options)
             };
-            let build = |backends| (p.build)(backends, options);
             sim::run(config, &workload, p.name, &build).expect("the policy builds")
         })
         .collect()

@@ -5,16 +5,20 @@
 //! plain code, not a library module.
 #![allow(dead_code)] // each including program uses a different part of this file
 
-use lbkit::{Backend, Balancer, Error};
-use lbkit::{LeastConnections, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin};
+use lbkit::WeightedRoundRobin;
+use lbkit::{Backend, Balancer, Error, HealthConfig, ManualClock};
+use lbkit::{LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 
 /// How a program asks for a policy beyond its backends.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Seed for every random choice of the policy; `None` seeds from entropy.
     pub seed: Option<u64>,
     /// Bounded-load factor `c` for hashing policies that support it; `None` leaves it off.
     pub bound: Option<f64>,
+    /// The clock the policy reads when outcomes are reported (peak EWMA's latency decay):
+    /// the simulator's simulated time. `None`: the system's monotonic clock.
+    pub clock: Option<ManualClock>,
 }
 
 /// A boxed balancer, or the library's reason for refusing the backends or options.
@@ -52,7 +56,7 @@ pub struct Policy<T> {
 ///         if let Some(seed) = o.seed {
 ///             builder = builder.seed(seed);
 ///         }
-///         Ok(Box::new(builder.build(b)?))
+///         boxed(builder.build(b)?, &o)
 ///     },
 /// },
 /// Policy {
@@ -60,13 +64,14 @@ pub struct Policy<T> {
 ///     hashing: true,
 ///     bounded: false,
 ///     build: |b, o| match o.seed {
-///         Some(seed) => Ok(Box::new(JumpHash::with_seed(b, seed)?)),
-///         None => Ok(Box::new(JumpHash::new(b)?)),
+///         Some(seed) => boxed(JumpHash::with_seed(b, seed)?, &o),
+///         None => boxed(JumpHash::new(b)?, &o),
 ///     },
 /// },
 /// ```
 ///
-/// `route` then accepts the names and `--bound`, `proxy` accepts `--key-by client-ip` with
+/// and each type (`HashRing`, `Maglev`, `Rendezvous`, `JumpHash`) joins the `with_health!`
+/// list below. `route` then accepts the names and `--bound`, `proxy` accepts `--key-by client-ip` with
 /// them, and `simulate` runs each (plus a `NAME+bound C` row for each `bounded` one).
 pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
     vec![
@@ -74,39 +79,88 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             name: "round-robin",
             hashing: false,
             bounded: false,
-            build: |b, _| Ok(Box::new(RoundRobin::new(b)?)),
+            build: |b, o| boxed(RoundRobin::new(b)?, &o),
         },
         Policy {
             name: "weighted-round-robin",
             hashing: false,
             bounded: false,
-            build: |b, _| Ok(Box::new(WeightedRoundRobin::new(b)?)),
+            build: |b, o| boxed(WeightedRoundRobin::new(b)?, &o),
         },
         Policy {
             name: "random",
             hashing: false,
             bounded: false,
             build: |b, o| match o.seed {
-                Some(seed) => Ok(Box::new(Random::with_seed(b, seed)?)),
-                None => Ok(Box::new(Random::new(b)?)),
+                Some(seed) => boxed(Random::with_seed(b, seed)?, &o),
+                None => boxed(Random::new(b)?, &o),
             },
         },
         Policy {
             name: "least-connections",
             hashing: false,
             bounded: false,
-            build: |b, _| Ok(Box::new(LeastConnections::new(b)?)),
+            build: |b, o| boxed(LeastConnections::new(b)?, &o),
         },
         Policy {
             name: "p2c",
             hashing: false,
             bounded: false,
             build: |b, o| match o.seed {
-                Some(seed) => Ok(Box::new(PowerOfTwoChoices::with_seed(b, seed)?)),
-                None => Ok(Box::new(PowerOfTwoChoices::new(b)?)),
+                Some(seed) => boxed(PowerOfTwoChoices::with_seed(b, seed)?, &o),
+                None => boxed(PowerOfTwoChoices::new(b)?, &o),
+            },
+        },
+        Policy {
+            name: "peak-ewma",
+            hashing: false,
+            bounded: false,
+            build: |b, o| match o.seed {
+                Some(seed) => boxed(PeakEwma::with_seed(b, seed)?, &o),
+                None => boxed(PeakEwma::new(b)?, &o),
             },
         },
     ]
+}
+
+/// Every balancer type's `with_health` (an inherent method each policy type gets from the
+/// crate), so that [`boxed`] can hand any of them [`Options::clock`].
+pub trait WithHealth: Sized {
+    /// The balancer with these passive-health rules.
+    fn health(self, config: HealthConfig) -> Result<Self, Error>;
+}
+
+macro_rules! with_health {
+    ($($policy:ident),* $(,)?) => {$(
+        impl<T: Send + Sync + 'static> WithHealth for $policy<T> {
+            fn health(self, config: HealthConfig) -> Result<Self, Error> {
+                self.with_health(config)
+            }
+        }
+    )*};
+}
+
+// A new policy type goes here too.
+with_health!(
+    RoundRobin,
+    WeightedRoundRobin,
+    Random,
+    LeastConnections,
+    PowerOfTwoChoices,
+    PeakEwma,
+);
+
+/// Boxes `balancer`, on `options.clock` if one is given.
+pub fn boxed<T, B>(balancer: B, options: &Options) -> Built<T>
+where
+    B: Balancer<T> + WithHealth + 'static,
+{
+    match &options.clock {
+        Some(clock) => Ok(Box::new(
+            balancer.health(HealthConfig::new().clock(clock.clone()))?,
+        )),
+        None => Ok(Box::new(balancer)),
+    }
 }
 
 /// The row named `name`, if there is one.

@@ -114,7 +114,7 @@ fn build(args: &Args, backends: &[SocketAddr]) -> Result<Lb, String> {
         .collect();
     let options = policies::Options {
         seed: args.seed,
-        bound: None,
+        ..policies::Options::default()
     };
     let lb = (policy.build)(set, options).map_err(|e| e.to_string())?;
     Ok(Arc::from(lb))

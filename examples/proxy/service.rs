@@ -11,7 +11,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lbkit::{Balancer, Health, Request};
 use tokio::net::{TcpListener, TcpStream};
@@ -143,6 +143,7 @@ impl Proxy {
             let Some(pick) = self.lb.pick(&request) else {
                 break;
             };
+            let started = Instant::now();
             match TcpStream::connect(*pick).await {
                 Ok(mut upstream) => {
                     let in_flight = self
@@ -155,15 +156,20 @@ impl Proxy {
                         s.connections += 1;
                         s.peak_in_flight = s.peak_in_flight.max(in_flight);
                     });
-                    // Errors here (a reset from either side) end the connection; the pick
-                    // is released either way.
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    // The connection's outcome is reported, which releases the pick: its
+                    // lifetime as the latency (peak EWMA favours backends whose connections
+                    // finish sooner), or a failure if either side broke it.
+                    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                        Ok(_) => pick.success(started.elapsed()),
+                        Err(_) => pick.failure(),
+                    }
                     return;
                 }
                 Err(_) => {
                     self.stats.with(pick.id(), |s| s.refused += 1);
                     // Another connection may have removed it meanwhile: nothing to do then.
                     let _ = self.lb.set_health(pick.id(), Health::Down);
+                    pick.failure();
                 }
             }
         }

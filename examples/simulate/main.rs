@@ -191,11 +191,16 @@ fn rows(args: &Args) -> Result<Vec<Row>, String> {
                 Options {
                     seed,
                     bound: Some(c),
+                    clock: None,
                 },
             )),
             _ => None,
         };
-        rows.push((p.name.to_string(), p.build, Options { seed, bound: None }));
+        let options = Options {
+            seed,
+            ..Options::default()
+        };
+        rows.push((p.name.to_string(), p.build, options));
         rows.extend(bounded);
     }
     Ok(rows)
@@ -269,7 +274,13 @@ fn simulate(args: &Args) -> Result<(), String> {
     for (i, (name, build, options)) in rows.iter().enumerate() {
         let t = Instant::now();
         eprint!("simulate: [{}/{}] {name} ...", i + 1, rows.len());
-        let build = |backends| build(backends, *options);
+        let build = |backends, clock| {
+            let options = Options {
+                clock: Some(clock),
+                ..options.clone()
+            };
+            build(backends, options)
+        };
         let outcome = sim::run(config, &workload, name, &build).map_err(|e| e.to_string())?;
         eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
         if outcome.in_flight_after != 0 {

@@ -17,7 +17,10 @@
 //!   `cache / 2` keys each: a key seen in either is a hit). Only affinity (the same key to
 //!   the same backend) makes it pay.
 //! * **Balancer.** Driven only through the public [`Balancer`] trait, as a service would:
-//!   `pick` on arrival with the key, the [`Pick`] guard held until the request completes.
+//!   `pick` on arrival with the key, the [`Pick`] guard held until the request completes, then
+//!   reported with [`Pick::success`] (its latency at that backend, queueing included) or, for
+//!   the requests of a backend that fails, [`Pick::failure`]. The balancer's clock is a
+//!   [`ManualClock`] that follows simulated time.
 //! * **Scenario.** At 30% of the run one backend fails: it is set `Down` and the requests it
 //!   held are retried at once through new picks. At 50% one backend turns `slowdown` times
 //!   slower. At 70% a new backend joins through `update`. Before and after each membership
@@ -29,7 +32,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::time::Duration;
 
-use lbkit::{Backend, Balancer, Error, Health, Pick, Request};
+use lbkit::{Backend, Balancer, Error, Health, ManualClock, Pick, Request};
 
 /// Everything that defines a run. [`Config::default`] is the README's scenario.
 #[derive(Debug, Clone, PartialEq)]
@@ -330,8 +333,10 @@ impl Outcome {
     }
 }
 
-/// Builds a balancer over the simulation's backends (the value is the backend's index).
-pub type Build<'a> = &'a dyn Fn(Vec<Backend<usize>>) -> Result<Box<dyn Balancer<usize>>, Error>;
+/// Builds a balancer over the simulation's backends (the value is the backend's index), on
+/// the given clock, which the simulation moves along simulated time.
+pub type Build<'a> =
+    &'a dyn Fn(Vec<Backend<usize>>, ManualClock) -> Result<Box<dyn Balancer<usize>>, Error>;
 
 /// Recently served keys of one backend: two generations of `capacity / 2` keys.
 struct Cache {
@@ -399,6 +404,8 @@ impl Server {
 struct Job {
     arrival: usize,
     backend: usize,
+    /// When the current pick was made: the latency reported is measured from here.
+    picked: Duration,
     pick: Pick<usize>,
 }
 
@@ -428,6 +435,7 @@ struct Simulation<'a> {
     config: &'a Config,
     workload: &'a Workload,
     lb: Box<dyn Balancer<usize>>,
+    clock: ManualClock,
     servers: Vec<Server>,
     /// Jobs by slot; a slot's generation invalidates completions of a retried job.
     jobs: Vec<Option<Job>>,
@@ -456,10 +464,12 @@ impl<'a> Simulation<'a> {
             .enumerate()
             .map(|(i, s)| Backend::new(backend_id(i), i).with_weight(s.weight))
             .collect();
+        let clock = ManualClock::new();
         Ok(Simulation {
             config,
             workload,
-            lb: build(backends)?,
+            lb: build(backends, clock.clone())?,
+            clock,
             servers,
             jobs: Vec::new(),
             generations: Vec::new(),
@@ -506,10 +516,12 @@ impl<'a> Simulation<'a> {
                 break;
             };
             if next_sample <= now && self.load.len() < samples {
+                self.clock.set(next_sample);
                 self.sample(next_sample);
                 next_sample += sample_every.max(Duration::from_nanos(1));
                 continue;
             }
+            self.clock.set(now);
             if change == Some(now) {
                 let (_, what) = changes[next_change];
                 next_change += 1;
@@ -559,6 +571,7 @@ impl<'a> Simulation<'a> {
         self.jobs[slot] = Some(Job {
             arrival,
             backend,
+            picked: now,
             pick,
         });
         if server.busy < self.config.workers {
@@ -597,7 +610,8 @@ impl<'a> Simulation<'a> {
         server.busy -= 1;
         server.in_flight -= 1;
         let next = server.queue.pop_front();
-        drop(job.pick); // the request is done: its in-flight slot goes back
+        // The request is done: report its latency at this backend, which releases the slot.
+        job.pick.success(now - job.picked);
         self.latencies
             .push(now - self.workload.arrivals[job.arrival].at);
         self.generations[slot] = self.generations[slot].wrapping_add(1);
@@ -672,7 +686,7 @@ impl<'a> Simulation<'a> {
                     .collect();
                 for slot in orphans {
                     let job = self.jobs[slot].take().expect("just found");
-                    drop(job.pick);
+                    job.pick.failure();
                     self.generations[slot] = self.generations[slot].wrapping_add(1);
                     self.retried += 1;
                     self.dispatch(slot, job.arrival, now);
