@@ -1,0 +1,196 @@
+//! The policies the example programs know, by name: one table shared by `examples/route.rs`
+//! and `examples/simulate`. A new policy joins both programs with one line in [`table`].
+//!
+//! Included with `#[path = "..."] mod policies;` by each program (and by their tests), so it is
+//! plain code, not a library module.
+#![allow(dead_code)] // each including program uses a different part of this file
+
+use lbkit::WeightedRoundRobin;
+use lbkit::{Backend, Balancer, Error, HealthConfig, ManualClock};
+use lbkit::{HashRing, JumpHash, Maglev, Rendezvous};
+use lbkit::{LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
+
+/// How a program asks for a policy beyond its backends.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Seed for every random choice of the policy; `None` seeds from entropy.
+    pub seed: Option<u64>,
+    /// Bounded-load factor `c` for hashing policies that support it; `None` leaves it off.
+    pub bound: Option<f64>,
+    /// The clock the policy reads when outcomes are reported (peak EWMA's latency decay):
+    /// the simulator's simulated time. `None`: the system's monotonic clock.
+    pub clock: Option<ManualClock>,
+}
+
+/// A boxed balancer, or the library's reason for refusing the backends or options.
+pub type Built<T> = Result<Box<dyn Balancer<T>>, Error>;
+
+/// One row of the table.
+pub struct Policy<T> {
+    /// The name users type (`--algo NAME`) and the simulator prints.
+    pub name: &'static str,
+    /// Whether the policy places requests by key (consistent hashing). The simulator sends keyed
+    /// requests to every policy; only these use the key.
+    pub hashing: bool,
+    /// Whether the policy accepts [`Options::bound`]. Asking another policy for a bound is a
+    /// usage error in the programs, never silently ignored.
+    pub bounded: bool,
+    /// Builds the policy over `backends`. Never called with `bound: Some(_)` unless `bounded`.
+    pub build: fn(Vec<Backend<T>>, Options) -> Built<T>,
+}
+
+/// Every policy, in the order the programs list them.
+///
+/// To add a policy, add one entry here and its type to the `with_health!` list below.
+pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
+    vec![
+        Policy {
+            name: "round-robin",
+            hashing: false,
+            bounded: false,
+            build: |b, o| boxed(RoundRobin::new(b)?, &o),
+        },
+        Policy {
+            name: "weighted-round-robin",
+            hashing: false,
+            bounded: false,
+            build: |b, o| boxed(WeightedRoundRobin::new(b)?, &o),
+        },
+        Policy {
+            name: "random",
+            hashing: false,
+            bounded: false,
+            build: |b, o| match o.seed {
+                Some(seed) => boxed(Random::with_seed(b, seed)?, &o),
+                None => boxed(Random::new(b)?, &o),
+            },
+        },
+        Policy {
+            name: "least-connections",
+            hashing: false,
+            bounded: false,
+            build: |b, o| boxed(LeastConnections::new(b)?, &o),
+        },
+        Policy {
+            name: "p2c",
+            hashing: false,
+            bounded: false,
+            build: |b, o| match o.seed {
+                Some(seed) => boxed(PowerOfTwoChoices::with_seed(b, seed)?, &o),
+                None => boxed(PowerOfTwoChoices::new(b)?, &o),
+            },
+        },
+        Policy {
+            name: "peak-ewma",
+            hashing: false,
+            bounded: false,
+            build: |b, o| match o.seed {
+                Some(seed) => boxed(PeakEwma::with_seed(b, seed)?, &o),
+                None => boxed(PeakEwma::new(b)?, &o),
+            },
+        },
+        Policy {
+            name: "ring",
+            hashing: true,
+            bounded: true,
+            build: |b, o| {
+                let mut builder = HashRing::builder();
+                if let Some(c) = o.bound {
+                    builder = builder.load_factor(c);
+                }
+                if let Some(seed) = o.seed {
+                    builder = builder.seed(seed);
+                }
+                boxed(builder.build(b)?, &o)
+            },
+        },
+        Policy {
+            name: "maglev",
+            hashing: true,
+            bounded: true,
+            build: |b, o| {
+                let mut builder = Maglev::builder();
+                if let Some(c) = o.bound {
+                    builder = builder.load_factor(c);
+                }
+                if let Some(seed) = o.seed {
+                    builder = builder.seed(seed);
+                }
+                boxed(builder.build(b)?, &o)
+            },
+        },
+        Policy {
+            name: "rendezvous",
+            hashing: true,
+            bounded: true,
+            build: |b, o| {
+                let mut builder = Rendezvous::builder();
+                if let Some(c) = o.bound {
+                    builder = builder.load_factor(c);
+                }
+                if let Some(seed) = o.seed {
+                    builder = builder.seed(seed);
+                }
+                boxed(builder.build(b)?, &o)
+            },
+        },
+        Policy {
+            name: "jump",
+            hashing: true,
+            bounded: false,
+            build: |b, o| match o.seed {
+                Some(seed) => boxed(JumpHash::with_seed(b, seed)?, &o),
+                None => boxed(JumpHash::new(b)?, &o),
+            },
+        },
+    ]
+}
+
+/// Every balancer type's `with_health` (an inherent method each policy type gets from the
+/// crate), so that [`boxed`] can hand any of them [`Options::clock`].
+pub trait WithHealth: Sized {
+    /// The balancer with these passive-health rules.
+    fn health(self, config: HealthConfig) -> Result<Self, Error>;
+}
+
+macro_rules! with_health {
+    ($($policy:ident),* $(,)?) => {$(
+        impl<T: Send + Sync + 'static> WithHealth for $policy<T> {
+            fn health(self, config: HealthConfig) -> Result<Self, Error> {
+                self.with_health(config)
+            }
+        }
+    )*};
+}
+
+// A new policy type goes here too.
+with_health!(
+    RoundRobin,
+    WeightedRoundRobin,
+    Random,
+    LeastConnections,
+    PowerOfTwoChoices,
+    PeakEwma,
+    HashRing,
+    Maglev,
+    Rendezvous,
+    JumpHash,
+);
+
+/// Boxes `balancer`, on `options.clock` if one is given.
+pub fn boxed<T, B>(balancer: B, options: &Options) -> Built<T>
+where
+    B: Balancer<T> + WithHealth + 'static,
+{
+    match &options.clock {
+        Some(clock) => Ok(Box::new(
+            balancer.health(HealthConfig::new().clock(clock.clone()))?,
+        )),
+        None => Ok(Box::new(balancer)),
+    }
+}
+
+/// The row named `name`, if there is one.
+pub fn find<T: Send + Sync + 'static>(name: &str) -> Option<Policy<T>> {
+    table().into_iter().find(|p| p.name == name)
+}

@@ -1,0 +1,253 @@
+//! The simulator's SVG charts (plotters, SVG backend only).
+
+use std::error::Error;
+use std::path::Path;
+use std::time::Duration;
+
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+
+use crate::sim::{Config, Outcome};
+
+type Drawn = Result<(), Box<dyn Error>>;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn color(i: usize) -> RGBColor {
+    // Distinct on white, neighbours unlike (tab10, then darker extras).
+    const COLORS: [RGBColor; 16] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+        RGBColor(0, 0, 0),
+        RGBColor(0, 0, 128),
+        RGBColor(128, 0, 0),
+        RGBColor(0, 110, 110),
+        RGBColor(110, 110, 0),
+        RGBColor(90, 0, 110),
+    ];
+    COLORS[i % COLORS.len()]
+}
+
+/// Latency per policy: the CDF (log latency axis) beside the tail (fraction of requests
+/// slower than a latency, both axes log), where p99 and p99.9 differ.
+pub fn latency_cdf(path: &Path, outcomes: &[Outcome]) -> Drawn {
+    let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        "Latency per policy (the same arrivals for every policy)",
+        ("sans-serif", 20),
+    )?;
+    let (left, right) = root.split_horizontally(550);
+    let lo = outcomes
+        .iter()
+        .map(|o| ms(o.quantile(0.001)))
+        .fold(f64::INFINITY, f64::min)
+        .max(0.01);
+    let hi = outcomes
+        .iter()
+        .map(|o| ms(o.quantile(1.0)))
+        .fold(lo * 10.0, f64::max);
+    // Evenly spaced quantiles, plus a log-spaced run into the tail (p99, p99.9, p99.99).
+    let mut qs: Vec<f64> = (0..=200).map(|j| j as f64 / 200.0).collect();
+    qs.extend((0..=120).map(|j| 1.0 - 10f64.powf(-1.0 - j as f64 / 40.0)));
+    qs.sort_by(f64::total_cmp);
+
+    let mut cdf = ChartBuilder::on(&left)
+        .caption("CDF", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..1f64)?;
+    cdf.configure_mesh()
+        .x_desc("latency, ms")
+        .y_desc("fraction of requests at or below")
+        .x_label_formatter(&|x| format!("{x}"))
+        .draw()?;
+    for (i, o) in outcomes.iter().enumerate() {
+        let style = color(i).stroke_width(2);
+        let points = qs.iter().map(|&q| (ms(o.quantile(q)).max(lo), q));
+        cdf.draw_series(LineSeries::new(points, style))?
+            .label(o.policy.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    cdf.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+
+    let floor = 1e-4;
+    let mut tail = ChartBuilder::on(&right)
+        .caption("tail", ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo..hi).log_scale(), (floor..1f64).log_scale())?;
+    tail.configure_mesh()
+        .x_desc("latency, ms")
+        .y_desc("fraction of requests slower")
+        .x_label_formatter(&|x| format!("{x}"))
+        .y_label_formatter(&|y| format!("{y}"))
+        .draw()?;
+    for (i, o) in outcomes.iter().enumerate() {
+        let style = color(i).stroke_width(2);
+        let points = qs
+            .iter()
+            .filter(|&&q| 1.0 - q >= floor)
+            .map(|&q| (ms(o.quantile(q)).max(lo), 1.0 - q));
+        tail.draw_series(LineSeries::new(points, style))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// In-flight requests per backend over time, one panel per policy, coloured by role.
+pub fn load_over_time(path: &Path, config: &Config, outcomes: &[Outcome]) -> Drawn {
+    let cols = 2;
+    let rows = outcomes.len().div_ceil(cols).max(1);
+    let root = SVGBackend::new(path, (1000, 40 + 260 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        "In flight per backend over time (grey: normal, red: 3x slow from the start, \
+         orange: turns slow at 50%, black: fails at 30%, green: joins at 70%)",
+        ("sans-serif", 14),
+    )?;
+    let (failing, slowing) = config.victims();
+    let role = |b: usize| -> (RGBColor, u32) {
+        if b >= config.backends {
+            (RGBColor(44, 160, 44), 2)
+        } else if config.fail && b == failing {
+            (BLACK, 2)
+        } else if config.slowdown.is_some() && b == slowing {
+            (RGBColor(255, 127, 14), 2)
+        } else if b >= config.backends - config.slow_backends {
+            (RGBColor(214, 39, 40), 1)
+        } else {
+            (RGBColor(160, 160, 160), 1)
+        }
+    };
+    for (panel, o) in root.split_evenly((rows, cols)).iter().zip(outcomes) {
+        let end = o
+            .load
+            .last()
+            .map_or(1.0, |(t, _)| t.as_secs_f64())
+            .max(1e-3);
+        let top = o
+            .load
+            .iter()
+            .flat_map(|(_, row)| row.iter().copied())
+            .max()
+            .unwrap_or(0)
+            .max(1) as f64;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(o.policy.as_str(), ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0f64..end, 0f64..top * 1.05)?;
+        chart
+            .configure_mesh()
+            .x_desc("simulated time, s")
+            .y_labels(5)
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .x_labels(6)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .draw()?;
+        let backends = o.load.iter().map(|(_, r)| r.len()).max().unwrap_or(0);
+        // Normal backends first, so the highlighted ones are drawn on top.
+        let mut order: Vec<usize> = (0..backends).collect();
+        order.sort_by_key(|&b| role(b).1);
+        for b in order {
+            let (c, width) = role(b);
+            let points = o
+                .load
+                .iter()
+                .map(|(t, row)| (t.as_secs_f64(), row.get(b).copied().unwrap_or(0) as f64));
+            chart.draw_series(LineSeries::new(points, c.stroke_width(width)))?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Keys moved by each membership change, per policy, against the minimum (black tick).
+pub fn keys_moved(path: &Path, outcomes: &[Outcome]) -> Drawn {
+    let mut changes: Vec<&'static str> = Vec::new();
+    for o in outcomes {
+        for m in &o.moves {
+            if !changes.contains(&m.change) {
+                changes.push(m.change);
+            }
+        }
+    }
+    let n = outcomes.len() as i32;
+    let root = SVGBackend::new(path, (1000, 60 + 30 * n.max(4) as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        "Probe keys routed elsewhere after a membership change (bar) vs the minimum (black tick)",
+        ("sans-serif", 15),
+    )?;
+    let names: Vec<String> = outcomes.iter().map(|o| o.policy.clone()).collect();
+    for (panel, change) in root
+        .split_evenly((1, changes.len().max(1)))
+        .iter()
+        .zip(&changes)
+    {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("on {change}"), ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(if std::ptr::eq(change, &changes[0]) {
+                150
+            } else {
+                10
+            })
+            .build_cartesian_2d(0f64..100f64, (0..n).into_segmented())?;
+        let first = std::ptr::eq(change, &changes[0]);
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_desc("% of keys moved")
+            .y_labels(names.len().max(1))
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(row) if first => names
+                    .get((n - 1 - *row) as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+                _ => String::new(),
+            })
+            .draw()?;
+        for (i, o) in outcomes.iter().enumerate() {
+            let Some(m) = o.moves.iter().find(|m| m.change == *change) else {
+                continue;
+            };
+            // The first policy at the top.
+            let row = n - 1 - i as i32;
+            let (y0, y1) = (SegmentValue::Exact(row), SegmentValue::Exact(row + 1));
+            let mut bar = Rectangle::new(
+                [(0.0, y0.clone()), (m.moved * 100.0, y1.clone())],
+                color(i).filled(),
+            );
+            bar.set_margin(4, 4, 0, 0);
+            let bar = bar.into_dyn();
+            let tick = PathElement::new(
+                vec![(m.minimum * 100.0, y0), (m.minimum * 100.0, y1)],
+                BLACK.stroke_width(3),
+            )
+            .into_dyn();
+            chart.draw_series([bar, tick])?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}

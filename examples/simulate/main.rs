@@ -1,0 +1,320 @@
+//! Which policy should I use? A fleet simulator that answers it with numbers and charts.
+//!
+//! ```text
+//! cargo run --release --example simulate
+//! cargo run --release --example simulate -- --help
+//! ```
+//!
+//! Runs the same seeded arrival sequence through every policy of the crate (each driven only
+//! through the public `Balancer` trait, `Pick` guards held for each request's simulated
+//! duration), prints one table row per policy, and writes SVG charts to a folder named on the
+//! last line of output. The model and scenario are described in `sim.rs`.
+
+#[path = "../common/policies.rs"]
+mod policies;
+
+mod charts;
+mod sim;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use policies::Options;
+use sim::Config;
+
+const USAGE: &str = "\
+usage: simulate [OPTIONS]
+
+Simulates one client tier sending requests to a fleet through each policy in turn, with the
+same arrivals for every policy, and prints a table and writes SVG charts.
+
+scenario (defaults in brackets):
+  --seed N            seed of arrivals, keys, service times and random policies [1]
+  --requests N        requests per policy [1000000]
+  --backends N        backends at the start [20]
+  --slow N            how many of them are slow [3]
+  --slow-factor X     how much slower they are [3]
+  --workers N         requests one backend serves at once [8]
+  --load X            offered load, fraction of the fleet's capacity [0.8]
+  --keys N            distinct keys, Zipf-distributed [100000]
+  --zipf S            Zipf exponent [0.99]
+  --cache N           keys each backend's cache remembers [1000]
+  --equal-weights     give every backend weight 1 [weights by starting capacity: 3 for a
+                      normal backend, 1 for a slow one]
+  --slowdown X        factor by which one backend slows half-way [4]
+  --no-slowdown       no backend slows down
+  --no-fail           no backend fails (at 30%)
+  --no-join           no backend joins (at 70%)
+  --no-keys           requests without keys (no cache, no keys-moved columns)
+  --no-cache          no per-backend cache
+output:
+  --policies A,B,..   only these policies [all]
+  --bound C           also run each hashing policy with bounded loads, factor C [1.25];
+                      `--bound off` to skip those rows
+  --out DIR           folder for the charts [target/simulate]
+  --no-charts         print the table only
+  -h, --help          this text
+";
+
+struct Args {
+    config: Config,
+    policies: Option<Vec<String>>,
+    bound: Option<f64>,
+    out: PathBuf,
+    charts: bool,
+}
+
+fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
+    let mut a = Args {
+        config: Config::default(),
+        policies: None,
+        bound: Some(1.25),
+        out: PathBuf::from("target/simulate"),
+        charts: true,
+    };
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        let (flag, inline) = match flag.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (flag, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        fn num<N: std::str::FromStr>(flag: &str, v: String) -> Result<N, String> {
+            v.parse().map_err(|_| format!("bad value {v:?} for {flag}"))
+        }
+        let c = &mut a.config;
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--seed" => c.seed = num(&flag, value()?)?,
+            "--requests" => c.requests = num(&flag, value()?)?,
+            "--backends" => c.backends = num(&flag, value()?)?,
+            "--slow" => c.slow_backends = num(&flag, value()?)?,
+            "--slow-factor" => c.slow_factor = num(&flag, value()?)?,
+            "--workers" => c.workers = num(&flag, value()?)?,
+            "--load" => c.load = num(&flag, value()?)?,
+            "--keys" => c.keys = num(&flag, value()?)?,
+            "--zipf" => c.zipf = num(&flag, value()?)?,
+            "--cache" => c.cache = num(&flag, value()?)?,
+            "--equal-weights" => c.capacity_weights = false,
+            "--slowdown" => c.slowdown = Some(num(&flag, value()?)?),
+            "--no-slowdown" => c.slowdown = None,
+            "--no-fail" => c.fail = false,
+            "--no-join" => c.join = false,
+            "--no-keys" => c.keys = 0,
+            "--no-cache" => c.cache = 0,
+            "--policies" => {
+                a.policies = Some(value()?.split(',').map(str::to_string).collect());
+            }
+            "--bound" => {
+                let v = value()?;
+                a.bound = if v == "off" {
+                    None
+                } else {
+                    let c: f64 = num(&flag, v)?;
+                    if !(c.is_finite() && c >= 1.0) {
+                        return Err(format!("--bound must be at least 1, got {c}"));
+                    }
+                    Some(c)
+                };
+            }
+            "--out" => a.out = PathBuf::from(value()?),
+            "--no-charts" => a.charts = false,
+            _ => return Err(format!("unknown argument {flag:?} (see --help)")),
+        }
+    }
+    a.config.check()?;
+    Ok(Some(a))
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1).collect()) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("simulate: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match simulate(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("simulate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The rows to run: every policy of the table (or those asked for), and for each hashing
+/// policy with bounded loads a second row with the bound on.
+type Row = (
+    String,
+    fn(Vec<lbkit::Backend<usize>>, Options) -> policies::Built<usize>,
+    Options,
+);
+
+fn rows(args: &Args) -> Result<Vec<Row>, String> {
+    let table = policies::table::<usize>();
+    if let Some(wanted) = &args.policies {
+        for name in wanted {
+            if !table.iter().any(|p| p.name == name) {
+                let known: Vec<&str> = table.iter().map(|p| p.name).collect();
+                return Err(format!(
+                    "unknown policy {name:?} (known: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+    let seed = Some(args.config.seed);
+    let mut rows = Vec::new();
+    for p in table {
+        if args
+            .policies
+            .as_ref()
+            .is_some_and(|w| !w.iter().any(|n| n == p.name))
+        {
+            continue;
+        }
+        let bounded = match (p.bounded, args.bound) {
+            (true, Some(c)) => Some((
+                format!("{}+bound {c}", p.name),
+                p.build,
+                Options {
+                    seed,
+                    bound: Some(c),
+                    clock: None,
+                },
+            )),
+            _ => None,
+        };
+        let options = Options {
+            seed,
+            ..Options::default()
+        };
+        rows.push((p.name.to_string(), p.build, options));
+        rows.extend(bounded);
+    }
+    Ok(rows)
+}
+
+fn describe(config: &Config, workload: &sim::Workload) -> String {
+    let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
+    let rate = config.requests as f64 / workload.span.as_secs_f64().max(1e-9);
+    let (failing, slowing) = config.victims();
+    let mut events = Vec::new();
+    if config.fail {
+        events.push(format!(
+            "{} fails at {}",
+            sim::backend_id(failing),
+            secs(workload.span.mul_f64(0.3))
+        ));
+    }
+    if let Some(x) = config.slowdown {
+        events.push(format!(
+            "{} turns {x}x slower at {}",
+            sim::backend_id(slowing),
+            secs(workload.span.mul_f64(0.5))
+        ));
+    }
+    if config.join {
+        events.push(format!(
+            "{} joins at {}",
+            sim::backend_id(config.backends),
+            secs(workload.span.mul_f64(0.7))
+        ));
+    }
+    let keys = if config.keys == 0 {
+        "no keys".to_string()
+    } else {
+        format!(
+            "{} keys, Zipf {}; cache of {} keys per backend (miss {} ms, hit {} ms mean)",
+            config.keys,
+            config.zipf,
+            config.cache,
+            config.miss_time.as_millis(),
+            config.hit_time.as_millis()
+        )
+    };
+    format!(
+        "{} backends ({} of them {}x slow), {} workers each; {} requests at {:.0}/s \
+         ({:.0}% of capacity) over {}\n{}\n{}",
+        config.backends,
+        config.slow_backends,
+        config.slow_factor,
+        config.workers,
+        config.requests,
+        rate,
+        config.load * 100.0,
+        secs(workload.span),
+        if events.is_empty() {
+            "no membership changes, no slowdown".to_string()
+        } else {
+            events.join("; ")
+        },
+        keys
+    )
+}
+
+fn simulate(args: &Args) -> Result<(), String> {
+    let rows = rows(args)?;
+    let config = &args.config;
+    let started = Instant::now();
+    let workload = sim::Workload::new(config);
+    println!("{}\n", describe(config, &workload));
+    let mut outcomes = Vec::new();
+    for (i, (name, build, options)) in rows.iter().enumerate() {
+        let t = Instant::now();
+        eprint!("simulate: [{}/{}] {name} ...", i + 1, rows.len());
+        let build = |backends, clock| {
+            let options = Options {
+                clock: Some(clock),
+                ..options.clone()
+            };
+            build(backends, options)
+        };
+        let outcome = sim::run(config, &workload, name, &build).map_err(|e| e.to_string())?;
+        eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
+        if outcome.in_flight_after != 0 {
+            return Err(format!(
+                "{name}: {} picks still counted in flight after the run",
+                outcome.in_flight_after
+            ));
+        }
+        outcomes.push(outcome);
+    }
+    print!("{}", sim::table(&outcomes));
+    if !args.charts {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    let draw = |file: &str, result: Result<(), Box<dyn std::error::Error>>| {
+        result.map_err(|e| format!("cannot draw {file}: {e}"))
+    };
+    draw(
+        "latency_cdf.svg",
+        charts::latency_cdf(&args.out.join("latency_cdf.svg"), &outcomes),
+    )?;
+    draw(
+        "load_over_time.svg",
+        charts::load_over_time(&args.out.join("load_over_time.svg"), config, &outcomes),
+    )?;
+    if outcomes.iter().any(|o| !o.moves.is_empty()) {
+        draw(
+            "keys_moved.svg",
+            charts::keys_moved(&args.out.join("keys_moved.svg"), &outcomes),
+        )?;
+    }
+    eprintln!("simulate: done in {:.1} s", started.elapsed().as_secs_f64());
+    println!("\ncharts: {}", args.out.display());
+    Ok(())
+}
