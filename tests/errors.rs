@@ -305,7 +305,22 @@ fn max_weights_on_many_backends_do_not_overflow() {
         let all_max: Vec<Backend<u32>> = (0..1000)
             .map(|i| backend(&format!("m{i:04}"), u32::MAX, i))
             .collect();
-        let lb = (policy.new)(all_max, 3).unwrap();
+        let lb = match (policy.new)(all_max, 3) {
+            Ok(lb) => lb,
+            // A ring places weight x points_per_weight points per backend: 687 trillion here.
+            // It refuses with a typed error naming its point budget, and an update to such
+            // a set is refused the same way, changing nothing.
+            Err(Error::InvalidConfig { parameter, .. }) if name.starts_with("HashRing") => {
+                assert_eq!(parameter, "points_per_weight", "{name}");
+                let lb = (policy.new)(vec![backend("a", 1, 0)], 3).unwrap();
+                let before = summary(&*lb);
+                let err = lb.update(vec![backend("big", u32::MAX, 0)]).unwrap_err();
+                assert!(matches!(err, Error::InvalidConfig { .. }), "{name}: {err}");
+                assert_eq!(summary(&*lb), before, "{name}");
+                continue;
+            }
+            Err(e) => panic!("{name}: {e}"),
+        };
         for hold in [false, true] {
             let counts = spread(&*lb, 10_000, hold);
             let (min, max) = counts
@@ -366,6 +381,12 @@ fn max_weights_on_many_backends_do_not_overflow() {
                 (Oracle::PeakEwma, false) => {
                     assert!(counts[0].1 + counts[1].1 == n, "{name}: {counts:?}");
                     assert!(counts[3].1 == 0, "{name}: {counts:?}");
+                }
+                // Weights ignored (above 0): equal shares.
+                (Oracle::Unweighted, _) => {
+                    for i in 0..4 {
+                        assert!((share(i) - 0.25).abs() < 0.03, "{name}: {counts:?}");
+                    }
                 }
                 // Weighted: shares follow weights; "tiny" gets (almost) nothing.
                 _ => {

@@ -391,7 +391,7 @@ fn check_oracle(
         (e.2, e.1)
     };
     match oracle {
-        Oracle::None | Oracle::PeakEwma => {}
+        Oracle::None | Oracle::PeakEwma | Oracle::Unweighted => {}
         Oracle::RoundRobin => {
             // Each primary choice is the next eligible backend in id order after the
             // previous one, and pick_n continues in that order.
@@ -531,7 +531,9 @@ proptest! {
     ) {
         for policy in POLICIES {
             let trace = run(policy, seed, &initial, &ops, false)?;
-            let twin = run(policy, seed, &initial, &ops, true)?;
+            // Jump hash numbers its buckets in input order, by design: its twin keeps it.
+            let order_matters = policy.oracle == Oracle::Unweighted;
+            let twin = run(policy, seed, &initial, &ops, !order_matters)?;
             prop_assert_eq!(trace, twin, "{}: same seed, same calls, other trace", policy.name);
         }
     }

@@ -17,6 +17,7 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 use lbkit::{Backend, Balancer, Error, Health, Status};
+use lbkit::{HashRing, JumpHash, Maglev, Rendezvous};
 use lbkit::{
     LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
 };
@@ -42,6 +43,9 @@ pub enum Oracle {
     /// heaviest by in_flight / weight, so only the generic invariants hold per pick; with
     /// nothing in flight the heavier candidate of a pair always wins.
     PeakEwma,
+    /// Jump hash: weights other than 0 are ignored, so every eligible backend gets an equal
+    /// share; only the generic invariants hold per pick.
+    Unweighted,
 }
 
 /// One policy under test.
@@ -59,6 +63,23 @@ impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name)
     }
+}
+
+fn ring(b: Vec<Backend<u32>>, seed: u64) -> Result<HashRing<u32>, Error> {
+    HashRing::builder().seed(seed).build(b)
+}
+
+fn bounded_ring(b: Vec<Backend<u32>>, seed: u64) -> Result<HashRing<u32>, Error> {
+    HashRing::builder().seed(seed).load_factor(1.25).build(b)
+}
+
+fn maglev(b: Vec<Backend<u32>>, seed: u64) -> Result<Maglev<u32>, Error> {
+    // A small prime table keeps debug-mode rebuilds quick; the set stays below it.
+    Maglev::builder().seed(seed).table_size(1031).build(b)
+}
+
+fn rendezvous(b: Vec<Backend<u32>>, seed: u64) -> Result<Rendezvous<u32>, Error> {
+    Rendezvous::builder().seed(seed).build(b)
 }
 
 /// `policy!("Name", Type::new, oracle)` for a policy without a seed,
@@ -102,10 +123,12 @@ pub const POLICIES: &[Policy] = &[
     ),
     // The hashing policies go here, one line each, e.g.
     policy!("PeakEwma", PeakEwma::with_seed, seeded, Oracle::PeakEwma),
-    // policy!("HashRing", HashRing::new, Oracle::None),
-    // policy!("Maglev", Maglev::new, Oracle::None),
-    // policy!("Rendezvous", Rendezvous::new, Oracle::None),
-    // policy!("JumpHash", JumpHash::new, Oracle::None),
+    // Hashing policies spread requests without a key at random: seeded, like Random.
+    policy!("HashRing", ring, seeded, Oracle::None),
+    policy!("Maglev", maglev, seeded, Oracle::None),
+    policy!("Rendezvous", rendezvous, seeded, Oracle::None),
+    policy!("JumpHash", JumpHash::with_seed, seeded, Oracle::Unweighted),
+    policy!("HashRing+bound", bounded_ring, seeded, Oracle::None),
 ];
 
 /// `(id, weight, in_flight, health)` of every backend, in the order `status()` gives.
