@@ -35,6 +35,7 @@
 //! | [`HashRing`] | the key's next point on a weighted ring | O(1) | key affinity under churn |
 //! | [`Maglev`] | the key's slot in a prime-sized table | O(1) | key affinity, fastest lookup |
 //! | [`Rendezvous`] | the key's highest weighted score | O(n) | exact shares, top-n replicas |
+//! | [`PresetRing`] | the server nginx or libmemcached would choose | O(1) | migrations |
 //! | [`JumpHash`] | the key's bucket, backends numbered in order | O(log n) | numbered shards |
 //!
 //! ## What every balancer guarantees
@@ -77,7 +78,7 @@ pub use backend::{Backend, Health};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::Error;
 pub use hash::{jump_hash, HashRing, HashRingBuilder, JumpHash, Maglev, MaglevBuilder};
-pub use hash::{Rendezvous, RendezvousBuilder};
+pub use hash::{Preset, PresetRing, PresetRingBuilder, Rendezvous, RendezvousBuilder};
 pub use health::{HealthConfig, OutlierDetection, SlowStart};
 pub use least_connections::LeastConnections;
 pub use membership::MAX_BACKENDS;

@@ -7,7 +7,7 @@
 
 use lbkit::WeightedRoundRobin;
 use lbkit::{Backend, Balancer, Error, HealthConfig, ManualClock};
-use lbkit::{HashRing, JumpHash, Maglev, Rendezvous};
+use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 use lbkit::{LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 
 /// How a program asks for a policy beyond its backends.
@@ -135,6 +135,18 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             },
         },
         Policy {
+            name: "nginx",
+            hashing: true,
+            bounded: true,
+            build: |b, o| preset(Preset::Nginx, b, o),
+        },
+        Policy {
+            name: "ketama",
+            hashing: true,
+            bounded: true,
+            build: |b, o| preset(Preset::Ketama, b, o),
+        },
+        Policy {
             name: "jump",
             hashing: true,
             bounded: false,
@@ -144,6 +156,18 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             },
         },
     ]
+}
+
+/// A [`PresetRing`] with the options (ids are `host:port`, as the program is configured).
+fn preset<T: Send + Sync + 'static>(preset: Preset, b: Vec<Backend<T>>, o: Options) -> Built<T> {
+    let mut builder = PresetRing::builder(preset);
+    if let Some(c) = o.bound {
+        builder = builder.load_factor(c);
+    }
+    if let Some(seed) = o.seed {
+        builder = builder.seed(seed);
+    }
+    boxed(builder.build(b)?, &o)
 }
 
 /// Every balancer type's `with_health` (an inherent method each policy type gets from the
@@ -175,6 +199,7 @@ with_health!(
     Maglev,
     Rendezvous,
     JumpHash,
+    PresetRing,
 );
 
 /// Boxes `balancer`, on `options.clock` if one is given.

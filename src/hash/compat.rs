@@ -14,7 +14,10 @@
 //!   `"host:port-k"` (any other port), k = 0, 1, ..., read as four little-endian 32-bit words;
 //!   the key hash is the first four bytes of MD5(key), little-endian.
 //!
-//! Both look a key up as the first point at or after its hash, wrapping to the first point.
+//! Both look a key up as the first point at or after its hash, wrapping to the first point;
+//! [`PresetRing`](crate::PresetRing) does that on the crate's radix-indexed ring. The tests
+//! here replay the recorded vectors against the bare point sets with a plain binary search,
+//! independently of the ring.
 
 use crate::hash::md5::md5;
 
@@ -111,19 +114,19 @@ fn sorted_unique(mut points: Vec<Point>) -> Vec<Point> {
     points
 }
 
-/// The index (into `points`) of the first point at or after `hash`, wrapping to 0.
-pub(crate) fn first_at_or_after(points: &[Point], hash: u32) -> usize {
-    let i = points.partition_point(|p| p.0 < hash);
-    if i == points.len() {
-        0
-    } else {
-        i
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index (into `points`) of the first point at or after `hash`, wrapping to 0.
+    fn first_at_or_after(points: &[Point], hash: u32) -> usize {
+        let i = points.partition_point(|p| p.0 < hash);
+        if i == points.len() {
+            0
+        } else {
+            i
+        }
+    }
 
     /// The recorded vectors (tests/data/compat, from the real programs) replayed against the
     /// bare point sets, walking past dead servers as nginx does.

@@ -129,7 +129,6 @@
 //! to reproduce a mapping in another language; the crate's tests check the balancers
 //! against such reimplementations written from the docs alone.
 
-#[allow(dead_code)] // wrapped into the nginx and ketama presets once HashRing lands
 pub(crate) mod compat;
 mod md5;
 
@@ -137,12 +136,14 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 pub mod jump;
 pub mod maglev;
+pub mod preset;
 pub mod rendezvous;
 pub mod ring;
 mod walk;
 
 pub use jump::{jump_hash, JumpHash};
 pub use maglev::{Maglev, MaglevBuilder};
+pub use preset::{Preset, PresetRing, PresetRingBuilder};
 pub use rendezvous::{Rendezvous, RendezvousBuilder};
 pub use ring::{HashRing, HashRingBuilder};
 

@@ -336,6 +336,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &weight)| Member {
+                id: format!("backend-{i}").into(),
                 id_hash: crate::hash::id_hash(&format!("backend-{i}")),
                 weight,
                 position: i,

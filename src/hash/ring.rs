@@ -281,6 +281,31 @@ impl Ring {
         }
     }
 
+    /// A ring over points computed elsewhere (the presets' 32-bit points, shifted to the top
+    /// half): sorted by (point, member), so equal points resolve to the lower member index.
+    pub(crate) fn from_points(mut points: Vec<(u64, u32)>) -> Ring {
+        points.sort_unstable();
+        let bits = points
+            .len()
+            .next_power_of_two()
+            .trailing_zeros()
+            .saturating_sub(2)
+            .max(1);
+        let shift = 64 - bits;
+        let mut starts = vec![0u32; (1usize << bits) + 1];
+        for &(p, _) in &points {
+            starts[(p >> shift) as usize + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        Ring {
+            points: points.into(),
+            starts: starts.into(),
+            shift,
+        }
+    }
+
     /// Position of the first point `>= key`, wrapping to 0. The ring must not be empty.
     #[inline]
     fn successor(&self, key: u64) -> usize {
@@ -334,6 +359,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &weight)| Member {
+                id: format!("backend-{i}").into(),
                 id_hash: crate::hash::id_hash(&format!("backend-{i}")),
                 weight,
                 position: i,

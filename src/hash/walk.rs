@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use crate::hash::id_hash;
 use crate::membership::{Policy, Snapshot, View};
@@ -19,6 +20,8 @@ use crate::{Error, Pick, Request};
 /// One member of a set as a placement algorithm sees it. Its index in the slice given to
 /// [`Placement::build`] is its index in the snapshot's members (id order).
 pub(crate) struct Member {
+    /// The backend's id (the presets hash it their own way).
+    pub(crate) id: Arc<str>,
     /// [`id_hash`] of the backend's id.
     pub(crate) id_hash: u64,
     /// The backend's weight.
@@ -34,6 +37,13 @@ pub(crate) trait Placement: Send + Sync + 'static {
 
     /// Builds the table over every member (eligible or not). An error rejects the update.
     fn build(&self, members: &[Member]) -> Result<Self::Table, Error>;
+
+    /// The 64-bit key the table is walked with, `None` for a request without a key. The
+    /// crate's pinned hash by default; the presets hash keys as the programs they reproduce.
+    #[inline]
+    fn key_hash(&self, request: &Request<'_>) -> Option<u64> {
+        request.key_hash()
+    }
 }
 
 /// A table that can walk a key's preference order.
@@ -53,12 +63,12 @@ pub(crate) struct Hashed<A> {
     spread: Sequence,
 }
 
-impl<A> Hashed<A> {
+impl<A: Placement> Hashed<A> {
     /// The 64-bit key hash of `request`, or a random one if it has no key.
     #[inline]
     fn key(&self, request: &Request<'_>) -> u64 {
-        request
-            .key_hash()
+        self.placement
+            .key_hash(request)
             .unwrap_or_else(|| self.spread.next_random())
     }
 }
@@ -72,6 +82,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
             .members
             .iter()
             .map(|e| Member {
+                id: Arc::clone(&e.id),
                 id_hash: id_hash(&e.id),
                 weight: e.weight,
                 position: e.position,
