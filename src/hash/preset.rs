@@ -57,10 +57,11 @@ pub enum Preset {
 /// use lbkit::{Backend, Balancer, PresetRing, Request};
 /// let nginx = PresetRing::nginx([
 ///     Backend::new("127.0.0.1:18100", ()),
-///     Backend::new("127.0.0.1:18101", ()).with_weight(2),
+///     Backend::new("127.0.0.1:18101", ()),
+///     Backend::new("127.0.0.1:18102", ()),
 /// ])?;
-/// // The server nginx 1.22.1 chose for `GET /user:00000000` (tests/data/compat).
-/// assert_eq!(nginx.pick(&Request::with_key("/user:00000000")).unwrap().id(), "127.0.0.1:18101");
+/// // The server nginx 1.22.1 chose for `GET /user:00000000` (tests/data/compat/nginx-three.tsv).
+/// assert_eq!(nginx.pick(&Request::with_key("/user:00000000")).unwrap().id(), "127.0.0.1:18100");
 /// # Ok::<(), lbkit::Error>(())
 /// ```
 pub struct PresetRing<T> {
