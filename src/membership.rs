@@ -64,6 +64,9 @@ pub(crate) struct Eligible {
 pub(crate) struct Snapshot<T, X> {
     /// Every backend of the set, sorted by id (so nothing depends on input order).
     pub(crate) members: Box<[Arc<Entry<T>>]>,
+    /// `states[i]` is `members[i].state`, laid out apart so that a pick reaches the state
+    /// without waiting for the entry.
+    states: Box<[Arc<State>]>,
     /// The members that may get new picks, in id order.
     pub(crate) eligible: Box<[Eligible]>,
     /// `is_eligible[i]` says whether `members[i]` is in `eligible`.
@@ -81,7 +84,7 @@ impl<T, X> Snapshot<T, X> {
     /// A pick of `members[index]`.
     #[inline]
     pub(crate) fn pick(&self, index: usize) -> Pick<T> {
-        Pick::new(&self.members[index])
+        Pick::new(&self.members[index], &self.states[index])
     }
 
     /// The index of the member with this id.
@@ -563,8 +566,10 @@ fn build<T, P: Policy<T>>(
             eligible: &eligible,
         })?),
     };
+    let states = members.iter().map(|e| Arc::clone(&e.state)).collect();
     Ok(Snapshot {
         members,
+        states,
         eligible,
         is_eligible,
         weights,

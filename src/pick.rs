@@ -4,6 +4,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::membership::Entry;
+use crate::state::State;
 use crate::Health;
 
 /// One request in flight on one backend: a guard that gives the slot back when dropped.
@@ -29,10 +30,12 @@ pub struct Pick<T> {
 }
 
 impl<T> Pick<T> {
-    /// Counts one more request in flight on `entry`.
+    /// Counts one more request in flight on `entry`, whose state is `state` (passed apart so
+    /// that its address does not wait for the entry's cache line: the two misses overlap).
     #[inline]
-    pub(crate) fn new(entry: &Arc<Entry<T>>) -> Self {
-        entry.state.acquire();
+    pub(crate) fn new(entry: &Arc<Entry<T>>, state: &State) -> Self {
+        debug_assert!(std::ptr::eq(&*entry.state, state));
+        state.acquire();
         Pick {
             entry: Arc::clone(entry),
         }
