@@ -62,7 +62,7 @@
 //! Take a larger prime `M` for thousands of backends.
 
 use crate::hash::mix;
-use crate::hash::walk::{Hashed, Member, Options, Placement, Preference};
+use crate::hash::walk::{hashing_options, Hashed, Member, Options, Placement, Preference};
 use crate::membership::{impl_balancer, Core};
 use crate::sequence::uniform;
 use crate::{Backend, Error};
@@ -148,24 +148,14 @@ impl Default for MaglevBuilder {
     }
 }
 
+hashing_options!(MaglevBuilder);
+
 impl MaglevBuilder {
     /// The table size `M`: a prime, at least the number of backends, at most
     /// [`TABLE_SIZE_LIMIT`]. Balance needs `M` well above the number of backends (the
     /// paper: `M > 100 x n` for under 1% imbalance).
     pub fn table_size(mut self, size: u32) -> Self {
         self.table_size = size;
-        self
-    }
-
-    /// Turns on bounded loads with factor `c` (see [`hash`](crate::hash)).
-    pub fn load_factor(mut self, c: f64) -> Self {
-        self.options.load_factor = Some(c);
-        self
-    }
-
-    /// Seeds the random spread of requests without a key, so it replays exactly.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.options.seed = Some(seed);
         self
     }
 

@@ -24,7 +24,7 @@
 
 use crate::hash::compat::{ketama_key_hash, ketama_points, nginx_key_hash, nginx_points};
 use crate::hash::ring::{Ring, RING_POINT_LIMIT};
-use crate::hash::walk::{Hashed, Member, Options, Placement};
+use crate::hash::walk::{hashing_options, Hashed, Member, Options, Placement};
 use crate::membership::{impl_balancer, Core};
 use crate::{Backend, Error, Request};
 
@@ -109,20 +109,9 @@ pub struct PresetRingBuilder {
     options: Options,
 }
 
+hashing_options!(PresetRingBuilder);
+
 impl PresetRingBuilder {
-    /// Turns on bounded loads with factor `c` (see [`hash`](crate::hash)). Keys then leave
-    /// the compatible mapping when their server is full, by design.
-    pub fn load_factor(mut self, c: f64) -> Self {
-        self.options.load_factor = Some(c);
-        self
-    }
-
-    /// Seeds the random spread of requests without a key.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.options.seed = Some(seed);
-        self
-    }
-
     /// Builds the ring over `backends`.
     ///
     /// # Errors

@@ -65,7 +65,7 @@
 //! that changes often. Beyond that, prefer [`Maglev`](crate::Maglev) or
 //! [`HashRing`](crate::HashRing).
 
-use crate::hash::walk::{Hashed, Member, Options, Placement, Preference};
+use crate::hash::walk::{hashing_options, Hashed, Member, Options, Placement, Preference};
 use crate::membership::{impl_balancer, Core};
 use crate::sequence::splitmix64;
 use crate::{Backend, Error};
@@ -125,19 +125,9 @@ pub struct RendezvousBuilder {
     options: Options,
 }
 
+hashing_options!(RendezvousBuilder);
+
 impl RendezvousBuilder {
-    /// Turns on bounded loads with factor `c` (see [`hash`](crate::hash)).
-    pub fn load_factor(mut self, c: f64) -> Self {
-        self.options.load_factor = Some(c);
-        self
-    }
-
-    /// Seeds the random spread of requests without a key, so it replays exactly.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.options.seed = Some(seed);
-        self
-    }
-
     /// Builds the balancer over `backends`.
     ///
     /// # Errors

@@ -70,7 +70,7 @@
 //! hot keys must not overload a backend.
 
 use crate::hash::mix;
-use crate::hash::walk::{Hashed, Member, Options, Placement, Preference};
+use crate::hash::walk::{hashing_options, Hashed, Member, Options, Placement, Preference};
 use crate::membership::{impl_balancer, Core};
 use crate::{Backend, Error};
 
@@ -152,24 +152,13 @@ impl Default for HashRingBuilder {
     }
 }
 
+hashing_options!(HashRingBuilder);
+
 impl HashRingBuilder {
     /// Points per unit of weight (default 160). More points, better balance (max/mean about
     /// `1 + 3/sqrt(p)` at 100 backends), more memory and build time.
     pub fn points_per_weight(mut self, points: u32) -> Self {
         self.points_per_weight = points;
-        self
-    }
-
-    /// Turns on bounded loads with factor `c` (see [`hash`](crate::hash)): no pick goes to a
-    /// backend already holding `ceil(c x (total + 1) x w / W)` picks or more.
-    pub fn load_factor(mut self, c: f64) -> Self {
-        self.options.load_factor = Some(c);
-        self
-    }
-
-    /// Seeds the random spread of requests without a key, so it replays exactly.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.options.seed = Some(seed);
         self
     }
 

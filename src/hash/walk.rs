@@ -166,6 +166,29 @@ impl Options {
     }
 }
 
+/// Adds the options every hashing builder shares (`load_factor`, `seed`) to a builder type
+/// with an `options: Options` field.
+macro_rules! hashing_options {
+    ($builder:ident) => {
+        impl $builder {
+            /// Turns on bounded loads with factor `c` (see [`hash`](crate::hash)): no pick goes
+            /// to a backend already holding `ceil(c x (total + 1) x w / W)` picks or more; the
+            /// key walks on to its next preference.
+            pub fn load_factor(mut self, c: f64) -> Self {
+                self.options.load_factor = Some(c);
+                self
+            }
+
+            /// Seeds the random spread of requests without a key, so it replays exactly.
+            pub fn seed(mut self, seed: u64) -> Self {
+                self.options.seed = Some(seed);
+                self
+            }
+        }
+    };
+}
+pub(crate) use hashing_options;
+
 /// A bounded-loads factor `c >= 1`, as `ceil(c x 2^32)` saturating at `u64::MAX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LoadFactor {
