@@ -19,6 +19,7 @@
 //! here replay the recorded vectors against the bare point sets with a plain binary search,
 //! independently of the ring.
 
+use crate::hash::crc32::{crc32, Crc32};
 use crate::hash::md5::md5;
 
 /// One point: (position on the 32-bit ring, member index).
@@ -26,7 +27,7 @@ pub(crate) type Point = (u32, u32);
 
 /// nginx's `hash ... consistent` key hash: CRC-32 (IEEE) of the key bytes.
 pub(crate) fn nginx_key_hash(key: &[u8]) -> u32 {
-    crc32fast::hash(key)
+    crc32(key)
 }
 
 /// libmemcached ketama's key hash: the first four bytes of MD5(key), little-endian.
@@ -49,15 +50,13 @@ pub(crate) fn nginx_points(servers: &[(&str, u32)]) -> Vec<Point> {
     let mut points = Vec::new();
     for (index, &(name, weight)) in servers.iter().enumerate() {
         let (host, port) = nginx_host_port(name);
-        let mut base = crc32fast::Hasher::new();
-        base.update(host.as_bytes());
-        base.update(b"\0");
-        base.update(port.as_bytes());
+        let base = Crc32::new()
+            .update(host.as_bytes())
+            .update(b"\0")
+            .update(port.as_bytes());
         let mut prev = 0u32;
         for _ in 0..u64::from(weight) * 160 {
-            let mut h = base.clone();
-            h.update(&prev.to_le_bytes());
-            prev = h.finalize();
+            prev = base.update(&prev.to_le_bytes()).finish();
             points.push((prev, index as u32));
         }
     }

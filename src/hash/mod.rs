@@ -130,6 +130,7 @@
 //! against such reimplementations written from the docs alone.
 
 pub(crate) mod compat;
+mod crc32;
 mod md5;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
