@@ -10,6 +10,10 @@
 //!   pick per thread. The floors here are one `fetch_add` per thread on a shared counter (what
 //!   one shared cursor would cost) and on counters on separate cache lines.
 //!
+//! * `report/100`: pick + outcome report (which releases the pick). Peak EWMA's report feeds
+//!   its latency estimate (one clock read); round robin's with outlier detection on resets
+//!   the failure run. Beside them, the same policies' plain pick + drop.
+//!
 //! Read ratios, not absolute times: `cargo bench --bench pick`, then compare each policy's
 //! estimate with `floor/fetch_add` of the same group.
 
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lbkit::{Backend, Balancer, LeastConnections, Pick, PowerOfTwoChoices, Random, Request};
-use lbkit::{RoundRobin, WeightedRoundRobin};
+use lbkit::{HealthConfig, OutlierDetection, PeakEwma, RoundRobin, WeightedRoundRobin};
 
 type Make = fn(Vec<Backend<u64>>) -> Box<dyn Balancer<u64>>;
 
@@ -153,12 +157,39 @@ fn two_threads_at_once(c: &mut Criterion) {
     g.finish();
 }
 
+fn reports(c: &mut Criterion) {
+    let n = 100;
+    let mut g = c.benchmark_group(format!("report/{n}"));
+    floor(&mut g);
+    let req = Request::new();
+    let latency = Duration::from_micros(900);
+    let ewma = PeakEwma::with_seed(backends(n), 1).unwrap();
+    g.bench_function("peak-ewma/pick+drop", |b| {
+        b.iter(|| drop(black_box(ewma.pick(&req))))
+    });
+    g.bench_function("peak-ewma/pick+success", |b| {
+        b.iter(|| black_box(ewma.pick(&req)).unwrap().success(latency))
+    });
+    let plain = RoundRobin::new(backends(n)).unwrap();
+    g.bench_function("round-robin/pick+drop", |b| {
+        b.iter(|| drop(black_box(plain.pick(&req))))
+    });
+    let ejecting = RoundRobin::new(backends(n))
+        .unwrap()
+        .with_health(HealthConfig::new().outlier_detection(OutlierDetection::default()))
+        .unwrap();
+    g.bench_function("round-robin+outlier/pick+success", |b| {
+        b.iter(|| black_box(ejecting.pick(&req)).unwrap().success(latency))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = single_thread, two_threads_at_once
+    targets = single_thread, two_threads_at_once, reports
 }
 criterion_main!(benches);
