@@ -44,6 +44,7 @@
 //! | [`Maglev`] | O(1) (one table slot) | O(M log M) | 4 B x M | no (a few % extra) | fastest lookups, tight balance |
 //! | [`Rendezvous`] | O(n) | O(n log n) | 12 B x n | yes, exact | exact shares, top-n replicas, up to ~1000s |
 //! | [`JumpHash`] | O(log n), no table | O(n) | 4 B x n | yes, at the end of the list | numbered shards (order dependent) |
+//! | [`PresetRing`] | O(1) + the program's key hash | O(points) | as `HashRing` | yes | agreeing with nginx or libmemcached ([`preset`]) |
 //!
 //! Measured pick + drop (accounting included) in release on a shared 2-core machine, 4096
 //! string keys, at 10 / 100 / 1000 backends: `HashRing` 17 / 21 / 35 ns, `Maglev` 18 / 20 /
