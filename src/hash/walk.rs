@@ -123,8 +123,22 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
         let mut load = self.bound.map(Load::new);
         let want = n.min(snap.eligible.len());
         let mut chosen: Vec<usize> = Vec::with_capacity(want);
+        // Beyond a few picks, a mask keeps "already chosen?" O(1) (a scan of `chosen` inside
+        // every walk made large requests quadratic in their size).
+        let mut taken = if want > 8 {
+            vec![false; snap.members.len()]
+        } else {
+            Vec::new()
+        };
         while chosen.len() < want {
-            let free = |i: usize| snap.is_eligible[i] && !chosen.contains(&i);
+            let is_taken = |i: usize| {
+                if taken.is_empty() {
+                    chosen.contains(&i)
+                } else {
+                    taken[i]
+                }
+            };
+            let free = |i: usize| snap.is_eligible[i] && !is_taken(i);
             let next = match &load {
                 None => snap.table.first(key, free),
                 Some(load) => snap
@@ -135,6 +149,9 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
             // Every eligible member is offered, and fewer than all of them are chosen.
             let Some(index) = next else { break };
             chosen.push(index);
+            if let Some(t) = taken.get_mut(index) {
+                *t = true;
+            }
             out.push(snap.pick(index));
             if let Some(load) = &mut load {
                 // The pick just made is held: it counts in the total of the next one.
