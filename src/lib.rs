@@ -71,6 +71,9 @@ mod request;
 mod round_robin;
 mod sequence;
 mod state;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 mod weighted_round_robin;
 
 pub use backend::{Backend, Health};
