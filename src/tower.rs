@@ -373,6 +373,11 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
                 }
             }
         }
+        let inserts = edits.iter().any(|e| matches!(e, Edit::Insert { .. }));
+        if !inserts && weights.len() == registry.services.len() {
+            // Only removals of ids that are not there: nothing to do.
+            return Ok(());
+        }
         let set = weights
             .into_iter()
             .map(|(id, weight)| Backend::new(id, ()).with_weight(weight))
