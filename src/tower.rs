@@ -525,9 +525,12 @@ type InlineDiscovery = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>
 /// service's, or an [`Unavailable`].
 pub struct Balance<B: ?Sized, S, F, C = OkIsSuccess> {
     membership: Membership<B, S>,
-    local: AHashMap<Arc<str>, Slot<S>>,
-    /// The ids of the local services not polled ready since their last call.
-    unready: Vec<Arc<str>>,
+    /// This handle's clones of the registered services.
+    slots: Vec<Slot<S>>,
+    /// Index into `slots` by backend id, of the usable ones (not found broken).
+    local: AHashMap<Arc<str>, usize>,
+    /// The indices of the usable services not polled ready since their last call.
+    unready: Vec<usize>,
     /// How many local services are ready.
     ready: usize,
     /// The registry version `local` reflects (`u64::MAX`: none yet).
@@ -556,6 +559,7 @@ impl<B: Balancer<()> + ?Sized, S, F> Balance<B, S, F> {
         };
         Balance {
             membership,
+            slots: Vec::new(),
             local: AHashMap::new(),
             unready: Vec::new(),
             ready: 0,
@@ -573,6 +577,7 @@ impl<B: Balancer<()> + ?Sized, S, F, C> Balance<B, S, F, C> {
     pub fn classify<C2>(self, classify: C2) -> Balance<B, S, F, C2> {
         Balance {
             membership: self.membership,
+            slots: self.slots,
             local: self.local,
             unready: self.unready,
             ready: self.ready,
@@ -631,39 +636,40 @@ impl<B: Balancer<()> + ?Sized, S, F, C> Balance<B, S, F, C> {
         let registry = self.membership.shared.registry.lock();
         // Exact under the lock: changes bump it while holding the lock.
         self.seen = self.membership.shared.version.load(Ordering::Relaxed);
-        self.local.retain(|id, slot| {
-            registry
+        let mut kept: AHashMap<Arc<str>, Slot<S>> = AHashMap::new();
+        for slot in self.slots.drain(..) {
+            let current = registry
                 .services
-                .get(id)
-                .is_some_and(|r| r.generation == slot.generation && !r.failed)
-        });
-        for (id, r) in &registry.services {
-            if !r.failed && !self.local.contains_key(id) {
-                self.local.insert(
-                    Arc::clone(id),
-                    Slot {
-                        id: Arc::clone(id),
-                        service: r.service.clone(),
-                        generation: r.generation,
-                        ready: false,
-                    },
-                );
+                .get(&slot.id)
+                .is_some_and(|r| r.generation == slot.generation && !r.failed);
+            if current && self.local.contains_key(&slot.id) {
+                kept.insert(Arc::clone(&slot.id), slot);
             }
         }
-        drop(registry);
+        self.local.clear();
         self.unready.clear();
         self.ready = 0;
-        for (id, slot) in &self.local {
+        for (id, r) in registry.services.iter().filter(|(_, r)| !r.failed) {
+            let slot = kept.remove(id).unwrap_or_else(|| Slot {
+                id: Arc::clone(id),
+                service: r.service.clone(),
+                generation: r.generation,
+                ready: false,
+            });
+            let index = self.slots.len();
             if slot.ready {
                 self.ready += 1;
             } else {
-                self.unready.push(Arc::clone(id));
+                self.unready.push(index);
             }
+            self.local.insert(Arc::clone(id), index);
+            self.slots.push(slot);
         }
     }
 
-    fn is_ready(&self, id: &str) -> bool {
-        self.local.get(id).is_some_and(|s| s.ready)
+    /// The index of the slot of backend `id` if its service is usable and polled ready.
+    fn ready_slot(&self, id: &str) -> Option<usize> {
+        self.local.get(id).copied().filter(|&i| self.slots[i].ready)
     }
 }
 
@@ -680,6 +686,7 @@ where
     fn clone(&self) -> Self {
         Balance {
             membership: self.membership.clone(),
+            slots: Vec::new(),
             local: AHashMap::new(),
             unready: Vec::new(),
             ready: 0,
@@ -694,7 +701,11 @@ where
 
 impl<B: ?Sized, S, F, C> fmt::Debug for Balance<B, S, F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ids: Vec<(&str, bool)> = self.local.iter().map(|(i, s)| (&**i, s.ready)).collect();
+        let mut ids: Vec<(&str, bool)> = self
+            .local
+            .iter()
+            .map(|(id, &i)| (&**id, self.slots[i].ready))
+            .collect();
         ids.sort_unstable();
         f.debug_struct("Balance")
             .field("services_ready", &ids)
@@ -728,11 +739,7 @@ where
         self.sync();
         let mut i = 0;
         while i < self.unready.len() {
-            let id = &self.unready[i];
-            let Some(slot) = self.local.get_mut(id) else {
-                self.unready.swap_remove(i);
-                continue;
-            };
+            let slot = &mut self.slots[self.unready[i]];
             match slot.service.poll_ready(cx) {
                 Poll::Pending => i += 1,
                 Poll::Ready(Ok(())) => {
@@ -741,11 +748,11 @@ where
                     self.unready.swap_remove(i);
                 }
                 Poll::Ready(Err(_)) => {
-                    // Broken for good: drop it, set the backend down.
-                    let generation = slot.generation;
-                    let id = self.unready.swap_remove(i);
-                    self.local.remove(&id);
-                    self.membership.failed(&id, generation);
+                    // Broken for good: never used again by this handle (the slot goes at
+                    // the next sync), and the backend is set down for all.
+                    self.local.remove(&slot.id);
+                    self.membership.failed(&slot.id, slot.generation);
+                    self.unready.swap_remove(i);
                 }
             }
         }
@@ -758,9 +765,9 @@ where
             let (mut eligible, mut eligible_ready) = (false, false);
             for status in self.membership.balancer().status() {
                 if status.is_eligible() {
-                    if let Some(slot) = self.local.get(status.id()) {
+                    if let Some(&i) = self.local.get(status.id()) {
                         eligible = true;
-                        eligible_ready |= slot.ready;
+                        eligible_ready |= self.slots[i].ready;
                     }
                 }
             }
@@ -778,19 +785,19 @@ where
         let hash = self.key.key(&request);
         let lb_request = hash.map_or_else(Request::new, Request::with_hash);
         let balancer = self.membership.balancer();
-        let pick = match balancer.pick(&lb_request) {
+        let Some(first) = balancer.pick(&lb_request) else {
+            return ResponseFuture::unavailable(Unavailable::NoEligibleBackend, &self.classify);
+        };
+        let (pick, index) = match self.ready_slot(first.id()) {
+            Some(index) => (first, index),
             None => {
-                return ResponseFuture::unavailable(Unavailable::NoEligibleBackend, &self.classify)
-            }
-            Some(pick) if self.is_ready(pick.id()) => pick,
-            Some(first) => {
                 drop(first);
                 let ready = balancer
                     .pick_n(&lb_request, self.local.len())
                     .into_iter()
-                    .find(|p| self.is_ready(p.id()));
+                    .find_map(|p| self.ready_slot(p.id()).map(|i| (p, i)));
                 match ready {
-                    Some(pick) => pick,
+                    Some(found) => found,
                     None => {
                         return ResponseFuture::unavailable(
                             Unavailable::NoReadyBackend,
@@ -800,15 +807,12 @@ where
                 }
             }
         };
-        let Some(slot) = self.local.get_mut(pick.id()) else {
-            // Unreachable: `is_ready` found it above.
-            return ResponseFuture::unavailable(Unavailable::NoReadyBackend, &self.classify);
-        };
+        let slot = &mut self.slots[index];
         slot.ready = false;
         let start = self.clock.now();
         let inner = slot.service.call(request);
         self.ready -= 1;
-        self.unready.push(Arc::clone(&slot.id));
+        self.unready.push(index);
         ResponseFuture {
             inner: Some(inner),
             pick: Some(Outstanding {
