@@ -63,7 +63,9 @@
 //!   is pending (their wakers wake the task) or while the set is empty (a membership change
 //!   wakes it). If no backend is eligible at all (all down or ejected), it returns `Ready`
 //!   and `call` fails at once with [`Unavailable::NoEligibleBackend`]: health changes with
-//!   time and reports, which wake no task, so waiting would hang.
+//!   time and reports, which wake no task, so waiting would hang. For the same reason a task
+//!   waiting on pending eligible services does not notice a ready one becoming eligible (an
+//!   ejection ending) until one of them, or a membership change, wakes it.
 //! * [`call`](Service::call) routes as above among the ready inner services only, and spends
 //!   that service's readiness; it is polled again by the next `poll_ready`. If the picture
 //!   changed in between (another task's reports ejected the only ready backend), the call
@@ -431,9 +433,13 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
         }
     }
 
-    fn wait(&self, waker: &Waker) {
+    /// Wakes `waker` at the next change; at once if a change came after version `seen`.
+    fn wait(&self, waker: &Waker, seen: u64) {
         let mut registry = self.shared.registry.lock();
-        if !registry.waiters.iter().any(|w| w.will_wake(waker)) {
+        // Relaxed: changes bump the version under the lock held here.
+        if self.shared.version.load(Ordering::Relaxed) != seen {
+            waker.wake_by_ref();
+        } else if !registry.waiters.iter().any(|w| w.will_wake(waker)) {
             registry.waiters.push(waker.clone());
         }
     }
@@ -777,7 +783,7 @@ where
             }
         }
         // Wait for an inner service (their wakers are registered) or a membership change.
-        self.membership.wait(cx.waker());
+        self.membership.wait(cx.waker(), self.seen);
         Poll::Pending
     }
 
