@@ -72,7 +72,6 @@ mod round_robin;
 mod sequence;
 mod state;
 #[cfg(feature = "tower")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 mod weighted_round_robin;
 

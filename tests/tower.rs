@@ -750,3 +750,38 @@ async fn clones_on_many_tasks_share_one_balancer() {
     assert_eq!(in_flight(&*lb).values().sum::<usize>(), 0);
     assert!(m.iter().all(|m| m.calls() > 0));
 }
+
+#[test]
+fn a_rejected_change_stops_discovery_and_changes_nothing() {
+    let task = Task::new();
+    let lb = Arc::new(RoundRobin::new(Vec::new()).unwrap());
+    let s: Balance<_, Mock, NoKey> = Balance::new(Arc::clone(&lb), NoKey);
+    // A batch is one update: all of it or none of it.
+    let batch = [
+        Change::Insert("a", Mock::new("a")),
+        Change::Insert("b", Mock::new("b")),
+        Change::Remove("a"),
+    ];
+    s.membership().apply(batch).unwrap();
+    assert_eq!(ids(&*lb), ["b"]);
+    let bad = [
+        Change::Insert("c", Mock::new("c")),
+        Change::Insert("", Mock::new("x")),
+    ];
+    assert_eq!(s.membership().apply(bad), Err(lbkit::Error::EmptyId));
+    assert_eq!(ids(&*lb), ["b"]);
+    // Through a stream: the discovery future ends with the error.
+    let (tx, rx) = feed();
+    let mut discovery = s.membership().discover(rx);
+    tx.send(Ok(Change::Insert(String::new(), Mock::new("x"))))
+        .unwrap();
+    let err = match task.poll(&mut discovery) {
+        Poll::Ready(Err(e)) => e,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert_eq!(
+        err.downcast_ref::<lbkit::Error>(),
+        Some(&lbkit::Error::EmptyId)
+    );
+    assert_eq!(s.membership().ids(), [Arc::from("b")]);
+}
