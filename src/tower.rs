@@ -76,9 +76,14 @@
 //!   brings it back up.
 //!
 //! Costs: when every inner service is ready (clients that multiplex, like HTTP/2 channels or
-//! a `Buffer`), `poll_ready` polls only the service the last call used, and `call` costs one
-//! pick, one hash-map lookup by id and one clock read. While some services are pending,
-//! `poll_ready` also reads [`Balancer::status`] (O(backends)) to know which are eligible.
+//! a `Buffer`), `poll_ready` polls only the service the last call used, and a request costs
+//! one pick, one hash-map lookup by id, two clock reads (start and completion) and the
+//! report. Over always-ready mock services that is about 0.7x the time of tower's own
+//! `p2c::Balance` per request, for the same P2C choice (`benches/tower.rs`: 180 to 280 ns
+//! against 250 to 400 ns on a busy 2-core machine). While some services are pending,
+//! `poll_ready` also reads [`Balancer::status`] (O(backends)) to know which are eligible;
+//! when the key's first choice is not ready, `call` asks for [`pick_n`](Balancer::pick_n)
+//! over every backend.
 //!
 //! # Ownership: one registry, one set of clones per handle
 //!
