@@ -72,6 +72,8 @@ mod request;
 mod round_robin;
 mod sequence;
 mod state;
+#[cfg(feature = "tower")]
+pub mod tower;
 mod weighted_round_robin;
 
 pub use backend::{Backend, Health};
