@@ -17,7 +17,12 @@
 //! (a monotonic clock read costs about 30 ns on a VM, more than the rest of the pick). Only a
 //! report reads the clock.
 //!
-//! Backends not yet observed start at `default_latency`. Two reports racing on one backend can
+//! Backends not yet observed start at `default_latency` (10 ms by default), like tower's
+//! `default_rtt`: set it near your real latencies. A new backend whose default is above what
+//! the others measure is not tried while they stay lightly loaded, until its estimate has
+//! decayed below theirs, which takes about ln(default / their latency) x `decay` (23 s for a
+//! 10 ms default against 1 ms backends at the default 10 s decay); load on the others (the
+//! in-flight factor) brings it in sooner. Two reports racing on one backend can
 //! lose one observation; an EWMA tolerates that, and it keeps reports lock-free (tower and
 //! Finagle lock per backend on every report).
 //!
