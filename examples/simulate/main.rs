@@ -318,13 +318,17 @@ fn client(config: &Config) -> String {
             Some(t) => format!("attempts time out after {} ms", t.as_millis()),
             None => "no timeout".to_string(),
         },
-        if config.health {
-            "passive health on (5 failures in a row eject for 30 s x ejections, at most 20% \
-             ejected; panic threshold 0.5; slow start over 10 s)"
-        } else {
-            "no passive health"
-        }
+        health(config.health)
     )
+}
+
+fn health(on: bool) -> &'static str {
+    if on {
+        "passive health (5 failures in a row eject for 30 s x ejections, at most 20% \
+         ejected; panic threshold 0.5; slow start over 10 s)"
+    } else {
+        "no passive health"
+    }
 }
 
 /// Runs each row over `workload` under `config`.
@@ -366,7 +370,7 @@ fn simulate(args: &Args) -> Result<(), String> {
     println!("{}\n", describe(config, &workload));
     let outcomes = run_rows(config, &workload, &rows)?;
     print!("{}", sim::table(&outcomes));
-    if args.health_table && config.fail && !config.silent_failure && !config.health {
+    if args.health_table && !config.silent_failure && !config.health {
         let rows: Vec<Row> = rows
             .into_iter()
             .filter(|(name, ..)| {
@@ -377,13 +381,21 @@ fn simulate(args: &Args) -> Result<(), String> {
             .collect();
         let before = config.passive(false);
         let after = config.passive(true);
+        let failure = if config.fail {
+            format!(
+                "but {} fails silently (not set Down; errors after {} ms)",
+                sim::backend_id(config.victims().0),
+                config.error_time.as_millis()
+            )
+        } else {
+            "with client timeouts".to_string()
+        };
+        let client = client(&before);
+        let client = client.split(';').next().unwrap_or_default();
         println!(
-            "\npassive health: the same run, but {} fails silently (not set Down; errors \
-             after {} ms)\n{}\nbefore -> after: {}\n",
-            sim::backend_id(config.victims().0),
-            config.error_time.as_millis(),
-            client(&before),
-            client(&after).trim_start_matches("client: "),
+            "\npassive health: the same run, {failure}\n{client}\nbefore: {}\nafter: {}\n",
+            health(false),
+            health(true),
         );
         let pairs = run_rows(&before, &workload, &rows)?
             .into_iter()
