@@ -357,15 +357,19 @@ fn the_health_table_pairs_each_policy_before_and_after() {
     let before = run_some(&config.passive(false), |n| n == "p2c" || n == "ring");
     let after = run_some(&config.passive(true), |n| n == "p2c" || n == "ring");
     let pairs: Vec<(Outcome, Outcome)> = before.into_iter().zip(after).collect();
-    let table = sim::health_table(&pairs);
+    let (failing, _) = config.victims();
+    let failed_at = Workload::new(&config).span.mul_f64(0.3);
+    let table = sim::health_table(&pairs, Some((failing, failed_at)));
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
+    let ejected = format!("{} ejected", sim::backend_id(failing));
     for column in [
         "p99 ms",
         "p99.9 ms",
         "errors",
         "timeouts",
         "failed requests",
+        &ejected,
     ] {
         assert!(lines[0].contains(column), "{table}");
     }
@@ -373,6 +377,14 @@ fn the_health_table_pairs_each_policy_before_and_after() {
         assert_eq!(line.split_whitespace().next(), Some(name), "{table}");
         let errors = format!("{} -> {}", b.errors, a.errors);
         let failed = format!("{} -> {}", b.failed, a.failed);
-        assert!(line.contains(&errors) && line.ends_with(&failed), "{table}");
+        assert!(line.contains(&errors) && line.contains(&failed), "{table}");
+        // Without health rules nothing is ever ejected; with them, the failed backend is
+        // ejected from soon after it fails (5 errors) to the end of the run, never before.
+        assert!(b.ejected.iter().all(|e| e.is_empty()), "{}", b.policy);
+        let share = a.ejected_share(failing, failed_at);
+        assert!(share > 0.8, "{}: {share}", a.policy);
+        assert!(line.ends_with(&format!("{:.0}%", share * 100.0)), "{table}");
+        let whole_run = a.ejected_share(failing, std::time::Duration::ZERO);
+        assert!(whole_run < share * 0.8, "{}: {whole_run} {share}", a.policy);
     }
 }

@@ -401,7 +401,10 @@ fn simulate(args: &Args) -> Result<(), String> {
             .into_iter()
             .zip(run_rows(&after, &workload, &rows)?)
             .collect::<Vec<_>>();
-        print!("{}", sim::health_table(&pairs));
+        let failed = config
+            .fail
+            .then(|| (config.victims().0, workload.span.mul_f64(0.3)));
+        print!("{}", sim::health_table(&pairs, failed));
     }
     if !args.charts {
         eprintln!("simulate: done in {:.1} s", started.elapsed().as_secs_f64());

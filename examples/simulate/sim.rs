@@ -374,6 +374,8 @@ pub struct Outcome {
     pub backend_ids: Vec<String>,
     /// `(time, in-flight per backend)` samples read from `Balancer::status`.
     pub load: Vec<(Duration, Vec<usize>)>,
+    /// The backends ejected by passive health at each of those samples.
+    pub ejected: Vec<Vec<usize>>,
     /// Total in flight reported by `Balancer::status` after the last request completed.
     pub in_flight_after: usize,
 }
@@ -386,6 +388,19 @@ impl Outcome {
         }
         let i = ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len());
         self.latencies[i - 1]
+    }
+
+    /// The share of the samples from `from` on in which `backend` was ejected.
+    pub fn ejected_share(&self, backend: usize, from: Duration) -> f64 {
+        let mut samples = 0;
+        let mut ejected = 0;
+        for ((at, _), e) in self.load.iter().zip(&self.ejected) {
+            if *at >= from {
+                samples += 1;
+                ejected += usize::from(e.contains(&backend));
+            }
+        }
+        ejected as f64 / samples.max(1) as f64
     }
 
     /// Cache hit rate (0 with the cache off).
@@ -553,6 +568,7 @@ struct Simulation<'a> {
     in_flight_sum: f64,
     moves: Vec<Move>,
     load: Vec<(Duration, Vec<usize>)>,
+    ejected: Vec<Vec<usize>>,
 }
 
 impl<'a> Simulation<'a> {
@@ -589,6 +605,7 @@ impl<'a> Simulation<'a> {
             in_flight_sum: 0.0,
             moves: Vec::new(),
             load: Vec::new(),
+            ejected: Vec::new(),
         })
     }
 
@@ -795,12 +812,17 @@ impl<'a> Simulation<'a> {
         let mut row = vec![0; self.servers.len()];
         let mut eligible = 0;
         let mut total = 0;
+        let mut ejected = Vec::new();
         for s in &status {
             let i: usize = s.id()[1..].parse().expect("ids are b<index>");
             row[i] = s.in_flight();
             total += s.in_flight();
             eligible += usize::from(s.is_eligible());
+            if s.is_ejected() {
+                ejected.push(i);
+            }
         }
+        self.ejected.push(ejected);
         self.in_flight_sum += total as f64 / eligible.max(1) as f64;
         self.load.push((at, row));
     }
@@ -900,6 +922,7 @@ impl<'a> Simulation<'a> {
             moves: self.moves,
             backend_ids: (0..self.servers.len()).map(backend_id).collect(),
             load: self.load,
+            ejected: self.ejected,
             in_flight_after,
         }
     }
@@ -969,8 +992,10 @@ pub fn table(outcomes: &[Outcome]) -> String {
 }
 
 /// The passive-health comparison as a text table: one row per policy, each cell
-/// `before -> after` from the same scenario run without and then with the health rules.
-pub fn health_table(pairs: &[(Outcome, Outcome)]) -> String {
+/// `before -> after` from the same scenario run without and then with the health rules. With
+/// `failed` (the failed backend and when it failed), a last column: the share of the time
+/// from then on that it was ejected, with the health rules.
+pub fn health_table(pairs: &[(Outcome, Outcome)], failed: Option<(usize, Duration)>) -> String {
     let name_width = pairs
         .iter()
         .map(|(o, _)| o.policy.len())
@@ -987,6 +1012,12 @@ pub fn health_table(pairs: &[(Outcome, Outcome)]) -> String {
     let mut header = format!("{:<name_width$}", "policy");
     for c in columns {
         header.push_str(&format!(" {c:>17}"));
+    }
+    if let Some((backend, _)) = failed {
+        header.push_str(&format!(
+            " {:>11}",
+            format!("{} ejected", backend_id(backend))
+        ));
     }
     let mut out = header.clone();
     out.push('\n');
@@ -1006,6 +1037,10 @@ pub fn health_table(pairs: &[(Outcome, Outcome)]) -> String {
         let mut row = format!("{:<name_width$}", before.policy);
         for (b, a) in cells {
             row.push_str(&format!(" {:>17}", format!("{b} -> {a}")));
+        }
+        if let Some((backend, from)) = failed {
+            let share = after.ejected_share(backend, from) * 100.0;
+            row.push_str(&format!(" {share:>10.0}%"));
         }
         out.push_str(&row);
         out.push('\n');
