@@ -7,8 +7,9 @@
 //!
 //! Runs the same seeded arrival sequence through every policy of the crate (each driven only
 //! through the public `Balancer` trait, `Pick` guards held for each request's simulated
-//! duration), prints one table row per policy, and writes SVG charts to a folder named on the
-//! last line of output. The model and scenario are described in `sim.rs`.
+//! duration), prints one table row per policy, then a passive-health table (the same scenario
+//! with the failure unannounced, before -> after the health rules), and writes SVG charts to a
+//! folder named on the last line of output. The model and scenario are described in `sim.rs`.
 
 #[path = "../common/policies.rs"]
 mod policies;
