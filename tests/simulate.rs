@@ -74,6 +74,7 @@ fn the_table_has_a_row_per_policy() {
     assert_eq!(lines.len(), 2 + names.len(), "{table}");
     assert!(lines[0].starts_with("policy") && lines[0].contains("p99.9"));
     assert!(lines[0].contains("moved on fail") && lines[0].contains("moved on join"));
+    assert!(!lines[0].contains("failed"), "{table}");
     for (line, name) in lines[2..].iter().zip(&names) {
         assert_eq!(line.split_whitespace().next(), Some(*name), "{table}");
     }
@@ -359,6 +360,16 @@ fn the_health_table_pairs_each_policy_before_and_after() {
     let pairs: Vec<(Outcome, Outcome)> = before.into_iter().zip(after).collect();
     let (failing, _) = config.victims();
     let failed_at = Workload::new(&config).span.mul_f64(0.3);
+    // The main table of the after-run gets the failure columns.
+    let afters: Vec<Outcome> = pairs.iter().map(|(_, a)| a.clone()).collect();
+    let main = sim::table(&afters);
+    assert!(
+        main.lines()
+            .next()
+            .unwrap()
+            .ends_with("errors timeouts   failed"),
+        "{main}"
+    );
     let table = sim::health_table(&pairs, Some((failing, failed_at)));
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");

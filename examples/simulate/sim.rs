@@ -937,7 +937,8 @@ fn millis(d: Duration) -> String {
     }
 }
 
-/// The results as a text table: a header, a rule, and one row per outcome.
+/// The results as a text table: a header, a rule, and one row per outcome. Errors, timeouts
+/// and failed requests get columns when some request timed out or failed.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut changes: Vec<&'static str> = Vec::new();
     for o in outcomes {
@@ -962,6 +963,14 @@ pub fn table(outcomes: &[Outcome]) -> String {
         header.push_str(&format!(" {:>16}", format!("moved on {c} (min)")));
     }
     header.push_str(&format!(" {:>8}", "retried"));
+    // Failures beyond the announced one's retries: show what they cost.
+    let failures = outcomes.iter().any(|o| o.timeouts > 0 || o.failed > 0);
+    if failures {
+        header.push_str(&format!(
+            " {:>8} {:>8} {:>8}",
+            "errors", "timeouts", "failed"
+        ));
+    }
     let mut out = header.clone();
     out.push('\n');
     out.push_str(&"-".repeat(header.len()));
@@ -985,6 +994,12 @@ pub fn table(outcomes: &[Outcome]) -> String {
             row.push_str(&format!(" {:>16}", cell));
         }
         row.push_str(&format!(" {:>8}", o.retried));
+        if failures {
+            row.push_str(&format!(
+                " {:>8} {:>8} {:>8}",
+                o.errors, o.timeouts, o.failed
+            ));
+        }
         out.push_str(&row);
         out.push('\n');
     }
