@@ -26,15 +26,22 @@ fn small() -> Config {
 }
 
 fn run_all(config: &Config) -> Vec<Outcome> {
+    run_some(config, |_| true)
+}
+
+/// Runs the policies whose name `wanted` accepts, in table order.
+fn run_some(config: &Config, wanted: impl Fn(&str) -> bool) -> Vec<Outcome> {
     let workload = Workload::new(config);
     policies::table::<usize>()
         .into_iter()
+        .filter(|p| wanted(p.name))
         .map(|p| {
-            let build = |backends, clock| {
+            let build = |backends, clock, health| {
                 let options = Options {
                     seed: Some(config.seed),
                     bound: None,
                     clock: Some(clock),
+                    health,
                 };
                 (p.build)(backends, options)
             };
@@ -67,6 +74,7 @@ fn the_table_has_a_row_per_policy() {
     assert_eq!(lines.len(), 2 + names.len(), "{table}");
     assert!(lines[0].starts_with("policy") && lines[0].contains("p99.9"));
     assert!(lines[0].contains("moved on fail") && lines[0].contains("moved on join"));
+    assert!(!lines[0].contains("failed"), "{table}");
     for (line, name) in lines[2..].iter().zip(&names) {
         assert_eq!(line.split_whitespace().next(), Some(*name), "{table}");
     }
@@ -78,12 +86,16 @@ fn every_request_is_accounted_for_and_in_flight_returns_to_zero() {
     for o in run_all(&config) {
         assert_eq!(o.in_flight_after, 0, "{}", o.policy);
         assert_eq!(
-            o.latencies.len() + o.dropped,
+            o.latencies.len() + o.dropped + o.failed,
             config.requests,
             "{}",
             o.policy
         );
         assert_eq!(o.dropped, 0, "{}: there was always a backend up", o.policy);
+        // Announced, the failure costs only the requests the backend held: each is retried
+        // once, elsewhere, and none runs out of tries.
+        assert_eq!((o.failed, o.timeouts), (0, 0), "{}", o.policy);
+        assert_eq!(o.errors, o.retried, "{}", o.policy);
         assert!(o.latencies.windows(2).all(|w| w[0] <= w[1]));
         assert!(o.quantile(0.5) <= o.quantile(0.99) && o.quantile(0.99) <= o.quantile(0.999));
         assert_eq!(o.load.len(), config.samples, "{}", o.policy);
@@ -229,8 +241,161 @@ fn bad_configurations_are_refused() {
             hit_time: std::time::Duration::ZERO,
             ..small()
         },
+        Config {
+            attempts: 0,
+            ..small()
+        },
+        Config {
+            timeout: Some(std::time::Duration::ZERO),
+            ..small()
+        },
     ];
     for config in bad {
         assert!(config.check().is_err(), "{config:?}");
+    }
+}
+
+/// The policies the passive-health tests compare: the load-aware ones and weighted round
+/// robin (load-blind, but with the capacity weights of the scenario).
+fn compared(name: &str) -> bool {
+    [
+        "weighted-round-robin",
+        "least-connections",
+        "p2c",
+        "peak-ewma",
+    ]
+    .contains(&name)
+}
+
+#[test]
+fn passive_health_ejects_a_silently_failed_backend() {
+    let config = small();
+    let before = run_some(&config.passive(false), compared);
+    let after = run_some(&config.passive(true), compared);
+    for (b, a) in before.iter().zip(&after) {
+        for o in [b, a] {
+            assert_eq!(o.in_flight_after, 0, "{}", o.policy);
+            assert_eq!(
+                o.latencies.len() + o.dropped + o.failed,
+                config.requests,
+                "{}",
+                o.policy
+            );
+            // Unannounced, there is no membership change to measure at the failure.
+            let changes: Vec<&str> = o.moves.iter().map(|m| m.change).collect();
+            assert_eq!(changes, ["join"], "{}", o.policy);
+        }
+        // Without health rules the failed backend keeps its share of picks until the end:
+        // hundreds of errors. With them, it is ejected after 5 failures in a row (a few more
+        // may be in flight when it is), for longer than the run lasts.
+        assert!(b.errors > 200, "{}: {} errors", b.policy, b.errors);
+        assert!(a.errors <= 20, "{}: {} errors", a.policy, a.errors);
+        assert!(
+            a.errors + a.timeouts < b.errors + b.timeouts,
+            "{}: {a:?} {b:?}",
+            a.policy
+        );
+        assert!(a.failed <= b.failed, "{}", a.policy);
+    }
+    // Least connections without health is a black hole: the failed backend answers at once,
+    // so it always has the fewest in flight and takes most picks.
+    let lc = before
+        .iter()
+        .find(|o| o.policy == "least-connections")
+        .unwrap();
+    let p2c = before.iter().find(|o| o.policy == "p2c").unwrap();
+    assert!(
+        lc.errors > 2 * p2c.errors,
+        "{} vs {}",
+        lc.errors,
+        p2c.errors
+    );
+    // The same seed replays the same run, health rules included.
+    assert_eq!(after, run_some(&config.passive(true), compared));
+}
+
+#[test]
+fn attempts_that_time_out_are_retried_until_the_tries_run_out() {
+    // Every attempt takes 10 ms on average, the client waits 2 ms: most time out.
+    let config = Config {
+        timeout: Some(std::time::Duration::from_millis(2)),
+        attempts: 2,
+        fail: false,
+        slowdown: None,
+        cache: 0,
+        ..small()
+    };
+    for o in run_some(&config, compared) {
+        assert_eq!(o.in_flight_after, 0, "{}", o.policy);
+        assert_eq!(o.errors, 0, "{}", o.policy);
+        assert!(o.timeouts > config.requests / 2, "{}: {o:?}", o.policy);
+        // Each request is tried at most twice: one retry per first timeout.
+        assert_eq!(o.timeouts, o.retried + o.failed, "{}", o.policy);
+        assert!(o.retried <= config.requests, "{}", o.policy);
+        assert_eq!(
+            o.latencies.len() + o.dropped + o.failed,
+            config.requests,
+            "{}",
+            o.policy
+        );
+        // A request that succeeded did so on some try within the timeout.
+        assert!(
+            o.latencies
+                .iter()
+                .all(|&l| l <= 2 * config.timeout.unwrap()),
+            "{}",
+            o.policy
+        );
+    }
+}
+
+#[test]
+fn the_health_table_pairs_each_policy_before_and_after() {
+    let config = Config {
+        requests: 5_000,
+        ..small()
+    };
+    let before = run_some(&config.passive(false), |n| n == "p2c" || n == "ring");
+    let after = run_some(&config.passive(true), |n| n == "p2c" || n == "ring");
+    let pairs: Vec<(Outcome, Outcome)> = before.into_iter().zip(after).collect();
+    let (failing, _) = config.victims();
+    let failed_at = Workload::new(&config).span.mul_f64(0.3);
+    // The main table of the after-run gets the failure columns.
+    let afters: Vec<Outcome> = pairs.iter().map(|(_, a)| a.clone()).collect();
+    let main = sim::table(&afters);
+    assert!(
+        main.lines()
+            .next()
+            .unwrap()
+            .ends_with("errors timeouts   failed"),
+        "{main}"
+    );
+    let table = sim::health_table(&pairs, Some((failing, failed_at)));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    let ejected = format!("{} ejected", sim::backend_id(failing));
+    for column in [
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "timeouts",
+        "failed requests",
+        &ejected,
+    ] {
+        assert!(lines[0].contains(column), "{table}");
+    }
+    for ((line, (b, a)), name) in lines[2..].iter().zip(&pairs).zip(["p2c", "ring"]) {
+        assert_eq!(line.split_whitespace().next(), Some(name), "{table}");
+        let errors = format!("{} -> {}", b.errors, a.errors);
+        let failed = format!("{} -> {}", b.failed, a.failed);
+        assert!(line.contains(&errors) && line.contains(&failed), "{table}");
+        // Without health rules nothing is ever ejected; with them, the failed backend is
+        // ejected from soon after it fails (5 errors) to the end of the run, never before.
+        assert!(b.ejected.iter().all(|e| e.is_empty()), "{}", b.policy);
+        let share = a.ejected_share(failing, failed_at);
+        assert!(share > 0.8, "{}: {share}", a.policy);
+        assert!(line.ends_with(&format!("{:.0}%", share * 100.0)), "{table}");
+        let whole_run = a.ejected_share(failing, std::time::Duration::ZERO);
+        assert!(whole_run < share * 0.8, "{}: {whole_run} {share}", a.policy);
     }
 }

@@ -20,6 +20,9 @@ pub struct Options {
     /// The clock the policy reads when outcomes are reported (peak EWMA's latency decay):
     /// the simulator's simulated time. `None`: the system's monotonic clock.
     pub clock: Option<ManualClock>,
+    /// Passive-health rules (outlier detection, panic threshold, slow start) to apply, read
+    /// on [`Options::clock`] if one is given. `None`: none.
+    pub health: Option<HealthConfig>,
 }
 
 /// A boxed balancer, or the library's reason for refusing the backends or options.
@@ -202,17 +205,19 @@ with_health!(
     PresetRing,
 );
 
-/// Boxes `balancer`, on `options.clock` if one is given.
+/// Boxes `balancer`, with `options.health` if given, on `options.clock` if given.
 pub fn boxed<T, B>(balancer: B, options: &Options) -> Built<T>
 where
     B: Balancer<T> + WithHealth + 'static,
 {
-    match &options.clock {
-        Some(clock) => Ok(Box::new(
-            balancer.health(HealthConfig::new().clock(clock.clone()))?,
-        )),
-        None => Ok(Box::new(balancer)),
+    if options.clock.is_none() && options.health.is_none() {
+        return Ok(Box::new(balancer));
     }
+    let mut config = options.health.clone().unwrap_or_default();
+    if let Some(clock) = &options.clock {
+        config = config.clock(clock.clone());
+    }
+    Ok(Box::new(balancer.health(config)?))
 }
 
 /// The row named `name`, if there is one.

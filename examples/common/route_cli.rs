@@ -243,7 +243,7 @@ fn setup(args: &[OsString]) -> Result<Option<(Box<dyn Balancer<()>>, Args)>, Str
     let options = Options {
         seed: args.seed,
         bound: args.bound,
-        clock: None,
+        ..Options::default()
     };
     let lb = (policy.build)(backends, options).map_err(|e| format!("{algo}: {e}"))?;
     Ok(Some((lb, args)))

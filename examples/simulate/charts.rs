@@ -16,8 +16,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn color(i: usize) -> RGBColor {
-    // Distinct on white, neighbours unlike (tab10, then darker extras).
-    const COLORS: [RGBColor; 16] = [
+    // Distinct on white, neighbours unlike (tab10, then darker extras, then Dark2 picks).
+    const COLORS: [RGBColor; 20] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
@@ -34,6 +34,10 @@ fn color(i: usize) -> RGBColor {
         RGBColor(0, 110, 110),
         RGBColor(110, 110, 0),
         RGBColor(90, 0, 110),
+        RGBColor(230, 171, 2),
+        RGBColor(231, 41, 138),
+        RGBColor(102, 166, 30),
+        RGBColor(166, 118, 29),
     ];
     COLORS[i % COLORS.len()]
 }

@@ -7,8 +7,9 @@
 //!
 //! Runs the same seeded arrival sequence through every policy of the crate (each driven only
 //! through the public `Balancer` trait, `Pick` guards held for each request's simulated
-//! duration), prints one table row per policy, and writes SVG charts to a folder named on the
-//! last line of output. The model and scenario are described in `sim.rs`.
+//! duration), prints one table row per policy, then a passive-health table (the same scenario
+//! with the failure unannounced, before -> after the health rules), and writes SVG charts to a
+//! folder named on the last line of output. The model and scenario are described in `sim.rs`.
 
 #[path = "../common/policies.rs"]
 mod policies;
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use policies::Options;
-use sim::Config;
+use sim::{Config, Outcome};
 
 const USAGE: &str = "\
 usage: simulate [OPTIONS]
@@ -45,6 +46,14 @@ scenario (defaults in brackets):
   --slowdown X        factor by which one backend slows half-way [4]
   --no-slowdown       no backend slows down
   --no-fail           no backend fails (at 30%)
+  --silent-failure    the failed backend is not set Down: it answers every request with an
+                      error after 1 ms (reported with Pick::failure, retried)
+  --timeout MS        the client gives up on an attempt after MS ms and retries [none; 1000
+                      with --passive-health and in the passive-health table]
+  --attempts N        tries per request before the client gives up on it [3]
+  --passive-health    --silent-failure --timeout 1000, and every balancer gets the health
+                      rules: outlier detection (5 failures in a row, 30 s x ejections, at most
+                      20% ejected), panic threshold 0.5, slow start over 10 s
   --no-join           no backend joins (at 70%)
   --no-keys           requests without keys (no cache, no keys-moved columns)
   --no-cache          no per-backend cache
@@ -52,6 +61,10 @@ output:
   --policies A,B,..   only these policies [all]
   --bound C           also run each hashing policy with bounded loads, factor C [1.25];
                       `--bound off` to skip those rows
+  --no-health-table   skip the passive-health table (by default printed after the main one:
+                      the --silent-failure --timeout 1000 scenario for the request policies,
+                      ring, maglev and jump (all with --policies), before -> after the health
+                      rules)
   --out DIR           folder for the charts [target/simulate]
   --no-charts         print the table only
   -h, --help          this text
@@ -63,7 +76,22 @@ struct Args {
     bound: Option<f64>,
     out: PathBuf,
     charts: bool,
+    health_table: bool,
 }
+
+/// The policies of the passive-health table (all of them with `--policies`), with the bounded
+/// row of `ring`.
+const HEALTH_TABLE: &[&str] = &[
+    "round-robin",
+    "weighted-round-robin",
+    "random",
+    "least-connections",
+    "p2c",
+    "peak-ewma",
+    "ring",
+    "maglev",
+    "jump",
+];
 
 fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
     let mut a = Args {
@@ -72,6 +100,7 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         bound: Some(1.25),
         out: PathBuf::from("target/simulate"),
         charts: true,
+        health_table: true,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -106,6 +135,14 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
             "--no-slowdown" => c.slowdown = None,
             "--no-fail" => c.fail = false,
             "--no-join" => c.join = false,
+            "--silent-failure" => c.silent_failure = true,
+            "--timeout" => {
+                let ms: u64 = num(&flag, value()?)?;
+                c.timeout = Some(Duration::from_millis(ms));
+            }
+            "--attempts" => c.attempts = num(&flag, value()?)?,
+            "--passive-health" => *c = c.passive(true),
+            "--no-health-table" => a.health_table = false,
             "--no-keys" => c.keys = 0,
             "--no-cache" => c.cache = 0,
             "--policies" => {
@@ -191,7 +228,7 @@ fn rows(args: &Args) -> Result<Vec<Row>, String> {
                 Options {
                     seed,
                     bound: Some(c),
-                    clock: None,
+                    ..Options::default()
                 },
             )),
             _ => None,
@@ -213,9 +250,17 @@ fn describe(config: &Config, workload: &sim::Workload) -> String {
     let mut events = Vec::new();
     if config.fail {
         events.push(format!(
-            "{} fails at {}",
+            "{} fails at {}{}",
             sim::backend_id(failing),
-            secs(workload.span.mul_f64(0.3))
+            secs(workload.span.mul_f64(0.3)),
+            if config.silent_failure {
+                format!(
+                    " silently (not set Down; errors after {} ms)",
+                    config.error_time.as_millis()
+                )
+            } else {
+                " (set Down)".to_string()
+            }
         ));
     }
     if let Some(x) = config.slowdown {
@@ -246,7 +291,7 @@ fn describe(config: &Config, workload: &sim::Workload) -> String {
     };
     format!(
         "{} backends ({} of them {}x slow), {} workers each; {} requests at {:.0}/s \
-         ({:.0}% of capacity) over {}\n{}\n{}",
+         ({:.0}% of capacity) over {}\n{}\n{}\n{}",
         config.backends,
         config.slow_backends,
         config.slow_factor,
@@ -260,28 +305,52 @@ fn describe(config: &Config, workload: &sim::Workload) -> String {
         } else {
             events.join("; ")
         },
-        keys
+        keys,
+        client(config)
     )
 }
 
-fn simulate(args: &Args) -> Result<(), String> {
-    let rows = rows(args)?;
-    let config = &args.config;
-    let started = Instant::now();
-    let workload = sim::Workload::new(config);
-    println!("{}\n", describe(config, &workload));
+/// The client's side of the scenario: timeouts, tries, health rules.
+fn client(config: &Config) -> String {
+    format!(
+        "client: {} tries per request, {}; {}",
+        config.attempts,
+        match config.timeout {
+            Some(t) => format!("attempts time out after {} ms", t.as_millis()),
+            None => "no timeout".to_string(),
+        },
+        health(config.health)
+    )
+}
+
+fn health(on: bool) -> &'static str {
+    if on {
+        "passive health (5 failures in a row eject for 30 s x ejections, at most 20% \
+         ejected; panic threshold 0.5; slow start over 10 s)"
+    } else {
+        "no passive health"
+    }
+}
+
+/// Runs each row over `workload` under `config`.
+fn run_rows(
+    config: &Config,
+    workload: &sim::Workload,
+    rows: &[Row],
+) -> Result<Vec<Outcome>, String> {
     let mut outcomes = Vec::new();
     for (i, (name, build, options)) in rows.iter().enumerate() {
         let t = Instant::now();
         eprint!("simulate: [{}/{}] {name} ...", i + 1, rows.len());
-        let build = |backends, clock| {
+        let build = |backends, clock, health| {
             let options = Options {
                 clock: Some(clock),
+                health,
                 ..options.clone()
             };
             build(backends, options)
         };
-        let outcome = sim::run(config, &workload, name, &build).map_err(|e| e.to_string())?;
+        let outcome = sim::run(config, workload, name, &build).map_err(|e| e.to_string())?;
         eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
         if outcome.in_flight_after != 0 {
             return Err(format!(
@@ -291,8 +360,55 @@ fn simulate(args: &Args) -> Result<(), String> {
         }
         outcomes.push(outcome);
     }
+    Ok(outcomes)
+}
+
+fn simulate(args: &Args) -> Result<(), String> {
+    let rows = rows(args)?;
+    let config = &args.config;
+    let started = Instant::now();
+    let workload = sim::Workload::new(config);
+    println!("{}\n", describe(config, &workload));
+    let outcomes = run_rows(config, &workload, &rows)?;
     print!("{}", sim::table(&outcomes));
+    if args.health_table && !config.silent_failure && !config.health {
+        let rows: Vec<Row> = rows
+            .into_iter()
+            .filter(|(name, ..)| {
+                args.policies.is_some()
+                    || HEALTH_TABLE.contains(&name.as_str())
+                    || name.starts_with("ring+")
+            })
+            .collect();
+        let before = config.passive(false);
+        let after = config.passive(true);
+        let failure = if config.fail {
+            format!(
+                "but {} fails silently (not set Down; errors after {} ms)",
+                sim::backend_id(config.victims().0),
+                config.error_time.as_millis()
+            )
+        } else {
+            "with client timeouts".to_string()
+        };
+        let client = client(&before);
+        let client = client.split(';').next().unwrap_or_default();
+        println!(
+            "\npassive health: the same run, {failure}\n{client}\nbefore: {}\nafter: {}\n",
+            health(false),
+            health(true),
+        );
+        let pairs = run_rows(&before, &workload, &rows)?
+            .into_iter()
+            .zip(run_rows(&after, &workload, &rows)?)
+            .collect::<Vec<_>>();
+        let failed = config
+            .fail
+            .then(|| (config.victims().0, workload.span.mul_f64(0.3)));
+        print!("{}", sim::health_table(&pairs, failed));
+    }
     if !args.charts {
+        eprintln!("simulate: done in {:.1} s", started.elapsed().as_secs_f64());
         return Ok(());
     }
     std::fs::create_dir_all(&args.out)

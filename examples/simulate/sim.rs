@@ -22,17 +22,25 @@
 //!   the requests of a backend that fails, [`Pick::failure`]. The balancer's clock is a
 //!   [`ManualClock`] that follows simulated time.
 //! * **Scenario.** At 30% of the run one backend fails: it is set `Down` and the requests it
-//!   held are retried at once through new picks. At 50% one backend turns `slowdown` times
+//!   held fail and are retried at once through new picks. With [`Config::silent_failure`]
+//!   nobody tells the balancer: the backend stays `Up` and answers every request with an
+//!   error after [`Config::error_time`], which the client reports with [`Pick::failure`] and
+//!   retries (at most [`Config::attempts`] tries per request); only passive health
+//!   ([`Config::health`], [`health_rules`]) can take it out. At 50% one backend turns `slowdown` times
 //!   slower. At 70% a new backend joins through `update`. Before and after each membership
 //!   change, the same probe keys are routed (pick, then drop at once) to measure how many
 //!   moved, against the minimum: on a failure the keys that were on the failed backend, on a
 //!   join the new backend's fair share.
+//! * **Client.** Each attempt can time out ([`Config::timeout`]): the client reports a
+//!   failure and retries elsewhere, while the backend still serves the abandoned request (it
+//!   is not told), as most servers do.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::time::Duration;
 
 use lbkit::{Backend, Balancer, Error, Health, ManualClock, Pick, Request};
+use lbkit::{HealthConfig, OutlierDetection, SlowStart};
 
 /// Everything that defines a run. [`Config::default`] is the README's scenario.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +75,17 @@ pub struct Config {
     pub slowdown: Option<f64>,
     /// Whether one backend fails at 30% of the run.
     pub fail: bool,
+    /// Whether the failure goes unannounced: the backend is not set `Down` but answers every
+    /// request with an error after `error_time`.
+    pub silent_failure: bool,
+    /// How long a failed backend takes to answer with an error.
+    pub error_time: Duration,
+    /// The client gives up on an attempt after this long; `None`: it waits forever.
+    pub timeout: Option<Duration>,
+    /// Tries per request (the first and the retries) before the client gives up on it.
+    pub attempts: usize,
+    /// Whether the balancer applies [`health_rules`] (passive health).
+    pub health: bool,
     /// Whether one backend joins at 70% of the run.
     pub join: bool,
     /// Keys routed before and after each membership change to count moves.
@@ -93,6 +112,11 @@ impl Default for Config {
             capacity_weights: true,
             slowdown: Some(4.0),
             fail: true,
+            silent_failure: false,
+            error_time: Duration::from_millis(1),
+            timeout: None,
+            attempts: 3,
+            health: false,
             join: true,
             probe_keys: 10_000,
             samples: 200,
@@ -125,10 +149,27 @@ impl Config {
         if self.miss_time.is_zero() || self.hit_time.is_zero() {
             return Err("service times must be above zero".into());
         }
+        if self.attempts == 0 {
+            return Err("attempts must be at least 1".into());
+        }
+        if self.error_time.is_zero() || self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err("the error time and the timeout must be above zero".into());
+        }
         if self.keys > u32::MAX as usize {
             return Err("at most 2^32 - 1 keys".into());
         }
         Ok(())
+    }
+
+    /// The scenario of the passive-health comparison: this one with the failure unannounced
+    /// and a timeout per attempt (1 s unless one is set), with or without the health rules.
+    pub fn passive(&self, health: bool) -> Config {
+        Config {
+            silent_failure: true,
+            timeout: self.timeout.or(Some(Duration::from_secs(1))),
+            health,
+            ..self.clone()
+        }
     }
 
     /// Backend `i`'s slowness at the start.
@@ -146,6 +187,22 @@ impl Config {
         let normal = (self.backends - self.slow_backends).max(1);
         (normal / 4, (normal / 2).max(normal.min(2) - 1))
     }
+}
+
+/// The passive-health rules the simulator applies with [`Config::health`] (its clock is set
+/// by the simulation): eject after 5 failures in a row for 30 s x the number of ejections
+/// (at most 300 s), never more than 20% of the set; ignore health below 50% healthy; ramp a
+/// joining or returning backend's weight from 10% over 10 s.
+pub fn health_rules() -> HealthConfig {
+    HealthConfig::new()
+        .outlier_detection(OutlierDetection {
+            consecutive_failures: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 20.0,
+        })
+        .panic_threshold(0.5)
+        .slow_start(SlowStart::new(Duration::from_secs(10)))
 }
 
 /// A backend's id in the simulation: `b00`, `b01`, ... (so id order is index order).
@@ -289,12 +346,20 @@ pub struct Move {
 pub struct Outcome {
     /// The policy's name.
     pub policy: String,
-    /// Latency (arrival to completion, retries included) of every completed request, sorted.
+    /// Latency (arrival to completion, retries included) of every request that succeeded,
+    /// sorted.
     pub latencies: Vec<Duration>,
     /// Requests that found no eligible backend.
     pub dropped: usize,
-    /// Requests retried because their backend failed under them.
+    /// Attempts retried because they failed (an error, a timeout, or a backend set `Down`
+    /// under them).
     pub retried: usize,
+    /// Attempts that ended in an error (reported with [`Pick::failure`]).
+    pub errors: usize,
+    /// Attempts the client gave up on after [`Config::timeout`] (reported as failures).
+    pub timeouts: usize,
+    /// Requests that failed on every one of their [`Config::attempts`] tries.
+    pub failed: usize,
     /// Cache lookups that hit, and all lookups.
     pub cache_hits: usize,
     /// All cache lookups (0 with the cache off).
@@ -309,6 +374,8 @@ pub struct Outcome {
     pub backend_ids: Vec<String>,
     /// `(time, in-flight per backend)` samples read from `Balancer::status`.
     pub load: Vec<(Duration, Vec<usize>)>,
+    /// The backends ejected by passive health at each of those samples.
+    pub ejected: Vec<Vec<usize>>,
     /// Total in flight reported by `Balancer::status` after the last request completed.
     pub in_flight_after: usize,
 }
@@ -323,6 +390,19 @@ impl Outcome {
         self.latencies[i - 1]
     }
 
+    /// The share of the samples from `from` on in which `backend` was ejected.
+    pub fn ejected_share(&self, backend: usize, from: Duration) -> f64 {
+        let mut samples = 0;
+        let mut ejected = 0;
+        for ((at, _), e) in self.load.iter().zip(&self.ejected) {
+            if *at >= from {
+                samples += 1;
+                ejected += usize::from(e.contains(&backend));
+            }
+        }
+        ejected as f64 / samples.max(1) as f64
+    }
+
     /// Cache hit rate (0 with the cache off).
     pub fn hit_rate(&self) -> f64 {
         if self.cache_lookups == 0 {
@@ -334,9 +414,13 @@ impl Outcome {
 }
 
 /// Builds a balancer over the simulation's backends (the value is the backend's index), on
-/// the given clock, which the simulation moves along simulated time.
-pub type Build<'a> =
-    &'a dyn Fn(Vec<Backend<usize>>, ManualClock) -> Result<Box<dyn Balancer<usize>>, Error>;
+/// the given clock, which the simulation moves along simulated time, with the given
+/// passive-health rules if any ([`health_rules`] when [`Config::health`] is set).
+pub type Build<'a> = &'a dyn Fn(
+    Vec<Backend<usize>>,
+    ManualClock,
+    Option<HealthConfig>,
+) -> Result<Box<dyn Balancer<usize>>, Error>;
 
 /// Recently served keys of one backend: two generations of `capacity / 2` keys.
 struct Cache {
@@ -374,10 +458,15 @@ impl Cache {
 struct Server {
     slowness: f64,
     weight: u32,
+    /// Whether the balancer was told it is up (`false` once set `Down`).
     up: bool,
+    /// Whether it failed: it serves nothing and answers every request with an error.
+    broken: bool,
+    /// Attempts the clients are waiting on here (queued, in service, or about to error).
     in_flight: usize,
+    /// Requests in service, abandoned ones included.
     busy: usize,
-    queue: VecDeque<usize>,
+    queue: VecDeque<Queued>,
     cache: Cache,
 }
 
@@ -392,6 +481,7 @@ impl Server {
                 1
             },
             up: true,
+            broken: false,
             in_flight: 0,
             busy: 0,
             queue: VecDeque::new(),
@@ -400,13 +490,35 @@ impl Server {
     }
 }
 
-/// A request in the system: which arrival, and the guard of its current pick.
+/// One attempt waiting in a backend's queue. The backend serves it even if the client gave
+/// up on it meanwhile (the generation no longer matches the slot's).
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    slot: usize,
+    generation: u32,
+    arrival: usize,
+}
+
+/// A request in the system: which arrival, and the guard of its current attempt's pick.
 struct Job {
     arrival: usize,
     backend: usize,
     /// When the current pick was made: the latency reported is measured from here.
     picked: Duration,
+    /// Which try this is, from 0.
+    attempt: usize,
     pick: Pick<usize>,
+}
+
+/// What happens to an attempt (slot, generation) at some time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// `backend` finished serving it (the worker is free again, whoever still waits).
+    Served { backend: usize },
+    /// Its backend answered with an error.
+    Error,
+    /// The client stopped waiting for it.
+    Timeout,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -437,21 +549,26 @@ struct Simulation<'a> {
     lb: Box<dyn Balancer<usize>>,
     clock: ManualClock,
     servers: Vec<Server>,
-    /// Jobs by slot; a slot's generation invalidates completions of a retried job.
+    /// Jobs by slot; a slot's generation, bumped at the end of each attempt, invalidates the
+    /// events of attempts that are over.
     jobs: Vec<Option<Job>>,
     generations: Vec<u32>,
     free: Vec<usize>,
-    /// Completions: (time, slot, generation).
-    events: BinaryHeap<Reverse<(Duration, usize, u32)>>,
+    /// Events: (time, slot, generation, what).
+    events: BinaryHeap<Reverse<(Duration, usize, u32, Event)>>,
     latencies: Vec<Duration>,
     dropped: usize,
     retried: usize,
+    errors: usize,
+    timeouts: usize,
+    failed: usize,
     cache_hits: usize,
     cache_lookups: usize,
     max_in_flight: usize,
     in_flight_sum: f64,
     moves: Vec<Move>,
     load: Vec<(Duration, Vec<usize>)>,
+    ejected: Vec<Vec<usize>>,
 }
 
 impl<'a> Simulation<'a> {
@@ -465,10 +582,11 @@ impl<'a> Simulation<'a> {
             .map(|(i, s)| Backend::new(backend_id(i), i).with_weight(s.weight))
             .collect();
         let clock = ManualClock::new();
+        let health = config.health.then(health_rules);
         Ok(Simulation {
             config,
             workload,
-            lb: build(backends, clock.clone())?,
+            lb: build(backends, clock.clone(), health)?,
             clock,
             servers,
             jobs: Vec::new(),
@@ -478,12 +596,16 @@ impl<'a> Simulation<'a> {
             latencies: Vec::with_capacity(workload.arrivals.len()),
             dropped: 0,
             retried: 0,
+            errors: 0,
+            timeouts: 0,
+            failed: 0,
             cache_hits: 0,
             cache_lookups: 0,
             max_in_flight: 0,
             in_flight_sum: 0.0,
             moves: Vec::new(),
             load: Vec::new(),
+            ejected: Vec::new(),
         })
     }
 
@@ -509,10 +631,10 @@ impl<'a> Simulation<'a> {
         let mut next_arrival = 0;
         loop {
             let arrival = self.workload.arrivals.get(next_arrival).map(|a| a.at);
-            let completion = self.events.peek().map(|Reverse(e)| e.0);
+            let event = self.events.peek().map(|Reverse(e)| e.0);
             let change = changes.get(next_change).map(|c| c.0);
-            // The earliest of the four; on a tie: sample, change, completion, arrival.
-            let Some(now) = [arrival, completion, change].into_iter().flatten().min() else {
+            // The earliest of the four; on a tie: sample, change, event, arrival.
+            let Some(now) = [arrival, event, change].into_iter().flatten().min() else {
                 break;
             };
             if next_sample <= now && self.load.len() < samples {
@@ -526,12 +648,29 @@ impl<'a> Simulation<'a> {
                 let (_, what) = changes[next_change];
                 next_change += 1;
                 self.change(what, now)?;
-            } else if completion == Some(now) {
-                let Some(Reverse((_, slot, generation))) = self.events.pop() else {
+            } else if event == Some(now) {
+                let Some(Reverse((_, slot, generation, what))) = self.events.pop() else {
                     unreachable!("peeked above")
                 };
-                if self.generations[slot] == generation {
-                    self.complete(slot, now);
+                let current = self.generations[slot] == generation;
+                match what {
+                    Event::Served { backend } => {
+                        if !self.servers[backend].broken {
+                            self.served(backend, now);
+                            if current {
+                                self.succeed(slot, now);
+                            }
+                        }
+                    }
+                    Event::Error if current => {
+                        self.errors += 1;
+                        self.fail(slot, now);
+                    }
+                    Event::Timeout if current => {
+                        self.timeouts += 1;
+                        self.fail(slot, now);
+                    }
+                    Event::Error | Event::Timeout => {}
                 }
             } else {
                 let index = next_arrival;
@@ -541,7 +680,7 @@ impl<'a> Simulation<'a> {
                     self.generations.push(0);
                     self.jobs.len() - 1
                 });
-                self.dispatch(slot, index, now);
+                self.dispatch(slot, index, 0, now);
             }
         }
         Ok(())
@@ -556,36 +695,55 @@ impl<'a> Simulation<'a> {
         }
     }
 
-    /// Picks a backend for the request of `arrival` and queues it there, in `slot`.
-    fn dispatch(&mut self, slot: usize, arrival: usize, now: Duration) {
+    /// Picks a backend for try `attempt` of the request of `arrival` and sends it there, in
+    /// `slot`.
+    fn dispatch(&mut self, slot: usize, arrival: usize, attempt: usize, now: Duration) {
         let Some(pick) = self.lb.pick(&self.request(arrival)) else {
             self.dropped += 1;
             self.free.push(slot);
             return;
         };
         let backend = *pick;
+        let generation = self.generations[slot];
         let server = &mut self.servers[backend];
-        assert!(server.up, "the balancer picked a backend that is down");
+        // Only the panic threshold may bring back a backend set `Down`.
+        assert!(
+            server.up || self.config.health,
+            "the balancer picked a backend that is down"
+        );
         server.in_flight += 1;
         self.max_in_flight = self.max_in_flight.max(server.in_flight);
         self.jobs[slot] = Some(Job {
             arrival,
             backend,
             picked: now,
+            attempt,
             pick,
         });
-        if server.busy < self.config.workers {
-            self.start(slot, now);
+        if let Some(timeout) = self.config.timeout {
+            self.events
+                .push(Reverse((now + timeout, slot, generation, Event::Timeout)));
+        }
+        let queued = Queued {
+            slot,
+            generation,
+            arrival,
+        };
+        if server.broken {
+            let at = now + self.config.error_time;
+            self.events
+                .push(Reverse((at, slot, generation, Event::Error)));
+        } else if server.busy < self.config.workers {
+            self.start(backend, queued, now);
         } else {
-            server.queue.push_back(slot);
+            server.queue.push_back(queued);
         }
     }
 
-    /// Starts serving the job in `slot` on its backend.
-    fn start(&mut self, slot: usize, now: Duration) {
-        let job = self.jobs[slot].as_ref().expect("a started job exists");
-        let arrival = self.workload.arrivals[job.arrival];
-        let server = &mut self.servers[job.backend];
+    /// Starts serving `queued` on `backend`.
+    fn start(&mut self, backend: usize, queued: Queued, now: Duration) {
+        let arrival = self.workload.arrivals[queued.arrival];
+        let server = &mut self.servers[backend];
         server.busy += 1;
         let hit = if self.config.keys > 0 && self.config.cache > 0 {
             self.cache_lookups += 1;
@@ -600,24 +758,52 @@ impl<'a> Simulation<'a> {
             self.config.miss_time
         };
         let service = mean.mul_f64(arrival.work * server.slowness);
-        self.events
-            .push(Reverse((now + service, slot, self.generations[slot])));
+        self.events.push(Reverse((
+            now + service,
+            queued.slot,
+            queued.generation,
+            Event::Served { backend },
+        )));
     }
 
-    fn complete(&mut self, slot: usize, now: Duration) {
-        let job = self.jobs[slot].take().expect("a completing job exists");
-        let server = &mut self.servers[job.backend];
+    /// A worker of `backend` is free: it takes the next request in the queue.
+    fn served(&mut self, backend: usize, now: Duration) {
+        let server = &mut self.servers[backend];
         server.busy -= 1;
-        server.in_flight -= 1;
-        let next = server.queue.pop_front();
-        // The request is done: report its latency at this backend, which releases the slot.
+        if let Some(next) = server.queue.pop_front() {
+            self.start(backend, next, now);
+        }
+    }
+
+    /// Ends the current attempt of `slot`: the next one gets a new generation.
+    fn end_attempt(&mut self, slot: usize) -> Job {
+        let job = self.jobs[slot].take().expect("a current attempt exists");
+        self.servers[job.backend].in_flight -= 1;
+        self.generations[slot] = self.generations[slot].wrapping_add(1);
+        job
+    }
+
+    /// The request in `slot` succeeded.
+    fn succeed(&mut self, slot: usize, now: Duration) {
+        let job = self.end_attempt(slot);
+        // Report its latency at this backend, which releases the slot.
         job.pick.success(now - job.picked);
         self.latencies
             .push(now - self.workload.arrivals[job.arrival].at);
-        self.generations[slot] = self.generations[slot].wrapping_add(1);
         self.free.push(slot);
-        if let Some(next) = next {
-            self.start(next, now);
+    }
+
+    /// The current attempt of `slot` failed: report it, and retry through a new pick if the
+    /// request has tries left.
+    fn fail(&mut self, slot: usize, now: Duration) {
+        let job = self.end_attempt(slot);
+        job.pick.failure();
+        if job.attempt + 1 < self.config.attempts {
+            self.retried += 1;
+            self.dispatch(slot, job.arrival, job.attempt + 1, now);
+        } else {
+            self.failed += 1;
+            self.free.push(slot);
         }
     }
 
@@ -626,12 +812,17 @@ impl<'a> Simulation<'a> {
         let mut row = vec![0; self.servers.len()];
         let mut eligible = 0;
         let mut total = 0;
+        let mut ejected = Vec::new();
         for s in &status {
             let i: usize = s.id()[1..].parse().expect("ids are b<index>");
             row[i] = s.in_flight();
             total += s.in_flight();
             eligible += usize::from(s.is_eligible());
+            if s.is_ejected() {
+                ejected.push(i);
+            }
         }
+        self.ejected.push(ejected);
         self.in_flight_sum += total as f64 / eligible.max(1) as f64;
         self.load.push((at, row));
     }
@@ -669,27 +860,28 @@ impl<'a> Simulation<'a> {
                 self.servers[slowing].slowness *= factor;
             }
             Change::Fail => {
-                let before = self.probe();
-                self.servers[failing].up = false;
-                self.lb.set_health(&backend_id(failing), Health::Down)?;
-                let on_failed = before.iter().filter(|&&b| b == Some(failing)).count();
-                let minimum = on_failed as f64 / before.len().max(1) as f64;
-                self.record_move("fail", &before, minimum);
-                // The failed backend's requests come back as errors; the client retries each
-                // at once, through a new pick.
                 let server = &mut self.servers[failing];
+                server.broken = true;
                 server.queue.clear();
                 server.busy = 0;
-                server.in_flight = 0;
+                if !self.config.silent_failure {
+                    // Announced: the balancer routes elsewhere from now on. (Unannounced, no
+                    // membership changes, so there is no move to measure.)
+                    let before = self.probe();
+                    self.servers[failing].up = false;
+                    self.lb.set_health(&backend_id(failing), Health::Down)?;
+                    let on_failed = before.iter().filter(|&&b| b == Some(failing)).count();
+                    let minimum = on_failed as f64 / before.len().max(1) as f64;
+                    self.record_move("fail", &before, minimum);
+                }
+                // The failed backend's requests come back as errors; the client retries each
+                // at once, through a new pick.
                 let orphans: Vec<usize> = (0..self.jobs.len())
                     .filter(|&s| matches!(&self.jobs[s], Some(j) if j.backend == failing))
                     .collect();
                 for slot in orphans {
-                    let job = self.jobs[slot].take().expect("just found");
-                    job.pick.failure();
-                    self.generations[slot] = self.generations[slot].wrapping_add(1);
-                    self.retried += 1;
-                    self.dispatch(slot, job.arrival, now);
+                    self.errors += 1;
+                    self.fail(slot, now);
                 }
             }
             Change::Join => {
@@ -720,6 +912,9 @@ impl<'a> Simulation<'a> {
             latencies: self.latencies,
             dropped: self.dropped,
             retried: self.retried,
+            errors: self.errors,
+            timeouts: self.timeouts,
+            failed: self.failed,
             cache_hits: self.cache_hits,
             cache_lookups: self.cache_lookups,
             max_in_flight: self.max_in_flight,
@@ -727,6 +922,7 @@ impl<'a> Simulation<'a> {
             moves: self.moves,
             backend_ids: (0..self.servers.len()).map(backend_id).collect(),
             load: self.load,
+            ejected: self.ejected,
             in_flight_after,
         }
     }
@@ -741,7 +937,8 @@ fn millis(d: Duration) -> String {
     }
 }
 
-/// The results as a text table: a header, a rule, and one row per outcome.
+/// The results as a text table: a header, a rule, and one row per outcome. Errors, timeouts
+/// and failed requests get columns when some request timed out or failed.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut changes: Vec<&'static str> = Vec::new();
     for o in outcomes {
@@ -766,6 +963,14 @@ pub fn table(outcomes: &[Outcome]) -> String {
         header.push_str(&format!(" {:>16}", format!("moved on {c} (min)")));
     }
     header.push_str(&format!(" {:>8}", "retried"));
+    // Failures beyond the announced one's retries: show what they cost.
+    let failures = outcomes.iter().any(|o| o.timeouts > 0 || o.failed > 0);
+    if failures {
+        header.push_str(&format!(
+            " {:>8} {:>8} {:>8}",
+            "errors", "timeouts", "failed"
+        ));
+    }
     let mut out = header.clone();
     out.push('\n');
     out.push_str(&"-".repeat(header.len()));
@@ -789,6 +994,69 @@ pub fn table(outcomes: &[Outcome]) -> String {
             row.push_str(&format!(" {:>16}", cell));
         }
         row.push_str(&format!(" {:>8}", o.retried));
+        if failures {
+            row.push_str(&format!(
+                " {:>8} {:>8} {:>8}",
+                o.errors, o.timeouts, o.failed
+            ));
+        }
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
+}
+
+/// The passive-health comparison as a text table: one row per policy, each cell
+/// `before -> after` from the same scenario run without and then with the health rules. With
+/// `failed` (the failed backend and when it failed), a last column: the share of the time
+/// from then on that it was ejected, with the health rules.
+pub fn health_table(pairs: &[(Outcome, Outcome)], failed: Option<(usize, Duration)>) -> String {
+    let name_width = pairs
+        .iter()
+        .map(|(o, _)| o.policy.len())
+        .max()
+        .unwrap_or(0)
+        .max("policy".len());
+    let columns = [
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "timeouts",
+        "failed requests",
+    ];
+    let mut header = format!("{:<name_width$}", "policy");
+    for c in columns {
+        header.push_str(&format!(" {c:>17}"));
+    }
+    if let Some((backend, _)) = failed {
+        header.push_str(&format!(
+            " {:>11}",
+            format!("{} ejected", backend_id(backend))
+        ));
+    }
+    let mut out = header.clone();
+    out.push('\n');
+    out.push_str(&"-".repeat(header.len()));
+    out.push('\n');
+    for (before, after) in pairs {
+        let cells = [
+            (millis(before.quantile(0.99)), millis(after.quantile(0.99))),
+            (
+                millis(before.quantile(0.999)),
+                millis(after.quantile(0.999)),
+            ),
+            (before.errors.to_string(), after.errors.to_string()),
+            (before.timeouts.to_string(), after.timeouts.to_string()),
+            (before.failed.to_string(), after.failed.to_string()),
+        ];
+        let mut row = format!("{:<name_width$}", before.policy);
+        for (b, a) in cells {
+            row.push_str(&format!(" {:>17}", format!("{b} -> {a}")));
+        }
+        if let Some((backend, from)) = failed {
+            let share = after.ejected_share(backend, from) * 100.0;
+            row.push_str(&format!(" {share:>10.0}%"));
+        }
         out.push_str(&row);
         out.push('\n');
     }
