@@ -602,6 +602,16 @@ fn panic_threshold_makes_an_all_down_set_serve() {
         ("JumpHash", with_health!(JumpHash::with_seed(set(), 1))),
     ];
     for (name, lb) in &all {
+        // Above the threshold (3 of 4 healthy), the panic threshold changes nothing: the
+        // down backend stays out, and `pick_n` gives exactly the 3 others. (The fuzz target's
+        // first oracle assumed "threshold configured" meant "down backends allowed"; the
+        // crate was right: panic mode starts only below the threshold.)
+        lb.set_health("b0", Health::Down).unwrap();
+        let got = lb.pick_n(&Request::with_key("k"), 10);
+        let mut ids: Vec<&str> = got.iter().map(|p| p.id()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["b1", "b2", "b3"], "{name}: not in panic mode");
+        drop(got);
         for i in 0..4 {
             lb.set_health(&format!("b{i}"), Health::Down).unwrap();
         }
