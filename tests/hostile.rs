@@ -7,8 +7,8 @@
 //! Also hash flooding: an attacker who controls keys can send one hot key (or many keys
 //! precomputed to collide); bounded loads cap what any backend gets (see `crate::hash`).
 //!
-//! Time: about 10 s in debug for the whole file on the shared 2-core machine, most of it the
-//! 100,000-backend builds.
+//! Time: 10 to 20 s in debug for the whole file on the shared 2-core machine (5 s in release),
+//! most of it the 100,000-backend builds.
 
 mod common;
 
