@@ -8,8 +8,8 @@
 # flags to rustc; on a stable toolchain RUSTC_BOOTSTRAP=1 allows them. Builds with debug
 # assertions and overflow checks on (-a), without a sanitizer (-s none: lbkit has no unsafe
 # code, and the sanitizer halves the executions per second). A crash leaves its input in
-# fuzz/artifacts/TARGET/; replay it with `cargo fuzz run TARGET -a -s none FILE`, and turn it
-# into a unit test. The corpus grows in fuzz/corpus/TARGET/ (not committed).
+# fuzz/artifacts/TARGET/; replay it with `RUSTC_BOOTSTRAP=1 cargo fuzz run -a -s none TARGET FILE`
+# (in fuzz/), and turn it into a unit test. The corpus grows in fuzz/corpus/TARGET/ (not committed).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 target=${1:?usage: scripts/fuzz.sh TARGET SECONDS}
