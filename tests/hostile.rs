@@ -730,3 +730,37 @@ fn bounded_loads_cap_a_hot_key() {
         assert_eq!(lb.status().iter().map(|s| s.in_flight()).max(), Some(HELD));
     }
 }
+
+/// Regression (found by the `parameters` fuzz target): an ejection long enough to saturate
+/// the clock's range ended at `u64::MAX` nanoseconds, which is also the snapshot's "no
+/// time-based change due" marker, so no pick ever checked for its end: at the clock's last
+/// instant the backends stayed ejected for good, and `pick` returned `None` forever.
+#[test]
+fn an_ejection_that_saturates_the_clock_still_ends() {
+    let clock = ManualClock::new();
+    let lb =
+        LeastConnections::new([backend("a", 1, 0), backend("b", 1, 1)])
+            .unwrap()
+            .with_health(HealthConfig::new().clock(clock.clone()).outlier_detection(
+                OutlierDetection {
+                    consecutive_failures: 1,
+                    base_ejection_time: Duration::MAX,
+                    max_ejection_time: Duration::MAX,
+                    max_ejection_percent: 100.0,
+                },
+            ))
+            .unwrap();
+    clock.advance(Duration::from_secs(3));
+    for _ in 0..2 {
+        lb.pick(&Request::new()).unwrap().failure();
+    }
+    assert!(
+        lb.status().iter().all(|s| s.is_ejected()),
+        "{:?}",
+        lb.status()
+    );
+    assert!(lb.pick(&Request::new()).is_none());
+    clock.advance(Duration::MAX); // the clock's last instant: every ejection has ended
+    assert!(lb.pick(&Request::new()).is_some(), "{:?}", lb.status());
+    assert!(lb.status().iter().all(|s| !s.is_ejected()));
+}
