@@ -495,7 +495,9 @@ fn apply_outlier_rules<T>(members: &[Arc<Entry<T>>], config: &HealthConfig, now:
             .saturating_sub(u32::try_from(served).unwrap_or(u32::MAX))
             .saturating_add(1);
         let length = base.saturating_mul(u64::from(times)).min(max);
-        let until = tripped.saturating_add(length).max(1);
+        // Between 1 (0 means "not ejected") and NEVER - 1: an end at NEVER would read as "no
+        // change due" and never be checked for, even once the clock reached it.
+        let until = tripped.saturating_add(length).clamp(1, NEVER - 1);
         s.ejections.store(times, Relaxed);
         s.clear_failures();
         ejected += 1;

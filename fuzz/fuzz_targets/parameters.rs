@@ -1,0 +1,283 @@
+//! Hostile parameters and keys: every float and duration a builder or configuration takes, from
+//! raw bits (NaN payloads, infinities, subnormals, negative zero, the extremes), Maglev table
+//! sizes and ring point counts across their whole range, `PeakEwmaConfig` durations, and
+//! arbitrary key bytes and key hashes.
+//!
+//! Checked: a configuration is accepted exactly when the documented rules say it is valid (the
+//! target's own oracle), and rejected with `Error::InvalidConfig`; a hashing policy sends the
+//! same key to the same backend every time while nothing changes; with bounded loads
+//! (equal-weight or arbitrary weights), holding k picks of one key never puts more than
+//! `ceil(c x k x w_i / W)` on backend i, with `c` as the crate quantises it
+//! (`ceil(c x 2^32) / 2^32`); nothing panics.
+#![no_main]
+
+use std::time::Duration;
+
+use arbitrary::{Result, Unstructured};
+use lbkit::{
+    Backend, Balancer, Error, HashRing, HealthConfig, JumpHash, Maglev, ManualClock,
+    OutlierDetection, PeakEwma, PeakEwmaConfig, Rendezvous, Request, SlowStart,
+};
+use libfuzzer_sys::fuzz_target;
+
+fn float(u: &mut Unstructured<'_>) -> Result<f64> {
+    Ok(match u.int_in_range(0..=3u8)? {
+        0 => f64::from_bits(u.arbitrary()?),
+        1 => *u.choose(&[
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            f64::MIN_POSITIVE,
+            f64::EPSILON,
+            1.0,
+            1.0 - f64::EPSILON,
+            1.0 + f64::EPSILON,
+            100.0,
+            100.000_000_000_001,
+            f64::MAX,
+            f64::MIN,
+            4_294_967_296.0,
+        ])?,
+        _ => f64::from(u.arbitrary::<u16>()?) / 1000.0,
+    })
+}
+
+fn duration(u: &mut Unstructured<'_>) -> Result<Duration> {
+    Ok(match u.int_in_range(0..=3u8)? {
+        0 => Duration::ZERO,
+        1 => Duration::MAX,
+        2 => Duration::new(u.arbitrary()?, u.int_in_range(0..=999_999_999)?),
+        _ => Duration::from_nanos(u.int_in_range(1..=10_000_000_000)?),
+    })
+}
+
+fn is_prime(n: u32) -> bool {
+    n >= 2 && (2..n).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
+fn expect_config<T: std::fmt::Debug>(got: std::result::Result<T, Error>, valid: bool) -> Option<T> {
+    match got {
+        Ok(v) => {
+            assert!(valid, "accepted an invalid configuration");
+            Some(v)
+        }
+        Err(e) => {
+            assert!(!valid, "rejected a valid configuration: {e}");
+            assert!(matches!(e, Error::InvalidConfig { .. }), "{e:?}");
+            None
+        }
+    }
+}
+
+/// A health configuration from hostile values, and whether the documented rules accept it.
+fn health(u: &mut Unstructured<'_>, clock: &ManualClock) -> Result<(HealthConfig, bool)> {
+    let pct = |x: f64| (0.0..=100.0).contains(&x);
+    let mut config = HealthConfig::new().clock(clock.clone());
+    let mut valid = true;
+    if u.arbitrary()? {
+        let o = OutlierDetection {
+            consecutive_failures: u.arbitrary()?,
+            base_ejection_time: duration(u)?,
+            max_ejection_time: duration(u)?,
+            max_ejection_percent: float(u)?,
+        };
+        valid &= o.consecutive_failures >= 1
+            && !o.base_ejection_time.is_zero()
+            && o.max_ejection_time >= o.base_ejection_time
+            && pct(o.max_ejection_percent);
+        config = config.outlier_detection(o);
+    }
+    if u.arbitrary()? {
+        let share = float(u)?;
+        valid &= (0.0..=1.0).contains(&share);
+        config = config.panic_threshold(share);
+    }
+    if u.arbitrary()? {
+        let s = SlowStart {
+            window: duration(u)?,
+            aggression: float(u)?,
+            min_weight_percent: float(u)?,
+        };
+        valid &= !s.window.is_zero()
+            && s.aggression.is_finite()
+            && s.aggression > 0.0
+            && pct(s.min_weight_percent);
+        config = config.slow_start(s);
+    }
+    Ok((config, valid))
+}
+
+/// Hold `k` picks of one key and check the bounded-loads cap after each.
+fn hot_key(lb: &dyn Balancer<u32>, key: &Request<'_>, fixed: u64, weights: &[u32], k: usize) {
+    let total_weight: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+    let mut held = Vec::with_capacity(k);
+    for picks in 1..=k as u128 {
+        held.push(lb.pick(key).expect("every backend is up"));
+        for s in lb.status() {
+            let w = u128::from(weights[*s.id()[1..].parse::<usize>().as_ref().unwrap()]);
+            // ceil(fixed x picks x w / (W x 2^32)); fixed < 2^64, picks < 2^8, w < 2^32:
+            // the product fits in 128 bits.
+            let cap = (u128::from(fixed) * picks * w).div_ceil(total_weight << 32);
+            assert!(
+                s.in_flight() as u128 <= cap,
+                "{} holds {} of {picks} (cap {cap})",
+                s.id(),
+                s.in_flight()
+            );
+        }
+    }
+}
+
+fn run(u: &mut Unstructured<'_>) -> Result<()> {
+    let clock = ManualClock::new();
+    let n = u.int_in_range(1..=12usize)?;
+    let equal = u.arbitrary::<bool>()?;
+    let weights: Vec<u32> = (0..n)
+        .map(|_| {
+            if equal {
+                Ok(1)
+            } else {
+                u.int_in_range(1..=1000u32)
+            }
+        })
+        .collect::<Result<_>>()?;
+    let set = || -> Vec<Backend<u32>> {
+        (0..n)
+            .map(|i| Backend::new(format!("b{i}"), i as u32).with_weight(weights[i]))
+            .collect()
+    };
+    let (health, health_ok) = health(u, &clock)?;
+    let c = float(u)?;
+    let c_ok = c.is_finite() && c >= 1.0;
+    let fixed = if c_ok {
+        (c * 4_294_967_296.0).ceil() as u64
+    } else {
+        0
+    };
+    let seed = u.arbitrary()?;
+    let policy = u.int_in_range(0..=5u8)?;
+    // JumpHash (4, 5) has no load factor; the others were given `c`.
+    let bounded = policy <= 2;
+    let lb: Box<dyn Balancer<u32>> = match policy {
+        0 => {
+            // Any point count; the total over the set must stay within the ring's limit.
+            let points: u32 = u.arbitrary()?;
+            let total: u64 = weights
+                .iter()
+                .map(|&w| u64::from(w) * u64::from(points))
+                .sum();
+            let valid = c_ok && points >= 1 && total <= 1 << 23;
+            if valid && total > 1 << 18 {
+                return Ok(()); // valid but slow to build: not this target's subject
+            }
+            let b = HashRing::builder()
+                .seed(seed)
+                .points_per_weight(points)
+                .load_factor(c);
+            let Some(lb) = expect_config(b.build(set()), valid) else {
+                return Ok(());
+            };
+            match expect_config(lb.with_health(health), health_ok) {
+                Some(lb) => Box::new(lb),
+                None => return Ok(()),
+            }
+        }
+        1 => {
+            let size: u32 = u.arbitrary()?;
+            let valid = c_ok && size <= 1 << 24 && is_prime(size) && size as usize >= n;
+            if valid && size > 1 << 17 {
+                return Ok(()); // valid but slow to build
+            }
+            let b = Maglev::builder().seed(seed).table_size(size).load_factor(c);
+            let Some(lb) = expect_config(b.build(set()), valid) else {
+                return Ok(());
+            };
+            match expect_config(lb.with_health(health), health_ok) {
+                Some(lb) => Box::new(lb),
+                None => return Ok(()),
+            }
+        }
+        2 => {
+            let b = Rendezvous::builder().seed(seed).load_factor(c);
+            let Some(lb) = expect_config(b.build(set()), c_ok) else {
+                return Ok(());
+            };
+            match expect_config(lb.with_health(health), health_ok) {
+                Some(lb) => Box::new(lb),
+                None => return Ok(()),
+            }
+        }
+        3 => {
+            let decay = duration(u)?;
+            let default_latency = duration(u)?;
+            let valid = !decay.is_zero() && !default_latency.is_zero();
+            let config = PeakEwmaConfig {
+                decay,
+                default_latency,
+                seed: Some(seed),
+            };
+            let Some(lb) = expect_config(PeakEwma::with_config(set(), config), valid) else {
+                return Ok(());
+            };
+            let lb = match expect_config(lb.with_health(health), health_ok) {
+                Some(lb) => lb,
+                None => return Ok(()),
+            };
+            // Hostile latencies and clock jumps: still a pick every time, counts exact.
+            for _ in 0..u.int_in_range(0..=32u8)? {
+                let p = lb.pick(&Request::new()).expect("a backend is eligible");
+                match u.int_in_range(0..=2u8)? {
+                    0 => p.success(duration(u)?),
+                    1 => p.failure(),
+                    _ => clock.advance(duration(u)?),
+                }
+                // Picks end up eligible again once ejections can end: jump far ahead.
+                if lb.status().iter().all(|s| !s.is_eligible()) {
+                    clock.advance(Duration::MAX);
+                }
+            }
+            assert!(lb.status().iter().all(|s| s.in_flight() == 0));
+            return Ok(());
+        }
+        _ => {
+            let lb = JumpHash::with_seed(set(), seed).unwrap();
+            match expect_config(lb.with_health(health), health_ok) {
+                Some(lb) => Box::new(lb),
+                None => return Ok(()),
+            }
+        }
+    };
+    // Arbitrary keys: the same key goes to the same backend while nothing changes.
+    for _ in 0..u.int_in_range(0..=8u8)? {
+        let bytes: Vec<u8> = u.arbitrary()?;
+        let hash: u64 = u.arbitrary()?;
+        for request in [Request::with_key(&bytes), Request::with_hash(hash)] {
+            let first = lb
+                .pick(&request)
+                .expect("every backend is up")
+                .id()
+                .to_owned();
+            let again = lb
+                .pick(&request)
+                .expect("every backend is up")
+                .id()
+                .to_owned();
+            assert_eq!(first, again, "one key, two backends");
+        }
+    }
+    // A hot key held many times: with a load factor, no backend above its cap.
+    if bounded {
+        let bytes: Vec<u8> = u.arbitrary()?;
+        let k = u.int_in_range(1..=200usize)?;
+        hot_key(&*lb, &Request::with_key(&bytes), fixed, &weights, k);
+    }
+    Ok(())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut u = Unstructured::new(data);
+    let _ = run(&mut u);
+});
