@@ -54,16 +54,21 @@ fn backends(n: usize) -> Vec<Backend<u64>> {
         .collect()
 }
 
-/// Holds 1..=7 picks on every backend of `lb`.
+/// Holds exactly `k % 7 + 1` picks on the k-th backend of `lb` (chosen by id among all
+/// eligible ones, so every policy ends with the same load on every backend).
 fn load(lb: &dyn Balancer<u64>, n: usize) -> Vec<Pick<u64>> {
     let mut held = Vec::new();
-    for round in 0..7 {
-        for k in 0..n {
-            if round <= k % 7 {
-                held.extend(lb.pick_n(&Request::new(), n).into_iter().nth(k));
-            }
+    for (k, status) in lb.status().iter().enumerate() {
+        for _ in 0..k % 7 + 1 {
+            let pick = lb
+                .pick_n(&Request::new(), n)
+                .into_iter()
+                .find(|p| p.id() == status.id())
+                .expect("every backend is eligible");
+            held.push(pick);
         }
     }
+    assert!(lb.status().iter().all(|s| s.in_flight() >= 1));
     held
 }
 
