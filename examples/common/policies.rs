@@ -45,6 +45,28 @@ pub struct Policy<T> {
 /// Every policy, in the order the programs list them.
 ///
 /// To add a policy, add one entry here and its type to the `with_health!` list below.
+/// The row of a hashing policy that takes a load bound: its builder, with `Options::bound`
+/// and `Options::seed` applied when given.
+macro_rules! hashing {
+    ($name:literal, $builder:expr) => {
+        Policy {
+            name: $name,
+            hashing: true,
+            bounded: true,
+            build: |b, o| {
+                let mut builder = $builder;
+                if let Some(c) = o.bound {
+                    builder = builder.load_factor(c);
+                }
+                if let Some(seed) = o.seed {
+                    builder = builder.seed(seed);
+                }
+                boxed(builder.build(b)?, &o)
+            },
+        }
+    };
+}
+
 pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
     vec![
         Policy {
@@ -92,63 +114,11 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
                 None => boxed(PeakEwma::new(b)?, &o),
             },
         },
-        Policy {
-            name: "ring",
-            hashing: true,
-            bounded: true,
-            build: |b, o| {
-                let mut builder = HashRing::builder();
-                if let Some(c) = o.bound {
-                    builder = builder.load_factor(c);
-                }
-                if let Some(seed) = o.seed {
-                    builder = builder.seed(seed);
-                }
-                boxed(builder.build(b)?, &o)
-            },
-        },
-        Policy {
-            name: "maglev",
-            hashing: true,
-            bounded: true,
-            build: |b, o| {
-                let mut builder = Maglev::builder();
-                if let Some(c) = o.bound {
-                    builder = builder.load_factor(c);
-                }
-                if let Some(seed) = o.seed {
-                    builder = builder.seed(seed);
-                }
-                boxed(builder.build(b)?, &o)
-            },
-        },
-        Policy {
-            name: "rendezvous",
-            hashing: true,
-            bounded: true,
-            build: |b, o| {
-                let mut builder = Rendezvous::builder();
-                if let Some(c) = o.bound {
-                    builder = builder.load_factor(c);
-                }
-                if let Some(seed) = o.seed {
-                    builder = builder.seed(seed);
-                }
-                boxed(builder.build(b)?, &o)
-            },
-        },
-        Policy {
-            name: "nginx",
-            hashing: true,
-            bounded: true,
-            build: |b, o| preset(Preset::Nginx, b, o),
-        },
-        Policy {
-            name: "ketama",
-            hashing: true,
-            bounded: true,
-            build: |b, o| preset(Preset::Ketama, b, o),
-        },
+        hashing!("ring", HashRing::builder()),
+        hashing!("maglev", Maglev::builder()),
+        hashing!("rendezvous", Rendezvous::builder()),
+        hashing!("nginx", PresetRing::builder(Preset::Nginx)),
+        hashing!("ketama", PresetRing::builder(Preset::Ketama)),
         Policy {
             name: "jump",
             hashing: true,
@@ -159,18 +129,6 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             },
         },
     ]
-}
-
-/// A [`PresetRing`] with the options (ids are `host:port`, as the program is configured).
-fn preset<T: Send + Sync + 'static>(preset: Preset, b: Vec<Backend<T>>, o: Options) -> Built<T> {
-    let mut builder = PresetRing::builder(preset);
-    if let Some(c) = o.bound {
-        builder = builder.load_factor(c);
-    }
-    if let Some(seed) = o.seed {
-        builder = builder.seed(seed);
-    }
-    boxed(builder.build(b)?, &o)
 }
 
 /// Every balancer type's `with_health` (an inherent method each policy type gets from the
