@@ -43,11 +43,16 @@
 //! * **Membership.** [`Balancer::update`] replaces the whole set at once: a pick sees the old
 //!   set or the new one, never a mix, and a pick that starts after `update` returns never sees
 //!   a removed backend. Backends are ordered by id, so the result never depends on the order
-//!   of the list.
+//!   of the list ([`JumpHash`] alone numbers its buckets in list order, by design).
 //! * **Accounting.** A [`Pick`] counts one request in flight until it is dropped, also across
 //!   updates and after its backend was removed. Backends that stay keep their in-flight count
 //!   and health.
-//! * **Health.** Only backends that are [`Health::Up`] with weight above 0 get new picks.
+//! * **Health.** Only backends that are [`Health::Up`] with weight above 0, and not ejected,
+//!   get new picks (with a [panic threshold](health) configured, too few healthy backends
+//!   make every backend that is not draining eligible again).
+//! * **Feedback.** [`Pick::success`] and [`Pick::failure`] report outcomes; a
+//!   [`HealthConfig`] (outlier ejection, panic threshold, slow start) acts on them for every
+//!   policy, and [`PeakEwma`] balances on the latencies.
 //! * **Errors.** Bad input gets a typed [`Error`] and changes nothing. An empty set is not an
 //!   error: `pick` returns `None`.
 //! * **Determinism.** Randomised policies have `with_seed`; placement hashes are pinned
