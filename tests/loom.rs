@@ -3,7 +3,7 @@
 //! model lets each atomic load return.
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom
+//! RUSTFLAGS="--cfg lbkit_loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom
 //! ```
 //!
 //! # Why a model, not the crate itself
@@ -53,7 +53,7 @@
 //!
 //! Run time: about 1 s in release at a preemption bound of 3 (the default here, as in CI;
 //! `LOOM_MAX_PREEMPTIONS` overrides it) and 4 s at 4, once built; building the test and its
-//! dependencies under `--cfg loom` takes a few minutes (its own target directory keeps the
+//! dependencies under `--cfg lbkit_loom` takes a few minutes (its own target directory keeps the
 //! main build's artifacts valid).
 //!
 //! Each model was checked to fail when the crate's protocol is broken: publishing the
@@ -61,7 +61,7 @@
 //! failure flag Relaxed on both sides ("took the flag, missed the count"), never reviving a
 //! retired state (the held pick is no longer counted), and fixing the first stripe with a
 //! plain store instead of the compare-exchange (a value handed out twice).
-#![cfg(loom)]
+#![cfg(lbkit_loom)]
 
 use std::collections::BTreeMap;
 
