@@ -7,6 +7,9 @@
 //!    changes, two versions of lbkit in one fleet would disagree: never update them without
 //!    a major version.
 
+#[path = "common/maglev_reference.rs"]
+mod maglev_reference;
+
 use lbkit::hash::{id_hash, key_hash, mix};
 use lbkit::{jump_hash, Backend, Balancer, HashRing, JumpHash, Maglev, Rendezvous, Request};
 
@@ -72,46 +75,7 @@ fn reference_ring(set: &[Backend<()>], per_weight: u64) -> impl Fn(&str) -> Stri
 }
 
 fn reference_maglev_table(set: &[Backend<()>], m: u64) -> Vec<usize> {
-    let members = sorted(set);
-    // (index, weight, offset, skip, taken, j)
-    let mut turns: Vec<(usize, u64, u64, u64, u64, u64)> = members
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, w))| *w > 0)
-        .map(|(i, (id, w))| {
-            let g = id_hash(id);
-            (
-                i,
-                u64::from(*w),
-                mix(g, 0) % m,
-                mix(g, 1) % (m - 1) + 1,
-                0,
-                0,
-            )
-        })
-        .collect();
-    let mut table = vec![usize::MAX; m as usize];
-    for _ in 0..m {
-        // smallest (taken + 1) / w, ties to the smaller id (index)
-        let mut best = 0;
-        for t in 1..turns.len() {
-            let (a, b) = (&turns[t], &turns[best]);
-            if (a.4 + 1) * b.1 < (b.4 + 1) * a.1 {
-                best = t;
-            }
-        }
-        let t = &mut turns[best];
-        loop {
-            let slot = ((t.2 + t.5 * t.3) % m) as usize;
-            t.5 += 1;
-            if table[slot] == usize::MAX {
-                table[slot] = t.0;
-                t.4 += 1;
-                break;
-            }
-        }
-    }
-    table
+    maglev_reference::table(&sorted(set), m)
 }
 
 fn reference_maglev(table: &[usize], set: &[Backend<()>], key: &str) -> String {

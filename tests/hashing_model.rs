@@ -7,6 +7,9 @@
 
 use std::collections::HashMap;
 
+#[path = "common/maglev_reference.rs"]
+mod maglev_reference;
+
 use lbkit::hash::{id_hash, mix};
 use lbkit::{Backend, Balancer, HashRing, Health, Maglev, Pick, Rendezvous, Request};
 use proptest::prelude::*;
@@ -50,53 +53,6 @@ const POINTS: u64 = 5;
 /// A prime above the largest set of these tests (11 backends).
 const MAGLEV_SIZE: u64 = 13;
 
-/// The Maglev table as its docs define it: turns by smallest (taken + 1) / w, ties to the
-/// smaller id; each takes its next free slot of (offset + j x skip) mod M.
-fn maglev_table(sorted: &[(String, u32)]) -> Vec<usize> {
-    let m = MAGLEV_SIZE;
-    // (index, weight, offset, skip, taken, j)
-    let mut turns: Vec<(usize, u64, u64, u64, u64, u64)> = sorted
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, w))| *w > 0)
-        .map(|(i, (id, w))| {
-            let g = id_hash(id);
-            (
-                i,
-                u64::from(*w),
-                mix(g, 0) % m,
-                mix(g, 1) % (m - 1) + 1,
-                0,
-                0,
-            )
-        })
-        .collect();
-    let mut table = vec![usize::MAX; m as usize];
-    if turns.is_empty() {
-        return Vec::new();
-    }
-    for _ in 0..m {
-        let mut best = 0;
-        for t in 1..turns.len() {
-            let (a, b) = (&turns[t], &turns[best]);
-            if (a.4 + 1) * b.1 < (b.4 + 1) * a.1 {
-                best = t;
-            }
-        }
-        let t = &mut turns[best];
-        loop {
-            let slot = ((t.2 + t.5 * t.3) % m) as usize;
-            t.5 += 1;
-            if table[slot] == usize::MAX {
-                table[slot] = t.0;
-                t.4 += 1;
-                break;
-            }
-        }
-    }
-    table
-}
-
 /// The key's preference order over the members of weight > 0, from scratch.
 fn preference(kind: Kind, members: &[(String, u32)], key: u64) -> Vec<String> {
     let mut sorted: Vec<(String, u32)> = members.to_vec();
@@ -125,7 +81,7 @@ fn preference(kind: Kind, members: &[(String, u32)], key: u64) -> Vec<String> {
         }
         Kind::Maglev => {
             // Probes 0..8 of the table, then every member in id order from a start.
-            let table = maglev_table(&sorted);
+            let table = maglev_reference::table(&sorted, MAGLEV_SIZE);
             if table.is_empty() {
                 return Vec::new();
             }
