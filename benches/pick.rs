@@ -179,9 +179,9 @@ fn reports(c: &mut Criterion) {
     g.bench_function("round-robin/pick+drop", |b| {
         b.iter(|| drop(black_box(plain.pick(&req))))
     });
-    let ejecting = RoundRobin::new(backends(n))
-        .unwrap()
-        .with_health(HealthConfig::new().outlier_detection(OutlierDetection::default()))
+    let ejecting = RoundRobin::builder()
+        .health(HealthConfig::new().outlier_detection(OutlierDetection::default()))
+        .build(backends(n))
         .unwrap();
     g.bench_function("round-robin+outlier/pick+success", |b| {
         b.iter(|| black_box(ejecting.pick(&req)).unwrap().success(latency))

@@ -135,13 +135,13 @@ pub async fn run(users: usize) -> Result<Report, BoxError> {
     // ejects a server (connection refused is not a slow server).
     let ring = HashRing::builder()
         .load_factor(1.25)
-        .build(Vec::new())?
-        .with_health(HealthConfig::new().outlier_detection(OutlierDetection {
+        .health(HealthConfig::new().outlier_detection(OutlierDetection {
             consecutive_failures: 1,
             base_ejection_time: Duration::from_secs(30),
             max_ejection_percent: 50.0,
             ..OutlierDetection::default()
-        }))?;
+        }))
+        .build(Vec::new())?;
     let client = Client::builder(TokioExecutor::new()).build_http();
     let mut balance = Balance::new(Arc::new(ring), user_key).classify(server_errors);
     for (name, (addr, _)) in &servers {

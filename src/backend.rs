@@ -22,6 +22,7 @@ pub struct Backend<T> {
     pub(crate) id: Arc<str>,
     pub(crate) weight: u32,
     pub(crate) value: T,
+    pub(crate) health: Option<Health>,
 }
 
 impl<T> Backend<T> {
@@ -31,7 +32,26 @@ impl<T> Backend<T> {
             id: id.into(),
             weight: 1,
             value,
+            health: None,
         }
+    }
+
+    /// The same backend, known to be in this health when the set is handed over: a new
+    /// backend joins in it (instead of [`Health::Up`]), and a backend that stays takes it (as
+    /// [`Balancer::set_health`](crate::Balancer::set_health) would, in the same atomic
+    /// update). Without it, new backends join `Up` and kept ones keep their health.
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, Health, RoundRobin};
+    /// let lb = RoundRobin::new([Backend::new("a", ())])?;
+    /// lb.update(vec![Backend::new("a", ()), Backend::new("b", ()).with_health(Health::Draining)])?;
+    /// assert_eq!(lb.status()[1].health(), Health::Draining);
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// The same backend with another weight. Weight 0 means "no new picks".
@@ -54,6 +74,11 @@ impl<T> Backend<T> {
     /// The caller's value.
     pub fn value(&self) -> &T {
         &self.value
+    }
+
+    /// The health given with [`Backend::with_health`], if any.
+    pub fn health(&self) -> Option<Health> {
+        self.health
     }
 }
 

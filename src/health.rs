@@ -26,22 +26,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, MonotonicClock};
-use crate::membership::{Entry, NEVER};
-use crate::state::FULL_WEIGHT;
-use crate::Error;
+use crate::error::Error;
 
 /// How a balancer reacts to what it observes. Nothing is enabled by default.
 ///
 /// ```
 /// use std::time::Duration;
 /// use lbkit::{Backend, HealthConfig, LeastConnections, OutlierDetection, SlowStart};
-/// let lb = LeastConnections::new([Backend::new("a", ()), Backend::new("b", ())])?
-///     .with_health(
+/// let lb = LeastConnections::builder()
+///     .health(
 ///         HealthConfig::new()
 ///             .outlier_detection(OutlierDetection::default())
 ///             .panic_threshold(0.5)
 ///             .slow_start(SlowStart::new(Duration::from_secs(30))),
-///     )?;
+///     )
+///     .build([Backend::new("a", ()), Backend::new("b", ())])?;
 /// # Ok::<(), lbkit::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -206,115 +205,6 @@ impl SlowStart {
             .max(self.min_weight_percent / 100.0)
             .clamp(f64::MIN_POSITIVE, 1.0)
     }
-}
-
-/// Effective weights are scaled by this while slow start is configured, so that a ramp has
-/// resolution even for weight 1.
-const SLOW_START_SCALE: u64 = 1000;
-
-/// Outlier ejection (writer only): ends ejections whose time is up, then ejects backends that
-/// crossed the failure threshold, within the cap. See [`crate::health`].
-pub(crate) fn apply_outlier_rules<T>(members: &[Arc<Entry<T>>], config: &HealthConfig, now: u64) {
-    use std::sync::atomic::Ordering::Relaxed;
-    // Relaxed throughout: these fields are written only under the writer lock, which orders
-    // them; picks see their effect through the snapshot swap.
-    let ramp = config.slow_start.is_some();
-    for e in members {
-        let s = &e.state;
-        let until = s.ejected_until();
-        if until != 0 && now >= until {
-            s.ejected_until.store(0, Relaxed);
-            s.returned_at.store(now, Relaxed);
-            s.clear_failures();
-            if ramp {
-                s.ramp_start.store(now, Relaxed);
-            }
-        }
-    }
-    let Some(OutlierDetection {
-        consecutive_failures,
-        base_ejection_time,
-        max_ejection_time,
-        max_ejection_percent,
-    }) = config.outlier_detection
-    else {
-        return;
-    };
-    let cap = ((members.len() as f64 * max_ejection_percent / 100.0).floor() as usize).max(1);
-    let mut ejected = members
-        .iter()
-        .filter(|e| e.state.ejected_until() != 0)
-        .count();
-    let base = u64::try_from(base_ejection_time.as_nanos()).unwrap_or(u64::MAX);
-    let max = u64::try_from(max_ejection_time.as_nanos()).unwrap_or(u64::MAX);
-    for e in members {
-        let s = &e.state;
-        if s.ejected_until() != 0 || s.consecutive_failures() < consecutive_failures {
-            continue;
-        }
-        if ejected >= cap {
-            // Deferred by the cap: when room frees, its ejection starts then, in full.
-            s.clear_trip();
-            continue;
-        }
-        // The ejection runs from the report that crossed the threshold (or from now, for a
-        // run counted before the threshold was configured).
-        let tripped = s.tripped_at().map_or(now, |at| at.min(now));
-        // The multiplier drops by one for every base time served since the last return.
-        let served = tripped.saturating_sub(s.returned_at.load(Relaxed)) / base;
-        let times = s
-            .ejections
-            .load(Relaxed)
-            .saturating_sub(u32::try_from(served).unwrap_or(u32::MAX))
-            .saturating_add(1);
-        let length = base.saturating_mul(u64::from(times)).min(max);
-        // Between 1 (0 means "not ejected") and NEVER - 1: an end at NEVER would read as "no
-        // change due" and never be checked for, even once the clock reached it.
-        let until = tripped.saturating_add(length).clamp(1, NEVER - 1);
-        s.ejections.store(times, Relaxed);
-        s.clear_failures();
-        ejected += 1;
-        if until <= now {
-            // Served in full already (no pick came to apply it): back at once, ramping from
-            // the moment it would have returned.
-            s.returned_at.store(until, Relaxed);
-            if ramp {
-                s.ramp_start.store(until, Relaxed);
-            }
-            continue;
-        }
-        s.ejected_until.store(until, Relaxed);
-    }
-}
-
-/// The weight a pick sees: the weight itself, or under slow start the weight scaled by
-/// [`SLOW_START_SCALE`] and ramped. Lowers `refresh_at` to the ramp's next step.
-pub(crate) fn effective_weight<T>(
-    e: &Entry<T>,
-    config: &HealthConfig,
-    now: u64,
-    refresh_at: &mut u64,
-) -> u64 {
-    let weight = u64::from(e.weight);
-    let Some(slow_start) = config.slow_start else {
-        return weight;
-    };
-    let start = e
-        .state
-        .ramp_start
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let window = u64::try_from(slow_start.window.as_nanos()).unwrap_or(u64::MAX);
-    let elapsed = now.saturating_sub(start);
-    if start == FULL_WEIGHT || elapsed >= window {
-        return weight * SLOW_START_SCALE;
-    }
-    // Re-weigh 32 times over the window.
-    let step = (window / 32).max(1);
-    *refresh_at = (*refresh_at).min(now.saturating_add(step).min(start.saturating_add(window)));
-    let factor = slow_start.factor(std::time::Duration::from_nanos(elapsed));
-    ((weight * SLOW_START_SCALE) as f64 * factor)
-        .round()
-        .max(1.0) as u64
 }
 
 #[cfg(test)]

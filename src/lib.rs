@@ -55,53 +55,61 @@
 //!   policy, and [`PeakEwma`] balances on the latencies.
 //! * **Errors.** Bad input gets a typed [`Error`] and changes nothing. An empty set is not an
 //!   error: `pick` returns `None`.
-//! * **Determinism.** Randomised policies have `with_seed`; placement hashes are pinned
-//!   ([`hash`]). The hashing policies, their bounded loads and their exact placement are
-//!   described in [`hash`].
+//! * **Determinism.** Randomised policies take a seed (`X::builder().seed(s)`, or the
+//!   shortcut `X::with_seed`); placement hashes are pinned ([`hash`]). The hashing policies,
+//!   their bounded loads and their exact placement are described in [`hash`].
+//!
+//! ## One way to build
+//!
+//! Every policy is built with `X::new(backends)` for the defaults, or `X::builder()` with the
+//! policy's own knobs and the shared ones (`.seed`, `.health`, `.load_factor`), ending in
+//! `.build(backends)` (see [`Builder`]). Everything that can change later is on the trait, so
+//! it works through `Arc<dyn Balancer<T>>`: [`Balancer::update`], [`Balancer::set_health`],
+//! [`Balancer::set_health_config`].
+//!
+//! ## Layout
+//!
+//! The public vocabulary ([`Backend`], [`Request`], [`Error`], [`Clock`], [`HealthConfig`],
+//! [`Builder`]) sits at the root with the [`Balancer`] trait; the policies in two families,
+//! [`spread`] (request-spreading) and [`hash`] (consistent hashing), one module per policy
+//! with its algorithm, cost and when to choose it; a shared engine (snapshots, accounting,
+//! passive health) that every policy runs on and that no policy reaches around.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod alias;
 mod backend;
+pub mod builder;
 mod clock;
+mod engine;
 mod error;
 pub mod hash;
 pub mod health;
-mod least_connections;
-mod membership;
-mod peak_ewma;
-mod pick;
-mod power_of_two;
-mod random;
+mod placement;
 mod request;
-mod round_robin;
-mod sequence;
-mod state;
+pub mod spread;
+mod status;
 #[cfg(feature = "tower")]
 pub mod tower;
-mod weighted_round_robin;
 
 pub use backend::{Backend, Health};
+pub use builder::Builder;
 pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use engine::core::MAX_BACKENDS;
+pub use engine::pick::{Member, Pick};
 pub use error::Error;
-pub use hash::{jump_hash, HashRing, HashRingBuilder, JumpHash, Maglev, MaglevBuilder};
-pub use hash::{Preset, PresetRing, PresetRingBuilder, Rendezvous, RendezvousBuilder};
+pub use hash::{jump_hash, HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 pub use health::{HealthConfig, OutlierDetection, SlowStart};
-pub use least_connections::LeastConnections;
-pub use membership::MAX_BACKENDS;
-pub use peak_ewma::{PeakEwma, PeakEwmaConfig};
-pub use pick::{Pick, Status};
-pub use power_of_two::PowerOfTwoChoices;
-pub use random::Random;
 pub use request::Request;
-pub use round_robin::RoundRobin;
-pub use weighted_round_robin::{WeightedRoundRobin, SCHEDULE_LIMIT};
+pub use spread::{LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
+pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};
+pub use status::Status;
 
 /// A load balancer: chooses a backend for each request.
 ///
 /// Object safe, `Send + Sync`, and every method takes `&self`, so one balancer serves every
-/// thread of a service as an `Arc<dyn Balancer<T>>`. Picks never block; `update` and
-/// `set_health` serialise among themselves and never block picks.
+/// thread of a service as an `Arc<dyn Balancer<T>>`. Picks never block; `update`,
+/// `set_health` and `set_health_config` serialise among themselves and never block picks.
 pub trait Balancer<T>: Send + Sync {
     /// Chooses a backend for `request` and counts the request in flight on it until the
     /// returned [`Pick`] is dropped. `None` when no backend is eligible (the set is empty, or
@@ -114,7 +122,8 @@ pub trait Balancer<T>: Send + Sync {
     fn pick_n(&self, request: &Request<'_>, n: usize) -> Vec<Pick<T>>;
 
     /// Replaces the whole backend set at once. Backends whose id stays keep their in-flight
-    /// count and health; new ones start [`Health::Up`].
+    /// count and health; new ones start [`Health::Up`]. A backend given
+    /// [`with_health`](Backend::with_health) takes that health, new or kept.
     ///
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and the
@@ -127,16 +136,28 @@ pub trait Balancer<T>: Send + Sync {
     /// [`Error::UnknownId`] if no backend has this id; then nothing changes.
     fn set_health(&self, id: &str, health: Health) -> Result<(), Error>;
 
+    /// Replaces the passive-health rules (outlier ejection, panic threshold, slow start)
+    /// while the balancer serves; the same rules [`Builder::health`] sets from the start. A
+    /// new clock restarts everything measured in time (ejections, ramps, latency estimates);
+    /// a rule switched off ends what it started.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first value out of range; then nothing changes.
+    fn set_health_config(&self, config: HealthConfig) -> Result<(), Error>;
+
     /// Every backend's id, weight, in-flight count and health, in id order.
     fn status(&self) -> Vec<Status>;
+
+    /// The current backends and their values, in id order, as the latest update gave them:
+    /// no second copy of the set to keep in step with the balancer.
+    fn backends(&self) -> Vec<Member<T>>;
 }
 
-/// A seed for policies built without one: std's per-process random hasher keys (not used
-/// for placement) mixed with the clock.
-fn entropy_seed() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    RandomState::new().hash_one(nanos)
+impl<T> std::fmt::Debug for dyn Balancer<T> + '_ {
+    /// The status of every backend.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("backends", &self.status())
+            .finish()
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lbkit::{Backend, Balancer, Health, HealthConfig, ManualClock, OutlierDetection, SlowStart};
-use lbkit::{LeastConnections, PeakEwma, PeakEwmaConfig, Request, RoundRobin, WeightedRoundRobin};
+use lbkit::{LeastConnections, PeakEwma, Request, RoundRobin, WeightedRoundRobin};
 
 fn backends(ids: &[&str]) -> Vec<Backend<()>> {
     ids.iter().map(|id| Backend::new(*id, ())).collect()
@@ -61,9 +61,9 @@ fn outliers(clock: &ManualClock, percent: f64) -> HealthConfig {
 #[test]
 fn ejection_after_k_failures_and_return_after_the_backoff() {
     let clock = ManualClock::new();
-    let lb = RoundRobin::new(backends(&["a", "b", "c", "d"]))
-        .unwrap()
-        .with_health(outliers(&clock, 10.0))
+    let lb = RoundRobin::builder()
+        .health(outliers(&clock, 10.0))
+        .build(backends(&["a", "b", "c", "d"]))
         .unwrap();
     // Four failures are not enough; a success resets the run.
     fail(&lb, "a", 4);
@@ -107,9 +107,9 @@ fn never_more_than_max_ejection_percent() {
     let ids: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     // 10% of 10: one at a time.
-    let lb = RoundRobin::new(backends(&ids))
-        .unwrap()
-        .with_health(outliers(&clock, 10.0))
+    let lb = RoundRobin::builder()
+        .health(outliers(&clock, 10.0))
+        .build(backends(&ids))
         .unwrap();
     for id in ["b1", "b2", "b3"] {
         fail(&lb, id, 5);
@@ -122,9 +122,9 @@ fn never_more_than_max_ejection_percent() {
 
     // 30%: three; and below one backend's share (5% of 10) still one may go.
     for (percent, most) in [(30.0, 3), (5.0, 1)] {
-        let lb = RoundRobin::new(backends(&ids))
-            .unwrap()
-            .with_health(outliers(&ManualClock::new(), percent))
+        let lb = RoundRobin::builder()
+            .health(outliers(&ManualClock::new(), percent))
+            .build(backends(&ids))
             .unwrap();
         for id in ["b1", "b2", "b3", "b4", "b5"] {
             fail(&lb, id, 5);
@@ -136,9 +136,9 @@ fn never_more_than_max_ejection_percent() {
 #[test]
 fn panic_threshold_spreads_over_all_when_too_few_are_healthy() {
     let clock = ManualClock::new();
-    let lb = RoundRobin::new(backends(&["a", "b", "c", "d", "e"]))
-        .unwrap()
-        .with_health(HealthConfig::new().clock(clock).panic_threshold(0.5))
+    let lb = RoundRobin::builder()
+        .health(HealthConfig::new().clock(clock).panic_threshold(0.5))
+        .build(backends(&["a", "b", "c", "d", "e"]))
         .unwrap();
     lb.set_health("e", Health::Draining).unwrap();
     // 4 could serve; 2 healthy is not below half: only the healthy ones.
@@ -165,9 +165,9 @@ fn panic_threshold_spreads_over_all_when_too_few_are_healthy() {
 #[test]
 fn panic_threshold_counts_ejected_backends_as_unhealthy() {
     let clock = ManualClock::new();
-    let lb = RoundRobin::new(backends(&["a", "b"]))
-        .unwrap()
-        .with_health(outliers(&clock, 50.0).panic_threshold(0.6))
+    let lb = RoundRobin::builder()
+        .health(outliers(&clock, 50.0).panic_threshold(0.6))
+        .build(backends(&["a", "b"]))
         .unwrap();
     fail(&lb, "a", 5);
     assert_eq!(ejected(&lb), ["a"]);
@@ -178,13 +178,13 @@ fn panic_threshold_counts_ejected_backends_as_unhealthy() {
 #[test]
 fn slow_start_shares_at_chosen_points_of_the_window() {
     let clock = ManualClock::new();
-    let lb = WeightedRoundRobin::new(backends(&["a", "b"]))
-        .unwrap()
-        .with_health(
+    let lb = WeightedRoundRobin::builder()
+        .health(
             HealthConfig::new()
                 .clock(clock.clone())
                 .slow_start(SlowStart::new(Duration::from_secs(100))),
         )
+        .build(backends(&["a", "b"]))
         .unwrap();
     // The initial set is not ramped.
     assert_eq!(
@@ -211,13 +211,13 @@ fn slow_start_shares_at_chosen_points_of_the_window() {
 #[test]
 fn returning_from_ejection_ramps_up() {
     let clock = ManualClock::new();
-    let lb = WeightedRoundRobin::new(backends(&["a", "b"]))
-        .unwrap()
-        .with_health(outliers(&clock, 50.0).slow_start(SlowStart {
+    let lb = WeightedRoundRobin::builder()
+        .health(outliers(&clock, 50.0).slow_start(SlowStart {
             window: Duration::from_secs(10),
             aggression: 1.0,
             min_weight_percent: 20.0,
         }))
+        .build(backends(&["a", "b"]))
         .unwrap();
     fail(&lb, "a", 5);
     clock.advance(Duration::from_secs(30));
@@ -231,9 +231,9 @@ fn returning_from_ejection_ramps_up() {
 #[test]
 fn least_connections_respects_ejection_and_slow_start() {
     let clock = ManualClock::new();
-    let lb = LeastConnections::new(backends(&["a", "b"]))
-        .unwrap()
-        .with_health(outliers(&clock, 50.0))
+    let lb = LeastConnections::builder()
+        .health(outliers(&clock, 50.0))
+        .build(backends(&["a", "b"]))
         .unwrap();
     fail(&lb, "b", 5);
     let held: Vec<_> = (0..10).map(|_| lb.pick(&Request::new()).unwrap()).collect();
@@ -243,17 +243,12 @@ fn least_connections_respects_ejection_and_slow_start() {
 #[test]
 fn peak_ewma_avoids_a_slow_backend_and_retries_it_after_decay() {
     let clock = ManualClock::new();
-    let lb = PeakEwma::with_config(
-        backends(&["fast", "slow"]),
-        PeakEwmaConfig {
-            decay: Duration::from_secs(10),
-            seed: Some(3),
-            ..PeakEwmaConfig::default()
-        },
-    )
-    .unwrap()
-    .with_health(HealthConfig::new().clock(clock.clone()))
-    .unwrap();
+    let lb = PeakEwma::builder()
+        .decay(Duration::from_secs(10))
+        .seed(3)
+        .health(HealthConfig::new().clock(clock.clone()))
+        .build(backends(&["fast", "slow"]))
+        .unwrap();
     let serve = |lb: &PeakEwma<()>, rounds: usize| -> BTreeMap<String, usize> {
         let mut got = BTreeMap::new();
         for _ in 0..rounds {
@@ -287,31 +282,27 @@ fn peak_ewma_weighs_in_flight_load() {
 #[test]
 fn bad_health_values_are_rejected_and_change_nothing() {
     let clock = ManualClock::new();
-    let lb = RoundRobin::new(backends(&["a", "b"]))
-        .unwrap()
-        .with_health(outliers(&clock, 50.0))
+    let lb = RoundRobin::builder()
+        .health(outliers(&clock, 50.0))
+        .build(backends(&["a", "b"]))
         .unwrap();
     let bad = HealthConfig::new().panic_threshold(f64::NAN);
     assert!(lb.set_health_config(bad).is_err());
     // Still configured as before: five failures eject.
     fail(&lb, "a", 5);
     assert_eq!(ejected(&lb), ["a"]);
-    assert!(PeakEwma::<()>::with_config(
-        [],
-        PeakEwmaConfig {
-            decay: Duration::ZERO,
-            ..PeakEwmaConfig::default()
-        }
-    )
-    .is_err());
+    assert!(PeakEwma::builder()
+        .decay(Duration::ZERO)
+        .build(Vec::<Backend<()>>::new())
+        .is_err());
 }
 
 #[test]
 fn reports_after_removal_are_harmless_and_exact() {
     let clock = ManualClock::new();
-    let lb = RoundRobin::new(backends(&["a", "b"]))
-        .unwrap()
-        .with_health(outliers(&clock, 50.0))
+    let lb = RoundRobin::builder()
+        .health(outliers(&clock, 50.0))
+        .build(backends(&["a", "b"]))
         .unwrap();
     let held: Vec<_> = (0..4).map(|_| lb.pick(&Request::new()).unwrap()).collect();
     lb.update(backends(&["b"])).unwrap();

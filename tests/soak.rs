@@ -1,4 +1,4 @@
-//! Soak test: every policy, with passive health on, under several picking threads, a churning
+//! Soak test: every policy of the registry (tests/common/mod.rs), with passive health on, under several picking threads, a churning
 //! updater and outcome reports, for a set time. Ignored by default; run it with
 //!
 //! ```text
@@ -46,10 +46,10 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{Policy, POLICIES};
 use lbkit::{
-    Backend, Balancer, Error, HashRing, Health, HealthConfig, JumpHash, LeastConnections, Maglev,
-    ManualClock, OutlierDetection, PeakEwma, Pick, PowerOfTwoChoices, Random, Rendezvous, Request,
-    RoundRobin, SlowStart, WeightedRoundRobin,
+    Backend, Balancer, Error, Health, HealthConfig, ManualClock, OutlierDetection, Pick, Request,
+    SlowStart,
 };
 
 /// Counts live heap bytes of this test binary, delegating to the system allocator.
@@ -119,54 +119,6 @@ const POOL: usize = 64;
 const HOLD: usize = 8;
 
 type Lb = Box<dyn Balancer<u32>>;
-type Build = fn(Vec<Backend<u32>>, HealthConfig) -> Result<Lb, Error>;
-
-/// Every policy of the crate, built with passive health (the constructors of
-/// tests/common/mod.rs cannot take a health configuration). `every_policy_is_soaked` checks
-/// that the names match `common::POLICIES`, so a new policy cannot be forgotten here.
-const SOAKED: &[(&str, Build)] = &[
-    ("RoundRobin", |b, h| {
-        Ok(Box::new(RoundRobin::new(b)?.with_health(h)?))
-    }),
-    ("WeightedRoundRobin", |b, h| {
-        Ok(Box::new(WeightedRoundRobin::new(b)?.with_health(h)?))
-    }),
-    ("Random", |b, h| {
-        Ok(Box::new(Random::with_seed(b, 1)?.with_health(h)?))
-    }),
-    ("LeastConnections", |b, h| {
-        Ok(Box::new(LeastConnections::new(b)?.with_health(h)?))
-    }),
-    ("PowerOfTwoChoices", |b, h| {
-        Ok(Box::new(
-            PowerOfTwoChoices::with_seed(b, 2)?.with_health(h)?,
-        ))
-    }),
-    ("PeakEwma", |b, h| {
-        Ok(Box::new(PeakEwma::with_seed(b, 3)?.with_health(h)?))
-    }),
-    ("HashRing", |b, h| {
-        Ok(Box::new(
-            HashRing::builder().seed(4).build(b)?.with_health(h)?,
-        ))
-    }),
-    ("Maglev", |b, h| {
-        let lb = Maglev::builder().seed(5).table_size(1031).build(b)?;
-        Ok(Box::new(lb.with_health(h)?))
-    }),
-    ("Rendezvous", |b, h| {
-        Ok(Box::new(
-            Rendezvous::builder().seed(6).build(b)?.with_health(h)?,
-        ))
-    }),
-    ("JumpHash", |b, h| {
-        Ok(Box::new(JumpHash::with_seed(b, 7)?.with_health(h)?))
-    }),
-    ("HashRing+bound", |b, h| {
-        let lb = HashRing::builder().seed(8).load_factor(1.25).build(b)?;
-        Ok(Box::new(lb.with_health(h)?))
-    }),
-];
 
 fn id(i: usize) -> String {
     format!("backend-{i:02}")
@@ -240,7 +192,8 @@ struct Figures {
     end_growth: isize,
 }
 
-fn soak(name: &str, build: Build, duration: Duration, pickers: usize) -> Figures {
+fn soak(policy: Policy, seed: u64, duration: Duration, pickers: usize) -> Figures {
+    let name = policy.name;
     let clock = ManualClock::new();
     let health = HealthConfig::new()
         .clock(clock.clone())
@@ -252,7 +205,9 @@ fn soak(name: &str, build: Build, duration: Duration, pickers: usize) -> Figures
         })
         .panic_threshold(0.3)
         .slow_start(SlowStart::new(Duration::from_millis(50)));
-    let lb: Arc<Lb> = Arc::new(build(starting_set(), health).expect("valid configuration"));
+    let lb: Lb = (policy.new)(starting_set(), seed).expect("a valid set");
+    lb.set_health_config(health).expect("valid rules");
+    let lb: Arc<Lb> = Arc::new(lb);
     // Warm up every path once on this thread (thread-locals, lazily built structures).
     for k in 0..100u32 {
         drop(lb.pick(&Request::with_hash(u64::from(k))));
@@ -436,30 +391,21 @@ fn soak(name: &str, build: Build, duration: Duration, pickers: usize) -> Figures
 }
 
 #[test]
-fn every_policy_is_soaked() {
-    let soaked: Vec<&str> = SOAKED.iter().map(|(name, _)| *name).collect();
-    let all: Vec<&str> = common::POLICIES.iter().map(|p| p.name).collect();
-    assert_eq!(
-        soaked, all,
-        "tests/soak.rs must list every policy of common::POLICIES"
-    );
-}
-
-#[test]
 #[ignore = "long: run with --ignored (CI sets LBKIT_SOAK_SECS)"]
 fn soak_every_policy() {
     let total = Duration::from_secs(env("LBKIT_SOAK_SECS", 10));
     let pickers = env("LBKIT_SOAK_THREADS", 2).max(1) as usize;
     let max_update = Duration::from_millis(env("LBKIT_SOAK_MAX_UPDATE_MS", 1000));
-    let each = (total / SOAKED.len() as u32).max(Duration::from_millis(500));
+    let each = (total / POLICIES.len() as u32).max(Duration::from_millis(500));
     println!(
         "soak: {} policies x {each:?}, {pickers} picking threads + 1 updater",
-        SOAKED.len()
+        POLICIES.len()
     );
     let (mut picks, mut updates, mut worst) = (0u64, 0u64, Duration::ZERO);
     let mut failures = Vec::new();
-    for &(name, build) in SOAKED {
-        let f = soak(name, build, each, pickers);
+    for (seed, &policy) in POLICIES.iter().enumerate() {
+        let name = policy.name;
+        let f = soak(policy, seed as u64 + 1, each, pickers);
         picks += f.picks;
         updates += f.updates;
         worst = worst.max(f.max_update);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use lbkit::hash::key_hash;
 use lbkit::tower::{Balance, BalanceLayer, BoxError, NoKey, Outcome, Unavailable};
 use lbkit::{Balancer, Health, HealthConfig, LeastConnections, ManualClock, OutlierDetection};
-use lbkit::{HashRing, JumpHash, Maglev, PeakEwma, PeakEwmaConfig, PowerOfTwoChoices, Random};
+use lbkit::{HashRing, JumpHash, Maglev, PeakEwma, PowerOfTwoChoices, Random};
 use lbkit::{Rendezvous, Request, RoundRobin, WeightedRoundRobin};
 use tokio::sync::oneshot;
 use tower::discover::Change;
@@ -462,9 +462,9 @@ fn errors_are_reported_and_eject_the_backend() {
     let task = Task::new();
     let clock = ManualClock::new();
     let lb = Arc::new(
-        RoundRobin::new(Vec::new())
-            .unwrap()
-            .with_health(outliers(&clock))
+        RoundRobin::builder()
+            .health(outliers(&clock))
+            .build(Vec::new())
             .unwrap(),
     );
     let m = mocks(&["a", "b", "c"]);
@@ -497,9 +497,9 @@ fn a_classifier_turns_responses_into_failures() {
     let task = Task::new();
     let clock = ManualClock::new();
     let lb = Arc::new(
-        RoundRobin::new(Vec::new())
-            .unwrap()
-            .with_health(outliers(&clock))
+        RoundRobin::builder()
+            .health(outliers(&clock))
+            .build(Vec::new())
             .unwrap(),
     );
     let m = mocks(&["a", "b", "c"]);
@@ -532,16 +532,11 @@ fn latency_is_measured_on_the_given_clock() {
     let task = Task::new();
     let clock = ManualClock::new();
     let lb = Arc::new(
-        PeakEwma::with_config(
-            Vec::new(),
-            PeakEwmaConfig {
-                seed: Some(3),
-                ..PeakEwmaConfig::default()
-            },
-        )
-        .unwrap()
-        .with_health(HealthConfig::new().clock(clock.clone()))
-        .unwrap(),
+        PeakEwma::builder()
+            .seed(3)
+            .health(HealthConfig::new().clock(clock.clone()))
+            .build(Vec::new())
+            .unwrap(),
     );
     let m = mocks(&["a", "b"]);
     m[0].state.hold.store(true, Ordering::SeqCst);

@@ -44,7 +44,7 @@ pub struct Policy<T> {
 
 /// Every policy, in the order the programs list them.
 ///
-/// To add a policy, add one entry here and its type to the `with_health!` list below.
+/// To add a policy, add one entry here.
 /// The row of a hashing policy that takes a load bound: its builder, with `Options::bound`
 /// and `Options::seed` applied when given.
 macro_rules! hashing {
@@ -131,51 +131,19 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
     ]
 }
 
-/// Every balancer type's `with_health` (an inherent method each policy type gets from the
-/// crate), so that [`boxed`] can hand any of them [`Options::clock`].
-pub trait WithHealth: Sized {
-    /// The balancer with these passive-health rules.
-    fn health(self, config: HealthConfig) -> Result<Self, Error>;
-}
-
-macro_rules! with_health {
-    ($($policy:ident),* $(,)?) => {$(
-        impl<T: Send + Sync + 'static> WithHealth for $policy<T> {
-            fn health(self, config: HealthConfig) -> Result<Self, Error> {
-                self.with_health(config)
-            }
-        }
-    )*};
-}
-
-// A new policy type goes here too.
-with_health!(
-    RoundRobin,
-    WeightedRoundRobin,
-    Random,
-    LeastConnections,
-    PowerOfTwoChoices,
-    PeakEwma,
-    HashRing,
-    Maglev,
-    Rendezvous,
-    JumpHash,
-    PresetRing,
-);
-
 /// Boxes `balancer`, with `options.health` if given, on `options.clock` if given.
 pub fn boxed<T, B>(balancer: B, options: &Options) -> Built<T>
 where
-    B: Balancer<T> + WithHealth + 'static,
+    B: Balancer<T> + 'static,
 {
-    if options.clock.is_none() && options.health.is_none() {
-        return Ok(Box::new(balancer));
+    if options.clock.is_some() || options.health.is_some() {
+        let mut config = options.health.clone().unwrap_or_default();
+        if let Some(clock) = &options.clock {
+            config = config.clock(clock.clone());
+        }
+        balancer.set_health_config(config)?;
     }
-    let mut config = options.health.clone().unwrap_or_default();
-    if let Some(clock) = &options.clock {
-        config = config.clock(clock.clone());
-    }
-    Ok(Box::new(balancer.health(config)?))
+    Ok(Box::new(balancer))
 }
 
 /// The row named `name`, if there is one.

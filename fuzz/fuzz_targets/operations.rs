@@ -1,7 +1,8 @@
 //! Arbitrary operation sequences against every policy, with arbitrary health rules.
 //!
-//! The input chooses a policy and its configuration (load factor, Maglev table size, ring
-//! points, seed), a health configuration (outlier detection, panic threshold, slow start, on a
+//! The input chooses a policy of the registry every test suite shares (tests/common/mod.rs:
+//! every policy, preset and bounded variant), or one of the builders with fuzzed parameters
+//! (load factor, Maglev table size, ring points), a seed, a health configuration (outlier detection, panic threshold, slow start, on a
 //! `ManualClock`), an initial set, then up to 256 operations: `update` with arbitrary ids and
 //! weights, `set_health`, `pick`, `pick_n`, dropping a held pick, reporting success (with a
 //! latency) or failure, advancing the clock, replacing the health configuration.
@@ -23,11 +24,14 @@ use std::time::Duration;
 
 use arbitrary::{Result, Unstructured};
 use lbkit::{
-    Backend, Balancer, Error, HashRing, Health, HealthConfig, JumpHash, LeastConnections, Maglev,
-    ManualClock, OutlierDetection, PeakEwma, Pick, PowerOfTwoChoices, Random, Rendezvous, Request,
-    RoundRobin, SlowStart, WeightedRoundRobin,
+    Backend, Balancer, Error, HashRing, Health, HealthConfig, Maglev, ManualClock,
+    OutlierDetection, Pick, Preset, PresetRing, Rendezvous, Request, SlowStart,
 };
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::POLICIES;
 
 /// Ids are mostly from a small alphabet, so that updates overlap and `set_health` hits.
 const IDS: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
@@ -132,15 +136,6 @@ fn health_config(
 
 type Lb = Box<dyn Balancer<u32>>;
 
-macro_rules! apply {
-    ($lb:expr, $health:expr) => {
-        match $lb {
-            Ok(lb) => lb.with_health($health).map(|lb| Box::new(lb) as Lb),
-            Err(e) => Err(e),
-        }
-    };
-}
-
 /// What limits a policy's sets beyond the ids: the ring's point budget, Maglev's table.
 #[derive(Debug, Clone, Copy)]
 enum Limit {
@@ -169,8 +164,21 @@ fn is_prime(n: u32) -> bool {
     n >= 2 && (2..n).take_while(|d| d * d <= n).all(|d| n % d != 0)
 }
 
-/// Builds the chosen policy. Also returns whether the builder's own parameters are valid by
-/// the documented rules, and the policy's set limit.
+/// The set limit of a registry entry, by its documented configuration (tests/common/mod.rs
+/// builds rings with 160 points per weight unit and Maglev with 1031 slots).
+fn registry_limit(name: &str) -> Limit {
+    if name.starts_with("HashRing") || name.starts_with("PresetRing::nginx") {
+        Limit::RingPoints(160)
+    } else if name.starts_with("Maglev") {
+        Limit::MaglevTable(1031)
+    } else {
+        Limit::None
+    }
+}
+
+/// Builds the chosen policy, then gives it the health rules through the trait. Also returns
+/// whether the builder's own parameters are valid by the documented rules, and the policy's
+/// set limit.
 fn build(
     u: &mut Unstructured<'_>,
     initial: Vec<Backend<u32>>,
@@ -183,73 +191,57 @@ fn build(
         None
     };
     let factor_ok = factor.map_or(true, |c| c.is_finite() && c >= 1.0);
-    let policy = u.int_in_range(0..=9u8)?;
-    Ok(match policy {
-        0 => (apply!(RoundRobin::new(initial), health), true, Limit::None),
-        1 => (
-            apply!(WeightedRoundRobin::new(initial), health),
-            true,
-            Limit::None,
-        ),
-        2 => (
-            apply!(Random::with_seed(initial, seed), health),
-            true,
-            Limit::None,
-        ),
-        3 => (
-            apply!(LeastConnections::new(initial), health),
-            true,
-            Limit::None,
-        ),
-        4 => (
-            apply!(PowerOfTwoChoices::with_seed(initial, seed), health),
-            true,
-            Limit::None,
-        ),
-        5 => (
-            apply!(PeakEwma::with_seed(initial, seed), health),
-            true,
-            Limit::None,
-        ),
-        6 => {
-            let points = u.int_in_range(0..=200)?;
-            let mut b = HashRing::builder().seed(seed).points_per_weight(points);
-            if let Some(c) = factor {
-                b = b.load_factor(c);
+    let choice = u.choose_index(POLICIES.len() + 4)?;
+    let (lb, ok, limit): (std::result::Result<Lb, Error>, bool, Limit) =
+        if let Some(policy) = POLICIES.get(choice) {
+            ((policy.new)(initial, seed), true, registry_limit(policy.name))
+        } else {
+            match choice - POLICIES.len() {
+                0 => {
+                    let points = u.int_in_range(0..=200)?;
+                    let mut b = HashRing::builder().seed(seed).points_per_weight(points);
+                    if let Some(c) = factor {
+                        b = b.load_factor(c);
+                    }
+                    let lb = b.build(initial).map(|lb| Box::new(lb) as Lb);
+                    (lb, factor_ok && points >= 1, Limit::RingPoints(points.into()))
+                }
+                1 => {
+                    let size = *u.choose(&[0u32, 2, 3, 7, 13, 1031, 4])?;
+                    let mut b = Maglev::builder().seed(seed).table_size(size);
+                    if let Some(c) = factor {
+                        b = b.load_factor(c);
+                    }
+                    let lb = b.build(initial).map(|lb| Box::new(lb) as Lb);
+                    (lb, factor_ok && is_prime(size), Limit::MaglevTable(size))
+                }
+                2 => {
+                    let mut b = Rendezvous::builder().seed(seed);
+                    if let Some(c) = factor {
+                        b = b.load_factor(c);
+                    }
+                    let lb = b.build(initial).map(|lb| Box::new(lb) as Lb);
+                    (lb, factor_ok, Limit::None)
+                }
+                _ => {
+                    let nginx: bool = u.arbitrary()?;
+                    let preset = if nginx { Preset::Nginx } else { Preset::Ketama };
+                    let mut b = PresetRing::builder(preset).seed(seed);
+                    if let Some(c) = factor {
+                        b = b.load_factor(c);
+                    }
+                    let lb = b.build(initial).map(|lb| Box::new(lb) as Lb);
+                    let limit = if nginx {
+                        Limit::RingPoints(160)
+                    } else {
+                        Limit::None
+                    };
+                    (lb, factor_ok, limit)
+                }
             }
-            let ok = factor_ok && points >= 1;
-            (
-                apply!(b.build(initial), health),
-                ok,
-                Limit::RingPoints(points.into()),
-            )
-        }
-        7 => {
-            let size = *u.choose(&[0u32, 2, 3, 7, 13, 1031, 4])?;
-            let mut b = Maglev::builder().seed(seed).table_size(size);
-            if let Some(c) = factor {
-                b = b.load_factor(c);
-            }
-            let ok = factor_ok && is_prime(size);
-            (
-                apply!(b.build(initial), health),
-                ok,
-                Limit::MaglevTable(size),
-            )
-        }
-        8 => {
-            let mut b = Rendezvous::builder().seed(seed);
-            if let Some(c) = factor {
-                b = b.load_factor(c);
-            }
-            (apply!(b.build(initial), health), factor_ok, Limit::None)
-        }
-        _ => (
-            apply!(JumpHash::with_seed(initial, seed), health),
-            true,
-            Limit::None,
-        ),
-    })
+        };
+    let lb = lb.and_then(|lb| lb.set_health_config(health).map(|()| lb));
+    Ok((lb, ok, limit))
 }
 
 /// The model: id -> (weight, health) of the current set.

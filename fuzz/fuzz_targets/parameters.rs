@@ -1,7 +1,8 @@
 //! Hostile parameters and keys: every float and duration a builder or configuration takes, from
 //! raw bits (NaN payloads, infinities, subnormals, negative zero, the extremes), Maglev table
-//! sizes and ring point counts across their whole range, `PeakEwmaConfig` durations, and
-//! arbitrary key bytes and key hashes.
+//! sizes and ring point counts across their whole range, `PeakEwma` durations, the presets'
+//! load factors, and arbitrary key bytes and key hashes. Health rules reach every policy
+//! through the trait (`Balancer::set_health_config`).
 //!
 //! Checked: a configuration is accepted exactly when the documented rules say it is valid (the
 //! target's own oracle), and rejected with `Error::InvalidConfig`; a hashing policy sends the
@@ -16,7 +17,7 @@ use std::time::Duration;
 use arbitrary::{Result, Unstructured};
 use lbkit::{
     Backend, Balancer, Error, HashRing, HealthConfig, JumpHash, Maglev, ManualClock,
-    OutlierDetection, PeakEwma, PeakEwmaConfig, Rendezvous, Request, SlowStart,
+    OutlierDetection, PeakEwma, Preset, PresetRing, Rendezvous, Request, SlowStart,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -131,6 +132,18 @@ fn hot_key(lb: &dyn Balancer<u32>, key: &Request<'_>, fixed: u64, weights: &[u32
     }
 }
 
+/// `lb` with these health rules (through the trait), if they are valid; checks that they are
+/// accepted exactly when `valid`.
+fn with_health<B: Balancer<u32> + 'static>(
+    lb: B,
+    health: HealthConfig,
+    valid: bool,
+) -> Option<Box<dyn Balancer<u32>>> {
+    let lb: Box<dyn Balancer<u32>> = Box::new(lb);
+    expect_config(lb.set_health_config(health), valid)?;
+    Some(lb)
+}
+
 fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let clock = ManualClock::new();
     let n = u.int_in_range(1..=12usize)?;
@@ -158,9 +171,9 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         0
     };
     let seed = u.arbitrary()?;
-    let policy = u.int_in_range(0..=5u8)?;
-    // JumpHash (4, 5) has no load factor; the others were given `c`.
-    let bounded = policy <= 2;
+    let policy = u.int_in_range(0..=6u8)?;
+    // PeakEwma (3) and JumpHash (4, 5) have no load factor; the others were given `c`.
+    let bounded = policy <= 2 || policy == 6;
     let lb: Box<dyn Balancer<u32>> = match policy {
         0 => {
             // Any point count; the total over the set must stay within the ring's limit.
@@ -180,8 +193,8 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             let Some(lb) = expect_config(b.build(set()), valid) else {
                 return Ok(());
             };
-            match expect_config(lb.with_health(health), health_ok) {
-                Some(lb) => Box::new(lb),
+            match with_health(lb, health, health_ok) {
+                Some(lb) => lb,
                 None => return Ok(()),
             }
         }
@@ -195,8 +208,8 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             let Some(lb) = expect_config(b.build(set()), valid) else {
                 return Ok(());
             };
-            match expect_config(lb.with_health(health), health_ok) {
-                Some(lb) => Box::new(lb),
+            match with_health(lb, health, health_ok) {
+                Some(lb) => lb,
                 None => return Ok(()),
             }
         }
@@ -205,8 +218,8 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             let Some(lb) = expect_config(b.build(set()), c_ok) else {
                 return Ok(());
             };
-            match expect_config(lb.with_health(health), health_ok) {
-                Some(lb) => Box::new(lb),
+            match with_health(lb, health, health_ok) {
+                Some(lb) => lb,
                 None => return Ok(()),
             }
         }
@@ -214,15 +227,14 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             let decay = duration(u)?;
             let default_latency = duration(u)?;
             let valid = !decay.is_zero() && !default_latency.is_zero();
-            let config = PeakEwmaConfig {
-                decay,
-                default_latency,
-                seed: Some(seed),
-            };
-            let Some(lb) = expect_config(PeakEwma::with_config(set(), config), valid) else {
+            let b = PeakEwma::builder()
+                .decay(decay)
+                .default_latency(default_latency)
+                .seed(seed);
+            let Some(lb) = expect_config(b.build(set()), valid) else {
                 return Ok(());
             };
-            let lb = match expect_config(lb.with_health(health), health_ok) {
+            let lb = match with_health(lb, health, health_ok) {
                 Some(lb) => lb,
                 None => return Ok(()),
             };
@@ -242,10 +254,25 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             assert!(lb.status().iter().all(|s| s.in_flight() == 0));
             return Ok(());
         }
+        6 => {
+            let preset = if u.arbitrary()? {
+                Preset::Nginx
+            } else {
+                Preset::Ketama
+            };
+            let b = PresetRing::builder(preset).seed(seed).load_factor(c);
+            let Some(lb) = expect_config(b.build(set()), c_ok) else {
+                return Ok(());
+            };
+            match with_health(lb, health, health_ok) {
+                Some(lb) => lb,
+                None => return Ok(()),
+            }
+        }
         _ => {
             let lb = JumpHash::with_seed(set(), seed).unwrap();
-            match expect_config(lb.with_health(health), health_ok) {
-                Some(lb) => Box::new(lb),
+            match with_health(lb, health, health_ok) {
+                Some(lb) => lb,
                 None => return Ok(()),
             }
         }

@@ -55,10 +55,12 @@
 //! every shard is equal: the best balance and the least memory of all consistent hashes.
 //! Bounded loads are not offered: shards own their data, and a key cannot go elsewhere.
 
-use crate::hash::mix;
-use crate::hash::walk::{Hashed, Member, Options, Placement, Preference};
-use crate::membership::{impl_balancer, Core};
-use crate::{Backend, Error};
+use crate::backend::Backend;
+use crate::builder::{Builder, Seedable};
+use crate::engine::core::{impl_balancer, Core};
+use crate::error::Error;
+use crate::hash::walk::{Hashed, Node, Placement, Preference};
+use crate::placement::mix;
 
 /// Jump consistent hash: the bucket in `0..buckets` of `key`, exactly as in Lamping and
 /// Veach's paper (the same values as Guava's `Hashing.consistentHash`).
@@ -104,16 +106,17 @@ pub struct JumpHash<T> {
 
 impl<T: Send + Sync + 'static> JumpHash<T> {
     /// Jump hashing over `backends`, bucket `i` being the `i`-th backend given. Requests
-    /// without a key are spread at random, seeded from the clock and the process.
+    /// without a key are spread at random, seeded from the clock and the process (the same
+    /// as `JumpHash::builder().build(backends)`).
     ///
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
-        Self::build(backends, Options::default())
+        Builder::new(JumpHashConfig).build(backends)
     }
 
     /// As [`JumpHash::new`], with the random spread of requests without a key seeded, so it
-    /// replays exactly.
+    /// replays exactly: the shortcut for `JumpHash::builder().seed(seed).build(backends)`.
     ///
     /// # Errors
     /// As [`JumpHash::new`].
@@ -121,31 +124,51 @@ impl<T: Send + Sync + 'static> JumpHash<T> {
         backends: impl IntoIterator<Item = Backend<T>>,
         seed: u64,
     ) -> Result<Self, Error> {
-        let options = Options {
-            seed: Some(seed),
-            ..Options::default()
-        };
-        Self::build(backends, options)
+        Builder::new(JumpHashConfig).seed(seed).build(backends)
     }
+}
 
-    fn build(
-        backends: impl IntoIterator<Item = Backend<T>>,
-        options: Options,
-    ) -> Result<Self, Error> {
-        Ok(JumpHash {
-            core: Core::new(options.policy(Jump)?, backends)?,
-        })
+impl JumpHash<()> {
+    /// A builder to set a seed or passive health; its `build` makes a `JumpHash<T>` of any
+    /// `T` (an associated function of `JumpHash<()>` only so that `JumpHash::builder()` needs
+    /// no type annotation). Jump hashing has no bounded loads (see the module docs).
+    pub fn builder() -> Builder<JumpHashConfig> {
+        Builder::new(JumpHashConfig)
     }
 }
 
 impl_balancer!(JumpHash);
+
+/// The configuration of [`JumpHash`], the type parameter of [`JumpHash::builder`]'s
+/// [`Builder`]: none beyond the shared `seed` and `health`.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct JumpHashConfig;
+
+impl Seedable for JumpHashConfig {}
+
+impl Builder<JumpHashConfig> {
+    /// Builds the balancer over `backends`.
+    ///
+    /// # Errors
+    /// As [`JumpHash::new`], and [`Error::InvalidConfig`] for a health rule out of range.
+    pub fn build<T: Send + Sync + 'static>(
+        self,
+        backends: impl IntoIterator<Item = Backend<T>>,
+    ) -> Result<JumpHash<T>, Error> {
+        let policy = self.hashed(Jump)?;
+        Ok(JumpHash {
+            core: Core::new(policy, backends, self.health)?,
+        })
+    }
+}
 
 pub(crate) struct Jump;
 
 impl Placement for Jump {
     type Table = Buckets;
 
-    fn build(&self, members: &[Member]) -> Result<Buckets, Error> {
+    fn build(&self, members: &[Node]) -> Result<Buckets, Error> {
         let mut buckets = vec![0u32; members.len()];
         for (index, m) in members.iter().enumerate() {
             // Positions are a permutation of 0..n; n <= MAX_BACKENDS = u32::MAX.
@@ -220,7 +243,7 @@ mod tests {
     fn growing_moves_keys_only_to_the_new_bucket() {
         let mut key = 99u64;
         for _ in 0..2000 {
-            key = crate::sequence::splitmix64(key);
+            key = crate::placement::splitmix64(key);
             for n in 1..40 {
                 let (before, after) = (jump_hash(key, n), jump_hash(key, n + 1));
                 assert!(after == before || after == n, "{key} {n}");

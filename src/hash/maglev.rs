@@ -61,11 +61,13 @@
 //! is acceptable (connection affinity in L4 balancers, caches that tolerate some misses).
 //! Take a larger prime `M` for thousands of backends.
 
-use crate::hash::mix;
-use crate::hash::walk::{hashing_options, Hashed, Member, Options, Placement, Preference};
-use crate::membership::{impl_balancer, Core};
-use crate::sequence::uniform;
-use crate::{Backend, Error};
+use crate::backend::Backend;
+use crate::builder::{Builder, LoadBounded, Seedable};
+use crate::engine::core::{impl_balancer, Core};
+use crate::engine::sequence::uniform;
+use crate::error::Error;
+use crate::hash::walk::{Hashed, Node, Placement, Preference};
+use crate::placement::mix;
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -97,65 +99,80 @@ pub struct Maglev<T> {
 }
 
 impl<T: Send + Sync + 'static> Maglev<T> {
-    /// A Maglev balancer with a table of [`DEFAULT_TABLE_SIZE`] slots, no load bound.
+    /// A Maglev balancer with a table of [`DEFAULT_TABLE_SIZE`] slots, no load bound (the
+    /// same as `Maglev::builder().build(backends)`).
     ///
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
     /// [`Error::InvalidConfig`] (`"table_size"`) if the set has more backends than the
     /// table has slots. Updates fail the same way, and then change nothing.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
-        MaglevBuilder::default().build(backends)
+        Builder::new(MaglevConfig::default()).build(backends)
+    }
+
+    /// As [`Maglev::new`], with the random spread of requests without a key seeded: the
+    /// shortcut for `Maglev::builder().seed(seed).build(backends)`.
+    ///
+    /// # Errors
+    /// As [`Maglev::new`].
+    pub fn with_seed(
+        backends: impl IntoIterator<Item = Backend<T>>,
+        seed: u64,
+    ) -> Result<Self, Error> {
+        Builder::new(MaglevConfig::default())
+            .seed(seed)
+            .build(backends)
     }
 }
 
 impl Maglev<()> {
-    /// A builder to set the table size, a load factor or a seed; its `build` makes a
-    /// `Maglev<T>` of any `T` (an associated function of `Maglev<()>` only so that
+    /// A builder to set the table size, a load factor, a seed or passive health; its `build`
+    /// makes a `Maglev<T>` of any `T` (an associated function of `Maglev<()>` only so that
     /// `Maglev::builder()` needs no type annotation).
-    pub fn builder() -> MaglevBuilder {
-        MaglevBuilder::default()
+    ///
+    /// ```
+    /// use lbkit::{Backend, Error, Maglev};
+    /// let lb = Maglev::builder()
+    ///     .table_size(5003)
+    ///     .load_factor(1.5)
+    ///     .build([Backend::new("a", ()), Backend::new("b", ())])?;
+    /// # let _ = lb;
+    /// let not_prime = Maglev::builder().table_size(65536).build(Vec::<Backend<()>>::new());
+    /// assert!(matches!(not_prime, Err(Error::InvalidConfig { parameter: "table_size", .. })));
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    pub fn builder() -> Builder<MaglevConfig> {
+        Builder::new(MaglevConfig::default())
     }
 }
 
 impl_balancer!(Maglev);
 
-/// Configures a [`Maglev`] balancer.
-///
-/// ```
-/// use lbkit::{Backend, Error, Maglev};
-/// let lb = Maglev::builder()
-///     .table_size(5003)
-///     .load_factor(1.5)
-///     .build([Backend::new("a", ()), Backend::new("b", ())])?;
-/// # let _ = lb;
-/// let not_prime = Maglev::builder().table_size(65536).build(Vec::<Backend<()>>::new());
-/// assert!(matches!(not_prime, Err(Error::InvalidConfig { parameter: "table_size", .. })));
-/// # Ok::<(), lbkit::Error>(())
-/// ```
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct MaglevBuilder {
+/// The configuration of [`Maglev`], the type parameter of [`Maglev::builder`]'s [`Builder`]:
+/// the table size ([`Builder::table_size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MaglevConfig {
     table_size: u32,
-    options: Options,
 }
 
-impl Default for MaglevBuilder {
+impl Default for MaglevConfig {
     fn default() -> Self {
-        MaglevBuilder {
+        MaglevConfig {
             table_size: DEFAULT_TABLE_SIZE,
-            options: Options::default(),
         }
     }
 }
 
-hashing_options!(MaglevBuilder);
+impl Seedable for MaglevConfig {}
+impl LoadBounded for MaglevConfig {}
 
-impl MaglevBuilder {
+impl Builder<MaglevConfig> {
     /// The table size `M`: a prime, at least the number of backends, at most
     /// [`TABLE_SIZE_LIMIT`]. Balance needs `M` well above the number of backends (the
     /// paper: `M > 100 x n` for under 1% imbalance).
     pub fn table_size(mut self, size: u32) -> Self {
-        self.table_size = size;
+        self.config.table_size = size;
         self
     }
 
@@ -163,13 +180,13 @@ impl MaglevBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for `table_size` (not a prime, above [`TABLE_SIZE_LIMIT`],
-    /// or below the number of backends) or `load_factor` (below 1, NaN, infinite), and those
-    /// of [`Maglev::new`].
+    /// or below the number of backends), `load_factor` (below 1, NaN, infinite) or a health
+    /// rule, and those of [`Maglev::new`].
     pub fn build<T: Send + Sync + 'static>(
         self,
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<Maglev<T>, Error> {
-        let size = self.table_size;
+        let size = self.config.table_size;
         if size > TABLE_SIZE_LIMIT {
             return Err(Error::config(
                 "table_size",
@@ -182,9 +199,9 @@ impl MaglevBuilder {
                 format!("{size} is not a prime"),
             ));
         }
-        let policy = self.options.policy(MaglevPlacement { size })?;
+        let policy = self.hashed(MaglevPlacement { size })?;
         Ok(Maglev {
-            core: Core::new(policy, backends)?,
+            core: Core::new(policy, backends, self.health)?,
         })
     }
 }
@@ -214,7 +231,7 @@ pub(crate) struct MaglevPlacement {
 impl Placement for MaglevPlacement {
     type Table = Table;
 
-    fn build(&self, members: &[Member]) -> Result<Table, Error> {
+    fn build(&self, members: &[Node]) -> Result<Table, Error> {
         if members.len() > self.size as usize {
             return Err(Error::config(
                 "table_size",
@@ -392,11 +409,11 @@ impl PartialEq for Turn {
 impl Eq for Turn {}
 
 impl Table {
-    fn new(members: &[Member], size: u32) -> Table {
+    fn new(members: &[Node], size: u32) -> Table {
         Table::populate(members, Fill::new(size))
     }
 
-    fn populate(members: &[Member], mut fill: Fill) -> Table {
+    fn populate(members: &[Node], mut fill: Fill) -> Table {
         let size = fill.size;
         let mut fillers: Vec<Filler> = Vec::new();
         // Weight classes: (weight, positions in `fillers`), each in id order.
@@ -490,11 +507,11 @@ impl Preference for Table {
 mod tests {
     use super::*;
 
-    fn members(weights: &[u32]) -> Vec<Member> {
+    fn members(weights: &[u32]) -> Vec<Node> {
         weights
             .iter()
             .enumerate()
-            .map(|(i, &weight)| Member {
+            .map(|(i, &weight)| Node {
                 id: format!("backend-{i}").into(),
                 id_hash: crate::hash::id_hash(&format!("backend-{i}")),
                 weight,

@@ -11,6 +11,16 @@
 //! down moves its keys to the next distinct server on the ring, which is what nginx's retries
 //! do too.
 //!
+//! Every backend of weight above 0 stays reachable. The programs give some servers no point on
+//! the ring: ketama gives none to a server whose share of the weight is below 1 / (40 n), and
+//! two ids the program hashes alike (`cache` and `cache:11211` for ketama, which drops the
+//! default port; `h` and `h:` for nginx) share one set of points, which only one of them
+//! keeps. Such backends are placed after the ring: a key walks the whole ring first (the
+//! program's exact mapping, and its retry order), and only when every backend with points is
+//! ineligible (down, draining, ejected, or full under bounded loads) goes on to them, starting
+//! at a position chosen by the key hash. So the byte-exact mapping holds whenever the backends
+//! with points are eligible, and a pick never returns `None` while an eligible backend exists.
+//!
 //! Backend ids are the server names as the other program is configured with them:
 //! `host:port` (nginx: the `server` directive's address as written; libmemcached: host and
 //! port, a missing port meaning 11211). Weights are the programs' weights.
@@ -22,11 +32,18 @@
 //! Cost: as [`HashRing`](crate::HashRing) (the same radix-indexed ring) plus the program's key
 //! hash: CRC-32 for nginx (a few ns), MD5 for ketama (about 0.3 µs for a short key).
 
+use crate::backend::Backend;
+use crate::builder::{Builder, LoadBounded, Seedable};
+use crate::engine::core::{impl_balancer, Core};
+use crate::error::Error;
 use crate::hash::compat::{ketama_key_hash, ketama_points, nginx_key_hash, nginx_points};
-use crate::hash::ring::{Ring, RING_POINT_LIMIT};
-use crate::hash::walk::{hashing_options, Hashed, Member, Options, Placement};
-use crate::membership::{impl_balancer, Core};
-use crate::{Backend, Error, Request};
+use crate::hash::points::{Ring, RING_POINT_LIMIT};
+use crate::hash::walk::{Hashed, Node, Placement, Preference};
+use crate::request::Request;
+
+/// The most servers of weight above 0 a ketama ring accepts: libmemcached gives each about
+/// 160 points, and a ring holds at most [`RING_POINT_LIMIT`] points (52,428 servers).
+pub const KETAMA_SERVER_LIMIT: usize = (RING_POINT_LIMIT / 160) as usize;
 
 /// Which program's mapping a [`PresetRing`] reproduces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,50 +99,62 @@ impl<T: Send + Sync + 'static> PresetRing<T> {
     /// libmemcached's weighted ketama mapping over `host:port` backends.
     ///
     /// # Errors
-    /// As [`PresetRing::nginx`].
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], and [`Error::TooManyBackends`] beyond
+    /// [`MAX_BACKENDS`](crate::MAX_BACKENDS) backends or beyond [`KETAMA_SERVER_LIMIT`]
+    /// backends of weight above 0 (their points would pass [`RING_POINT_LIMIT`]). Updates
+    /// fail the same way.
     pub fn ketama(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         PresetRing::builder(Preset::Ketama).build(backends)
     }
 }
 
 impl PresetRing<()> {
-    /// A builder to add a load factor or a seed (an associated function of `PresetRing<()>`
-    /// only so that it needs no type annotation; `build` makes any `PresetRing<T>`).
-    pub fn builder(preset: Preset) -> PresetRingBuilder {
-        PresetRingBuilder {
-            preset,
-            options: Options::default(),
-        }
+    /// A builder for `preset`, to add a load factor, a seed or passive health (an associated
+    /// function of `PresetRing<()>` only so that it needs no type annotation; `build` makes
+    /// any `PresetRing<T>`). The preset is not a knob with a default: it is the mapping.
+    ///
+    /// ```
+    /// use lbkit::{Backend, Preset, PresetRing};
+    /// let lb = PresetRing::builder(Preset::Ketama)
+    ///     .load_factor(1.25)
+    ///     .seed(7)
+    ///     .build([Backend::new("10.0.0.1:11211", ()), Backend::new("10.0.0.2:11211", ())])?;
+    /// # let _ = lb;
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    pub fn builder(preset: Preset) -> Builder<PresetRingConfig> {
+        Builder::new(PresetRingConfig { preset })
     }
 }
 
 impl_balancer!(PresetRing);
 
-/// Configures a [`PresetRing`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct PresetRingBuilder {
+/// The configuration of [`PresetRing`], the type parameter of [`PresetRing::builder`]'s
+/// [`Builder`]: the [`Preset`] it reproduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PresetRingConfig {
     preset: Preset,
-    options: Options,
 }
 
-hashing_options!(PresetRingBuilder);
+impl Seedable for PresetRingConfig {}
+impl LoadBounded for PresetRingConfig {}
 
-impl PresetRingBuilder {
+impl Builder<PresetRingConfig> {
     /// Builds the ring over `backends`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for `load_factor` (below 1, NaN, infinite), and those of
-    /// [`PresetRing::nginx`].
+    /// [`Error::InvalidConfig`] for `load_factor` (below 1, NaN, infinite) or a health rule,
+    /// and those of [`PresetRing::nginx`].
     pub fn build<T: Send + Sync + 'static>(
         self,
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<PresetRing<T>, Error> {
-        let policy = self.options.policy(PresetPlacement {
-            preset: self.preset,
+        let policy = self.hashed(PresetPlacement {
+            preset: self.config.preset,
         })?;
         Ok(PresetRing {
-            core: Core::new(policy, backends)?,
+            core: Core::new(policy, backends, self.health)?,
         })
     }
 }
@@ -134,11 +163,36 @@ pub(crate) struct PresetPlacement {
     preset: Preset,
 }
 
-impl Placement for PresetPlacement {
-    type Table = Ring;
+/// The program's ring, and the backends it gave no point, walked after it.
+pub(crate) struct PresetTable {
+    ring: Ring,
+    /// Members of weight above 0 without a point on the ring, in id order.
+    unplaced: Box<[u32]>,
+}
 
-    fn build(&self, members: &[Member]) -> Result<Ring, Error> {
-        let servers: Vec<(&str, u32)> = members.iter().map(|m| (&*m.id, m.weight)).collect();
+impl Preference for PresetTable {
+    #[inline]
+    fn first(&self, key: u64, mut accept: impl FnMut(usize) -> bool) -> Option<usize> {
+        if let Some(found) = self.ring.first(key, &mut accept) {
+            return Some(found);
+        }
+        let n = self.unplaced.len();
+        if n == 0 {
+            return None;
+        }
+        // The key's 32-bit hash (in the top half) picks where to start among them.
+        let start = (key >> 32) as usize % n;
+        (0..n)
+            .map(|k| self.unplaced[(start + k) % n] as usize)
+            .find(|&i| accept(i))
+    }
+}
+
+impl Placement for PresetPlacement {
+    type Table = PresetTable;
+
+    fn build(&self, nodes: &[Node]) -> Result<PresetTable, Error> {
+        let servers: Vec<(&str, u32)> = nodes.iter().map(|m| (&*m.id, m.weight)).collect();
         let points = match self.preset {
             Preset::Nginx => {
                 let total: u128 = servers.iter().map(|s| u128::from(s.1) * 160).sum();
@@ -153,16 +207,37 @@ impl Placement for PresetPlacement {
                 }
                 nginx_points(&servers)
             }
-            // At most 160 x n points in all: bounded by the set's size.
-            Preset::Ketama => ketama_points(&servers),
+            // About 160 points per server of weight above 0, whatever the weights: the
+            // set's size is the budget.
+            Preset::Ketama => {
+                let live = servers.iter().filter(|s| s.1 > 0).count();
+                if live as u64 * 160 > RING_POINT_LIMIT {
+                    return Err(Error::TooManyBackends {
+                        count: servers.len(),
+                        max: KETAMA_SERVER_LIMIT,
+                    });
+                }
+                ketama_points(&servers)
+            }
         };
+        // Backends of weight above 0 that the program gave no point (or whose points another
+        // id took): reached after the ring, so that none is ever unreachable.
+        let mut placed = vec![false; nodes.len()];
+        for &(_, member) in &points {
+            placed[member as usize] = true;
+        }
+        let unplaced = (0..nodes.len())
+            .filter(|&i| !placed[i] && nodes[i].weight > 0)
+            .map(|i| i as u32)
+            .collect();
         // 32-bit points in the top half of the ring's 64-bit space keep their order.
-        Ok(Ring::from_points(
+        let ring = Ring::from_points(
             points
                 .into_iter()
                 .map(|(p, member)| (u64::from(p) << 32, member))
                 .collect(),
-        ))
+        );
+        Ok(PresetTable { ring, unplaced })
     }
 
     #[inline]

@@ -65,10 +65,12 @@
 //! that changes often. Beyond that, prefer [`Maglev`](crate::Maglev) or
 //! [`HashRing`](crate::HashRing).
 
-use crate::hash::walk::{hashing_options, Hashed, Member, Options, Placement, Preference};
-use crate::membership::{impl_balancer, Core};
-use crate::sequence::splitmix64;
-use crate::{Backend, Error};
+use crate::backend::Backend;
+use crate::builder::{Builder, LoadBounded, Seedable};
+use crate::engine::core::{impl_balancer, Core};
+use crate::error::Error;
+use crate::hash::walk::{Hashed, Node, Placement, Preference};
+use crate::placement::splitmix64;
 
 /// Weighted rendezvous (highest random weight) hashing: exact minimal disruption.
 ///
@@ -90,56 +92,69 @@ pub struct Rendezvous<T> {
 }
 
 impl<T: Send + Sync + 'static> Rendezvous<T> {
-    /// Rendezvous hashing over `backends`, no load bound.
+    /// Rendezvous hashing over `backends`, no load bound (the same as
+    /// `Rendezvous::builder().build(backends)`).
     ///
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
-        RendezvousBuilder::default().build(backends)
+        Builder::new(RendezvousConfig).build(backends)
+    }
+
+    /// As [`Rendezvous::new`], with the random spread of requests without a key seeded: the
+    /// shortcut for `Rendezvous::builder().seed(seed).build(backends)`.
+    ///
+    /// # Errors
+    /// As [`Rendezvous::new`].
+    pub fn with_seed(
+        backends: impl IntoIterator<Item = Backend<T>>,
+        seed: u64,
+    ) -> Result<Self, Error> {
+        Builder::new(RendezvousConfig).seed(seed).build(backends)
     }
 }
 
 impl Rendezvous<()> {
-    /// A builder to set a load factor or a seed; its `build` makes a `Rendezvous<T>` of any
-    /// `T` (an associated function of `Rendezvous<()>` only so that `Rendezvous::builder()`
-    /// needs no type annotation).
-    pub fn builder() -> RendezvousBuilder {
-        RendezvousBuilder::default()
+    /// A builder to set a load factor, a seed or passive health; its `build` makes a
+    /// `Rendezvous<T>` of any `T` (an associated function of `Rendezvous<()>` only so that
+    /// `Rendezvous::builder()` needs no type annotation).
+    ///
+    /// ```
+    /// use lbkit::{Backend, Rendezvous};
+    /// let lb = Rendezvous::builder().load_factor(1.25).seed(7).build([Backend::new("a", ())])?;
+    /// # let _ = lb;
+    /// assert!(Rendezvous::builder().load_factor(0.5).build(Vec::<Backend<()>>::new()).is_err());
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    pub fn builder() -> Builder<RendezvousConfig> {
+        Builder::new(RendezvousConfig)
     }
 }
 
 impl_balancer!(Rendezvous);
 
-/// Configures a [`Rendezvous`] balancer.
-///
-/// ```
-/// use lbkit::{Backend, Rendezvous};
-/// let lb = Rendezvous::builder().load_factor(1.25).seed(7).build([Backend::new("a", ())])?;
-/// # let _ = lb;
-/// assert!(Rendezvous::builder().load_factor(0.5).build(Vec::<Backend<()>>::new()).is_err());
-/// # Ok::<(), lbkit::Error>(())
-/// ```
-#[derive(Debug, Clone, Default)]
-#[must_use]
-pub struct RendezvousBuilder {
-    options: Options,
-}
+/// The configuration of [`Rendezvous`], the type parameter of [`Rendezvous::builder`]'s
+/// [`Builder`]: none beyond the shared `load_factor`, `seed` and `health`.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct RendezvousConfig;
 
-hashing_options!(RendezvousBuilder);
+impl Seedable for RendezvousConfig {}
+impl LoadBounded for RendezvousConfig {}
 
-impl RendezvousBuilder {
+impl Builder<RendezvousConfig> {
     /// Builds the balancer over `backends`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for `load_factor` (below 1, NaN, infinite), and those of
-    /// [`Rendezvous::new`].
+    /// [`Error::InvalidConfig`] for `load_factor` (below 1, NaN, infinite) or a health rule,
+    /// and those of [`Rendezvous::new`].
     pub fn build<T: Send + Sync + 'static>(
         self,
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<Rendezvous<T>, Error> {
-        let policy = self.options.policy(HighestRandomWeight)?;
+        let policy = self.hashed(HighestRandomWeight)?;
         Ok(Rendezvous {
-            core: Core::new(policy, backends)?,
+            core: Core::new(policy, backends, self.health)?,
         })
     }
 }
@@ -149,7 +164,7 @@ pub(crate) struct HighestRandomWeight;
 impl Placement for HighestRandomWeight {
     type Table = Classes;
 
-    fn build(&self, members: &[Member]) -> Result<Classes, Error> {
+    fn build(&self, members: &[Node]) -> Result<Classes, Error> {
         let mut order: Vec<usize> = (0..members.len())
             .filter(|&i| members[i].weight > 0)
             .collect();
@@ -171,7 +186,7 @@ impl Placement for HighestRandomWeight {
                 .iter()
                 .map(|&i| members[i].id_hash.rotate_left(32) ^ MIX_CONSTANT)
                 .collect(),
-            // Member indices fit in u32: a set holds at most MAX_BACKENDS = u32::MAX.
+            // Node indices fit in u32: a set holds at most MAX_BACKENDS = u32::MAX.
             owners: order.iter().map(|&i| i as u32).collect(),
             classes: classes.into(),
         })
@@ -321,11 +336,11 @@ mod tests {
     use super::*;
     use crate::hash::mix;
 
-    fn members(weights: &[u32]) -> Vec<Member> {
+    fn members(weights: &[u32]) -> Vec<Node> {
         weights
             .iter()
             .enumerate()
-            .map(|(i, &weight)| Member {
+            .map(|(i, &weight)| Node {
                 id: format!("backend-{i}").into(),
                 id_hash: crate::hash::id_hash(&format!("backend-{i}")),
                 weight,
@@ -335,7 +350,7 @@ mod tests {
     }
 
     /// The naive definition: every member scored, the highest weighted score wins.
-    fn naive(members: &[Member], key: u64, accept: impl Fn(usize) -> bool) -> Option<usize> {
+    fn naive(members: &[Node], key: u64, accept: impl Fn(usize) -> bool) -> Option<usize> {
         let mut best: Option<(f64, u64, usize)> = None;
         for (i, m) in members.iter().enumerate() {
             if m.weight == 0 || !accept(i) {

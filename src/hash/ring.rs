@@ -69,18 +69,17 @@
 //! (exact disruption, shares exact in expectation, O(n) per pick). Add a load factor when
 //! hot keys must not overload a backend.
 
-use crate::hash::mix;
-use crate::hash::walk::{hashing_options, Hashed, Member, Options, Placement, Preference};
-use crate::membership::{impl_balancer, Core};
-use crate::{Backend, Error};
+use crate::backend::Backend;
+use crate::builder::{Builder, LoadBounded, Seedable};
+use crate::engine::core::{impl_balancer, Core};
+use crate::error::Error;
+use crate::hash::points::Ring;
+use crate::hash::walk::{Hashed, Node, Placement};
 
 /// Points per weight unit unless configured: nginx's and ketama's 160.
 pub const DEFAULT_POINTS_PER_WEIGHT: u32 = 160;
 
-/// The most points one ring may hold (Envoy's largest ring, 8M entries): about 170 MB.
-/// A set and configuration that would need more is rejected with
-/// [`Error::InvalidConfig`].
-pub const RING_POINT_LIMIT: u64 = 1 << 23;
+pub use crate::hash::points::RING_POINT_LIMIT;
 
 /// A consistent-hash ring of weighted virtual nodes, with an O(1) radix index.
 ///
@@ -102,63 +101,78 @@ pub struct HashRing<T> {
 }
 
 impl<T: Send + Sync + 'static> HashRing<T> {
-    /// A ring with [`DEFAULT_POINTS_PER_WEIGHT`] points per weight unit, no load bound.
+    /// A ring with [`DEFAULT_POINTS_PER_WEIGHT`] points per weight unit, no load bound (the
+    /// same as `HashRing::builder().build(backends)`).
     ///
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
     /// [`Error::InvalidConfig`] (`"points_per_weight"`) if the weights add up to more than
     /// [`RING_POINT_LIMIT`] points. Updates fail the same way.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
-        HashRingBuilder::default().build(backends)
+        Builder::new(HashRingConfig::default()).build(backends)
+    }
+
+    /// As [`HashRing::new`], with the random spread of requests without a key seeded: the
+    /// shortcut for `HashRing::builder().seed(seed).build(backends)`.
+    ///
+    /// # Errors
+    /// As [`HashRing::new`].
+    pub fn with_seed(
+        backends: impl IntoIterator<Item = Backend<T>>,
+        seed: u64,
+    ) -> Result<Self, Error> {
+        Builder::new(HashRingConfig::default())
+            .seed(seed)
+            .build(backends)
     }
 }
 
 impl HashRing<()> {
-    /// A builder to set points per weight unit, a load factor or a seed; its `build` makes a
-    /// `HashRing<T>` of any `T` (this is an associated function of `HashRing<()>` only so
-    /// that `HashRing::builder()` needs no type annotation).
-    pub fn builder() -> HashRingBuilder {
-        HashRingBuilder::default()
+    /// A builder to set points per weight unit, a load factor, a seed or passive health; its
+    /// `build` makes a `HashRing<T>` of any `T` (this is an associated function of
+    /// `HashRing<()>` only so that `HashRing::builder()` needs no type annotation).
+    ///
+    /// ```
+    /// use lbkit::{Backend, HashRing};
+    /// let ring = HashRing::builder()
+    ///     .points_per_weight(1000)
+    ///     .load_factor(1.25)
+    ///     .build([Backend::new("a", ()), Backend::new("b", ())])?;
+    /// # let _ = ring;
+    /// assert!(HashRing::builder().points_per_weight(0).build(Vec::<Backend<()>>::new()).is_err());
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    pub fn builder() -> Builder<HashRingConfig> {
+        Builder::new(HashRingConfig::default())
     }
 }
 
 impl_balancer!(HashRing);
 
-/// Configures a [`HashRing`].
-///
-/// ```
-/// use lbkit::{Backend, HashRing};
-/// let ring = HashRing::builder()
-///     .points_per_weight(1000)
-///     .load_factor(1.25)
-///     .build([Backend::new("a", ()), Backend::new("b", ())])?;
-/// # let _ = ring;
-/// assert!(HashRing::builder().points_per_weight(0).build(Vec::<Backend<()>>::new()).is_err());
-/// # Ok::<(), lbkit::Error>(())
-/// ```
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct HashRingBuilder {
+/// The configuration of [`HashRing`], the type parameter of [`HashRing::builder`]'s
+/// [`Builder`]: points per weight unit ([`Builder::points_per_weight`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HashRingConfig {
     points_per_weight: u32,
-    options: Options,
 }
 
-impl Default for HashRingBuilder {
+impl Default for HashRingConfig {
     fn default() -> Self {
-        HashRingBuilder {
+        HashRingConfig {
             points_per_weight: DEFAULT_POINTS_PER_WEIGHT,
-            options: Options::default(),
         }
     }
 }
 
-hashing_options!(HashRingBuilder);
+impl Seedable for HashRingConfig {}
+impl LoadBounded for HashRingConfig {}
 
-impl HashRingBuilder {
+impl Builder<HashRingConfig> {
     /// Points per unit of weight (default 160). More points, better balance (max/mean about
     /// `1 + 3/sqrt(p)` at 100 backends), more memory and build time.
     pub fn points_per_weight(mut self, points: u32) -> Self {
-        self.points_per_weight = points;
+        self.config.points_per_weight = points;
         self
     }
 
@@ -166,20 +180,19 @@ impl HashRingBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for `points_per_weight` (0, or more than
-    /// [`RING_POINT_LIMIT`] points in all) or `load_factor` (below 1, NaN, infinite), and
-    /// those of [`HashRing::new`].
+    /// [`RING_POINT_LIMIT`] points in all), `load_factor` (below 1, NaN, infinite) or a
+    /// health rule, and those of [`HashRing::new`].
     pub fn build<T: Send + Sync + 'static>(
         self,
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<HashRing<T>, Error> {
-        if self.points_per_weight == 0 {
+        let points_per_weight = self.config.points_per_weight;
+        if points_per_weight == 0 {
             return Err(Error::config("points_per_weight", "must be at least 1"));
         }
-        let policy = self.options.policy(RingPlacement {
-            points_per_weight: self.points_per_weight,
-        })?;
+        let policy = self.hashed(RingPlacement { points_per_weight })?;
         Ok(HashRing {
-            core: Core::new(policy, backends)?,
+            core: Core::new(policy, backends, self.health)?,
         })
     }
 }
@@ -191,9 +204,9 @@ pub(crate) struct RingPlacement {
 impl Placement for RingPlacement {
     type Table = Ring;
 
-    fn build(&self, members: &[Member]) -> Result<Ring, Error> {
+    fn build(&self, nodes: &[Node]) -> Result<Ring, Error> {
         let per_weight = u64::from(self.points_per_weight);
-        let total: u128 = members
+        let total: u128 = nodes
             .iter()
             .map(|m| u128::from(m.weight) * u128::from(per_weight))
             .sum();
@@ -206,136 +219,7 @@ impl Placement for RingPlacement {
                 ),
             ));
         }
-        Ok(Ring::new(members, per_weight, total as usize))
-    }
-}
-
-/// The sorted points, their owners, and the radix index over them.
-pub(crate) struct Ring {
-    /// `(point, owner)`, sorted: a point and its owner's member index share a cache line.
-    points: Box<[(u64, u32)]>,
-    /// `starts[b]` is the first position whose point's top bits are `>= b`; one extra entry
-    /// at the end holds the number of points.
-    starts: Box<[u32]>,
-    /// `64 - b`, where `2^b` buckets index the ring.
-    shift: u32,
-}
-
-impl Ring {
-    fn new(members: &[Member], per_weight: u64, total: usize) -> Ring {
-        // 2 to 4 points per bucket on average: an index a quarter to half the size of the
-        // points keeps more of it in cache, and a bucket's points span one or two cache
-        // lines. At least 2 buckets, so that `shift` < 64.
-        let bits = total
-            .next_power_of_two()
-            .trailing_zeros()
-            .saturating_sub(2)
-            .max(1);
-        let shift = 64 - bits;
-        let points_of = |m: &Member| {
-            let id_hash = m.id_hash;
-            (0..u64::from(m.weight) * per_weight).map(move |j| mix(id_hash, j))
-        };
-        // Counting sort on the top bits: count, prefix-sum, place, then order each bucket.
-        let mut starts = vec![0u32; (1usize << bits) + 1];
-        for m in members {
-            for p in points_of(m) {
-                starts[(p >> shift) as usize + 1] += 1;
-            }
-        }
-        for b in 1..starts.len() {
-            starts[b] += starts[b - 1];
-        }
-        let mut cursor: Vec<u32> = starts[..starts.len() - 1].to_vec();
-        let mut placed = vec![(0u64, 0u32); total];
-        for (index, m) in members.iter().enumerate() {
-            for p in points_of(m) {
-                let slot = &mut cursor[(p >> shift) as usize];
-                // Member indices fit in u32: a set holds at most MAX_BACKENDS = u32::MAX.
-                placed[*slot as usize] = (p, index as u32);
-                *slot += 1;
-            }
-        }
-        // Members are in id order, so (point, index) orders equal points by id.
-        for b in 0..starts.len() - 1 {
-            let bucket = &mut placed[starts[b] as usize..starts[b + 1] as usize];
-            if bucket.len() > 1 {
-                bucket.sort_unstable();
-            }
-        }
-        Ring {
-            points: placed.into(),
-            starts: starts.into(),
-            shift,
-        }
-    }
-
-    /// A ring over points computed elsewhere (the presets' 32-bit points, shifted to the top
-    /// half): sorted by (point, member), so equal points resolve to the lower member index.
-    pub(crate) fn from_points(mut points: Vec<(u64, u32)>) -> Ring {
-        points.sort_unstable();
-        let bits = points
-            .len()
-            .next_power_of_two()
-            .trailing_zeros()
-            .saturating_sub(2)
-            .max(1);
-        let shift = 64 - bits;
-        let mut starts = vec![0u32; (1usize << bits) + 1];
-        for &(p, _) in &points {
-            starts[(p >> shift) as usize + 1] += 1;
-        }
-        for b in 1..starts.len() {
-            starts[b] += starts[b - 1];
-        }
-        Ring {
-            points: points.into(),
-            starts: starts.into(),
-            shift,
-        }
-    }
-
-    /// Position of the first point `>= key`, wrapping to 0. The ring must not be empty.
-    #[inline]
-    fn successor(&self, key: u64) -> usize {
-        let bucket = (key >> self.shift) as usize;
-        let mut at = self.starts[bucket] as usize;
-        let end = self.starts[bucket + 1] as usize;
-        while at < end && self.points[at].0 < key {
-            at += 1;
-        }
-        if at == self.points.len() {
-            0
-        } else {
-            at
-        }
-    }
-
-    /// Number of points on the ring.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.points.len()
-    }
-}
-
-impl Preference for Ring {
-    #[inline]
-    fn first(&self, key: u64, mut accept: impl FnMut(usize) -> bool) -> Option<usize> {
-        if self.points.is_empty() {
-            return None;
-        }
-        let start = self.successor(key);
-        let owner = self.points[start].1 as usize;
-        if accept(owner) {
-            return Some(owner);
-        }
-        // Walk on, once around the ring.
-        let (after, before) = self.points.split_at(start);
-        before[1..]
-            .iter()
-            .chain(after)
-            .map(|&(_, o)| o as usize)
-            .find(|&o| accept(o))
+        Ok(Ring::new(nodes, per_weight, total as usize))
     }
 }
 
@@ -343,11 +227,11 @@ impl Preference for Ring {
 mod tests {
     use super::*;
 
-    fn members(weights: &[u32]) -> Vec<Member> {
+    fn nodes(weights: &[u32]) -> Vec<Node> {
         weights
             .iter()
             .enumerate()
-            .map(|(i, &weight)| Member {
+            .map(|(i, &weight)| Node {
                 id: format!("backend-{i}").into(),
                 id_hash: crate::hash::id_hash(&format!("backend-{i}")),
                 weight,
@@ -357,51 +241,11 @@ mod tests {
     }
 
     #[test]
-    fn index_finds_the_same_successor_as_a_binary_search() {
-        let ring = Ring::new(&members(&[1, 2, 0, 3]), 40, 240);
-        assert_eq!(ring.len(), 240);
-        assert!(ring.points.windows(2).all(|w| w[0] <= w[1]));
-        let mut x = 12345u64;
-        for _ in 0..10_000 {
-            x = crate::sequence::splitmix64(x);
-            let expect = ring.points.partition_point(|&(p, _)| p < x) % ring.len();
-            assert_eq!(ring.successor(x), expect);
-        }
-        let p = |k: usize| ring.points[k].0;
-        for edge in [0, 1, u64::MAX, p(0), p(239), p(17) + 1] {
-            let expect = ring.points.partition_point(|&(p, _)| p < edge) % ring.len();
-            assert_eq!(ring.successor(edge), expect);
-        }
-    }
-
-    #[test]
-    fn points_are_proportional_to_weight_and_weight_zero_has_none() {
-        let ring = Ring::new(&members(&[1, 2, 0, 3]), 10, 60);
-        let count = |m: u32| ring.points.iter().filter(|&&(_, o)| o == m).count();
-        assert_eq!([count(0), count(1), count(2), count(3)], [10, 20, 0, 30]);
-    }
-
-    #[test]
-    fn walk_goes_once_around() {
-        let ring = Ring::new(&members(&[1, 1, 1]), 3, 9);
-        let mut offered = Vec::new();
-        assert_eq!(
-            ring.first(7, |m| {
-                offered.push(m);
-                false
-            }),
-            None
-        );
-        assert_eq!(offered.len(), 9);
-        assert_eq!(ring.first(7, |m| m == 2), Some(2));
-    }
-
-    #[test]
     fn too_many_points_is_an_error() {
         let placement = RingPlacement {
             points_per_weight: 160,
         };
-        let err = placement.build(&members(&[u32::MAX])).err().unwrap();
+        let err = placement.build(&nodes(&[u32::MAX])).err().unwrap();
         assert!(matches!(
             err,
             Error::InvalidConfig {
@@ -409,6 +253,6 @@ mod tests {
                 ..
             }
         ));
-        assert!(placement.build(&members(&[])).unwrap().points.is_empty());
+        assert_eq!(placement.build(&nodes(&[])).unwrap().len(), 0);
     }
 }

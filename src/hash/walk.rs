@@ -6,20 +6,24 @@
 //! rest, once for every hashing balancer (the behaviour is documented for users in
 //! [`crate::hash`]): skipping ineligible members, distinct `pick_n` results whose first is
 //! `pick`'s, the random spread of requests without a key, and bounded loads ([`LoadFactor`],
-//! `Load`), including the validation of the load factor.
+//! `Capacity`), including the validation of the load factor.
 
 use std::cell::Cell;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::hash::id_hash;
-use crate::membership::{Policy, Snapshot, View};
-use crate::sequence::Sequence;
-use crate::{Error, Pick, Request};
+use crate::builder::Builder;
+use crate::engine::pick::Pick;
+use crate::engine::policy::Policy;
+use crate::engine::sequence::Sequence;
+use crate::engine::snapshot::{Snapshot, View};
+use crate::error::Error;
+use crate::placement::id_hash;
+use crate::request::Request;
 
-/// One member of a set as a placement algorithm sees it. Its index in the slice given to
+/// One backend of a set as a placement algorithm sees it. Its index in the slice given to
 /// [`Placement::build`] is its index in the snapshot's members (id order).
-pub(crate) struct Member {
+pub(crate) struct Node {
     /// The backend's id (the presets hash it their own way).
     pub(crate) id: Arc<str>,
     /// [`id_hash`] of the backend's id.
@@ -36,7 +40,7 @@ pub(crate) trait Placement: Send + Sync + 'static {
     type Table: Preference;
 
     /// Builds the table over every member (eligible or not). An error rejects the update.
-    fn build(&self, members: &[Member]) -> Result<Self::Table, Error>;
+    fn build(&self, nodes: &[Node]) -> Result<Self::Table, Error>;
 
     /// The 64-bit key the table is walked with, `None` for a request without a key. The
     /// crate's pinned hash by default; the presets hash keys as the programs they reproduce.
@@ -78,17 +82,17 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
     const TABLE_USES_HEALTH: bool = false;
 
     fn build(&self, view: &View<'_, T>) -> Result<A::Table, Error> {
-        let members: Vec<Member> = view
+        let nodes: Vec<Node> = view
             .members
             .iter()
-            .map(|e| Member {
+            .map(|e| Node {
                 id: Arc::clone(&e.id),
                 id_hash: id_hash(&e.id),
                 weight: e.weight,
                 position: e.position,
             })
             .collect();
-        self.placement.build(&members)
+        self.placement.build(&nodes)
     }
 
     #[inline]
@@ -101,7 +105,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
         match self.bound {
             None => snap.table.first(key, eligible),
             Some(factor) => {
-                let load = Load::new(factor);
+                let load = Capacity::new(factor);
                 snap.table
                     .first(key, |i| eligible(i) && load.has_room(snap, i))
                     .or_else(|| snap.table.first(key, eligible))
@@ -120,7 +124,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
             return;
         }
         let key = self.key(request);
-        let mut load = self.bound.map(Load::new);
+        let mut load = self.bound.map(Capacity::new);
         let want = n.min(snap.eligible.len());
         let mut chosen: Vec<usize> = Vec::with_capacity(want);
         // Beyond a few picks, a mask keeps "already chosen?" O(1) (a scan of `chosen` inside
@@ -161,50 +165,20 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
     }
 }
 
-/// The options every hashing builder shares: the load bound and the seed of the spread of
-/// requests without a key.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Options {
-    pub(crate) load_factor: Option<f64>,
-    pub(crate) seed: Option<u64>,
-}
-
-impl Options {
-    /// Checks the options and makes the policy.
+impl<C> Builder<C> {
+    /// The policy behind a hashing balancer: `placement` with the builder's load factor
+    /// (checked here) and seed.
     ///
     /// Errors: [`Error::InvalidConfig`] for `load_factor` (below 1, NaN or infinite).
-    pub(crate) fn policy<A>(self, placement: A) -> Result<Hashed<A>, Error> {
+    pub(crate) fn hashed<A>(&self, placement: A) -> Result<Hashed<A>, Error> {
         let bound = self.load_factor.map(LoadFactor::new).transpose()?;
         Ok(Hashed {
             placement,
             bound,
-            spread: Sequence::random(self.seed.unwrap_or_else(crate::entropy_seed)),
+            spread: Sequence::random(self.seed_or_entropy()),
         })
     }
 }
-
-/// Adds the options every hashing builder shares (`load_factor`, `seed`) to a builder type
-/// with an `options: Options` field.
-macro_rules! hashing_options {
-    ($builder:ident) => {
-        impl $builder {
-            /// Turns on bounded loads with factor `c` (see [`hash`](crate::hash)): no pick goes
-            /// to a backend already holding `ceil(c x (total + 1) x w / W)` picks or more; the
-            /// key walks on to its next preference.
-            pub fn load_factor(mut self, c: f64) -> Self {
-                self.options.load_factor = Some(c);
-                self
-            }
-
-            /// Seeds the random spread of requests without a key, so it replays exactly.
-            pub fn seed(mut self, seed: u64) -> Self {
-                self.options.seed = Some(seed);
-                self
-            }
-        }
-    };
-}
-pub(crate) use hashing_options;
 
 /// A bounded-loads factor `c >= 1`, as `ceil(c x 2^32)` saturating at `u64::MAX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +204,7 @@ impl LoadFactor {
 }
 
 /// The load of the eligible backends, read at most once per pick, and only if needed.
-struct Load {
+struct Capacity {
     factor: LoadFactor,
     /// Picks held on eligible backends and the sum of the eligible weights, once read,
     /// with the value of `held` at that moment.
@@ -239,9 +213,9 @@ struct Load {
     held: u64,
 }
 
-impl Load {
-    fn new(factor: LoadFactor) -> Load {
-        Load {
+impl Capacity {
+    fn new(factor: LoadFactor) -> Capacity {
+        Capacity {
             factor,
             sums: Cell::new(None),
             held: 0,

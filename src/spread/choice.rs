@@ -1,67 +1,33 @@
-//! Power of two choices (P2C).
-//!
-//! Each pick draws two distinct eligible backends, each with probability proportional to its
-//! weight, and takes the one with fewer requests in flight per unit of weight (compared exactly
-//! in integers). One random choice leaves the busiest backend about ln n / ln ln n over the
-//! mean; two choices cut that to ln ln n / ln 2 + O(1) (Mitzenmacher; Azar et al.), at O(1)
-//! cost and without the herding of a full scan when many clients read stale counts.
-//!
-//! The draws use the alias table shared with [`Random`](crate::Random); the second draw
-//! rejects the first backend and, if the first carries most of the weight, falls back to an
-//! exact linear draw. Seeded by [`PowerOfTwoChoices::with_seed`].
-//!
-//! Cost: O(1) per pick (two random values, two alias lookups, two counter loads); O(n) per
-//! update. Choose it as the default request balancer, and over least connections beyond a few
-//! hundred backends. This is the policy Envoy, Finagle, linkerd and tower use by default.
+//! What the load-aware request policies share: comparing in-flight requests per unit of
+//! weight exactly, and the power-of-two-choices loop over any way of comparing cost. Not a
+//! policy itself: [`LeastConnections`](crate::LeastConnections) uses [`lighter`];
+//! [`PowerOfTwoChoices`](crate::PowerOfTwoChoices) and [`PeakEwma`](crate::PeakEwma) are
+//! [`TwoChoices`] with their own [`Cost`].
 
-use crate::alias::{draw_distinct, draw_where, AliasTable};
-use crate::least_connections::lighter;
-use crate::membership::{impl_balancer, Core, Eligible, Policy, Snapshot, View};
-use crate::sequence::{splitmix64, Sequence, GAMMA};
-use crate::state::LatencyTracking;
-use crate::{Backend, Error, Pick, Request};
+use crate::engine::alias::{draw_distinct, draw_where, AliasTable};
+use crate::engine::pick::Pick;
+use crate::engine::policy::Policy;
+use crate::engine::sequence::Sequence;
+use crate::engine::snapshot::{Eligible, Snapshot, View};
+use crate::engine::state::LatencyTracking;
+use crate::error::Error;
+use crate::placement::{splitmix64, GAMMA};
+use crate::request::Request;
 
-/// Power of two choices over weighted candidates.
-///
-/// ```
-/// use lbkit::{Backend, Balancer, PowerOfTwoChoices, Request};
-/// let lb = PowerOfTwoChoices::with_seed([Backend::new("a", ()), Backend::new("b", ())], 1)?;
-/// let held = lb.pick(&Request::new()).unwrap();
-/// // With two backends both are always candidates: the idle one wins.
-/// assert_ne!(lb.pick(&Request::new()).unwrap().id(), held.id());
-/// # Ok::<(), lbkit::Error>(())
-/// ```
-pub struct PowerOfTwoChoices<T> {
-    core: Core<T, TwoChoices<InFlightPerWeight>>,
+/// Whether `a` carries less load per unit of weight than `b`, exactly (a/w_a < b/w_b as
+/// a x w_b < b x w_a, widened to 128 bits). Weights are above 0 for eligible backends.
+#[inline]
+pub(crate) fn lighter(
+    a_in_flight: usize,
+    a_weight: u64,
+    b_in_flight: usize,
+    b_weight: u64,
+) -> bool {
+    (a_in_flight as u128) * u128::from(b_weight) < (b_in_flight as u128) * u128::from(a_weight)
 }
 
-impl<T: Send + Sync + 'static> PowerOfTwoChoices<T> {
-    /// A P2C balancer seeded from the clock and the process.
-    ///
-    /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
-    pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
-        Self::with_seed(backends, crate::entropy_seed())
-    }
-
-    /// A P2C balancer whose choices replay exactly for a given seed.
-    ///
-    /// # Errors
-    /// As [`PowerOfTwoChoices::new`].
-    pub fn with_seed(
-        backends: impl IntoIterator<Item = Backend<T>>,
-        seed: u64,
-    ) -> Result<Self, Error> {
-        Ok(PowerOfTwoChoices {
-            core: Core::new(TwoChoices::new(seed, InFlightPerWeight), backends)?,
-        })
-    }
-}
-
-impl_balancer!(PowerOfTwoChoices);
-
-/// How two candidates are compared: the lighter one wins.
-pub(crate) trait Load: Send + Sync + 'static {
+/// How two candidates are compared: the lighter (cheaper) one wins.
+pub(crate) trait Cost: Send + Sync + 'static {
     /// Whether `a` is strictly lighter than `b`.
     fn lighter(&self, a: &Eligible, b: &Eligible) -> bool;
 
@@ -74,7 +40,7 @@ pub(crate) trait Load: Send + Sync + 'static {
 /// Requests in flight per unit of weight, compared exactly in integers.
 pub(crate) struct InFlightPerWeight;
 
-impl Load for InFlightPerWeight {
+impl Cost for InFlightPerWeight {
     #[inline]
     fn lighter(&self, a: &Eligible, b: &Eligible) -> bool {
         lighter(a.state.in_flight(), a.weight, b.state.in_flight(), b.weight)
@@ -87,7 +53,7 @@ pub(crate) struct TwoChoices<L> {
     load: L,
 }
 
-impl<L: Load> TwoChoices<L> {
+impl<L: Cost> TwoChoices<L> {
     pub(crate) fn new(seed: u64, load: L) -> Self {
         TwoChoices {
             rng: Sequence::random(seed),
@@ -124,7 +90,7 @@ impl<L: Load> TwoChoices<L> {
     }
 }
 
-impl<T, L: Load> Policy<T> for TwoChoices<L> {
+impl<T, L: Cost> Policy<T> for TwoChoices<L> {
     type Table = AliasTable;
     const TABLE_USES_HEALTH: bool = true;
 

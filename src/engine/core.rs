@@ -1,21 +1,5 @@
-//! Shared machinery: the immutable snapshot of a backend set and the [`Core`] that every
-//! policy wraps.
-//!
-//! # How one balancer is laid out
-//!
-//! * Each backend has one [`State`] (in-flight count, health, what reports taught), on its own
-//!   cache line, shared by every [`Entry`] that has stood for that id. It outlives rebuilds:
-//!   an update carries it over by id, and a pick keeps it alive after the backend was removed,
-//!   so the pick's release always lands on the counter it incremented.
-//! * An [`Entry`] is one backend as one update described it (id, weight, value) plus a
-//!   pointer to its state. A [`Pick`] holds an `Arc<Entry>`.
-//! * A [`Snapshot`] is everything a pick reads: the entries sorted by id, the eligible ones
-//!   with their effective weights, and the policy's precomputed table (a schedule, an alias
-//!   table, a ring, ...). It is immutable and sits behind one [`ArcSwap`]: a pick loads it
-//!   once, so it can never see half an update.
-//! * Writers (`update`, `set_health`, health configuration, and the rebuilds that apply
-//!   passive health) take one mutex, build a whole new snapshot and swap it in. Picks never
-//!   wait for that lock: a pick that finds a rebuild due only tries it.
+//! The [`Core`] every policy wraps: one snapshot pointer, one writer lock, and the rebuilds
+//! that apply membership, health and time.
 
 use std::cell::Cell;
 use std::sync::{Arc, Weak};
@@ -24,109 +8,22 @@ use ahash::AHashMap;
 use arc_swap::{ArcSwap, Guard};
 use parking_lot::Mutex;
 
-use crate::health::{apply_outlier_rules, effective_weight, HealthConfig};
-use crate::state::{Feedback, LatencyTracking, State, FULL_WEIGHT};
-use crate::{Backend, Error, Health, Pick, Request, Status};
+use crate::backend::{Backend, Health};
+use crate::engine::entry::Entry;
+use crate::engine::pick::{Member, Pick};
+use crate::engine::policy::Policy;
+use crate::engine::rules::{apply_outlier_rules, effective_weight};
+use crate::engine::snapshot::{Eligible, Snapshot, View};
+use crate::engine::state::{Feedback, State, NEVER};
+use crate::error::Error;
+use crate::health::HealthConfig;
+use crate::request::Request;
+use crate::status::Status;
 
 /// The most backends one set may hold: 2^22 (4,194,304). The bound makes every sum of
 /// effective weights fit in a `u64` (weights below 2^32, times 1000 under slow start, times
 /// 2^22 backends stays below 2^64), and every index fit in a `u32`.
 pub const MAX_BACKENDS: usize = 1 << 22;
-
-/// "No time-based change due": the value of [`Snapshot::refresh_at`].
-pub(crate) const NEVER: u64 = u64::MAX;
-
-/// One backend as the latest update described it.
-pub(crate) struct Entry<T> {
-    pub(crate) id: Arc<str>,
-    pub(crate) weight: u32,
-    pub(crate) value: T,
-    pub(crate) state: Arc<State>,
-    /// Where the backend stood in the list the latest update was given (only
-    /// [`JumpHash`](crate::JumpHash), which numbers buckets in input order, reads it).
-    pub(crate) position: usize,
-}
-
-/// An eligible backend, laid out for scanning: its index in [`Snapshot::members`], its
-/// effective weight (the weight, scaled and ramped while slow start is configured) and its
-/// state.
-pub(crate) struct Eligible {
-    pub(crate) index: usize,
-    pub(crate) weight: u64,
-    pub(crate) state: Arc<State>,
-}
-
-/// Everything a pick reads, immutable once built.
-pub(crate) struct Snapshot<T, X> {
-    /// Every backend of the set, sorted by id (so nothing depends on input order).
-    pub(crate) members: Box<[Arc<Entry<T>>]>,
-    /// `states[i]` is `members[i].state`, laid out apart so that a pick reaches the state
-    /// without waiting for the entry.
-    states: Box<[Arc<State>]>,
-    /// The members that may get new picks, in id order.
-    pub(crate) eligible: Box<[Eligible]>,
-    /// `is_eligible[i]` says whether `members[i]` is in `eligible`.
-    pub(crate) is_eligible: Box<[bool]>,
-    /// `weights[i]` is the effective weight of `members[i]` if eligible (as in `eligible`),
-    /// else 0: bounded loads compare capacities in these units.
-    pub(crate) weights: Box<[u64]>,
-    /// The policy's precomputed table.
-    pub(crate) table: Arc<X>,
-    /// Clock nanoseconds at which a time-based rule changes eligibility or weights.
-    refresh_at: u64,
-}
-
-impl<T, X> Snapshot<T, X> {
-    /// A pick of `members[index]`.
-    #[inline]
-    pub(crate) fn pick(&self, index: usize) -> Pick<T> {
-        Pick::new(&self.members[index], &self.states[index])
-    }
-
-    /// The index of the member with this id.
-    pub(crate) fn find(&self, id: &str) -> Option<usize> {
-        self.members.binary_search_by(|e| (*e.id).cmp(id)).ok()
-    }
-}
-
-/// The members and eligibility a policy builds its table from.
-pub(crate) struct View<'a, T> {
-    pub(crate) members: &'a [Arc<Entry<T>>],
-    pub(crate) eligible: &'a [Eligible],
-}
-
-/// How one algorithm chooses. Everything else (membership, accounting, health, errors) is the
-/// [`Core`]'s.
-pub(crate) trait Policy<T>: Send + Sync + 'static {
-    /// What the policy precomputes from a backend set.
-    type Table: Send + Sync + 'static;
-    /// Whether the table depends on which backends are eligible and their effective weights.
-    /// If not, a health change keeps the old table (hashing policies walk past ineligible
-    /// backends instead, so that a backend going down moves only its own keys).
-    const TABLE_USES_HEALTH: bool;
-
-    /// Precomputes the table. An error here rejects the whole update.
-    fn build(&self, view: &View<'_, T>) -> Result<Self::Table, Error>;
-
-    /// The index (into `snap.members`) of the backend for this request, or `None` when no
-    /// backend is eligible. Must return an eligible member.
-    fn choose(&self, snap: &Snapshot<T, Self::Table>, request: &Request<'_>) -> Option<usize>;
-
-    /// Pushes picks of up to `n` distinct eligible backends, in preference order, the first
-    /// being the one `choose` would return.
-    fn choose_n(
-        &self,
-        snap: &Snapshot<T, Self::Table>,
-        request: &Request<'_>,
-        n: usize,
-        out: &mut Vec<Pick<T>>,
-    );
-
-    /// Whether reports should maintain a peak-EWMA latency estimate, and its parameters.
-    fn latency_tracking(&self) -> Option<LatencyTracking> {
-        None
-    }
-}
 
 /// What the writer lock guards.
 struct Writer {
@@ -145,21 +42,30 @@ pub(crate) struct Core<T, P: Policy<T>> {
 }
 
 impl<T, P: Policy<T>> Core<T, P> {
-    /// A core over `backends`; see [`Core::update`] for the errors.
+    /// A core over `backends` with passive-health rules `config`; see [`Core::update`] and
+    /// [`Core::set_health_config`] for the errors.
     pub(crate) fn new(
         policy: P,
         backends: impl IntoIterator<Item = Backend<T>>,
+        config: HealthConfig,
     ) -> Result<Self, Error> {
-        let config = HealthConfig::new();
+        config.validate()?;
         let feedback = Arc::new(Feedback::new(
             Arc::clone(&config.clock),
+            config.outlier_detection.map(|o| o.consecutive_failures),
             policy.latency_tracking(),
         ));
         let now = feedback.now_ns();
         let backends = sorted_and_checked(backends.into_iter().collect())?;
         let members: Vec<Arc<Entry<T>>> = backends
             .into_iter()
-            .map(|(position, b)| entry(b, position, Arc::new(State::new(&feedback, now, false))))
+            .map(|(position, b)| {
+                let state = State::new(&feedback, now, false);
+                if let Some(health) = b.health {
+                    state.set_health(health);
+                }
+                entry(b, position, Arc::new(state))
+            })
             .collect();
         let snapshot = build(&policy, members.into(), None, &config, now)?;
         Ok(Core {
@@ -256,6 +162,9 @@ impl<T, P: Policy<T>> Core<T, P> {
         let now = self.feedback.now_ns();
         let ramp = writer.config.slow_start.is_some();
         let mut revived = Vec::new();
+        // Health given with a backend (`Backend::with_health`), applied to its state, and what
+        // it was, to restore if the build fails.
+        let mut given = Vec::new();
         let members: Vec<Arc<Entry<T>>> = backends
             .into_iter()
             .map(|(position, b)| {
@@ -268,38 +177,34 @@ impl<T, P: Policy<T>> Core<T, P> {
                 } else {
                     Arc::new(State::new(&self.feedback, now, ramp))
                 };
+                if let Some(health) = b.health {
+                    given.push((Arc::clone(&state), health));
+                }
                 entry(b, position, state)
             })
             .collect();
         // A revived backend joins afresh: `Up`, not ejected, ramping. Its old settings are
         // restored if the build fails, so that nothing changes on error.
-        let saved: Vec<_> = revived
-            .iter()
-            .map(|s| (s.health(), s.ejected_until()))
-            .collect();
-        for state in &revived {
-            state.set_health(Health::Up);
-            state
-                .ejected_until
-                .store(0, std::sync::atomic::Ordering::Relaxed);
+        let saved: Vec<_> = revived.iter().map(|s| s.revive()).collect();
+        let before: Vec<Health> = given.iter().map(|(s, _)| s.health()).collect();
+        for (state, health) in &given {
+            state.set_health(*health);
         }
         let snapshot = match build(&self.policy, members.into(), None, &writer.config, now) {
             Ok(snapshot) => snapshot,
             Err(e) => {
-                for (state, (health, until)) in revived.iter().zip(saved) {
+                for ((state, _), health) in given.iter().zip(before).rev() {
                     state.set_health(health);
-                    state
-                        .ejected_until
-                        .store(until, std::sync::atomic::Ordering::Relaxed);
+                }
+                for (state, saved) in revived.iter().zip(saved) {
+                    state.undo_revive(saved);
                 }
                 return Err(e);
             }
         };
         if ramp {
             for state in &revived {
-                state
-                    .ramp_start
-                    .store(now, std::sync::atomic::Ordering::Relaxed);
+                state.restart_ramp(now);
             }
         }
         for old in current.members.iter() {
@@ -364,14 +269,10 @@ impl<T, P: Policy<T>> Core<T, P> {
         for e in current.members.iter() {
             let s = &e.state;
             if new_clock || config.outlier_detection.is_none() {
-                s.ejected_until
-                    .store(0, std::sync::atomic::Ordering::Relaxed);
-                s.ejections.store(0, std::sync::atomic::Ordering::Relaxed);
-                s.returned_at.store(0, std::sync::atomic::Ordering::Relaxed);
+                s.forget_ejections();
             }
             if new_clock || config.slow_start.is_none() {
-                s.ramp_start
-                    .store(FULL_WEIGHT, std::sync::atomic::Ordering::Relaxed);
+                s.stop_ramp();
             }
             if new_clock {
                 s.reset_latency(now);
@@ -388,6 +289,10 @@ impl<T, P: Policy<T>> Core<T, P> {
         )?;
         self.current.store(Arc::new(snapshot));
         Ok(())
+    }
+
+    pub(crate) fn backends(&self) -> Vec<Member<T>> {
+        self.load().members.iter().map(Member::new).collect()
     }
 
     pub(crate) fn status(&self) -> Vec<Status> {
@@ -501,9 +406,8 @@ fn build<T, P: Policy<T>>(
     })
 }
 
-/// Implements [`Balancer`](crate::Balancer), `Debug` and the health-configuration methods for
-/// a policy type with a `core` field, by delegation. Every policy is the same calls into its
-/// [`Core`].
+/// Implements [`Balancer`](crate::Balancer) and `Debug` for a policy type with a `core`
+/// field, by delegation: every policy is the same calls into its [`Core`].
 macro_rules! impl_balancer {
     ($ty:ident) => {
         impl<T: Send + Sync + 'static> $crate::Balancer<T> for $ty<T> {
@@ -524,33 +428,16 @@ macro_rules! impl_balancer {
                 self.core.set_health(id, health)
             }
 
+            fn set_health_config(&self, config: $crate::HealthConfig) -> Result<(), $crate::Error> {
+                self.core.set_health_config(config)
+            }
+
             fn status(&self) -> Vec<$crate::Status> {
                 self.core.status()
             }
-        }
 
-        impl<T: Send + Sync + 'static> $ty<T> {
-            /// This balancer with passive health rules (outlier ejection, panic threshold,
-            /// slow start); see [`HealthConfig`](crate::HealthConfig).
-            ///
-            /// # Errors
-            /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming the first value
-            /// out of range.
-            pub fn with_health(self, config: $crate::HealthConfig) -> Result<Self, $crate::Error> {
-                self.core.set_health_config(config)?;
-                Ok(self)
-            }
-
-            /// Replaces the passive health rules while the balancer serves. A new clock
-            /// restarts everything measured in time (ejections, ramps, latency estimates).
-            ///
-            /// # Errors
-            /// As [`with_health`](Self::with_health); on error nothing changes.
-            pub fn set_health_config(
-                &self,
-                config: $crate::HealthConfig,
-            ) -> Result<(), $crate::Error> {
-                self.core.set_health_config(config)
+            fn backends(&self) -> Vec<$crate::Member<T>> {
+                self.core.backends()
             }
         }
 

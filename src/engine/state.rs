@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::backend::Health;
 use crate::clock::Clock;
-use crate::Health;
 
 /// What every state of one balancer shares: the clock, what reports must do, and the flag
 /// that asks for a rebuild.
@@ -40,11 +40,15 @@ pub(crate) struct LatencyTracking {
 }
 
 impl Feedback {
-    pub(crate) fn new(clock: Arc<dyn Clock>, latency: Option<LatencyTracking>) -> Self {
+    pub(crate) fn new(
+        clock: Arc<dyn Clock>,
+        failure_threshold: Option<u32>,
+        latency: Option<LatencyTracking>,
+    ) -> Self {
         Feedback {
             cheap_clock: AtomicBool::new(clock.is_cheap()),
             clock: ArcSwap::from_pointee(clock),
-            failure_threshold: AtomicU32::new(u32::MAX),
+            failure_threshold: AtomicU32::new(failure_threshold.unwrap_or(u32::MAX)),
             latency,
             dirty: AtomicBool::new(false),
         }
@@ -95,6 +99,15 @@ impl Feedback {
 /// "Not ramping": the value of [`State::ramp_start`] for a backend at full weight.
 pub(crate) const FULL_WEIGHT: u64 = u64::MAX;
 
+/// "No time-based change due": a refresh time that never comes.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// What [`State::revive`] changed, to undo it.
+pub(crate) struct Revival {
+    health: Health,
+    ejected_until: u64,
+}
+
 /// One backend's counters. Fields written only by the writer (under its lock) are marked so.
 ///
 /// Aligned to a 64-byte line of its own: two threads picking different backends never share
@@ -108,22 +121,22 @@ pub(crate) struct State {
     health: AtomicU8,
     consecutive_failures: AtomicU32,
     /// Writer only: the end of the current ejection in clock nanoseconds, 0 if not ejected.
-    pub(crate) ejected_until: AtomicU64,
+    ejected_until: AtomicU64,
     /// One more than the clock nanoseconds of the report that crossed the failure threshold (0
     /// if none since the run was cleared): an ejection runs from then, not from the rebuild
     /// that applies it.
     tripped_at: AtomicU64,
     /// Writer only: the ejection multiplier (how many times ejected, decayed).
-    pub(crate) ejections: AtomicU32,
+    ejections: AtomicU32,
     /// Writer only: when the last ejection ended.
-    pub(crate) returned_at: AtomicU64,
+    returned_at: AtomicU64,
     /// Writer only: when the slow-start ramp began, or [`FULL_WEIGHT`].
-    pub(crate) ramp_start: AtomicU64,
+    ramp_start: AtomicU64,
     /// Peak EWMA as a log score: ln(cost in ns) + stamp / decay (see `PeakEwma`).
     score: AtomicU64,
     /// Clock nanoseconds of the last latency observation.
     stamp: AtomicU64,
-    pub(crate) feedback: Arc<Feedback>,
+    feedback: Arc<Feedback>,
 }
 
 impl State {
@@ -184,13 +197,89 @@ impl State {
         self.ejected_until.load(Ordering::Relaxed)
     }
 
+    /// Writer only: how many times the backend was ejected (the decayed multiplier).
+    pub(crate) fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Writer only: when the last ejection ended (0 if never).
+    pub(crate) fn returned_at(&self) -> u64 {
+        self.returned_at.load(Ordering::Relaxed)
+    }
+
+    /// Writer only: when the slow-start ramp began, or [`FULL_WEIGHT`].
+    pub(crate) fn ramp_start(&self) -> u64 {
+        self.ramp_start.load(Ordering::Relaxed)
+    }
+
+    /// Writer only: ejects the backend until `until` (clock nanoseconds, above 0) as its
+    /// `times`-th ejection, and forgets its run of failures.
+    pub(crate) fn eject(&self, until: u64, times: u32) {
+        // Relaxed, as every writer-only field (see `ejected_until`).
+        self.ejections.store(times, Ordering::Relaxed);
+        self.ejected_until.store(until, Ordering::Relaxed);
+        self.clear_failures();
+    }
+
+    /// Writer only: ends the ejection at `at`, with a fresh run of failures, ramping up from
+    /// `at` if `ramp`.
+    pub(crate) fn end_ejection(&self, at: u64, ramp: bool) {
+        // Relaxed, as every writer-only field (see `ejected_until`).
+        self.ejected_until.store(0, Ordering::Relaxed);
+        self.returned_at.store(at, Ordering::Relaxed);
+        self.clear_failures();
+        if ramp {
+            self.restart_ramp(at);
+        }
+    }
+
+    /// Writer only: forgets every ejection, past and present (outlier detection switched off,
+    /// or a new clock).
+    pub(crate) fn forget_ejections(&self) {
+        // Relaxed, as every writer-only field (see `ejected_until`).
+        self.ejected_until.store(0, Ordering::Relaxed);
+        self.ejections.store(0, Ordering::Relaxed);
+        self.returned_at.store(0, Ordering::Relaxed);
+    }
+
+    /// Writer only: the slow-start ramp starts (again) at `at`.
+    pub(crate) fn restart_ramp(&self, at: u64) {
+        // Relaxed, as every writer-only field (see `ejected_until`).
+        self.ramp_start.store(at, Ordering::Relaxed);
+    }
+
+    /// Writer only: the backend has its full weight, no ramp.
+    pub(crate) fn stop_ramp(&self) {
+        self.restart_ramp(FULL_WEIGHT);
+    }
+
+    /// Writer only: a removed backend whose picks are still held joins again, `Up` and not
+    /// ejected. Returns what [`State::undo_revive`] restores if the update fails.
+    pub(crate) fn revive(&self) -> Revival {
+        let saved = Revival {
+            health: self.health(),
+            ejected_until: self.ejected_until(),
+        };
+        self.set_health(Health::Up);
+        // Relaxed, as every writer-only field (see `ejected_until`).
+        self.ejected_until.store(0, Ordering::Relaxed);
+        saved
+    }
+
+    /// Writer only: undoes [`State::revive`].
+    pub(crate) fn undo_revive(&self, saved: Revival) {
+        self.set_health(saved.health);
+        self.ejected_until
+            .store(saved.ejected_until, Ordering::Relaxed);
+    }
+
     pub(crate) fn consecutive_failures(&self) -> u32 {
         // Relaxed: the rebuild reads this after `take_dirty`'s Acquire, which makes the count
         // that raised the flag visible.
         self.consecutive_failures.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn clear_failures(&self) {
+    fn clear_failures(&self) {
         // Relaxed: a report racing with this store may be lost, which only delays ejection.
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.tripped_at.store(0, Ordering::Relaxed);
@@ -287,6 +376,7 @@ impl Default for State {
     fn default() -> Self {
         let feedback = Arc::new(Feedback::new(
             Arc::new(crate::clock::ManualClock::new()),
+            None,
             None,
         ));
         State::new(&feedback, 0, false)

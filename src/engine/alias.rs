@@ -7,8 +7,8 @@
 //! below the threshold it is the slot itself, otherwise its alias. Probabilities are exact to
 //! within 2^-64. Build is O(n).
 
-use crate::membership::Eligible;
-use crate::sequence::uniform;
+use crate::engine::sequence::uniform;
+use crate::engine::snapshot::Eligible;
 
 /// An alias table over the eligible backends (positions in `Snapshot::eligible`).
 #[derive(Debug, Default)]
@@ -150,7 +150,7 @@ pub(crate) fn draw_distinct(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sequence::Sequence;
+    use crate::engine::sequence::Sequence;
     use std::sync::Arc;
 
     fn eligible(weights: &[u32]) -> Vec<Eligible> {

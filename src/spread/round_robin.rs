@@ -9,9 +9,15 @@
 //! Cost: O(1) per pick (one atomic add on the thread's stripe, one division); O(n) per update.
 //! Choose it when backends are alike and requests are short and alike.
 
-use crate::membership::{impl_balancer, Core, Policy, Snapshot, View};
-use crate::sequence::Sequence;
-use crate::{Backend, Error, Pick, Request};
+use crate::backend::Backend;
+use crate::builder::Builder;
+use crate::engine::core::{impl_balancer, Core};
+use crate::engine::pick::Pick;
+use crate::engine::policy::Policy;
+use crate::engine::sequence::Sequence;
+use crate::engine::snapshot::{Snapshot, View};
+use crate::error::Error;
+use crate::request::Request;
 
 /// Round robin over the eligible backends, in id order.
 ///
@@ -27,23 +33,49 @@ pub struct RoundRobin<T> {
 }
 
 impl<T: Send + Sync + 'static> RoundRobin<T> {
-    /// A round-robin balancer over `backends`.
+    /// A RoundRobin balancer over `backends` (the same as `RoundRobin::builder().build(backends)`).
     ///
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
+        Builder::new(RoundRobinConfig).build(backends)
+    }
+}
+
+impl RoundRobin<()> {
+    /// A builder, for passive health ([`Builder::health`]); its `build` makes a `RoundRobin<T>` of
+    /// any `T` (this is a function of `RoundRobin<()>` only so that `RoundRobin::builder()` needs no type
+    /// annotation).
+    pub fn builder() -> Builder<RoundRobinConfig> {
+        Builder::new(RoundRobinConfig)
+    }
+}
+
+impl Builder<RoundRobinConfig> {
+    /// Builds the balancer over `backends`.
+    ///
+    /// # Errors
+    /// As [`RoundRobin::new`], and [`Error::InvalidConfig`] for a health rule out of range.
+    pub fn build<T: Send + Sync + 'static>(
+        self,
+        backends: impl IntoIterator<Item = Backend<T>>,
+    ) -> Result<RoundRobin<T>, Error> {
+        let policy = Rotation {
+            cursor: Sequence::counter(0),
+        };
         Ok(RoundRobin {
-            core: Core::new(
-                Rotation {
-                    cursor: Sequence::counter(0),
-                },
-                backends,
-            )?,
+            core: Core::new(policy, backends, self.health)?,
         })
     }
 }
 
 impl_balancer!(RoundRobin);
+
+/// The configuration of [`RoundRobin`], the type parameter of [`RoundRobin::builder`]'s [`Builder`]:
+/// none of its own.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct RoundRobinConfig;
 
 pub(crate) struct Rotation {
     cursor: Sequence,

@@ -3,7 +3,7 @@
 //! Each pick draws a backend with probability proportional to its weight, in O(1): one
 //! random 64-bit value and one alias-table lookup ([Walker's alias method], built exactly in
 //! integers when the set changes, O(n)). The random source is SplitMix64 on a per-thread
-//! stripe, seeded by [`Random::with_seed`]: the same seed and the same calls from one thread
+//! stripe, seeded by [`Builder::seed`] (or [`Random::with_seed`]): the same seed and the same calls from one thread
 //! replay the same picks, in whichever thread they are replayed.
 //!
 //! Choose it when a stateless, contention-free spread is enough, or as the fallback of
@@ -11,10 +11,16 @@
 //!
 //! [Walker's alias method]: https://en.wikipedia.org/wiki/Alias_method
 
-use crate::alias::{draw_distinct, AliasTable};
-use crate::membership::{impl_balancer, Core, Policy, Snapshot, View};
-use crate::sequence::Sequence;
-use crate::{Backend, Error, Pick, Request};
+use crate::backend::Backend;
+use crate::builder::{Builder, Seedable};
+use crate::engine::alias::{draw_distinct, AliasTable};
+use crate::engine::core::{impl_balancer, Core};
+use crate::engine::pick::Pick;
+use crate::engine::policy::Policy;
+use crate::engine::sequence::Sequence;
+use crate::engine::snapshot::{Snapshot, View};
+use crate::error::Error;
+use crate::request::Request;
 
 /// Weighted random choice, O(1) per pick, reproducible from a seed.
 ///
@@ -29,15 +35,17 @@ pub struct Random<T> {
 }
 
 impl<T: Send + Sync + 'static> Random<T> {
-    /// A weighted random balancer seeded from the clock and the process.
+    /// A Random balancer seeded from the clock and the process (the same as
+    /// `Random::builder().build(backends)`).
     ///
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
-        Self::with_seed(backends, crate::entropy_seed())
+        Builder::new(RandomConfig::default()).build(backends)
     }
 
-    /// A weighted random balancer whose choices replay exactly for a given seed.
+    /// A Random balancer whose choices replay exactly for a given seed: the shortcut for
+    /// `Random::builder().seed(seed).build(backends)`.
     ///
     /// # Errors
     /// As [`Random::new`].
@@ -45,18 +53,48 @@ impl<T: Send + Sync + 'static> Random<T> {
         backends: impl IntoIterator<Item = Backend<T>>,
         seed: u64,
     ) -> Result<Self, Error> {
+        Builder::new(RandomConfig::default())
+            .seed(seed)
+            .build(backends)
+    }
+}
+
+impl Random<()> {
+    /// A builder, for a seed ([`Builder::seed`]) and passive health ([`Builder::health`]);
+    /// its `build` makes a `Random<T>` of any `T` (this is a function of `Random<()>` only so that
+    /// `Random::builder()` needs no type annotation).
+    pub fn builder() -> Builder<RandomConfig> {
+        Builder::new(RandomConfig::default())
+    }
+}
+
+impl Builder<RandomConfig> {
+    /// Builds the balancer over `backends`.
+    ///
+    /// # Errors
+    /// As [`Random::new`], and [`Error::InvalidConfig`] for a health rule out of range.
+    pub fn build<T: Send + Sync + 'static>(
+        self,
+        backends: impl IntoIterator<Item = Backend<T>>,
+    ) -> Result<Random<T>, Error> {
+        let policy = WeightedDraw {
+            rng: Sequence::random(self.seed_or_entropy()),
+        };
         Ok(Random {
-            core: Core::new(
-                WeightedDraw {
-                    rng: Sequence::random(seed),
-                },
-                backends,
-            )?,
+            core: Core::new(policy, backends, self.health)?,
         })
     }
 }
 
 impl_balancer!(Random);
+
+/// The configuration of [`Random`], the type parameter of [`Random::builder`]'s [`Builder`]:
+/// none of its own.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct RandomConfig;
+
+impl Seedable for RandomConfig {}
 
 pub(crate) struct WeightedDraw {
     rng: Sequence,

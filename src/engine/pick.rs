@@ -1,11 +1,11 @@
-//! The guard a pick returns, and the status report.
+//! The guard a pick returns, and the read-only view of a backend that
+//! [`Balancer::backends`](crate::Balancer::backends) gives.
 
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::membership::Entry;
-use crate::state::State;
-use crate::Health;
+use crate::engine::entry::Entry;
+use crate::engine::state::State;
 
 /// One request in flight on one backend: a guard that gives the slot back when dropped.
 ///
@@ -92,46 +92,68 @@ impl<T> std::fmt::Debug for Pick<T> {
     }
 }
 
-/// One backend's line in [`Balancer::status`](crate::Balancer::status): a point-in-time
-/// reading.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
-    pub(crate) id: Arc<str>,
-    pub(crate) weight: u32,
-    pub(crate) in_flight: usize,
-    pub(crate) health: Health,
-    pub(crate) ejected: bool,
+/// One backend of a balancer's current set, as [`Balancer::backends`](crate::Balancer::backends)
+/// gives it: its id, weight and value, read without counting a request in flight.
+///
+/// It holds the backend's value alive (as a [`Pick`] does) but takes no in-flight slot, so
+/// keep it for as long as you need the value, not per request.
+///
+/// ```
+/// use lbkit::{Backend, Balancer, RoundRobin};
+/// let lb = RoundRobin::new([Backend::new("b", 2), Backend::new("a", 1)])?;
+/// let now: Vec<(String, i32)> = lb.backends().iter().map(|m| (m.id().to_owned(), **m)).collect();
+/// assert_eq!(now, [("a".to_owned(), 1), ("b".to_owned(), 2)]);
+/// # Ok::<(), lbkit::Error>(())
+/// ```
+pub struct Member<T> {
+    entry: Arc<Entry<T>>,
 }
 
-impl Status {
+impl<T> Member<T> {
+    pub(crate) fn new(entry: &Arc<Entry<T>>) -> Self {
+        Member {
+            entry: Arc::clone(entry),
+        }
+    }
+
     /// The backend's id.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.entry.id
     }
 
-    /// The backend's weight.
+    /// The backend's weight, as the latest update gave it.
     pub fn weight(&self) -> u32 {
-        self.weight
+        self.entry.weight
     }
 
-    /// Picks held on the backend now.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
+    /// The backend's value (the same as dereferencing the member).
+    pub fn value(&self) -> &T {
+        &self.entry.value
     }
+}
 
-    /// The backend's health.
-    pub fn health(&self) -> Health {
-        self.health
+impl<T> Deref for Member<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.entry.value
     }
+}
 
-    /// Whether outlier detection has ejected the backend for now.
-    pub fn is_ejected(&self) -> bool {
-        self.ejected
+impl<T> Clone for Member<T> {
+    fn clone(&self) -> Self {
+        Member {
+            entry: Arc::clone(&self.entry),
+        }
     }
+}
 
-    /// Whether the backend can receive new picks: `Up`, not ejected, and a weight above 0
-    /// (the panic threshold aside, which can make every non-draining backend eligible).
-    pub fn is_eligible(&self) -> bool {
-        self.health == Health::Up && self.weight > 0 && !self.ejected
+impl<T: std::fmt::Debug> std::fmt::Debug for Member<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("id", &self.id())
+            .field("weight", &self.weight())
+            .field("value", self.value())
+            .finish()
     }
 }

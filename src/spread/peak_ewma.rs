@@ -33,10 +33,13 @@
 
 use std::time::Duration;
 
-use crate::membership::{impl_balancer, Core, Eligible};
-use crate::power_of_two::{Load, TwoChoices};
-use crate::state::LatencyTracking;
-use crate::{Backend, Error};
+use crate::backend::Backend;
+use crate::builder::{Builder, Seedable};
+use crate::engine::core::{impl_balancer, Core};
+use crate::engine::snapshot::Eligible;
+use crate::engine::state::LatencyTracking;
+use crate::error::Error;
+use crate::spread::choice::{Cost, TwoChoices};
 
 /// Latency-aware power of two choices; report outcomes with [`Pick::success`](crate::Pick::success).
 ///
@@ -57,15 +60,14 @@ pub struct PeakEwma<T> {
     core: Core<T, TwoChoices<PeakCost>>,
 }
 
-/// The parameters of [`PeakEwma`].
+/// The configuration of [`PeakEwma`], the type parameter of [`PeakEwma::builder`]'s
+/// [`Builder`]: the decay and the starting estimate, set with [`Builder::decay`] and
+/// [`Builder::default_latency`].
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct PeakEwmaConfig {
-    /// The time constant of the decay (default 10 s, Finagle's).
-    pub decay: Duration,
-    /// The estimate of a backend not yet observed (default 10 ms).
-    pub default_latency: Duration,
-    /// The seed of the candidate draws; `None` seeds from the clock and the process.
-    pub seed: Option<u64>,
+    decay: Duration,
+    default_latency: Duration,
 }
 
 impl Default for PeakEwmaConfig {
@@ -73,21 +75,24 @@ impl Default for PeakEwmaConfig {
         PeakEwmaConfig {
             decay: Duration::from_secs(10),
             default_latency: Duration::from_millis(10),
-            seed: None,
         }
     }
 }
 
+impl Seedable for PeakEwmaConfig {}
+
 impl<T: Send + Sync + 'static> PeakEwma<T> {
-    /// A peak-EWMA balancer with the default parameters, seeded from the clock and process.
+    /// A peak-EWMA balancer with the default parameters, seeded from the clock and process
+    /// (the same as `PeakEwma::builder().build(backends)`).
     ///
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
-        Self::with_config(backends, PeakEwmaConfig::default())
+        Builder::new(PeakEwmaConfig::default()).build(backends)
     }
 
-    /// A peak-EWMA balancer whose candidate draws replay exactly for a given seed.
+    /// A peak-EWMA balancer whose candidate draws replay exactly for a given seed: the
+    /// shortcut for `PeakEwma::builder().seed(seed).build(backends)`.
     ///
     /// # Errors
     /// As [`PeakEwma::new`].
@@ -95,37 +100,73 @@ impl<T: Send + Sync + 'static> PeakEwma<T> {
         backends: impl IntoIterator<Item = Backend<T>>,
         seed: u64,
     ) -> Result<Self, Error> {
-        Self::with_config(
-            backends,
-            PeakEwmaConfig {
-                seed: Some(seed),
-                ..PeakEwmaConfig::default()
-            },
-        )
+        Builder::new(PeakEwmaConfig::default())
+            .seed(seed)
+            .build(backends)
+    }
+}
+
+impl PeakEwma<()> {
+    /// A builder, for the decay, the starting estimate, a seed and passive health; its
+    /// `build` makes a `PeakEwma<T>` of any `T` (this is a function of `PeakEwma<()>` only so
+    /// that `PeakEwma::builder()` needs no type annotation).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lbkit::{Backend, PeakEwma};
+    /// let lb = PeakEwma::builder()
+    ///     .decay(Duration::from_secs(5))
+    ///     .default_latency(Duration::from_millis(2))
+    ///     .seed(7)
+    ///     .build([Backend::new("a", ()), Backend::new("b", ())])?;
+    /// # let _ = lb;
+    /// assert!(PeakEwma::builder().decay(Duration::ZERO).build(Vec::<Backend<()>>::new()).is_err());
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    pub fn builder() -> Builder<PeakEwmaConfig> {
+        Builder::new(PeakEwmaConfig::default())
+    }
+}
+
+impl Builder<PeakEwmaConfig> {
+    /// The time constant of the decay (default 10 s, Finagle's).
+    pub fn decay(mut self, decay: Duration) -> Self {
+        self.config.decay = decay;
+        self
     }
 
-    /// A peak-EWMA balancer with explicit parameters.
+    /// The estimate of a backend not yet observed (default 10 ms).
+    pub fn default_latency(mut self, latency: Duration) -> Self {
+        self.config.default_latency = latency;
+        self
+    }
+
+    /// Builds the balancer over `backends`.
     ///
     /// # Errors
     /// As [`PeakEwma::new`], and [`Error::InvalidConfig`] for a zero `decay` or
-    /// `default_latency`.
-    pub fn with_config(
+    /// `default_latency`, or a health rule out of range.
+    pub fn build<T: Send + Sync + 'static>(
+        self,
         backends: impl IntoIterator<Item = Backend<T>>,
-        config: PeakEwmaConfig,
-    ) -> Result<Self, Error> {
-        if config.decay.is_zero() {
+    ) -> Result<PeakEwma<T>, Error> {
+        let PeakEwmaConfig {
+            decay,
+            default_latency,
+        } = self.config;
+        if decay.is_zero() {
             return Err(Error::config("decay", "must be above zero"));
         }
-        if config.default_latency.is_zero() {
+        if default_latency.is_zero() {
             return Err(Error::config("default_latency", "must be above zero"));
         }
         let tracking = LatencyTracking {
-            decay_ns: config.decay.as_nanos() as f64,
-            default_ns: config.default_latency.as_nanos() as f64,
+            decay_ns: decay.as_nanos() as f64,
+            default_ns: default_latency.as_nanos() as f64,
         };
-        let seed = config.seed.unwrap_or_else(crate::entropy_seed);
+        let policy = TwoChoices::new(self.seed_or_entropy(), PeakCost { tracking });
         Ok(PeakEwma {
-            core: Core::new(TwoChoices::new(seed, PeakCost { tracking }), backends)?,
+            core: Core::new(policy, backends, self.health)?,
         })
     }
 }
@@ -137,7 +178,7 @@ pub(crate) struct PeakCost {
     tracking: LatencyTracking,
 }
 
-impl Load for PeakCost {
+impl Cost for PeakCost {
     #[inline]
     fn lighter(&self, a: &Eligible, b: &Eligible) -> bool {
         let ratio = (a.state.latency_score() - b.state.latency_score()).exp();

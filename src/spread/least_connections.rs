@@ -13,9 +13,16 @@
 //! mixed request costs; beyond a few hundred backends prefer
 //! [`PowerOfTwoChoices`](crate::PowerOfTwoChoices), which is O(1) and nearly as good.
 
-use crate::membership::{impl_balancer, Core, Eligible, Policy, Snapshot, View};
-use crate::sequence::Sequence;
-use crate::{Backend, Error, Pick, Request};
+use crate::backend::Backend;
+use crate::builder::Builder;
+use crate::engine::core::{impl_balancer, Core};
+use crate::engine::pick::Pick;
+use crate::engine::policy::Policy;
+use crate::engine::sequence::Sequence;
+use crate::engine::snapshot::{Eligible, Snapshot, View};
+use crate::error::Error;
+use crate::request::Request;
+use crate::spread::choice::lighter;
 
 /// Weighted least connections, ties broken round-robin.
 ///
@@ -32,38 +39,52 @@ pub struct LeastConnections<T> {
 }
 
 impl<T: Send + Sync + 'static> LeastConnections<T> {
-    /// A least-connections balancer over `backends`.
+    /// A LeastConnections balancer over `backends` (the same as `LeastConnections::builder().build(backends)`).
     ///
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
+        Builder::new(LeastConnectionsConfig).build(backends)
+    }
+}
+
+impl LeastConnections<()> {
+    /// A builder, for passive health ([`Builder::health`]); its `build` makes a `LeastConnections<T>` of
+    /// any `T` (this is a function of `LeastConnections<()>` only so that `LeastConnections::builder()` needs no type
+    /// annotation).
+    pub fn builder() -> Builder<LeastConnectionsConfig> {
+        Builder::new(LeastConnectionsConfig)
+    }
+}
+
+impl Builder<LeastConnectionsConfig> {
+    /// Builds the balancer over `backends`.
+    ///
+    /// # Errors
+    /// As [`LeastConnections::new`], and [`Error::InvalidConfig`] for a health rule out of range.
+    pub fn build<T: Send + Sync + 'static>(
+        self,
+        backends: impl IntoIterator<Item = Backend<T>>,
+    ) -> Result<LeastConnections<T>, Error> {
+        let policy = FewestInFlight {
+            cursor: Sequence::counter(0),
+        };
         Ok(LeastConnections {
-            core: Core::new(
-                FewestInFlight {
-                    cursor: Sequence::counter(0),
-                },
-                backends,
-            )?,
+            core: Core::new(policy, backends, self.health)?,
         })
     }
 }
 
 impl_balancer!(LeastConnections);
 
+/// The configuration of [`LeastConnections`], the type parameter of [`LeastConnections::builder`]'s [`Builder`]:
+/// none of its own.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct LeastConnectionsConfig;
+
 pub(crate) struct FewestInFlight {
     cursor: Sequence,
-}
-
-/// Whether `a` carries less load per unit of weight than `b`. Weights are above 0 for
-/// eligible backends.
-#[inline]
-pub(crate) fn lighter(
-    a_in_flight: usize,
-    a_weight: u64,
-    b_in_flight: usize,
-    b_weight: u64,
-) -> bool {
-    (a_in_flight as u128) * u128::from(b_weight) < (b_in_flight as u128) * u128::from(a_weight)
 }
 
 impl FewestInFlight {

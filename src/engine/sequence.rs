@@ -18,6 +18,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::placement::{splitmix64, GAMMA};
+
 /// [`Sequence::first`] before any thread has drawn.
 const NO_THREAD_YET: usize = usize::MAX;
 
@@ -112,15 +114,14 @@ impl Sequence {
     }
 }
 
-/// SplitMix64's increment: the odd integer closest to 2^64 / golden ratio.
-pub(crate) const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
-
-/// The SplitMix64 output function (Steele, Lea, Flood 2014): a bijective 64-bit mixer.
-#[inline]
-pub(crate) fn splitmix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// A seed for policies built without one: std's per-process random hasher keys (not used
+/// for placement) mixed with the clock.
+pub(crate) fn entropy_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    RandomState::new().hash_one(nanos)
 }
 
 /// Maps a uniform 64-bit value to `0..n` without division (Lemire's multiply-shift), and

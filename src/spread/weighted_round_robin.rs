@@ -24,9 +24,15 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::membership::{impl_balancer, Core, Eligible, Policy, Snapshot, View};
-use crate::sequence::Sequence;
-use crate::{Backend, Error, Pick, Request};
+use crate::backend::Backend;
+use crate::builder::Builder;
+use crate::engine::core::{impl_balancer, Core};
+use crate::engine::pick::Pick;
+use crate::engine::policy::Policy;
+use crate::engine::sequence::Sequence;
+use crate::engine::snapshot::{Eligible, Snapshot, View};
+use crate::error::Error;
+use crate::request::Request;
 
 /// The longest schedule period kept, in entries (4 bytes each).
 pub const SCHEDULE_LIMIT: usize = 1 << 16;
@@ -53,23 +59,49 @@ pub struct WeightedRoundRobin<T> {
 }
 
 impl<T: Send + Sync + 'static> WeightedRoundRobin<T> {
-    /// A smooth weighted round-robin balancer over `backends`.
+    /// A WeightedRoundRobin balancer over `backends` (the same as `WeightedRoundRobin::builder().build(backends)`).
     ///
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
+        Builder::new(WeightedRoundRobinConfig).build(backends)
+    }
+}
+
+impl WeightedRoundRobin<()> {
+    /// A builder, for passive health ([`Builder::health`]); its `build` makes a `WeightedRoundRobin<T>` of
+    /// any `T` (this is a function of `WeightedRoundRobin<()>` only so that `WeightedRoundRobin::builder()` needs no type
+    /// annotation).
+    pub fn builder() -> Builder<WeightedRoundRobinConfig> {
+        Builder::new(WeightedRoundRobinConfig)
+    }
+}
+
+impl Builder<WeightedRoundRobinConfig> {
+    /// Builds the balancer over `backends`.
+    ///
+    /// # Errors
+    /// As [`WeightedRoundRobin::new`], and [`Error::InvalidConfig`] for a health rule out of range.
+    pub fn build<T: Send + Sync + 'static>(
+        self,
+        backends: impl IntoIterator<Item = Backend<T>>,
+    ) -> Result<WeightedRoundRobin<T>, Error> {
+        let policy = Schedule {
+            cursor: Sequence::counter(0),
+        };
         Ok(WeightedRoundRobin {
-            core: Core::new(
-                Schedule {
-                    cursor: Sequence::counter(0),
-                },
-                backends,
-            )?,
+            core: Core::new(policy, backends, self.health)?,
         })
     }
 }
 
 impl_balancer!(WeightedRoundRobin);
+
+/// The configuration of [`WeightedRoundRobin`], the type parameter of [`WeightedRoundRobin::builder`]'s [`Builder`]:
+/// none of its own.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct WeightedRoundRobinConfig;
 
 pub(crate) struct Schedule {
     cursor: Sequence,

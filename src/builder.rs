@@ -1,0 +1,106 @@
+//! One way to build every policy: `X::new(backends)` for the defaults, `X::builder()` for
+//! everything else.
+//!
+//! Every policy's `builder()` returns a [`Builder`] whose type parameter is the policy's own
+//! configuration (`HashRingConfig`, `PeakEwmaConfig`, ...). The knobs every policy shares are
+//! written once, here, under the same names everywhere:
+//!
+//! * [`health`](Builder::health) on every policy (passive health: outlier ejection, panic
+//!   threshold, slow start; it can be changed later through
+//!   [`Balancer::set_health_config`](crate::Balancer::set_health_config));
+//! * [`seed`](Builder::seed) on the policies that draw random numbers ([`Seedable`]), so
+//!   their choices replay exactly;
+//! * [`load_factor`](Builder::load_factor) on the hashing policies that offer bounded loads
+//!   ([`LoadBounded`]).
+//!
+//! A policy's own knobs (`points_per_weight`, `table_size`, `decay`, ...) are methods of its
+//! `Builder<XConfig>`, documented on the policy. `build(backends)` ends the chain and checks
+//! everything: a value out of range is an [`Error::InvalidConfig`](crate::Error::InvalidConfig)
+//! naming it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lbkit::{Backend, HashRing, HealthConfig, OutlierDetection, PowerOfTwoChoices};
+//!
+//! let backends = || vec![Backend::new("a", ()), Backend::new("b", ()).with_weight(2)];
+//! let p2c = PowerOfTwoChoices::builder()
+//!     .seed(7)
+//!     .health(HealthConfig::new().outlier_detection(OutlierDetection::default()))
+//!     .build(backends())?;
+//! let ring = HashRing::builder()
+//!     .points_per_weight(1000)
+//!     .load_factor(1.25)
+//!     .seed(7)
+//!     .build(backends())?;
+//! # let _ = (p2c, ring);
+//! # Ok::<(), lbkit::Error>(())
+//! ```
+
+use crate::engine::sequence::entropy_seed;
+use crate::health::HealthConfig;
+
+/// Configures one policy; made by the policy's `builder()`, ended by `build(backends)`.
+///
+/// `C` is the policy's own configuration type; see the module docs for what every builder
+/// shares.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<C> {
+    pub(crate) config: C,
+    pub(crate) health: HealthConfig,
+    seed: Option<u64>,
+    pub(crate) load_factor: Option<f64>,
+}
+
+/// Marks the policies whose builder has [`Builder::seed`]: they draw random numbers (a
+/// weighted draw, two candidates, the spread of requests without a key).
+pub trait Seedable {}
+
+/// Marks the hashing policies whose builder has [`Builder::load_factor`] (bounded loads).
+pub trait LoadBounded {}
+
+impl<C> Builder<C> {
+    pub(crate) fn new(config: C) -> Self {
+        Builder {
+            config,
+            health: HealthConfig::new(),
+            seed: None,
+            load_factor: None,
+        }
+    }
+
+    /// Passive-health rules from the start (outlier ejection, panic threshold, slow start;
+    /// none by default). Checked by `build`: [`Error::InvalidConfig`](crate::Error::InvalidConfig)
+    /// names the first value out of range.
+    pub fn health(mut self, config: HealthConfig) -> Self {
+        self.health = config;
+        self
+    }
+
+    /// The seed given to [`seed`](Builder::seed), or one drawn from the clock and the process.
+    pub(crate) fn seed_or_entropy(&self) -> u64 {
+        self.seed.unwrap_or_else(entropy_seed)
+    }
+}
+
+impl<C: Seedable> Builder<C> {
+    /// Seeds every random choice of the policy, so that the same seed and the same calls
+    /// from one thread replay the same picks. Without it the policy seeds itself from the
+    /// clock and the process.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+}
+
+impl<C: LoadBounded> Builder<C> {
+    /// Turns on bounded loads with factor `c` (see [`hash`](crate::hash#bounded-loads)): no
+    /// pick goes to a backend already holding `ceil(c x (total + 1) x w / W)` picks or more;
+    /// the key walks on to its next preference. Off unless set; `build` rejects a `c` below
+    /// 1, NaN or infinite with [`Error::InvalidConfig`](crate::Error::InvalidConfig)
+    /// (`"load_factor"`).
+    pub fn load_factor(mut self, c: f64) -> Self {
+        self.load_factor = Some(c);
+        self
+    }
+}

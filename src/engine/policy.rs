@@ -1,0 +1,40 @@
+//! The one trait a policy implements: how it chooses. Everything else is the engine's.
+
+use crate::engine::pick::Pick;
+use crate::engine::snapshot::{Snapshot, View};
+use crate::engine::state::LatencyTracking;
+use crate::error::Error;
+use crate::request::Request;
+
+/// How one algorithm chooses. Everything else (membership, accounting, health, errors) is the
+/// [`Core`](crate::engine::core::Core)'s.
+pub(crate) trait Policy<T>: Send + Sync + 'static {
+    /// What the policy precomputes from a backend set.
+    type Table: Send + Sync + 'static;
+    /// Whether the table depends on which backends are eligible and their effective weights.
+    /// If not, a health change keeps the old table (hashing policies walk past ineligible
+    /// backends instead, so that a backend going down moves only its own keys).
+    const TABLE_USES_HEALTH: bool;
+
+    /// Precomputes the table. An error here rejects the whole update.
+    fn build(&self, view: &View<'_, T>) -> Result<Self::Table, Error>;
+
+    /// The index (into `snap.members`) of the backend for this request, or `None` when no
+    /// backend is eligible. Must return an eligible member.
+    fn choose(&self, snap: &Snapshot<T, Self::Table>, request: &Request<'_>) -> Option<usize>;
+
+    /// Pushes picks of up to `n` distinct eligible backends, in preference order, the first
+    /// being the one `choose` would return.
+    fn choose_n(
+        &self,
+        snap: &Snapshot<T, Self::Table>,
+        request: &Request<'_>,
+        n: usize,
+        out: &mut Vec<Pick<T>>,
+    );
+
+    /// Whether reports should maintain a peak-EWMA latency estimate, and its parameters.
+    fn latency_tracking(&self) -> Option<LatencyTracking> {
+        None
+    }
+}

@@ -1,0 +1,55 @@
+//! Everything a pick reads, immutable once built and swapped whole.
+
+use std::sync::Arc;
+
+use crate::engine::entry::Entry;
+use crate::engine::pick::Pick;
+use crate::engine::state::State;
+
+/// An eligible backend, laid out for scanning: its index in [`Snapshot::members`], its
+/// effective weight (the weight, scaled and ramped while slow start is configured) and its
+/// state.
+pub(crate) struct Eligible {
+    pub(crate) index: usize,
+    pub(crate) weight: u64,
+    pub(crate) state: Arc<State>,
+}
+
+/// Everything a pick reads, immutable once built.
+pub(crate) struct Snapshot<T, X> {
+    /// Every backend of the set, sorted by id (so nothing depends on input order).
+    pub(crate) members: Box<[Arc<Entry<T>>]>,
+    /// `states[i]` is `members[i].state`, laid out apart so that a pick reaches the state
+    /// without waiting for the entry.
+    pub(crate) states: Box<[Arc<State>]>,
+    /// The members that may get new picks, in id order.
+    pub(crate) eligible: Box<[Eligible]>,
+    /// `is_eligible[i]` says whether `members[i]` is in `eligible`.
+    pub(crate) is_eligible: Box<[bool]>,
+    /// `weights[i]` is the effective weight of `members[i]` if eligible (as in `eligible`),
+    /// else 0: bounded loads compare capacities in these units.
+    pub(crate) weights: Box<[u64]>,
+    /// The policy's precomputed table.
+    pub(crate) table: Arc<X>,
+    /// Clock nanoseconds at which a time-based rule changes eligibility or weights.
+    pub(crate) refresh_at: u64,
+}
+
+impl<T, X> Snapshot<T, X> {
+    /// A pick of `members[index]`.
+    #[inline]
+    pub(crate) fn pick(&self, index: usize) -> Pick<T> {
+        Pick::new(&self.members[index], &self.states[index])
+    }
+
+    /// The index of the member with this id.
+    pub(crate) fn find(&self, id: &str) -> Option<usize> {
+        self.members.binary_search_by(|e| (*e.id).cmp(id)).ok()
+    }
+}
+
+/// The members and eligibility a policy builds its table from.
+pub(crate) struct View<'a, T> {
+    pub(crate) members: &'a [Arc<Entry<T>>],
+    pub(crate) eligible: &'a [Eligible],
+}

@@ -1,0 +1,36 @@
+//! The request-spreading policies: every request may go to any backend, and the policy
+//! spreads them by turn, by weight, at random or by load.
+//!
+//! They ignore request keys (see [`hash`](crate::hash) for the policies that send a key to
+//! the same backend). All of them are built the same way (`X::new(backends)`, or
+//! `X::builder()` ... `.build(backends)`, see [`Builder`](crate::Builder)), pick through the
+//! shared engine on `&self` without locks, and honour health, weights and passive health.
+//!
+//! | policy | picks | cost per pick | choose it for |
+//! |---|---|---|---|
+//! | [`RoundRobin`] | the next eligible backend in id order, per thread | O(1) | alike backends, alike requests |
+//! | [`WeightedRoundRobin`] | smooth weighted turns (a precomputed EDF schedule) | O(1) | unequal backends, alike requests |
+//! | [`Random`] | weighted at random (alias table) | O(1) | stateless spread |
+//! | [`LeastConnections`] | fewest in flight per unit of weight, ties in turn | O(n) | long-lived connections, small sets |
+//! | [`PowerOfTwoChoices`] | the lighter of two weighted draws | O(1) | the default for requests |
+//! | [`PeakEwma`] | the cheaper of two weighted draws by latency x (in flight + 1) / weight | O(1) | backends whose latency changes |
+//!
+//! Only the last three see load: with backends that are not perfectly alike, or whose speed
+//! changes without their weight saying so, prefer them (the simulator's README,
+//! `examples/simulate/README.md`, shows by how much). Each module below explains its
+//! algorithm, where it comes from, its cost and when to choose it.
+
+mod choice;
+pub mod least_connections;
+pub mod peak_ewma;
+pub mod power_of_two;
+pub mod random;
+pub mod round_robin;
+pub mod weighted_round_robin;
+
+pub use least_connections::{LeastConnections, LeastConnectionsConfig};
+pub use peak_ewma::{PeakEwma, PeakEwmaConfig};
+pub use power_of_two::{PowerOfTwoChoices, PowerOfTwoChoicesConfig};
+pub use random::{Random, RandomConfig};
+pub use round_robin::{RoundRobin, RoundRobinConfig};
+pub use weighted_round_robin::{WeightedRoundRobin, WeightedRoundRobinConfig, SCHEDULE_LIMIT};

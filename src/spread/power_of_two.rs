@@ -1,0 +1,97 @@
+//! Power of two choices (P2C).
+//!
+//! Each pick draws two distinct eligible backends, each with probability proportional to its
+//! weight, and takes the one with fewer requests in flight per unit of weight (compared exactly
+//! in integers). One random choice leaves the busiest backend about ln n / ln ln n over the
+//! mean; two choices cut that to ln ln n / ln 2 + O(1) (Mitzenmacher; Azar et al.), at O(1)
+//! cost and without the herding of a full scan when many clients read stale counts.
+//!
+//! The draws use the alias table shared with [`Random`](crate::Random); the second draw
+//! rejects the first backend and, if the first carries most of the weight, falls back to an
+//! exact linear draw. Seeded by [`Builder::seed`] (or [`PowerOfTwoChoices::with_seed`]).
+//!
+//! Cost: O(1) per pick (two random values, two alias lookups, two counter loads); O(n) per
+//! update. Choose it as the default request balancer, and over least connections beyond a few
+//! hundred backends. This is the policy Envoy, Finagle, linkerd and tower use by default.
+
+use crate::backend::Backend;
+use crate::builder::{Builder, Seedable};
+use crate::engine::core::{impl_balancer, Core};
+use crate::error::Error;
+use crate::spread::choice::{InFlightPerWeight, TwoChoices};
+
+/// Power of two choices over weighted candidates.
+///
+/// ```
+/// use lbkit::{Backend, Balancer, PowerOfTwoChoices, Request};
+/// let lb = PowerOfTwoChoices::with_seed([Backend::new("a", ()), Backend::new("b", ())], 1)?;
+/// let held = lb.pick(&Request::new()).unwrap();
+/// // With two backends both are always candidates: the idle one wins.
+/// assert_ne!(lb.pick(&Request::new()).unwrap().id(), held.id());
+/// # Ok::<(), lbkit::Error>(())
+/// ```
+pub struct PowerOfTwoChoices<T> {
+    core: Core<T, TwoChoices<InFlightPerWeight>>,
+}
+
+impl<T: Send + Sync + 'static> PowerOfTwoChoices<T> {
+    /// A P2C balancer seeded from the clock and the process (the same as
+    /// `PowerOfTwoChoices::builder().build(backends)`).
+    ///
+    /// # Errors
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
+    pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
+        Builder::new(PowerOfTwoChoicesConfig).build(backends)
+    }
+
+    /// A P2C balancer whose choices replay exactly for a given seed: the shortcut for
+    /// `PowerOfTwoChoices::builder().seed(seed).build(backends)`.
+    ///
+    /// # Errors
+    /// As [`PowerOfTwoChoices::new`].
+    pub fn with_seed(
+        backends: impl IntoIterator<Item = Backend<T>>,
+        seed: u64,
+    ) -> Result<Self, Error> {
+        Builder::new(PowerOfTwoChoicesConfig)
+            .seed(seed)
+            .build(backends)
+    }
+}
+
+impl PowerOfTwoChoices<()> {
+    /// A builder, for a seed ([`Builder::seed`]) and passive health ([`Builder::health`]);
+    /// its `build` makes a `PowerOfTwoChoices<T>` of any `T` (this is a function of
+    /// `PowerOfTwoChoices<()>` only so that `PowerOfTwoChoices::builder()` needs no type
+    /// annotation).
+    pub fn builder() -> Builder<PowerOfTwoChoicesConfig> {
+        Builder::new(PowerOfTwoChoicesConfig)
+    }
+}
+
+/// The configuration of [`PowerOfTwoChoices`], the type parameter of
+/// [`PowerOfTwoChoices::builder`]'s [`Builder`]: none of its own.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct PowerOfTwoChoicesConfig;
+
+impl Seedable for PowerOfTwoChoicesConfig {}
+
+impl Builder<PowerOfTwoChoicesConfig> {
+    /// Builds the balancer over `backends`.
+    ///
+    /// # Errors
+    /// As [`PowerOfTwoChoices::new`], and [`Error::InvalidConfig`] for a health rule out of
+    /// range.
+    pub fn build<T: Send + Sync + 'static>(
+        self,
+        backends: impl IntoIterator<Item = Backend<T>>,
+    ) -> Result<PowerOfTwoChoices<T>, Error> {
+        let policy = TwoChoices::new(self.seed_or_entropy(), InFlightPerWeight);
+        Ok(PowerOfTwoChoices {
+            core: Core::new(policy, backends, self.health)?,
+        })
+    }
+}
+
+impl_balancer!(PowerOfTwoChoices);
