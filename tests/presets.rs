@@ -171,3 +171,95 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// Every backend of weight above 0 is reachable: ketama gives a server whose share is below
+/// 1 / (40 n) no point (weights 100:1 with two servers), and the program's mapping must not
+/// leave it unreachable when the heavy one is down, full, or fetched as a fallback.
+#[test]
+fn a_ketama_server_without_points_is_still_reachable() {
+    let lb = PresetRing::ketama([
+        Backend::new("10.0.0.1:11211", 0u32).with_weight(100),
+        Backend::new("10.0.0.2:11211", 1u32).with_weight(1),
+    ])
+    .unwrap();
+    // Both up: the byte-exact mapping (the light one has no point, so it gets nothing).
+    for k in 0..100u32 {
+        let key = format!("key-{k}");
+        assert_eq!(
+            lb.pick(&Request::with_key(&key)).unwrap().id(),
+            "10.0.0.1:11211"
+        );
+    }
+    assert_eq!(
+        lb.pick_n(&Request::with_key("k"), 2).len(),
+        2,
+        "both, as fallbacks"
+    );
+    lb.set_health("10.0.0.1:11211", Health::Down).unwrap();
+    for k in 0..100u32 {
+        let key = format!("key-{k}");
+        let p = lb.pick(&Request::with_key(&key));
+        assert_eq!(
+            p.map(|p| p.id().to_owned()).as_deref(),
+            Some("10.0.0.2:11211")
+        );
+    }
+}
+
+/// Two ids the program hashes alike share one set of points (ketama drops the default port;
+/// nginx reads `h:` as host `h` with an empty port): the one without points stays reachable.
+#[test]
+fn ids_the_program_hashes_alike_stay_reachable() {
+    for (preset, ids) in [
+        (Preset::Ketama, ["cache", "cache:11211"]),
+        (Preset::Nginx, ["h", "h:"]),
+    ] {
+        let lb = PresetRing::builder(preset)
+            .build(ids.map(|id| Backend::new(id, ())))
+            .unwrap();
+        let owner = lb.pick(&Request::with_key("k")).unwrap().id().to_owned();
+        assert_eq!(lb.pick_n(&Request::with_key("k"), 2).len(), 2, "{preset:?}");
+        lb.set_health(&owner, Health::Down).unwrap();
+        let other = lb.pick(&Request::with_key("k")).map(|p| p.id().to_owned());
+        assert!(other.is_some_and(|id| id != owner), "{preset:?}");
+        // Bounded loads spread a hot key to the other one instead of overfilling the owner:
+        // at most ceil(1.25 x 20 / 2) = 13 of 20 held picks on either.
+        let bounded = PresetRing::builder(preset)
+            .load_factor(1.25)
+            .build(ids.map(|id| Backend::new(id, ())))
+            .unwrap();
+        let held: Vec<_> = (0..20)
+            .map(|_| bounded.pick(&Request::with_key("hot")).unwrap())
+            .collect();
+        let on_owner = held.iter().filter(|p| p.id() == owner).count();
+        assert!(on_owner <= 13, "{preset:?}: {on_owner} of 20 on {owner}");
+    }
+}
+
+/// `RING_POINT_LIMIT` holds for ketama too: libmemcached gives every server about 160
+/// points, so a set beyond `KETAMA_SERVER_LIMIT` servers is a typed error (it used to build
+/// 9 million points in 3 s and 150 MB at 56,000 servers), and an update to it changes nothing.
+#[test]
+fn ketama_respects_the_ring_point_limit() {
+    use lbkit::hash::preset::KETAMA_SERVER_LIMIT;
+    use lbkit::Error;
+    let set = |n: usize| -> Vec<Backend<()>> {
+        (0..n)
+            .map(|i| {
+                Backend::new(
+                    format!("10.{}.{}.{}:11211", i >> 16, (i >> 8) & 255, i & 255),
+                    (),
+                )
+            })
+            .collect()
+    };
+    let too_many = KETAMA_SERVER_LIMIT + 1;
+    let err = PresetRing::ketama(set(too_many)).unwrap_err();
+    assert!(
+        matches!(err, Error::TooManyBackends { count, max } if count == too_many && max == KETAMA_SERVER_LIMIT),
+        "{err:?}"
+    );
+    let lb = PresetRing::ketama(set(3)).unwrap();
+    assert!(lb.update(set(too_many)).is_err());
+    assert_eq!(lb.status().len(), 3);
+}

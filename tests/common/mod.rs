@@ -1,14 +1,18 @@
-//! Shared by the integration tests: one list of every policy, so that every suite runs over
-//! all of them.
+//! Shared by the integration tests and the fuzz targets: the one registry of every policy and
+//! variant (presets, bounded loads), so that every suite runs over all of them.
 //!
-//! # Adding a policy
+//! # Adding a policy or a variant
 //!
-//! Add one line to [`POLICIES`] (at the marked place below), for example
+//! Add one line to [`POLICIES`], for example
 //! `policy!("HashRing", HashRing::new, Oracle::None),` for a policy built from backends
 //! only, or `policy!("Name", Name::with_seed, seeded, Oracle::None),` for one with a seed.
-//! Every suite (tests/model.rs, tests/stress.rs, tests/errors.rs) then covers it. The
+//! Every suite then covers it: model (tests/model.rs), stress (tests/stress.rs), errors
+//! (tests/errors.rs), hostile input (tests/hostile.rs), soak (tests/soak.rs), tower
+//! (tests/tower.rs) and both fuzz targets (fuzz/fuzz_targets/*.rs include this file). The
 //! `Oracle` says which exact, policy-specific check the model test adds on top of the
-//! generic invariants; `Oracle::None` gets the generic invariants only.
+//! generic invariants; `Oracle::None` gets the generic invariants only. Passive health is
+//! reached through the trait ([`Balancer::set_health_config`]), so no suite needs a
+//! per-policy path to it.
 //!
 //! A policy that draws random numbers (a hashing policy spreading key-less requests, say)
 //! must be listed in its seeded form: the suites replay the same calls on a twin built with
@@ -17,7 +21,7 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 use lbkit::{Backend, Balancer, Error, Health, Status};
-use lbkit::{HashRing, JumpHash, Maglev, Rendezvous};
+use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 use lbkit::{
     LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
 };
@@ -78,8 +82,31 @@ fn maglev(b: Vec<Backend<u32>>, seed: u64) -> Result<Maglev<u32>, Error> {
     Maglev::builder().seed(seed).table_size(1031).build(b)
 }
 
-fn rendezvous(b: Vec<Backend<u32>>, seed: u64) -> Result<Rendezvous<u32>, Error> {
-    Rendezvous::builder().seed(seed).build(b)
+fn bounded_maglev(b: Vec<Backend<u32>>, seed: u64) -> Result<Maglev<u32>, Error> {
+    Maglev::builder()
+        .seed(seed)
+        .table_size(1031)
+        .load_factor(1.25)
+        .build(b)
+}
+
+fn bounded_rendezvous(b: Vec<Backend<u32>>, seed: u64) -> Result<Rendezvous<u32>, Error> {
+    Rendezvous::builder().seed(seed).load_factor(1.25).build(b)
+}
+
+fn nginx(b: Vec<Backend<u32>>, seed: u64) -> Result<PresetRing<u32>, Error> {
+    PresetRing::builder(Preset::Nginx).seed(seed).build(b)
+}
+
+fn ketama(b: Vec<Backend<u32>>, seed: u64) -> Result<PresetRing<u32>, Error> {
+    PresetRing::builder(Preset::Ketama).seed(seed).build(b)
+}
+
+fn bounded_ketama(b: Vec<Backend<u32>>, seed: u64) -> Result<PresetRing<u32>, Error> {
+    PresetRing::builder(Preset::Ketama)
+        .seed(seed)
+        .load_factor(1.25)
+        .build(b)
 }
 
 /// `policy!("Name", Type::new, oracle)` for a policy without a seed,
@@ -121,15 +148,33 @@ pub const POLICIES: &[Policy] = &[
         seeded,
         Oracle::PowerOfTwoChoices
     ),
-    // The hashing policies go here, one line each, e.g.
     policy!("PeakEwma", PeakEwma::with_seed, seeded, Oracle::PeakEwma),
     // Hashing policies spread requests without a key at random: seeded, like Random.
     policy!("HashRing", ring, seeded, Oracle::None),
     policy!("Maglev", maglev, seeded, Oracle::None),
-    policy!("Rendezvous", rendezvous, seeded, Oracle::None),
+    policy!("Rendezvous", Rendezvous::with_seed, seeded, Oracle::None),
     policy!("JumpHash", JumpHash::with_seed, seeded, Oracle::Unweighted),
+    policy!("PresetRing::nginx", nginx, seeded, Oracle::None),
+    policy!("PresetRing::ketama", ketama, seeded, Oracle::None),
+    // Bounded loads: every hashing policy that offers them.
     policy!("HashRing+bound", bounded_ring, seeded, Oracle::None),
+    policy!("Maglev+bound", bounded_maglev, seeded, Oracle::None),
+    policy!("Rendezvous+bound", bounded_rendezvous, seeded, Oracle::None),
+    policy!(
+        "PresetRing::ketama+bound",
+        bounded_ketama,
+        seeded,
+        Oracle::None
+    ),
 ];
+
+/// The registry entry with this name (panics on a name not in [`POLICIES`]).
+pub fn policy(name: &str) -> Policy {
+    *POLICIES
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no policy {name} in the registry"))
+}
 
 /// `(id, weight, in_flight, health)` of every backend, in the order `status()` gives.
 pub fn summary(lb: &dyn Balancer<u32>) -> Vec<(String, u32, usize, Health)> {
