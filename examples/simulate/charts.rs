@@ -7,7 +7,8 @@ use std::time::Duration;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
-use crate::sim::{Config, Outcome};
+use crate::config::Config;
+use crate::report::Outcome;
 
 type Drawn = Result<(), Box<dyn Error>>;
 
