@@ -346,12 +346,22 @@ fn health(on: bool) -> &'static str {
     }
 }
 
-/// Runs each row over `workload` under `config`.
-fn run_rows(config: &Config, workload: &Workload, rows: &[Row]) -> Result<Vec<Outcome>, String> {
+/// Runs each row over `workload` under `config`, with a progress line per row on stderr that
+/// names `pass` (which table the run is for) and the policy.
+fn run_rows(
+    pass: &str,
+    config: &Config,
+    workload: &Workload,
+    rows: &[Row],
+) -> Result<Vec<Outcome>, String> {
     let mut outcomes = Vec::new();
     for (i, (name, build, options)) in rows.iter().enumerate() {
         let t = Instant::now();
-        eprint!("simulate: [{}/{}] {name} ...", i + 1, rows.len());
+        eprint!(
+            "simulate: {pass}, policy {}/{}: {name} ...",
+            i + 1,
+            rows.len()
+        );
         let build = |backends, clock, health| {
             let options = Options {
                 clock: Some(clock),
@@ -379,7 +389,7 @@ fn simulate(args: &Args) -> Result<(), String> {
     let started = Instant::now();
     let workload = Workload::new(config);
     println!("{}\n", describe(config, &workload));
-    let outcomes = run_rows(config, &workload, &rows)?;
+    let outcomes = run_rows("main table", config, &workload, &rows)?;
     print!("{}", report::table(&outcomes));
     if args.health_table && !config.silent_failure && !config.health {
         let rows: Vec<Row> = rows
@@ -408,10 +418,20 @@ fn simulate(args: &Args) -> Result<(), String> {
             health(false),
             health(true),
         );
-        let pairs = run_rows(&before, &workload, &rows)?
-            .into_iter()
-            .zip(run_rows(&after, &workload, &rows)?)
-            .collect::<Vec<_>>();
+        let pairs = run_rows(
+            "passive health before (no rules)",
+            &before,
+            &workload,
+            &rows,
+        )?
+        .into_iter()
+        .zip(run_rows(
+            "passive health after (rules on)",
+            &after,
+            &workload,
+            &rows,
+        )?)
+        .collect::<Vec<_>>();
         let failed = config
             .fail
             .then(|| (config.victims().0, workload.span.mul_f64(0.3)));
