@@ -4,7 +4,9 @@ use std::error::Error;
 use std::path::Path;
 use std::time::Duration;
 
+use plotters::chart::SeriesAnno;
 use plotters::coord::ranged1d::SegmentValue;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use crate::config::Config;
@@ -16,31 +18,101 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn color(i: usize) -> RGBColor {
-    // Distinct on white, neighbours unlike (tab10, then darker extras, then Dark2 picks).
-    const COLORS: [RGBColor; 20] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(127, 127, 127),
-        RGBColor(188, 189, 34),
-        RGBColor(23, 190, 207),
-        RGBColor(0, 0, 0),
-        RGBColor(0, 0, 128),
-        RGBColor(128, 0, 0),
-        RGBColor(0, 110, 110),
-        RGBColor(110, 110, 0),
-        RGBColor(90, 0, 110),
-        RGBColor(230, 171, 2),
-        RGBColor(231, 41, 138),
-        RGBColor(102, 166, 30),
-        RGBColor(166, 118, 29),
-    ];
-    COLORS[i % COLORS.len()]
+/// Tableau 10 (matplotlib's `tab10`), then black: eleven colours distinct on white.
+const PALETTE: [RGBColor; 11] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+];
+
+/// The policy a row runs: `ring` for the bounded-load row `ring+bound 1.25` (as `main.rs`
+/// names those rows).
+fn base(policy: &str) -> &str {
+    policy.split_once('+').map_or(policy, |(base, _)| base)
+}
+
+/// Whether the row is a policy's bounded-load row.
+fn bounded(policy: &str) -> bool {
+    base(policy) != policy
+}
+
+/// How one row's series is drawn: a colour per policy, shared by its bounded-load row, which
+/// is dashed; once the palette's colours are used up, they come back dotted (and long-dashed
+/// for bounded rows), so every row of the table looks different.
+#[derive(Clone, Copy)]
+struct Look {
+    color: RGBColor,
+    /// Dash and gap lengths in pixels; `None`: a solid line.
+    dash: Option<(u32, u32)>,
+}
+
+impl Look {
+    /// The look of every outcome, in order.
+    fn of(outcomes: &[Outcome]) -> Vec<Look> {
+        let mut policies: Vec<&str> = Vec::new();
+        outcomes
+            .iter()
+            .map(|o| {
+                let name = base(&o.policy);
+                let i = policies.iter().position(|&p| p == name).unwrap_or_else(|| {
+                    policies.push(name);
+                    policies.len() - 1
+                });
+                let round = i / PALETTE.len();
+                let dash = match (round, bounded(&o.policy)) {
+                    (0, false) => None,
+                    (0, true) => Some((9, 5)),
+                    (_, false) => Some((2, 4)),
+                    (_, true) => Some((16, 4)),
+                };
+                Look {
+                    color: PALETTE[i % PALETTE.len()],
+                    dash,
+                }
+            })
+            .collect()
+    }
+
+    fn style(self) -> ShapeStyle {
+        self.color.stroke_width(2)
+    }
+
+    /// Draws `points` in this look on `chart`.
+    fn draw<'c, 'a: 'c, DB: DrawingBackend + 'a, X, Y>(
+        self,
+        chart: &'c mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+        points: Vec<(X::ValueType, Y::ValueType)>,
+    ) -> Result<&'c mut SeriesAnno<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>>
+    where
+        X: Ranged,
+        Y: Ranged,
+        X::ValueType: Clone + 'static,
+        Y::ValueType: Clone + 'static,
+    {
+        match self.dash {
+            None => chart.draw_series(LineSeries::new(points, self.style())),
+            Some((on, off)) => {
+                chart.draw_series(DashedLineSeries::new(points, on, off, self.style()))
+            }
+        }
+    }
+
+    /// The legend's sample of this look, starting at `(x, y)`.
+    fn sample<DB: DrawingBackend>(self, (x, y): (i32, i32)) -> DynElement<'static, DB, (i32, i32)> {
+        let line = vec![(x, y), (x + 30, y)];
+        match self.dash {
+            None => PathElement::new(line, self.style()).into_dyn(),
+            Some((on, off)) => DashedPathElement::new(line, on, off, self.style()).into_dyn(),
+        }
+    }
 }
 
 /// Latency per policy: the CDF (log latency axis) beside the tail (fraction of requests
@@ -49,10 +121,11 @@ pub fn latency_cdf(path: &Path, outcomes: &[Outcome]) -> Drawn {
     let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
-        "Latency per policy (the same arrivals for every policy)",
+        "Latency per policy (the same arrivals for every policy; dashed: with bounded loads)",
         ("sans-serif", 20),
     )?;
     let (left, right) = root.split_horizontally(550);
+    let looks = Look::of(outcomes);
     let lo = outcomes
         .iter()
         .map(|o| ms(o.quantile(0.001)))
@@ -78,16 +151,17 @@ pub fn latency_cdf(path: &Path, outcomes: &[Outcome]) -> Drawn {
         .y_desc("fraction of requests at or below")
         .x_label_formatter(&|x| format!("{x}"))
         .draw()?;
-    for (i, o) in outcomes.iter().enumerate() {
-        let style = color(i).stroke_width(2);
-        let points = qs.iter().map(|&q| (ms(o.quantile(q)).max(lo), q));
-        cdf.draw_series(LineSeries::new(points, style))?
+    for (o, &look) in outcomes.iter().zip(&looks) {
+        let points = qs.iter().map(|&q| (ms(o.quantile(q)).max(lo), q)).collect();
+        look.draw(&mut cdf, points)?
             .label(o.policy.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            .legend(move |at| look.sample(at));
     }
+    // Lower right: no curve is there (below 0.75 only at latencies under about 30 ms).
     cdf.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
+        .position(SeriesLabelPosition::LowerRight)
+        .legend_area_size(40)
+        .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
 
@@ -104,13 +178,13 @@ pub fn latency_cdf(path: &Path, outcomes: &[Outcome]) -> Drawn {
         .x_label_formatter(&|x| format!("{x}"))
         .y_label_formatter(&|y| format!("{y}"))
         .draw()?;
-    for (i, o) in outcomes.iter().enumerate() {
-        let style = color(i).stroke_width(2);
+    for (o, &look) in outcomes.iter().zip(&looks) {
         let points = qs
             .iter()
             .filter(|&&q| 1.0 - q >= floor)
-            .map(|&q| (ms(o.quantile(q)).max(lo), 1.0 - q));
-        tail.draw_series(LineSeries::new(points, style))?;
+            .map(|&q| (ms(o.quantile(q)).max(lo), 1.0 - q))
+            .collect();
+        look.draw(&mut tail, points)?;
     }
     root.present()?;
     Ok(())
@@ -195,6 +269,7 @@ pub fn keys_moved(path: &Path, outcomes: &[Outcome]) -> Drawn {
             }
         }
     }
+    let looks = Look::of(outcomes);
     let n = outcomes.len() as i32;
     let root = SVGBackend::new(path, (1000, 60 + 30 * n.max(4) as u32)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -241,7 +316,7 @@ pub fn keys_moved(path: &Path, outcomes: &[Outcome]) -> Drawn {
             let (y0, y1) = (SegmentValue::Exact(row), SegmentValue::Exact(row + 1));
             let mut bar = Rectangle::new(
                 [(0.0, y0.clone()), (m.moved * 100.0, y1.clone())],
-                color(i).filled(),
+                looks[i].color.filled(),
             );
             bar.set_margin(4, 4, 0, 0);
             let bar = bar.into_dyn();
