@@ -8,6 +8,7 @@ use plotters::chart::SeriesAnno;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::config::Config;
 use crate::report::Outcome;
@@ -42,6 +43,11 @@ fn base(policy: &str) -> &str {
 /// Whether the row is a policy's bounded-load row.
 fn bounded(policy: &str) -> bool {
     base(policy) != policy
+}
+
+/// Whether the row's policy places requests by key.
+fn hashing(policy: &str) -> bool {
+    crate::policies::find::<usize>(base(policy)).is_some_and(|p| p.hashing)
 }
 
 /// How one row's series is drawn: a colour per policy, shared by its bounded-load row, which
@@ -260,6 +266,12 @@ pub fn load_over_time(path: &Path, config: &Config, outcomes: &[Outcome]) -> Dra
 }
 
 /// Keys moved by each membership change, per policy, against the minimum (black tick).
+///
+/// Request policies move most keys (their axis runs to 100%), hashing policies a few percent:
+/// on one axis their bars would be a tenth of its width, and what matters for them, how far
+/// a bar ends from its tick, would not show. So each family gets its own panels with its own
+/// linear axis (bar lengths stay proportional to the keys moved, and 0% still shows, which a
+/// log axis could not), and every bar is labelled with its value.
 pub fn keys_moved(path: &Path, outcomes: &[Outcome]) -> Drawn {
     let mut changes: Vec<&'static str> = Vec::new();
     for o in outcomes {
@@ -270,64 +282,153 @@ pub fn keys_moved(path: &Path, outcomes: &[Outcome]) -> Drawn {
         }
     }
     let looks = Look::of(outcomes);
-    let n = outcomes.len() as i32;
-    let root = SVGBackend::new(path, (1000, 60 + 30 * n.max(4) as u32)).into_drawing_area();
+    let families: Vec<(&str, Vec<usize>)> =
+        [("request policies", false), ("hashing policies", true)]
+            .into_iter()
+            .map(|(family, keyed)| {
+                let rows = (0..outcomes.len())
+                    .filter(|&i| {
+                        !outcomes[i].moves.is_empty() && hashing(&outcomes[i].policy) == keyed
+                    })
+                    .collect();
+                (family, rows)
+            })
+            .filter(|(_, rows): &(_, Vec<usize>)| !rows.is_empty())
+            .collect();
+    // Pixels: the width, the names' column, a bar's row, a family's title, captions and axis.
+    let (width, names_width, row_height, frame) = (1000u32, 150u32, 26u32, 100u32);
+    let heights: Vec<u32> = families
+        .iter()
+        .map(|(_, rows)| frame + row_height * rows.len() as u32)
+        .collect();
+    let root = SVGBackend::new(path, (width, 40 + heights.iter().sum::<u32>())).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
         "Probe keys routed elsewhere after a membership change (bar) vs the minimum (black tick)",
         ("sans-serif", 15),
     )?;
-    let names: Vec<String> = outcomes.iter().map(|o| o.policy.clone()).collect();
-    for (panel, change) in root
-        .split_evenly((1, changes.len().max(1)))
+    let breaks: Vec<u32> = heights
         .iter()
-        .zip(&changes)
-    {
-        let mut chart = ChartBuilder::on(panel)
-            .caption(format!("on {change}"), ("sans-serif", 15))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(if std::ptr::eq(change, &changes[0]) {
-                150
-            } else {
-                10
-            })
-            .build_cartesian_2d(0f64..100f64, (0..n).into_segmented())?;
-        let first = std::ptr::eq(change, &changes[0]);
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .x_desc("% of keys moved")
-            .y_labels(names.len().max(1))
-            .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(row) if first => names
-                    .get((n - 1 - *row) as usize)
-                    .cloned()
-                    .unwrap_or_default(),
-                _ => String::new(),
-            })
-            .draw()?;
-        for (i, o) in outcomes.iter().enumerate() {
-            let Some(m) = o.moves.iter().find(|m| m.change == *change) else {
-                continue;
-            };
-            // The first policy at the top.
-            let row = n - 1 - i as i32;
-            let (y0, y1) = (SegmentValue::Exact(row), SegmentValue::Exact(row + 1));
-            let mut bar = Rectangle::new(
-                [(0.0, y0.clone()), (m.moved * 100.0, y1.clone())],
-                looks[i].color.filled(),
-            );
-            bar.set_margin(4, 4, 0, 0);
-            let bar = bar.into_dyn();
-            let tick = PathElement::new(
-                vec![(m.minimum * 100.0, y0), (m.minimum * 100.0, y1)],
-                BLACK.stroke_width(3),
-            )
-            .into_dyn();
-            chart.draw_series([bar, tick])?;
+        .scan(0, |y, h| {
+            *y += h;
+            Some(*y)
+        })
+        .collect();
+    let areas = root.split_by_breakpoints(Vec::<u32>::new(), &breaks[..breaks.len() - 1]);
+    for ((family, rows), area) in families.iter().zip(&areas) {
+        let largest = rows
+            .iter()
+            .flat_map(|&i| &outcomes[i].moves)
+            .map(|m| m.moved.max(m.minimum) * 100.0)
+            .fold(0.0, f64::max);
+        let end = axis_end(largest);
+        let area = area.titled(
+            &format!("{family}: axis 0 to {end}%"),
+            ("sans-serif", 15).into_font().style(FontStyle::Bold),
+        )?;
+        // The same plotting width for every change; the first panel also holds the names.
+        let plot_width = (width - names_width) / changes.len().max(1) as u32;
+        let columns: Vec<u32> = (1..changes.len() as u32)
+            .map(|j| names_width + j * plot_width)
+            .collect();
+        let panels = area.split_by_breakpoints(&columns, Vec::<u32>::new());
+        for (j, (panel, change)) in panels.iter().zip(&changes).enumerate() {
+            let first = j == 0;
+            let n = rows.len() as i32;
+            let mut chart = ChartBuilder::on(panel)
+                .caption(format!("on {change}"), ("sans-serif", 14))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(if first { names_width } else { 0 })
+                // n rows: 0 to n - 1.
+                .build_cartesian_2d(0f64..end, (0..n - 1).into_segmented())?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .x_desc("% of keys moved")
+                .x_labels(11)
+                .x_label_formatter(&|x| format!("{}", (x * 10.0).round() / 10.0))
+                .y_labels(rows.len().max(1))
+                .y_label_formatter(&|v| match v {
+                    SegmentValue::CenterOf(row) if first => rows
+                        .get((n - 1 - *row) as usize)
+                        .map(|&i| outcomes[i].policy.clone())
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                })
+                .draw()?;
+            for (k, &i) in rows.iter().enumerate() {
+                let Some(m) = outcomes[i].moves.iter().find(|m| m.change == *change) else {
+                    continue;
+                };
+                let (moved, minimum) = (m.moved * 100.0, m.minimum * 100.0);
+                // The first policy at the top.
+                let row = n - 1 - k as i32;
+                let (y0, y1) = (SegmentValue::Exact(row), SegmentValue::Exact(row + 1));
+                // A bounded-load row: its policy's colour, lighter inside.
+                let color = looks[i].color;
+                let fill = if bounded(&outcomes[i].policy) {
+                    lighter(color)
+                } else {
+                    color
+                };
+                let mut bar =
+                    Rectangle::new([(0.0, y0.clone()), (moved, y1.clone())], fill.filled());
+                bar.set_margin(4, 4, 0, 0);
+                let mut outline = Rectangle::new(
+                    [(0.0, y0.clone()), (moved, y1.clone())],
+                    color.stroke_width(2),
+                );
+                outline.set_margin(4, 4, 0, 0);
+                let tick =
+                    PathElement::new(vec![(minimum, y0), (minimum, y1)], BLACK.stroke_width(3));
+                // The value past the bar and its tick, or inside the bar where no room is left.
+                let inside = moved > end * 0.8;
+                let (at, anchor, ink) = if inside {
+                    (moved - end * 0.01, HPos::Right, &WHITE)
+                } else {
+                    (moved.max(minimum) + end * 0.012, HPos::Left, &BLACK)
+                };
+                let label = Text::new(
+                    format!("{moved:.1}%"),
+                    (at, SegmentValue::CenterOf(row)),
+                    ("sans-serif", 12)
+                        .into_font()
+                        .color(ink)
+                        .pos(Pos::new(anchor, VPos::Center)),
+                );
+                chart.draw_series([
+                    bar.into_dyn(),
+                    outline.into_dyn(),
+                    tick.into_dyn(),
+                    label.into_dyn(),
+                ])?;
+            }
         }
     }
     root.present()?;
     Ok(())
+}
+
+/// `color` mixed half and half with white.
+fn lighter(RGBColor(r, g, b): RGBColor) -> RGBColor {
+    let half = |c: u8| ((u16::from(c) + 255) / 2) as u8;
+    RGBColor(half(r), half(g), half(b))
+}
+
+/// Where an axis of percentages ends: 100 for the request policies, else a round number a
+/// fifth or more above `largest`, room for the labels past the bars.
+fn axis_end(largest: f64) -> f64 {
+    let end = (largest * 1.2).max(1.0);
+    if end > 50.0 {
+        return 100.0;
+    }
+    let step = if end <= 10.0 {
+        1.0
+    } else if end <= 20.0 {
+        2.0
+    } else {
+        5.0
+    };
+    (end / step).ceil() * step
 }
