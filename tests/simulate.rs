@@ -1,15 +1,26 @@
-//! The simulation core of `examples/simulate`, included as the example includes it, on a
-//! small scenario so the suite stays fast in debug builds.
+//! The simulation core of `examples/simulate` (its modules but the program and the charts),
+//! included as the example includes it, on a small scenario so the suite stays fast in debug
+//! builds.
 
+#[path = "../examples/simulate/config.rs"]
+mod config;
+#[path = "../examples/simulate/engine.rs"]
+mod engine;
+#[path = "../examples/simulate/fleet.rs"]
+mod fleet;
 #[path = "../examples/common/policies.rs"]
 mod policies;
-#[path = "../examples/simulate/sim.rs"]
-mod sim;
+#[path = "../examples/simulate/report.rs"]
+mod report;
+#[path = "../examples/simulate/workload.rs"]
+mod workload;
 
 use std::collections::HashSet;
 
+use config::Config;
 use policies::Options;
-use sim::{Config, Outcome, Workload};
+use report::Outcome;
+use workload::Workload;
 
 fn small() -> Config {
     Config {
@@ -45,7 +56,7 @@ fn run_some(config: &Config, wanted: impl Fn(&str) -> bool) -> Vec<Outcome> {
                 };
                 (p.build)(backends, options)
             };
-            sim::run(config, &workload, p.name, &build).expect("the policy builds")
+            engine::run(config, &workload, p.name, &build).expect("the policy builds")
         })
         .collect()
 }
@@ -68,7 +79,7 @@ fn the_same_seed_replays_the_same_run() {
 #[test]
 fn the_table_has_a_row_per_policy() {
     let outcomes = run_all(&small());
-    let table = sim::table(&outcomes);
+    let table = report::table(&outcomes);
     let lines: Vec<&str> = table.lines().collect();
     let names: Vec<&str> = policies::table::<usize>().iter().map(|p| p.name).collect();
     assert_eq!(lines.len(), 2 + names.len(), "{table}");
@@ -362,7 +373,7 @@ fn the_health_table_pairs_each_policy_before_and_after() {
     let failed_at = Workload::new(&config).span.mul_f64(0.3);
     // The main table of the after-run gets the failure columns.
     let afters: Vec<Outcome> = pairs.iter().map(|(_, a)| a.clone()).collect();
-    let main = sim::table(&afters);
+    let main = report::table(&afters);
     assert!(
         main.lines()
             .next()
@@ -370,10 +381,10 @@ fn the_health_table_pairs_each_policy_before_and_after() {
             .ends_with("errors timeouts   failed"),
         "{main}"
     );
-    let table = sim::health_table(&pairs, Some((failing, failed_at)));
+    let table = report::health_table(&pairs, Some((failing, failed_at)));
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
-    let ejected = format!("{} ejected", sim::backend_id(failing));
+    let ejected = format!("{} ejected", fleet::backend_id(failing));
     for column in [
         "p99 ms",
         "p99.9 ms",

@@ -4,10 +4,14 @@ use std::error::Error;
 use std::path::Path;
 use std::time::Duration;
 
+use plotters::chart::SeriesAnno;
 use plotters::coord::ranged1d::SegmentValue;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::sim::{Config, Outcome};
+use crate::config::Config;
+use crate::report::Outcome;
 
 type Drawn = Result<(), Box<dyn Error>>;
 
@@ -15,31 +19,106 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn color(i: usize) -> RGBColor {
-    // Distinct on white, neighbours unlike (tab10, then darker extras, then Dark2 picks).
-    const COLORS: [RGBColor; 20] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(127, 127, 127),
-        RGBColor(188, 189, 34),
-        RGBColor(23, 190, 207),
-        RGBColor(0, 0, 0),
-        RGBColor(0, 0, 128),
-        RGBColor(128, 0, 0),
-        RGBColor(0, 110, 110),
-        RGBColor(110, 110, 0),
-        RGBColor(90, 0, 110),
-        RGBColor(230, 171, 2),
-        RGBColor(231, 41, 138),
-        RGBColor(102, 166, 30),
-        RGBColor(166, 118, 29),
-    ];
-    COLORS[i % COLORS.len()]
+/// Tableau 10 (matplotlib's `tab10`), then black: eleven colours distinct on white.
+const PALETTE: [RGBColor; 11] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+];
+
+/// The policy a row runs: `ring` for the bounded-load row `ring+bound 1.25` (as `main.rs`
+/// names those rows).
+fn base(policy: &str) -> &str {
+    policy.split_once('+').map_or(policy, |(base, _)| base)
+}
+
+/// Whether the row is a policy's bounded-load row.
+fn bounded(policy: &str) -> bool {
+    base(policy) != policy
+}
+
+/// Whether the row's policy places requests by key.
+fn hashing(policy: &str) -> bool {
+    crate::policies::find::<usize>(base(policy)).is_some_and(|p| p.hashing)
+}
+
+/// How one row's series is drawn: a colour per policy, shared by its bounded-load row, which
+/// is dashed; once the palette's colours are used up, they come back dotted (and long-dashed
+/// for bounded rows), so every row of the table looks different.
+#[derive(Clone, Copy)]
+struct Look {
+    color: RGBColor,
+    /// Dash and gap lengths in pixels; `None`: a solid line.
+    dash: Option<(u32, u32)>,
+}
+
+impl Look {
+    /// The look of every outcome, in order.
+    fn of(outcomes: &[Outcome]) -> Vec<Look> {
+        let mut policies: Vec<&str> = Vec::new();
+        outcomes
+            .iter()
+            .map(|o| {
+                let name = base(&o.policy);
+                let i = policies.iter().position(|&p| p == name).unwrap_or_else(|| {
+                    policies.push(name);
+                    policies.len() - 1
+                });
+                let round = i / PALETTE.len();
+                let dash = match (round, bounded(&o.policy)) {
+                    (0, false) => None,
+                    (0, true) => Some((9, 5)),
+                    (_, false) => Some((2, 4)),
+                    (_, true) => Some((16, 4)),
+                };
+                Look {
+                    color: PALETTE[i % PALETTE.len()],
+                    dash,
+                }
+            })
+            .collect()
+    }
+
+    fn style(self) -> ShapeStyle {
+        self.color.stroke_width(2)
+    }
+
+    /// Draws `points` in this look on `chart`.
+    fn draw<'c, 'a: 'c, DB: DrawingBackend + 'a, X, Y>(
+        self,
+        chart: &'c mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+        points: Vec<(X::ValueType, Y::ValueType)>,
+    ) -> Result<&'c mut SeriesAnno<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>>
+    where
+        X: Ranged,
+        Y: Ranged,
+        X::ValueType: Clone + 'static,
+        Y::ValueType: Clone + 'static,
+    {
+        match self.dash {
+            None => chart.draw_series(LineSeries::new(points, self.style())),
+            Some((on, off)) => {
+                chart.draw_series(DashedLineSeries::new(points, on, off, self.style()))
+            }
+        }
+    }
+
+    /// The legend's sample of this look, starting at `(x, y)`.
+    fn sample<DB: DrawingBackend>(self, (x, y): (i32, i32)) -> DynElement<'static, DB, (i32, i32)> {
+        let line = vec![(x, y), (x + 30, y)];
+        match self.dash {
+            None => PathElement::new(line, self.style()).into_dyn(),
+            Some((on, off)) => DashedPathElement::new(line, on, off, self.style()).into_dyn(),
+        }
+    }
 }
 
 /// Latency per policy: the CDF (log latency axis) beside the tail (fraction of requests
@@ -48,10 +127,11 @@ pub fn latency_cdf(path: &Path, outcomes: &[Outcome]) -> Drawn {
     let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
-        "Latency per policy (the same arrivals for every policy)",
+        "Latency per policy (the same arrivals for every policy; dashed: with bounded loads)",
         ("sans-serif", 20),
     )?;
     let (left, right) = root.split_horizontally(550);
+    let looks = Look::of(outcomes);
     let lo = outcomes
         .iter()
         .map(|o| ms(o.quantile(0.001)))
@@ -77,16 +157,17 @@ pub fn latency_cdf(path: &Path, outcomes: &[Outcome]) -> Drawn {
         .y_desc("fraction of requests at or below")
         .x_label_formatter(&|x| format!("{x}"))
         .draw()?;
-    for (i, o) in outcomes.iter().enumerate() {
-        let style = color(i).stroke_width(2);
-        let points = qs.iter().map(|&q| (ms(o.quantile(q)).max(lo), q));
-        cdf.draw_series(LineSeries::new(points, style))?
+    for (o, &look) in outcomes.iter().zip(&looks) {
+        let points = qs.iter().map(|&q| (ms(o.quantile(q)).max(lo), q)).collect();
+        look.draw(&mut cdf, points)?
             .label(o.policy.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            .legend(move |at| look.sample(at));
     }
+    // Lower right: no curve is there (below 0.75 only at latencies under about 30 ms).
     cdf.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
+        .position(SeriesLabelPosition::LowerRight)
+        .legend_area_size(40)
+        .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
 
@@ -103,13 +184,13 @@ pub fn latency_cdf(path: &Path, outcomes: &[Outcome]) -> Drawn {
         .x_label_formatter(&|x| format!("{x}"))
         .y_label_formatter(&|y| format!("{y}"))
         .draw()?;
-    for (i, o) in outcomes.iter().enumerate() {
-        let style = color(i).stroke_width(2);
+    for (o, &look) in outcomes.iter().zip(&looks) {
         let points = qs
             .iter()
             .filter(|&&q| 1.0 - q >= floor)
-            .map(|&q| (ms(o.quantile(q)).max(lo), 1.0 - q));
-        tail.draw_series(LineSeries::new(points, style))?;
+            .map(|&q| (ms(o.quantile(q)).max(lo), 1.0 - q))
+            .collect();
+        look.draw(&mut tail, points)?;
     }
     root.present()?;
     Ok(())
@@ -185,6 +266,12 @@ pub fn load_over_time(path: &Path, config: &Config, outcomes: &[Outcome]) -> Dra
 }
 
 /// Keys moved by each membership change, per policy, against the minimum (black tick).
+///
+/// Request policies move most keys (their axis runs to 100%), hashing policies a few percent:
+/// on one axis their bars would be a tenth of its width, and what matters for them, how far
+/// a bar ends from its tick, would not show. So each family gets its own panels with its own
+/// linear axis (bar lengths stay proportional to the keys moved, and 0% still shows, which a
+/// log axis could not), and every bar is labelled with its value.
 pub fn keys_moved(path: &Path, outcomes: &[Outcome]) -> Drawn {
     let mut changes: Vec<&'static str> = Vec::new();
     for o in outcomes {
@@ -194,64 +281,154 @@ pub fn keys_moved(path: &Path, outcomes: &[Outcome]) -> Drawn {
             }
         }
     }
-    let n = outcomes.len() as i32;
-    let root = SVGBackend::new(path, (1000, 60 + 30 * n.max(4) as u32)).into_drawing_area();
+    let looks = Look::of(outcomes);
+    let families: Vec<(&str, Vec<usize>)> =
+        [("request policies", false), ("hashing policies", true)]
+            .into_iter()
+            .map(|(family, keyed)| {
+                let rows = (0..outcomes.len())
+                    .filter(|&i| {
+                        !outcomes[i].moves.is_empty() && hashing(&outcomes[i].policy) == keyed
+                    })
+                    .collect();
+                (family, rows)
+            })
+            .filter(|(_, rows): &(_, Vec<usize>)| !rows.is_empty())
+            .collect();
+    // Pixels: the width, the names' column, a bar's row, a family's title, captions and axis.
+    let (width, names_width, row_height, frame) = (1000u32, 150u32, 26u32, 100u32);
+    let heights: Vec<u32> = families
+        .iter()
+        .map(|(_, rows)| frame + row_height * rows.len() as u32)
+        .collect();
+    let root = SVGBackend::new(path, (width, 40 + heights.iter().sum::<u32>())).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
         "Probe keys routed elsewhere after a membership change (bar) vs the minimum (black tick)",
         ("sans-serif", 15),
     )?;
-    let names: Vec<String> = outcomes.iter().map(|o| o.policy.clone()).collect();
-    for (panel, change) in root
-        .split_evenly((1, changes.len().max(1)))
+    let breaks: Vec<u32> = heights
         .iter()
-        .zip(&changes)
-    {
-        let mut chart = ChartBuilder::on(panel)
-            .caption(format!("on {change}"), ("sans-serif", 15))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(if std::ptr::eq(change, &changes[0]) {
-                150
-            } else {
-                10
-            })
-            .build_cartesian_2d(0f64..100f64, (0..n).into_segmented())?;
-        let first = std::ptr::eq(change, &changes[0]);
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .x_desc("% of keys moved")
-            .y_labels(names.len().max(1))
-            .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(row) if first => names
-                    .get((n - 1 - *row) as usize)
-                    .cloned()
-                    .unwrap_or_default(),
-                _ => String::new(),
-            })
-            .draw()?;
-        for (i, o) in outcomes.iter().enumerate() {
-            let Some(m) = o.moves.iter().find(|m| m.change == *change) else {
-                continue;
-            };
-            // The first policy at the top.
-            let row = n - 1 - i as i32;
-            let (y0, y1) = (SegmentValue::Exact(row), SegmentValue::Exact(row + 1));
-            let mut bar = Rectangle::new(
-                [(0.0, y0.clone()), (m.moved * 100.0, y1.clone())],
-                color(i).filled(),
-            );
-            bar.set_margin(4, 4, 0, 0);
-            let bar = bar.into_dyn();
-            let tick = PathElement::new(
-                vec![(m.minimum * 100.0, y0), (m.minimum * 100.0, y1)],
-                BLACK.stroke_width(3),
-            )
-            .into_dyn();
-            chart.draw_series([bar, tick])?;
+        .scan(0, |y, h| {
+            *y += h;
+            Some(*y)
+        })
+        .collect();
+    let areas = root.split_by_breakpoints(Vec::<u32>::new(), &breaks[..breaks.len() - 1]);
+    for ((family, rows), area) in families.iter().zip(&areas) {
+        let largest = rows
+            .iter()
+            .flat_map(|&i| &outcomes[i].moves)
+            .map(|m| m.moved.max(m.minimum) * 100.0)
+            .fold(0.0, f64::max);
+        let end = axis_end(largest);
+        let area = area.titled(
+            &format!("{family}: axis 0 to {end}%"),
+            ("sans-serif", 15).into_font().style(FontStyle::Bold),
+        )?;
+        // The same plotting width for every change; the first panel also holds the names.
+        let plot_width = (width - names_width) / changes.len().max(1) as u32;
+        let columns: Vec<u32> = (1..changes.len() as u32)
+            .map(|j| names_width + j * plot_width)
+            .collect();
+        let panels = area.split_by_breakpoints(&columns, Vec::<u32>::new());
+        for (j, (panel, change)) in panels.iter().zip(&changes).enumerate() {
+            let first = j == 0;
+            let n = rows.len() as i32;
+            let mut chart = ChartBuilder::on(panel)
+                .caption(format!("on {change}"), ("sans-serif", 14))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(if first { names_width } else { 0 })
+                // n rows: 0 to n - 1.
+                .build_cartesian_2d(0f64..end, (0..n - 1).into_segmented())?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .x_desc("% of keys moved")
+                .x_labels(11)
+                .x_label_formatter(&|x| format!("{}", (x * 10.0).round() / 10.0))
+                .y_labels(rows.len().max(1))
+                .y_label_formatter(&|v| match v {
+                    SegmentValue::CenterOf(row) if first => rows
+                        .get((n - 1 - *row) as usize)
+                        .map(|&i| outcomes[i].policy.clone())
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                })
+                .draw()?;
+            for (k, &i) in rows.iter().enumerate() {
+                let Some(m) = outcomes[i].moves.iter().find(|m| m.change == *change) else {
+                    continue;
+                };
+                let (moved, minimum) = (m.moved * 100.0, m.minimum * 100.0);
+                // The first policy at the top.
+                let row = n - 1 - k as i32;
+                let (y0, y1) = (SegmentValue::Exact(row), SegmentValue::Exact(row + 1));
+                // A bounded-load row: its policy's colour, lighter inside.
+                let color = looks[i].color;
+                let fill = if bounded(&outcomes[i].policy) {
+                    lighter(color)
+                } else {
+                    color
+                };
+                let mut bar =
+                    Rectangle::new([(0.0, y0.clone()), (moved, y1.clone())], fill.filled());
+                bar.set_margin(4, 4, 0, 0);
+                let mut outline = Rectangle::new(
+                    [(0.0, y0.clone()), (moved, y1.clone())],
+                    color.stroke_width(2),
+                );
+                outline.set_margin(4, 4, 0, 0);
+                let tick =
+                    PathElement::new(vec![(minimum, y0), (minimum, y1)], BLACK.stroke_width(3));
+                // The value past the bar and its tick, or inside the bar where no room is left.
+                let inside = moved > end * 0.8;
+                let (at, anchor, ink) = if inside {
+                    (moved - end * 0.01, HPos::Right, &WHITE)
+                } else {
+                    (moved.max(minimum) + end * 0.012, HPos::Left, &BLACK)
+                };
+                let label = Text::new(
+                    format!("{moved:.1}%"),
+                    (at, SegmentValue::CenterOf(row)),
+                    ("sans-serif", 12)
+                        .into_font()
+                        .color(ink)
+                        .pos(Pos::new(anchor, VPos::Center)),
+                );
+                chart.draw_series([
+                    bar.into_dyn(),
+                    outline.into_dyn(),
+                    tick.into_dyn(),
+                    label.into_dyn(),
+                ])?;
+            }
         }
     }
     root.present()?;
     Ok(())
+}
+
+/// `color` mixed half and half with white.
+fn lighter(RGBColor(r, g, b): RGBColor) -> RGBColor {
+    let half = |c: u8| ((u16::from(c) + 255) / 2) as u8;
+    RGBColor(half(r), half(g), half(b))
+}
+
+/// Where an axis of percentages ends: 100 for the request policies, else a round number a
+/// fifth or more above `largest`, room for the labels past the bars.
+fn axis_end(largest: f64) -> f64 {
+    let end = (largest * 1.2).max(1.0);
+    if end > 50.0 {
+        return 100.0;
+    }
+    let step = if end <= 10.0 {
+        1.0
+    } else if end <= 20.0 {
+        2.0
+    } else {
+        5.0
+    };
+    (end / step).ceil() * step
 }

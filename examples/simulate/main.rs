@@ -9,20 +9,34 @@
 //! through the public `Balancer` trait, `Pick` guards held for each request's simulated
 //! duration), prints one table row per policy, then a passive-health table (the same scenario
 //! with the failure unannounced, before -> after the health rules), and writes SVG charts to a
-//! folder named on the last line of output. The model and scenario are described in `sim.rs`.
+//! folder named on the last line of output.
+//!
+//! The simulation is split by concern, each module saying what it models: `config.rs` (the
+//! scenario: [`Config`]), `workload.rs` (arrivals and Zipf keys), `fleet.rs` (backends, their
+//! caches, slowdown and failure), `engine.rs` (the event loop that drives a balancer through
+//! the scenario), `report.rs` (what a run measured and its tables) and `charts.rs` (the SVG
+//! charts). All but the charts are included and checked by `tests/simulate.rs`; this file
+//! parses the flags and runs the policies.
 
 #[path = "../common/policies.rs"]
 mod policies;
 
 mod charts;
-mod sim;
+mod config;
+mod engine;
+mod fleet;
+mod report;
+mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use config::Config;
+use fleet::backend_id;
 use policies::Options;
-use sim::{Config, Outcome};
+use report::Outcome;
+use workload::Workload;
 
 const USAGE: &str = "\
 usage: simulate [OPTIONS]
@@ -243,7 +257,7 @@ fn rows(args: &Args) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-fn describe(config: &Config, workload: &sim::Workload) -> String {
+fn describe(config: &Config, workload: &Workload) -> String {
     let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
     let rate = config.requests as f64 / workload.span.as_secs_f64().max(1e-9);
     let (failing, slowing) = config.victims();
@@ -251,7 +265,7 @@ fn describe(config: &Config, workload: &sim::Workload) -> String {
     if config.fail {
         events.push(format!(
             "{} fails at {}{}",
-            sim::backend_id(failing),
+            backend_id(failing),
             secs(workload.span.mul_f64(0.3)),
             if config.silent_failure {
                 format!(
@@ -266,14 +280,14 @@ fn describe(config: &Config, workload: &sim::Workload) -> String {
     if let Some(x) = config.slowdown {
         events.push(format!(
             "{} turns {x}x slower at {}",
-            sim::backend_id(slowing),
+            backend_id(slowing),
             secs(workload.span.mul_f64(0.5))
         ));
     }
     if config.join {
         events.push(format!(
             "{} joins at {}",
-            sim::backend_id(config.backends),
+            backend_id(config.backends),
             secs(workload.span.mul_f64(0.7))
         ));
     }
@@ -332,16 +346,22 @@ fn health(on: bool) -> &'static str {
     }
 }
 
-/// Runs each row over `workload` under `config`.
+/// Runs each row over `workload` under `config`, with a progress line per row on stderr that
+/// names `pass` (which table the run is for) and the policy.
 fn run_rows(
+    pass: &str,
     config: &Config,
-    workload: &sim::Workload,
+    workload: &Workload,
     rows: &[Row],
 ) -> Result<Vec<Outcome>, String> {
     let mut outcomes = Vec::new();
     for (i, (name, build, options)) in rows.iter().enumerate() {
         let t = Instant::now();
-        eprint!("simulate: [{}/{}] {name} ...", i + 1, rows.len());
+        eprint!(
+            "simulate: {pass}, policy {}/{}: {name} ...",
+            i + 1,
+            rows.len()
+        );
         let build = |backends, clock, health| {
             let options = Options {
                 clock: Some(clock),
@@ -350,7 +370,7 @@ fn run_rows(
             };
             build(backends, options)
         };
-        let outcome = sim::run(config, workload, name, &build).map_err(|e| e.to_string())?;
+        let outcome = engine::run(config, workload, name, &build).map_err(|e| e.to_string())?;
         eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
         if outcome.in_flight_after != 0 {
             return Err(format!(
@@ -367,10 +387,10 @@ fn simulate(args: &Args) -> Result<(), String> {
     let rows = rows(args)?;
     let config = &args.config;
     let started = Instant::now();
-    let workload = sim::Workload::new(config);
+    let workload = Workload::new(config);
     println!("{}\n", describe(config, &workload));
-    let outcomes = run_rows(config, &workload, &rows)?;
-    print!("{}", sim::table(&outcomes));
+    let outcomes = run_rows("main table", config, &workload, &rows)?;
+    print!("{}", report::table(&outcomes));
     if args.health_table && !config.silent_failure && !config.health {
         let rows: Vec<Row> = rows
             .into_iter()
@@ -385,7 +405,7 @@ fn simulate(args: &Args) -> Result<(), String> {
         let failure = if config.fail {
             format!(
                 "but {} fails silently (not set Down; errors after {} ms)",
-                sim::backend_id(config.victims().0),
+                backend_id(config.victims().0),
                 config.error_time.as_millis()
             )
         } else {
@@ -398,14 +418,24 @@ fn simulate(args: &Args) -> Result<(), String> {
             health(false),
             health(true),
         );
-        let pairs = run_rows(&before, &workload, &rows)?
-            .into_iter()
-            .zip(run_rows(&after, &workload, &rows)?)
-            .collect::<Vec<_>>();
+        let pairs = run_rows(
+            "passive health before (no rules)",
+            &before,
+            &workload,
+            &rows,
+        )?
+        .into_iter()
+        .zip(run_rows(
+            "passive health after (rules on)",
+            &after,
+            &workload,
+            &rows,
+        )?)
+        .collect::<Vec<_>>();
         let failed = config
             .fail
             .then(|| (config.victims().0, workload.span.mul_f64(0.3)));
-        print!("{}", sim::health_table(&pairs, failed));
+        print!("{}", report::health_table(&pairs, failed));
     }
     if !args.charts {
         eprintln!("simulate: done in {:.1} s", started.elapsed().as_secs_f64());

@@ -1,0 +1,174 @@
+//! The configuration of a run: [`Config`] holds everything that defines one (the fleet, the
+//! workload, the scenario's events, the client's timeouts and tries), and [`Config::default`]
+//! is the README's scenario. [`health_rules`] are the passive-health rules every balancer gets
+//! with [`Config::health`].
+//!
+//! The program's flags, which fill a `Config`, are parsed in `main.rs`, so that
+//! `tests/simulate.rs` can include this file without them.
+
+use std::time::Duration;
+
+use lbkit::{HealthConfig, OutlierDetection, SlowStart};
+
+/// Everything that defines a run. [`Config::default`] is the README's scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Seed of the arrival sequence, keys and service times, and of the randomised policies.
+    pub seed: u64,
+    /// Requests per policy.
+    pub requests: usize,
+    /// Backends at the start.
+    pub backends: usize,
+    /// How many of them are slow (the last ones).
+    pub slow_backends: usize,
+    /// How much slower the slow ones are.
+    pub slow_factor: f64,
+    /// Requests one backend serves at once; more wait in its queue.
+    pub workers: usize,
+    /// Mean service time of a request that misses the backend's cache.
+    pub miss_time: Duration,
+    /// Mean service time of a cache hit.
+    pub hit_time: Duration,
+    /// Offered load as a fraction of the starting fleet's capacity (all misses).
+    pub load: f64,
+    /// Distinct keys; 0 sends requests without keys (and turns the cache off).
+    pub keys: usize,
+    /// Zipf exponent of key popularity.
+    pub zipf: f64,
+    /// Keys each backend's cache holds; 0 turns caching off.
+    pub cache: usize,
+    /// Whether backends get weights proportional to their capacity (`true`) or all weight 1.
+    pub capacity_weights: bool,
+    /// One backend becomes this many times slower half-way; `None`: no slowdown.
+    pub slowdown: Option<f64>,
+    /// Whether one backend fails at 30% of the run.
+    pub fail: bool,
+    /// Whether the failure goes unannounced: the backend is not set `Down` but answers every
+    /// request with an error after `error_time`.
+    pub silent_failure: bool,
+    /// How long a failed backend takes to answer with an error.
+    pub error_time: Duration,
+    /// The client gives up on an attempt after this long; `None`: it waits forever.
+    pub timeout: Option<Duration>,
+    /// Tries per request (the first and the retries) before the client gives up on it.
+    pub attempts: usize,
+    /// Whether the balancer applies [`health_rules`] (passive health).
+    pub health: bool,
+    /// Whether one backend joins at 70% of the run.
+    pub join: bool,
+    /// Keys routed before and after each membership change to count moves.
+    pub probe_keys: usize,
+    /// Points of the per-backend load-over-time series.
+    pub samples: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: 1,
+            requests: 1_000_000,
+            backends: 20,
+            slow_backends: 3,
+            slow_factor: 3.0,
+            workers: 8,
+            miss_time: Duration::from_millis(10),
+            hit_time: Duration::from_millis(2),
+            load: 0.8,
+            keys: 100_000,
+            zipf: 0.99,
+            cache: 1_000,
+            capacity_weights: true,
+            slowdown: Some(4.0),
+            fail: true,
+            silent_failure: false,
+            error_time: Duration::from_millis(1),
+            timeout: None,
+            attempts: 3,
+            health: false,
+            join: true,
+            probe_keys: 10_000,
+            samples: 200,
+        }
+    }
+}
+
+impl Config {
+    /// The reason this configuration cannot run, if any.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if self.backends == 0 {
+            return Err("at least one backend is needed".into());
+        }
+        if self.slow_backends > self.backends {
+            return Err("more slow backends than backends".into());
+        }
+        if self.workers == 0 {
+            return Err("workers must be at least 1".into());
+        }
+        if !positive(self.load) {
+            return Err("load must be a positive number".into());
+        }
+        if !positive(self.slow_factor) || !self.slowdown.map_or(true, positive) {
+            return Err("slowness factors must be positive numbers".into());
+        }
+        if !(self.zipf.is_finite() && self.zipf >= 0.0) {
+            return Err("the Zipf exponent must be a number >= 0".into());
+        }
+        if self.miss_time.is_zero() || self.hit_time.is_zero() {
+            return Err("service times must be above zero".into());
+        }
+        if self.attempts == 0 {
+            return Err("attempts must be at least 1".into());
+        }
+        if self.error_time.is_zero() || self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err("the error time and the timeout must be above zero".into());
+        }
+        if self.keys > u32::MAX as usize {
+            return Err("at most 2^32 - 1 keys".into());
+        }
+        Ok(())
+    }
+
+    /// The scenario of the passive-health comparison: this one with the failure unannounced
+    /// and a timeout per attempt (1 s unless one is set), with or without the health rules.
+    pub fn passive(&self, health: bool) -> Config {
+        Config {
+            silent_failure: true,
+            timeout: self.timeout.or(Some(Duration::from_secs(1))),
+            health,
+            ..self.clone()
+        }
+    }
+
+    /// Backend `i`'s slowness at the start.
+    pub fn slowness(&self, i: usize) -> f64 {
+        if i >= self.backends - self.slow_backends && i < self.backends {
+            self.slow_factor
+        } else {
+            1.0
+        }
+    }
+
+    /// Which backend fails, and which one turns slow: normal-speed ones, distinct when
+    /// possible.
+    pub fn victims(&self) -> (usize, usize) {
+        let normal = (self.backends - self.slow_backends).max(1);
+        (normal / 4, (normal / 2).max(normal.min(2) - 1))
+    }
+}
+
+/// The passive-health rules the simulator applies with [`Config::health`] (its clock is set
+/// by the simulation): eject after 5 failures in a row for 30 s x the number of ejections
+/// (at most 300 s), never more than 20% of the set; ignore health below 50% healthy; ramp a
+/// joining or returning backend's weight from 10% over 10 s.
+pub fn health_rules() -> HealthConfig {
+    HealthConfig::new()
+        .outlier_detection(OutlierDetection {
+            consecutive_failures: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 20.0,
+        })
+        .panic_threshold(0.5)
+        .slow_start(SlowStart::new(Duration::from_secs(10)))
+}

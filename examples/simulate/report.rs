@@ -1,0 +1,229 @@
+//! What a run measured, and the text tables the program prints from it: [`Outcome`] (one
+//! policy's latencies, errors, load samples and keys moved), [`table`] (one row per policy)
+//! and [`health_table`] (the passive-health comparison, before -> after per policy).
+
+use std::time::Duration;
+
+use crate::fleet::backend_id;
+
+/// How many probe keys one membership change moved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Move {
+    /// What happened: `"fail"` or `"join"`.
+    pub change: &'static str,
+    /// Fraction of probe keys routed to another backend after the change than before.
+    pub moved: f64,
+    /// The least fraction that had to move: the failed backend's keys, or the joining
+    /// backend's fair share.
+    pub minimum: f64,
+}
+
+/// What one policy did with the workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The policy's name.
+    pub policy: String,
+    /// Latency (arrival to completion, retries included) of every request that succeeded,
+    /// sorted.
+    pub latencies: Vec<Duration>,
+    /// Requests that found no eligible backend.
+    pub dropped: usize,
+    /// Attempts retried because they failed (an error, a timeout, or a backend set `Down`
+    /// under them).
+    pub retried: usize,
+    /// Attempts that ended in an error (reported with
+    /// [`Pick::failure`](lbkit::Pick::failure)).
+    pub errors: usize,
+    /// Attempts the client gave up on after
+    /// [`Config::timeout`](crate::config::Config::timeout) (reported as failures).
+    pub timeouts: usize,
+    /// Requests that failed on every one of their
+    /// [`Config::attempts`](crate::config::Config::attempts) tries.
+    pub failed: usize,
+    /// Cache lookups that hit, and all lookups.
+    pub cache_hits: usize,
+    /// All cache lookups (0 with the cache off).
+    pub cache_lookups: usize,
+    /// The most requests ever in flight on one backend.
+    pub max_in_flight: usize,
+    /// In-flight requests per eligible backend, averaged over the samples.
+    pub mean_in_flight: f64,
+    /// One entry per membership change, in order.
+    pub moves: Vec<Move>,
+    /// Ids of every backend that took part, in index order.
+    pub backend_ids: Vec<String>,
+    /// `(time, in-flight per backend)` samples read from `Balancer::status`.
+    pub load: Vec<(Duration, Vec<usize>)>,
+    /// The backends ejected by passive health at each of those samples.
+    pub ejected: Vec<Vec<usize>>,
+    /// Total in flight reported by `Balancer::status` after the last request completed.
+    pub in_flight_after: usize,
+}
+
+impl Outcome {
+    /// The latency at quantile `q` (0..=1); zero if nothing completed.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len());
+        self.latencies[i - 1]
+    }
+
+    /// The share of the samples from `from` on in which `backend` was ejected.
+    pub fn ejected_share(&self, backend: usize, from: Duration) -> f64 {
+        let mut samples = 0;
+        let mut ejected = 0;
+        for ((at, _), e) in self.load.iter().zip(&self.ejected) {
+            if *at >= from {
+                samples += 1;
+                ejected += usize::from(e.contains(&backend));
+            }
+        }
+        ejected as f64 / samples.max(1) as f64
+    }
+
+    /// Cache hit rate (0 with the cache off).
+    pub fn hit_rate(&self) -> f64 {
+        if self.cache_lookups == 0 {
+            0.0
+        } else {
+            self.cache_hits as f64 / self.cache_lookups as f64
+        }
+    }
+}
+
+fn millis(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else {
+        format!("{ms:.1}")
+    }
+}
+
+/// The results as a text table: a header, a rule, and one row per outcome. Errors, timeouts
+/// and failed requests get columns when some request timed out or failed.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut changes: Vec<&'static str> = Vec::new();
+    for o in outcomes {
+        for m in &o.moves {
+            if !changes.contains(&m.change) {
+                changes.push(m.change);
+            }
+        }
+    }
+    let name_width = outcomes
+        .iter()
+        .map(|o| o.policy.len())
+        .max()
+        .unwrap_or(0)
+        .max("policy".len());
+    let mut header = format!(
+        "{:<name_width$} {:>8} {:>8} {:>8} {:>13} {:>6}",
+        "policy", "p50 ms", "p99 ms", "p99.9 ms", "in-flight max", "mean",
+    );
+    header.push_str(&format!(" {:>10}", "cache hits"));
+    for c in &changes {
+        header.push_str(&format!(" {:>16}", format!("moved on {c} (min)")));
+    }
+    header.push_str(&format!(" {:>8}", "retried"));
+    // Failures beyond the announced one's retries: show what they cost.
+    let failures = outcomes.iter().any(|o| o.timeouts > 0 || o.failed > 0);
+    if failures {
+        header.push_str(&format!(
+            " {:>8} {:>8} {:>8}",
+            "errors", "timeouts", "failed"
+        ));
+    }
+    let mut out = header.clone();
+    out.push('\n');
+    out.push_str(&"-".repeat(header.len()));
+    out.push('\n');
+    for o in outcomes {
+        let mut row = format!(
+            "{:<name_width$} {:>8} {:>8} {:>8} {:>13} {:>6.1} {:>9.1}%",
+            o.policy,
+            millis(o.quantile(0.5)),
+            millis(o.quantile(0.99)),
+            millis(o.quantile(0.999)),
+            o.max_in_flight,
+            o.mean_in_flight,
+            o.hit_rate() * 100.0,
+        );
+        for c in &changes {
+            let cell = match o.moves.iter().find(|m| m.change == *c) {
+                Some(m) => format!("{:.1}% ({:.1}%)", m.moved * 100.0, m.minimum * 100.0),
+                None => "-".to_string(),
+            };
+            row.push_str(&format!(" {:>16}", cell));
+        }
+        row.push_str(&format!(" {:>8}", o.retried));
+        if failures {
+            row.push_str(&format!(
+                " {:>8} {:>8} {:>8}",
+                o.errors, o.timeouts, o.failed
+            ));
+        }
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
+}
+
+/// The passive-health comparison as a text table: one row per policy, each cell
+/// `before -> after` from the same scenario run without and then with the health rules. With
+/// `failed` (the failed backend and when it failed), a last column: the share of the time
+/// from then on that it was ejected, with the health rules.
+pub fn health_table(pairs: &[(Outcome, Outcome)], failed: Option<(usize, Duration)>) -> String {
+    let name_width = pairs
+        .iter()
+        .map(|(o, _)| o.policy.len())
+        .max()
+        .unwrap_or(0)
+        .max("policy".len());
+    let columns = [
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "timeouts",
+        "failed requests",
+    ];
+    let mut header = format!("{:<name_width$}", "policy");
+    for c in columns {
+        header.push_str(&format!(" {c:>17}"));
+    }
+    if let Some((backend, _)) = failed {
+        header.push_str(&format!(
+            " {:>11}",
+            format!("{} ejected", backend_id(backend))
+        ));
+    }
+    let mut out = header.clone();
+    out.push('\n');
+    out.push_str(&"-".repeat(header.len()));
+    out.push('\n');
+    for (before, after) in pairs {
+        let cells = [
+            (millis(before.quantile(0.99)), millis(after.quantile(0.99))),
+            (
+                millis(before.quantile(0.999)),
+                millis(after.quantile(0.999)),
+            ),
+            (before.errors.to_string(), after.errors.to_string()),
+            (before.timeouts.to_string(), after.timeouts.to_string()),
+            (before.failed.to_string(), after.failed.to_string()),
+        ];
+        let mut row = format!("{:<name_width$}", before.policy);
+        for (b, a) in cells {
+            row.push_str(&format!(" {:>17}", format!("{b} -> {a}")));
+        }
+        if let Some((backend, from)) = failed {
+            let share = after.ejected_share(backend, from) * 100.0;
+            row.push_str(&format!(" {share:>10.0}%"));
+        }
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
+}
