@@ -56,7 +56,7 @@
 //! * **Errors.** Bad input gets a typed [`Error`] and changes nothing. An empty set is not an
 //!   error: `pick` returns `None`.
 //! * **Determinism.** Randomised policies take a seed (`X::builder().seed(s)`, or the
-//!   shortcut `X::with_seed`); placement hashes are pinned ([`hash`]). The hashing policies,
+//!   shortcut `X::with_seed`); placement hashes are pinned ([`docs::placement`]). The hashing policies,
 //!   their bounded loads and their exact placement are described in [`hash`].
 //!
 //! ## One way to build
@@ -81,6 +81,7 @@
 mod backend;
 pub mod builder;
 mod clock;
+pub mod docs;
 mod engine;
 mod error;
 pub mod hash;
@@ -104,6 +105,11 @@ pub use request::Request;
 pub use spread::{LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};
 pub use status::Status;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// A load balancer: chooses a backend for each request.
 ///

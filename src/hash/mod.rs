@@ -46,10 +46,7 @@
 //! | [`JumpHash`] | O(log n), no table | O(n) | 4 B x n | yes, at the end of the list | numbered shards (order dependent) |
 //! | [`PresetRing`] | O(1) + the program's key hash | O(points) | as `HashRing` | yes | agreeing with nginx or libmemcached ([`preset`]) |
 //!
-//! Measured pick + drop (accounting included) in release on a shared 2-core machine, 4096
-//! string keys, at 10 / 100 / 1000 backends: `HashRing` 17 / 21 / 35 ns, `Maglev` 18 / 20 /
-//! 27 ns, `Rendezvous` 30 / 164 / 1,500 ns, `JumpHash` 25 / 32 / 44 ns; a round-robin pick,
-//! the floor of the shared machinery, costs 17 / 17 / 19 ns there.
+//! Timings, with the commands that reproduce them: `benches/README.md`.
 //!
 //! # What every hashing policy does
 //!
@@ -111,60 +108,12 @@
 //! every policy. Bounded loads are for keyed traffic that can go elsewhere at some cost
 //! (caches), where a few hundred nanoseconds at a thousand backends are cheap.
 //!
-//! # Hash flooding: keys chosen by an attacker
+//! # More
 //!
-//! The placement hash is pinned and unkeyed on purpose (every instance of a fleet must agree,
-//! see below), so anyone can compute it: an attacker who controls request keys (a user id, a
-//! URL, a header) can search offline for keys that all land on one backend of a known set
-//! (a few x n tries per key for n equal backends) and send them all. They can also send one
-//! key over and over (a hot key), which no hash can spread. Either way, without bounded
-//! loads, every such request goes to that one backend: it takes the whole flood while the
-//! others idle. Ids are hashed too, but they come from the operator, not the attacker.
-//!
-//! What limits the damage:
-//!
-//! * **Bounded loads** ([`HashRing`], [`Maglev`], [`Rendezvous`] with `load_factor(c)`): no
-//!   backend takes a new pick while it holds `ceil(c x (total + 1) x w_i / W)` or more (see
-//!   [Bounded loads](#bounded-loads)), so a hot key, or a flood of colliding keys, spills to
-//!   each key's next preferences once its backend is at capacity. With equal weights, no
-//!   backend ever holds more than `ceil(c x k / n)` of `k` held picks (tests/hostile.rs
-//!   checks it for c = 1.25: 1,000 picks of one key on 8 backends, at most 157 on any, against
-//!   all 1,000 on one without bounds). The cap counts requests *in flight*: it protects the
-//!   backends' concurrency, not their caches (the spilled keys miss on their second choice),
-//!   and it needs picks held for as long as the requests run. [`JumpHash`] has no bounded
-//!   loads.
-//! * **A keyed hash**: when keys come from untrusted clients, hash them yourself with a
-//!   keyed hash (SipHash-1-3 or keyed BLAKE3, say) under a secret, and route with
-//!   [`Request::with_hash`](crate::Request::with_hash). Without the secret an attacker cannot
-//!   aim keys at a backend (they can still send one hot key: bounded loads handle that). The
-//!   price is the fleet agreement this crate otherwise gives for free: every process that
-//!   must send a key to the same backend has to share the secret (and rotating it moves
-//!   every key at once).
-//! * Rate limiting per key or per client, upstream of the balancer, for floods that would
-//!   overload the whole set anyway: bounded loads spread load, they do not shed it.
-//!
-//! Keys of any length are accepted (the hash reads every byte, so a 10 MB key costs about a
-//! millisecond to hash; cap key lengths upstream if that matters), and nothing an attacker
-//! sends as a key can make a pick fail or panic.
-//!
-//! # The placement hash, precisely
-//!
-//! Where a key goes must not depend on the process, the platform, the Rust version or the
-//! crate version, or a fleet of service instances would disagree. Every hash that decides
-//! placement in lbkit is **XXH3-64** (the 64-bit variant of xxHash3, as specified by its
-//! author and implemented by `xxhash-rust`, pinned to one version in `Cargo.toml`) with one of
-//! two fixed seeds:
-//!
-//! * a key's bytes: `XXH3_64bits_withSeed(key, 0x6c62_6b69_745f_6b65)` ([`key_hash`]);
-//! * a backend id's UTF-8 bytes: `XXH3_64bits_withSeed(id, 0x6c62_6b69_745f_6964)`
-//!   ([`id_hash`]).
-//!
-//! (The seeds are the ASCII bytes of `"lbkit_ke"` and `"lbkit_id"`, big-endian.) Golden
-//! tests pin exact outputs, so a change that would move keys fails the test suite.
-//! [`mix`] combines two 64-bit values for the policies that derive points, offsets or
-//! scores from them. Each policy's module documents its exact derivation, precisely enough
-//! to reproduce a mapping in another language; the crate's tests check the balancers
-//! against such reimplementations written from the docs alone.
+//! * [`docs::placement`](crate::docs::placement): the placement hash, precisely, and how to
+//!   reproduce any mapping in another language.
+//! * [`docs::hash_flooding`](crate::docs::hash_flooding): what an attacker who controls keys
+//!   can do, and what limits it (bounded loads, a keyed hash).
 
 pub(crate) mod compat;
 mod crc32;

@@ -17,7 +17,7 @@
 //!
 //! * Backends are taken in any order; the ring is a function of the set of (id, weight).
 //! * Point `j` (for `j = 0, 1, ..., w x p - 1`) of the backend with id `id` is
-//!   [`mix`]`(id_hash(id), j)`, with [`id_hash`](crate::hash::id_hash) the
+//!   [`mix`](crate::hash::mix)`(id_hash(id), j)`, with [`id_hash`](crate::hash::id_hash) the
 //!   pinned XXH3-64 of the id's UTF-8 bytes (seed `"lbkit_id"`).
 //! * The points are sorted as unsigned 64-bit integers; equal points (a 2^-64 event) are
 //!   ordered by the owners' ids, byte-wise.
@@ -36,7 +36,7 @@
 //!   drop, key hashing and accounting included, costs 35 to 40 ns, of which the shared
 //!   machinery (snapshot load, in-flight accounting) takes about 19. Walking on past
 //!   ineligible owners costs one step per point passed.
-//! * **Update**: O(points), by a counting sort on the same top bits: two [`mix`] per point
+//! * **Update**: O(points), by a counting sort on the same top bits: two [`mix`](crate::hash::mix) per point
 //!   (one to count, one to place), then each bucket's few points put in order.
 //! * **Memory**: 16 bytes per point (8 for the point, 4 for its owner's index, 4 of
 //!   alignment: the pair shares a cache line) plus the index, 4 bytes per bucket: 17 to 18

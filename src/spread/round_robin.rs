@@ -1,7 +1,7 @@
 //! Plain round robin.
 //!
 //! Each pick takes the next eligible backend in id order. The cursor is a per-thread
-//! [`Sequence`] stripe, so two threads picking at once do not bounce one cache line between
+//! `Sequence` stripe, so two threads picking at once do not bounce one cache line between
 //! cores; within one thread the rotation is exact: over any window of k x n consecutive picks
 //! from that thread, each of n eligible backends gets exactly k. The cursor lives outside the
 //! snapshot, so it survives membership changes.
