@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Starts three servers on `127.0.0.1:0` (each answers with its name), builds a
-//! [`lbkit::tower::Balance`] over one pooled hyper client per server, routed by a bounded-load
+//! [`lbkit::service::Balance`] over one pooled hyper client per server, routed by a bounded-load
 //! [`HashRing`] keyed by the header, and shows:
 //!
 //! * **affinity**: every user's requests land on the same server;
@@ -32,11 +32,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lbkit::hash::key_hash;
-use lbkit::tower::{Balance, BoxError, Outcome};
+use lbkit::service::{Balance, Outcome};
 use lbkit::{HashRing, HealthConfig, OutlierDetection};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
-use tower::{Service, ServiceExt};
+use tower::{BoxError, Service, ServiceExt};
 
 /// The header whose value keys each request.
 const KEY_HEADER: &str = "x-user";

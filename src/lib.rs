@@ -76,9 +76,9 @@ mod random;
 mod request;
 mod round_robin;
 mod sequence;
-mod state;
 #[cfg(feature = "tower")]
-pub mod tower;
+pub mod service;
+mod state;
 mod weighted_round_robin;
 
 pub use backend::{Backend, Health};

@@ -1,4 +1,4 @@
-//! `lbkit::tower`: the `Balance` service over hand-made mock inner services, polled by hand
+//! `lbkit::service`: the `Balance` service over hand-made mock inner services, polled by hand
 //! (a flag waker tells whether the task was woken), so every readiness state is exact.
 //!
 //! Routing by policy, key affinity against the plain balancer, skipping a backend that is not
@@ -16,13 +16,13 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use lbkit::hash::key_hash;
-use lbkit::tower::{Balance, BalanceLayer, BoxError, NoKey, Outcome, Unavailable};
+use lbkit::service::{Balance, BalanceLayer, NoKey, Outcome, Unavailable};
 use lbkit::{Balancer, Health, HealthConfig, LeastConnections, ManualClock, OutlierDetection};
 use lbkit::{HashRing, JumpHash, Maglev, PeakEwma, PeakEwmaConfig, PowerOfTwoChoices, Random};
 use lbkit::{Rendezvous, Request, RoundRobin, WeightedRoundRobin};
 use tokio::sync::oneshot;
 use tower::discover::Change;
-use tower::{Service, ServiceBuilder};
+use tower::{BoxError, Service, ServiceBuilder};
 
 // ---------------------------------------------------------------------------------------
 // A mock backend: its readiness, failures and held responses are set by the test.

@@ -1,0 +1,234 @@
+//! The [`Balance`] service: routes each request to the inner service of the backend its
+//! balancer picks.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower::discover::Discover;
+use tower::{BoxError, Service};
+
+use super::ready::ReadyCache;
+use super::{Classify, Membership, OkIsSuccess, RequestKey, ResponseFuture, Unavailable};
+use crate::{Balancer, Clock, MonotonicClock, Request};
+
+type InlineDiscovery = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+/// A tower [`Service`] that sends each request to one of its inner services, chosen by an
+/// lbkit [`Balancer`]. See the [module docs](super) for routing, readiness and ownership.
+///
+/// `B` is the balancer (any policy, or `dyn Balancer<()>`), `S` the inner service, `F` the
+/// [`RequestKey`], `C` the [`Classify`]. Errors are boxed ([`tower::BoxError`]): the inner
+/// service's, or an [`Unavailable`].
+pub struct Balance<B: ?Sized, S, F, C = OkIsSuccess> {
+    membership: Membership<B, S>,
+    /// This handle's clones of the registered services, and which are ready.
+    services: ReadyCache<S>,
+    key: F,
+    classify: C,
+    clock: Arc<dyn Clock>,
+    discovery: Option<InlineDiscovery>,
+}
+
+impl<B: Balancer<()> + ?Sized, S, F> Balance<B, S, F> {
+    /// A balance over no services yet: add them through [`membership`](Balance::membership)
+    /// or [`discover`](Balance::discover). `balancer` should be empty (see the
+    /// [module docs](super)); `key` gives each request's placement hash.
+    pub fn new(balancer: Arc<B>, key: F) -> Self {
+        Balance {
+            membership: Membership::new(balancer),
+            services: ReadyCache::new(),
+            key,
+            classify: OkIsSuccess,
+            clock: Arc::new(MonotonicClock::new()),
+            discovery: None,
+        }
+    }
+}
+
+impl<B: Balancer<()> + ?Sized, S, F, C> Balance<B, S, F, C> {
+    /// This balance with responses classified by `classify` (an HTTP 5xx as a failure, say).
+    pub fn classify<C2>(self, classify: C2) -> Balance<B, S, F, C2> {
+        Balance {
+            membership: self.membership,
+            services: self.services,
+            key: self.key,
+            classify,
+            clock: self.clock,
+            discovery: self.discovery,
+        }
+    }
+
+    /// This balance with latencies measured on `clock` (a [`ManualClock`](crate::ManualClock)
+    /// in tests). The default is the system's monotonic clock.
+    #[must_use]
+    pub fn with_clock(self, clock: impl Clock) -> Self {
+        self.with_shared_clock(Arc::new(clock))
+    }
+
+    /// As [`with_clock`](Self::with_clock), with a clock already shared.
+    pub(super) fn with_shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// This balance with membership fed by `discover` (a tower [`Discover`]: any
+    /// `TryStream` of [`Change`](tower::discover::Change)s), driven by this handle's `poll_ready` (as tower's own
+    /// balancer does; for many handles, spawn [`Membership::discover`] instead). An error of
+    /// the stream, or a change the balancer rejects, is returned by `poll_ready`.
+    #[must_use]
+    pub fn discover<D>(mut self, discover: D) -> Self
+    where
+        D: Discover<Service = S> + Send + 'static,
+        D::Key: fmt::Display,
+        D::Error: Into<BoxError>,
+        B: Send + Sync + 'static,
+        S: Send + 'static,
+    {
+        self.discovery = Some(Box::pin(self.membership.discover(discover)));
+        self
+    }
+
+    /// The membership handle: insert and remove backends.
+    pub fn membership(&self) -> &Membership<B, S> {
+        &self.membership
+    }
+
+    /// The balancer: its [`status`](Balancer::status), health settings.
+    pub fn balancer(&self) -> &Arc<B> {
+        self.membership.balancer()
+    }
+
+    /// Drives the inline discovery stream, if any. `Some` is the stream's end in error.
+    fn poll_discovery(&mut self, cx: &mut Context<'_>) -> Option<BoxError> {
+        let discovery = self.discovery.as_mut()?;
+        match discovery.as_mut().poll(cx) {
+            Poll::Pending => None,
+            Poll::Ready(result) => {
+                self.discovery = None;
+                result.err()
+            }
+        }
+    }
+
+    /// Whether `poll_ready` should return `Ready` while some services are not ready: an
+    /// eligible backend has a ready service, or no eligible backend has a service to wait
+    /// for (no waker would ever come for health, so waiting would hang).
+    fn ready_or_nothing_to_wait_for(&self) -> bool {
+        let (mut eligible, mut eligible_ready) = (false, false);
+        for status in self.membership.balancer().status() {
+            if status.is_eligible() {
+                if let Some(ready) = self.services.is_ready(status.id()) {
+                    eligible = true;
+                    eligible_ready |= ready;
+                }
+            }
+        }
+        eligible_ready || !eligible
+    }
+}
+
+impl<B, S, F, C> Clone for Balance<B, S, F, C>
+where
+    B: Balancer<()> + ?Sized,
+    S: Clone,
+    F: Clone,
+    C: Clone,
+{
+    /// Another handle on the same balancer and membership, with its own clones of the inner
+    /// services (each polled ready by its own handle). An inline
+    /// [`discover`](Balance::discover) stream stays with the original.
+    fn clone(&self) -> Self {
+        Balance {
+            membership: self.membership.clone(),
+            services: ReadyCache::new(),
+            key: self.key.clone(),
+            classify: self.classify.clone(),
+            clock: Arc::clone(&self.clock),
+            discovery: None,
+        }
+    }
+}
+
+impl<B: ?Sized, S, F, C> fmt::Debug for Balance<B, S, F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balance")
+            .field("services_ready", &self.services)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B, S, F, C, Req> Service<Req> for Balance<B, S, F, C>
+where
+    B: Balancer<()> + ?Sized,
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    F: RequestKey<Req>,
+    C: Classify<S::Response> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if let Some(error) = self.poll_discovery(cx) {
+            return Poll::Ready(Err(error));
+        }
+        self.services.sync(&self.membership);
+        self.services.poll_unready(cx, &self.membership);
+        if self.services.all_ready() {
+            // Every service is ready: any eligible backend will do (and with none, `call`
+            // fails fast).
+            return Poll::Ready(Ok(()));
+        }
+        if !self.services.is_empty() && self.ready_or_nothing_to_wait_for() {
+            return Poll::Ready(Ok(()));
+        }
+        // Wait for an inner service (their wakers are registered) or a membership change.
+        self.membership
+            .wait_for_change(cx.waker(), self.services.seen());
+        Poll::Pending
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let hash = self.key.key(&request);
+        let lb_request = hash.map_or_else(Request::new, Request::with_hash);
+        let balancer = self.membership.balancer();
+        let Some(first) = balancer.pick(&lb_request) else {
+            return ResponseFuture::unavailable(
+                Unavailable::NoEligibleBackend,
+                self.classify.clone(),
+            );
+        };
+        let (pick, index) = match self.services.ready_index(first.id()) {
+            Some(index) => (first, index),
+            None => {
+                drop(first);
+                let ready = balancer
+                    .pick_n(&lb_request, self.services.len())
+                    .into_iter()
+                    .find_map(|p| self.services.ready_index(p.id()).map(|i| (p, i)));
+                match ready {
+                    Some(found) => found,
+                    None => {
+                        return ResponseFuture::unavailable(
+                            Unavailable::NoReadyBackend,
+                            self.classify.clone(),
+                        )
+                    }
+                }
+            }
+        };
+        let start = self.clock.now();
+        let response = self.services.call(index, request);
+        ResponseFuture::new(
+            response,
+            pick,
+            start,
+            Arc::clone(&self.clock),
+            self.classify.clone(),
+        )
+    }
+}
