@@ -785,3 +785,117 @@ fn a_rejected_change_stops_discovery_and_changes_nothing() {
     );
     assert_eq!(s.membership().ids(), [Arc::from("b")]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Regression tests: promises an outside test suite found broken.
+
+/// Backends "a" (ready, its responses held), "b" and "c" (broken: their `poll_ready`
+/// fails, so they are set down) under a panic threshold of 0.5: one healthy of three is
+/// below half, so every backend is eligible again, the broken ones included.
+fn panic_mode<B: Balancer<()> + ?Sized, F>(lb: Arc<B>, key: F) -> (Balance<B, Mock, F>, Vec<Mock>) {
+    let m = mocks(&["a", "b", "c"]);
+    m[0].state.hold.store(true, Ordering::SeqCst);
+    m[1].state.broken.store(true, Ordering::SeqCst);
+    m[2].state.broken.store(true, Ordering::SeqCst);
+    (balance(lb, key, &m), m)
+}
+
+#[test]
+fn call_finds_the_ready_backend_while_one_is_eligible_in_panic_mode() {
+    let task = Task::new();
+    let panic = || HealthConfig::new().panic_threshold(0.5);
+    let least = Arc::new(
+        LeastConnections::new(Vec::new())
+            .unwrap()
+            .with_health(panic())
+            .unwrap(),
+    );
+    let ring = Arc::new(
+        HashRing::builder()
+            .seed(7)
+            .build(Vec::new())
+            .unwrap()
+            .with_health(panic())
+            .unwrap(),
+    );
+    let policies: [(&str, Dyn); 2] = [("least-connections", least), ("ring", ring)];
+    for (name, lb) in policies {
+        let (mut s, m) = panic_mode(Arc::clone(&lb), keyed as Keyed);
+        let mut held = Vec::new();
+        let mut unavailable_calls = 0;
+        for i in 0..40 {
+            assert!(
+                matches!(task.ready(&mut s), Poll::Ready(Ok(()))),
+                "{name}: a is ready"
+            );
+            let mut f = s.call(format!("k{i}"));
+            match task.poll(&mut f) {
+                Poll::Pending => held.push(f),
+                Poll::Ready(Err(e)) if unavailable(&e).is_some() => unavailable_calls += 1,
+                Poll::Ready(other) => panic!("{name}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            lb.status()
+                .iter()
+                .filter(|s| s.health() == Health::Down)
+                .count(),
+            2,
+            "{name}: the broken backends are set down"
+        );
+        assert_eq!(
+            unavailable_calls, 0,
+            "{name}: calls failed though the ready backend a was eligible"
+        );
+        assert_eq!(m[0].calls(), 40, "{name}");
+        m[0].release();
+        drop(held);
+    }
+}
+
+#[test]
+fn poll_ready_agrees_with_call_in_panic_mode() {
+    let task = Task::new();
+    let panic = HealthConfig::new().panic_threshold(0.5);
+    let lb = Arc::new(
+        LeastConnections::new(Vec::new())
+            .unwrap()
+            .with_health(panic)
+            .unwrap(),
+    );
+
+    // "a" is set down from outside but its service is ready; "c" is up but pending; "b" is
+    // broken. One healthy of three: panic mode, and a is eligible again. `call` can use a,
+    // so `poll_ready` must not wait for c.
+    let m = mocks(&["a", "b", "c"]);
+    m[1].state.broken.store(true, Ordering::SeqCst);
+    m[2].set_ready(false);
+    let mut s = balance(Arc::clone(&lb), NoKey, &m);
+    lb.set_health("a", Health::Down).unwrap();
+    assert!(
+        matches!(task.ready(&mut s), Poll::Ready(Ok(()))),
+        "poll_ready waits though call can use the ready backend a (eligible in panic mode)"
+    );
+    assert_eq!(send(&task, &mut s, "x").unwrap(), "a");
+
+    // "a" is set down and pending, "b" broken: panic mode makes both eligible, and a will
+    // wake the task when ready. `call` has nothing ready, so `poll_ready` must wait.
+    let m = mocks(&["a", "b"]);
+    m[0].set_ready(false);
+    m[1].state.broken.store(true, Ordering::SeqCst);
+    let lb = Arc::new(
+        LeastConnections::new(Vec::new())
+            .unwrap()
+            .with_health(HealthConfig::new().panic_threshold(0.5))
+            .unwrap(),
+    );
+    let mut s = balance(Arc::clone(&lb), NoKey, &m);
+    lb.set_health("a", Health::Down).unwrap();
+    assert!(
+        task.ready(&mut s).is_pending(),
+        "poll_ready is ready though call can only fail (a, eligible in panic mode, is pending)"
+    );
+    m[0].set_ready(true);
+    assert!(task.woken(), "a's readiness wakes the task");
+    assert_eq!(send(&task, &mut s, "x").unwrap(), "a");
+}

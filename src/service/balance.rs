@@ -12,7 +12,7 @@ use tower::{BoxError, Service};
 
 use super::ready::ReadyCache;
 use super::{Classify, Membership, OkIsSuccess, RequestKey, ResponseFuture, Unavailable};
-use crate::{Balancer, Clock, MonotonicClock, Request};
+use crate::{Balancer, Clock, Health, MonotonicClock, Request};
 
 type InlineDiscovery = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
@@ -113,20 +113,63 @@ impl<B: Balancer<()> + ?Sized, S, F, C> Balance<B, S, F, C> {
         }
     }
 
-    /// Whether `poll_ready` should return `Ready` while some services are not ready: an
-    /// eligible backend has a ready service, or no eligible backend has a service to wait
-    /// for (no waker would ever come for health, so waiting would hang).
+    /// Whether `poll_ready` should return `Ready` while some services are not ready, in
+    /// agreement with what `call` can do: an eligible backend has a ready service (`call`
+    /// finds it), or no eligible backend has a service here to wait for (`call` fails fast;
+    /// no waker would ever come for health, so waiting would hang).
+    ///
+    /// [`Status::is_eligible`](crate::Status::is_eligible) tells health, weight and
+    /// ejection, not the panic threshold: past it, every backend that could serve (weight
+    /// above 0, not draining) is eligible again, down and ejected ones included. The truth
+    /// is one of those two sets. When both give the same answer (always, unless a backend
+    /// that is down or ejected has a ready service here, or the only pending ones are),
+    /// the statuses decide; otherwise the balancer's own list of eligible backends does
+    /// ([`pick_n`](Balancer::pick_n) over every backend, its picks dropped at once).
     fn ready_or_nothing_to_wait_for(&self) -> bool {
-        let (mut eligible, mut eligible_ready) = (false, false);
-        for status in self.membership.balancer().status() {
+        let balancer = self.membership.balancer();
+        let statuses = balancer.status();
+        let (mut healthy, mut could_serve) = (Tally::default(), Tally::default());
+        for status in &statuses {
+            let Some(ready) = self.services.is_ready(status.id()) else {
+                continue;
+            };
             if status.is_eligible() {
-                if let Some(ready) = self.services.is_ready(status.id()) {
-                    eligible = true;
-                    eligible_ready |= ready;
-                }
+                healthy.count(ready);
+            }
+            if status.weight() > 0 && status.health() != Health::Draining {
+                could_serve.count(ready);
             }
         }
-        eligible_ready || !eligible
+        if healthy.ready_or_nothing_to_wait_for() == could_serve.ready_or_nothing_to_wait_for() {
+            return healthy.ready_or_nothing_to_wait_for();
+        }
+        let mut eligible = Tally::default();
+        for pick in balancer.pick_n(&Request::new(), statuses.len()) {
+            if let Some(ready) = self.services.is_ready(pick.id()) {
+                eligible.count(ready);
+            }
+        }
+        eligible.ready_or_nothing_to_wait_for()
+    }
+}
+
+/// What this handle holds for a set of backends: whether any has a service here, and
+/// whether any of those is ready.
+#[derive(Default)]
+struct Tally {
+    services: bool,
+    ready: bool,
+}
+
+impl Tally {
+    fn count(&mut self, ready: bool) {
+        self.services = true;
+        self.ready |= ready;
+    }
+
+    /// A ready service to call, or none to wait for.
+    fn ready_or_nothing_to_wait_for(&self) -> bool {
+        self.ready || !self.services
     }
 }
 
@@ -206,8 +249,13 @@ where
             Some(index) => (first, index),
             None => {
                 drop(first);
+                // Walk the policy's whole preference order: it may hold backends this handle
+                // has no service for (one found broken is eligible again past the panic
+                // threshold), so a walk only as long as the services here could stop short
+                // of the ready one.
+                let every = self.membership.backend_count().max(self.services.len());
                 let ready = balancer
-                    .pick_n(&lb_request, self.services.len())
+                    .pick_n(&lb_request, every)
                     .into_iter()
                     .find_map(|p| self.services.ready_index(p.id()).map(|i| (p, i)));
                 match ready {

@@ -58,19 +58,25 @@
 //!
 //! * [`poll_ready`](tower::Service::poll_ready) applies pending membership changes, polls every inner
 //!   service that is not ready yet (registering the task's waker with each), and returns
-//!   `Ready` as soon as one **eligible** backend (see [`Status::is_eligible`]) has a ready
-//!   inner service. It returns `Pending` only while every eligible backend's inner service
-//!   is pending (their wakers wake the task) or while the set is empty (a membership change
-//!   wakes it). If no backend is eligible at all (all down or ejected), it returns `Ready`
-//!   and `call` fails at once with [`Unavailable::NoEligibleBackend`]: health changes with
-//!   time and reports, which wake no task, so waiting would hang. For the same reason a task
-//!   waiting on pending eligible services does not notice a ready one becoming eligible (an
+//!   `Ready` as soon as one **eligible** backend has a ready inner service: one that is up,
+//!   not ejected and of weight above 0 ([`Status::is_eligible`]), or, past the
+//!   [panic threshold](crate::health), any that is not draining and of weight above 0, down
+//!   and ejected ones included, as the balancer itself picks. It returns `Pending` only
+//!   while every eligible backend's inner service is pending (their wakers wake the task)
+//!   or while the set is empty (a membership change wakes it). If no eligible backend has
+//!   an inner service to wait for (all down or ejected), it returns `Ready` and `call`
+//!   fails at once with [`Unavailable::NoEligibleBackend`] (or
+//!   [`NoReadyBackend`](Unavailable::NoReadyBackend)): health changes with time and
+//!   reports, which wake no task, so waiting would hang. For the same reason a task waiting
+//!   on pending eligible services does not notice a ready one becoming eligible (an
 //!   ejection ending) until one of them, or a membership change, wakes it.
-//! * [`call`](tower::Service::call) routes as above among the ready inner services only, and spends
-//!   that service's readiness; it is polled again by the next `poll_ready`. If the picture
-//!   changed in between (another task's reports ejected the only ready backend), the call
-//!   fails with [`Unavailable::NoReadyBackend`] rather than call a service that was not
-//!   polled ready.
+//! * [`call`](tower::Service::call) routes as above among the ready inner services only,
+//!   walking the policy's preference order over every eligible backend until one has a
+//!   ready service, and spends that service's readiness; it is polled again by the next
+//!   `poll_ready`. So when `poll_ready` returned `Ready` because a ready service exists, the
+//!   call finds it. If the picture changed in between (another task's reports ejected the
+//!   only ready backend), the call fails with [`Unavailable::NoReadyBackend`] rather than
+//!   call a service that was not polled ready.
 //! * An inner service whose `poll_ready` fails is broken for good (tower's convention): it
 //!   is dropped and its backend set [`Health::Down`]; inserting a new service under its id
 //!   brings it back up.
@@ -81,9 +87,11 @@
 //! report. Over always-ready mock services that is about 0.7x the time of tower's own
 //! `p2c::Balance` per request, for the same P2C choice (`benches/tower.rs`: 180 to 280 ns
 //! against 250 to 400 ns on a busy 2-core machine). While some services are pending,
-//! `poll_ready` also reads [`Balancer::status`] (O(backends)) to know which are eligible;
-//! when the key's first choice is not ready, `call` asks for [`pick_n`](crate::Balancer::pick_n)
-//! over every backend.
+//! `poll_ready` also reads [`Balancer::status`] (O(backends)) to know which are eligible
+//! (and, only when a backend that is down or ejected makes the panic threshold decide,
+//! [`pick_n`](crate::Balancer::pick_n) over every backend, whose picks it drops at once);
+//! when the key's first choice is not ready, `call` asks for
+//! [`pick_n`](crate::Balancer::pick_n) over every backend.
 //!
 //! # Ownership: one registry, one set of clones per handle
 //!

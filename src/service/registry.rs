@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -39,6 +39,9 @@ struct Shared<B: ?Sized, S> {
     registry: Mutex<Registry<S>>,
     /// Bumped, under the registry lock, by every membership change.
     version: AtomicU64,
+    /// How many backends are registered (broken ones included): the size of the balancer's
+    /// set. Written under the registry lock.
+    backends: AtomicUsize,
     balancer: Arc<B>,
 }
 
@@ -94,6 +97,7 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
                     waiters: Vec::new(),
                 }),
                 version: AtomicU64::new(0),
+                backends: AtomicUsize::new(0),
                 balancer,
             }),
         }
@@ -241,6 +245,11 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
                 }
             }
         }
+        // Relaxed: a count to size a walk by; a call racing with this change may read the
+        // old one, as it may pick from the old set.
+        self.shared
+            .backends
+            .store(registry.services.len(), Ordering::Relaxed);
         // Relaxed: handles read the registry under its lock; the version only tells them
         // to look, and a handle that misses a bump sees it at its next poll.
         self.shared.version.fetch_add(1, Ordering::Relaxed);
@@ -257,6 +266,13 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
     pub(super) fn changed_since(&self, seen: u64) -> bool {
         // Relaxed: only says whether to look; the registry is read under its lock.
         self.shared.version.load(Ordering::Relaxed) != seen
+    }
+
+    /// How many backends are registered, broken ones included: after the first change, how
+    /// many the balancer's set holds.
+    pub(super) fn backend_count(&self) -> usize {
+        // Relaxed: see `edit`.
+        self.shared.backends.load(Ordering::Relaxed)
     }
 
     /// The registry as it is now, locked until the view is dropped.
