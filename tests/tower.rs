@@ -5,7 +5,9 @@
 //! ready (and coming back to it), failures (errors and classified responses) ejecting a
 //! backend under a `ManualClock`, latency reports, discovery inserts and removes while
 //! requests are in flight, cancellation releasing every pick, clones sharing accounting, a
-//! broken inner service set down, and the `Layer` in a `ServiceBuilder`.
+//! broken inner service set down, and the `Layer` in a `ServiceBuilder`. Last, the promises
+//! an outside test suite found broken: in panic mode `call` finds the ready backend and
+//! `poll_ready` agrees with it; a handle keeps at most one waker registered.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -898,4 +900,62 @@ fn poll_ready_agrees_with_call_in_panic_mode() {
     m[0].set_ready(true);
     assert!(task.woken(), "a's readiness wakes the task");
     assert_eq!(send(&task, &mut s, "x").unwrap(), "a");
+}
+
+/// A waker that counts how many distinct wakers (each with all its clones) are alive.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn waker(live: &Arc<AtomicUsize>) -> Waker {
+        live.fetch_add(1, Ordering::SeqCst);
+        Waker::from(Arc::new(Counted(Arc::clone(live))))
+    }
+}
+
+impl Wake for Counted {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_handle_keeps_at_most_one_waker_registered() {
+    let lb = Arc::new(RoundRobin::new(Vec::new()).unwrap());
+    // No backend yet: every handle's poll_ready waits for a membership change.
+    let first: Balance<_, Mock, NoKey> = Balance::new(Arc::clone(&lb), NoKey);
+    let live = Arc::new(AtomicUsize::new(0));
+    let poll_pending = |s: &mut Balance<_, Mock, NoKey>| {
+        let waker = Counted::waker(&live);
+        assert!(s.poll_ready(&mut Context::from_waker(&waker)).is_pending());
+    };
+    let mut kept: Vec<_> = (0..100).map(|_| first.clone()).collect();
+    for round in 0..20 {
+        // Live handles re-polled, each time by a new task's waker: each replaces its own.
+        for s in &mut kept {
+            poll_pending(s);
+        }
+        // Short-lived handles: polled, then dropped, which takes their waker away.
+        for _ in 0..100 {
+            poll_pending(&mut first.clone());
+        }
+        let retained = live.load(Ordering::SeqCst);
+        assert!(
+            retained <= kept.len(),
+            "round {round}: {retained} wakers retained for {} live handles",
+            kept.len()
+        );
+    }
+    kept.truncate(10);
+    let retained = live.load(Ordering::SeqCst);
+    assert!(
+        retained <= 10,
+        "{retained} wakers retained for 10 live handles"
+    );
+    // A membership change still wakes (and so releases) them all.
+    first.membership().insert("a", Mock::new("a")).unwrap();
+    assert_eq!(live.load(Ordering::SeqCst), 0);
 }

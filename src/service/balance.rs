@@ -11,6 +11,7 @@ use tower::discover::Discover;
 use tower::{BoxError, Service};
 
 use super::ready::ReadyCache;
+use super::registry::Waiter;
 use super::{Classify, Membership, OkIsSuccess, RequestKey, ResponseFuture, Unavailable};
 use crate::{Balancer, Clock, Health, MonotonicClock, Request};
 
@@ -24,6 +25,8 @@ type InlineDiscovery = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>
 /// service's, or an [`Unavailable`].
 pub struct Balance<B: ?Sized, S, F, C = OkIsSuccess> {
     membership: Membership<B, S>,
+    /// This handle's waker slot, for a task waiting on a membership change.
+    waiter: Waiter,
     /// This handle's clones of the registered services, and which are ready.
     services: ReadyCache<S>,
     key: F,
@@ -37,8 +40,10 @@ impl<B: Balancer<()> + ?Sized, S, F> Balance<B, S, F> {
     /// or [`discover`](Balance::discover). `balancer` should be empty (see the
     /// [module docs](super)); `key` gives each request's placement hash.
     pub fn new(balancer: Arc<B>, key: F) -> Self {
+        let membership = Membership::new(balancer);
         Balance {
-            membership: Membership::new(balancer),
+            waiter: membership.waiter(),
+            membership,
             services: ReadyCache::new(),
             key,
             classify: OkIsSuccess,
@@ -53,6 +58,7 @@ impl<B: Balancer<()> + ?Sized, S, F, C> Balance<B, S, F, C> {
     pub fn classify<C2>(self, classify: C2) -> Balance<B, S, F, C2> {
         Balance {
             membership: self.membership,
+            waiter: self.waiter,
             services: self.services,
             key: self.key,
             classify,
@@ -186,6 +192,7 @@ where
     fn clone(&self) -> Self {
         Balance {
             membership: self.membership.clone(),
+            waiter: self.membership.waiter(),
             services: ReadyCache::new(),
             key: self.key.clone(),
             classify: self.classify.clone(),
@@ -230,7 +237,7 @@ where
             return Poll::Ready(Ok(()));
         }
         // Wait for an inner service (their wakers are registered) or a membership change.
-        self.membership
+        self.waiter
             .wait_for_change(cx.waker(), self.services.seen());
         Poll::Pending
     }

@@ -2,6 +2,7 @@
 //! [`Membership`] changes it (and the balancer's backend set with it), [`Discovery`] feeds it
 //! from a tower [`Discover`] stream, and each handle reads it to keep its own clones current.
 
+use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use ahash::AHashMap;
 use parking_lot::{Mutex, MutexGuard};
 use pin_project_lite::pin_project;
 use tower::discover::{Change, Discover};
@@ -31,14 +33,12 @@ struct Registered<S> {
 struct Registry<S> {
     services: BTreeMap<Arc<str>, Registered<S>>,
     next_generation: u64,
-    /// Tasks waiting in `poll_ready` for a membership change.
-    waiters: Vec<Waker>,
 }
 
 struct Shared<B: ?Sized, S> {
     registry: Mutex<Registry<S>>,
-    /// Bumped, under the registry lock, by every membership change.
-    version: AtomicU64,
+    /// The version, and the tasks waiting for it to change.
+    changes: Arc<Changes>,
     /// How many backends are registered (broken ones included): the size of the balancer's
     /// set. Written under the registry lock.
     backends: AtomicUsize,
@@ -94,9 +94,8 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
                 registry: Mutex::new(Registry {
                     services: BTreeMap::new(),
                     next_generation: 0,
-                    waiters: Vec::new(),
                 }),
-                version: AtomicU64::new(0),
+                changes: Arc::default(),
                 backends: AtomicUsize::new(0),
                 balancer,
             }),
@@ -250,10 +249,10 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
         self.shared
             .backends
             .store(registry.services.len(), Ordering::Relaxed);
-        // Relaxed: handles read the registry under its lock; the version only tells them
-        // to look, and a handle that misses a bump sees it at its next poll.
-        self.shared.version.fetch_add(1, Ordering::Relaxed);
-        for waker in registry.waiters.drain(..) {
+        let waiting = self.shared.changes.publish();
+        drop(registry);
+        // Outside the lock: a waker that polls the task at once finds the registry free.
+        for waker in waiting {
             waker.wake();
         }
         Ok(())
@@ -264,8 +263,7 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
     /// Whether the registry changed since version `seen` (a handle's cheap check before it
     /// [`read`](Membership::read)s it).
     pub(super) fn changed_since(&self, seen: u64) -> bool {
-        // Relaxed: only says whether to look; the registry is read under its lock.
-        self.shared.version.load(Ordering::Relaxed) != seen
+        self.shared.changes.version() != seen
     }
 
     /// How many backends are registered, broken ones included: after the first change, how
@@ -278,8 +276,8 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
     /// The registry as it is now, locked until the view is dropped.
     pub(super) fn read(&self) -> RegistryView<'_, S> {
         let registry = self.shared.registry.lock();
-        // Exact under the lock: changes bump it while holding the lock.
-        let version = self.shared.version.load(Ordering::Relaxed);
+        // Exact under the lock: changes publish it while holding the lock.
+        let version = self.shared.changes.version();
         RegistryView { registry, version }
     }
 
@@ -295,14 +293,101 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
         }
     }
 
-    /// Wakes `waker` at the next change; at once if a change came after version `seen`.
-    pub(super) fn wait_for_change(&self, waker: &Waker, seen: u64) {
-        let mut registry = self.shared.registry.lock();
-        // Relaxed: changes bump the version under the lock held here.
-        if self.shared.version.load(Ordering::Relaxed) != seen {
+    /// A new handle's place among the tasks that wait for a change.
+    pub(super) fn waiter(&self) -> Waiter {
+        Waiter {
+            // Relaxed: a unique number is all that is asked of it.
+            number: self
+                .shared
+                .changes
+                .next_waiter
+                .fetch_add(1, Ordering::Relaxed),
+            changes: Arc::clone(&self.shared.changes),
+            registered: false,
+        }
+    }
+}
+
+/// The registry's version, bumped by every change, and the wakers of the tasks waiting in
+/// `poll_ready` for the next change: at most one per handle, by the handle's number, so that
+/// registering, replacing and removing one is O(1) however many handles wait.
+struct Changes {
+    /// Bumped, under the registry lock, by every change.
+    version: AtomicU64,
+    waiting: Mutex<AHashMap<u64, Waker>>,
+    next_waiter: AtomicU64,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes {
+            version: AtomicU64::new(0),
+            waiting: Mutex::new(AHashMap::new()),
+            next_waiter: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Changes {
+    fn version(&self) -> u64 {
+        // Relaxed: outside the registry lock it only says whether to look (a handle that
+        // misses a bump sees it at its next poll); under it, or under `waiting`'s (see
+        // `Waiter::wait_for_change`), the mutex orders it.
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Under the registry lock: bumps the version, and hands back the waiting wakers to wake.
+    fn publish(&self) -> Vec<Waker> {
+        // Relaxed: see `version`.
+        self.version.fetch_add(1, Ordering::Relaxed);
+        // Taken after the bump: a task registering after this sees the new version.
+        let mut waiting = self.waiting.lock();
+        waiting.drain().map(|(_, waker)| waker).collect()
+    }
+}
+
+/// One [`Balance`](super::Balance) handle's place among the tasks waiting for a membership
+/// change: it holds at most one waker there, replaced by the handle's next wait and removed
+/// when the handle is dropped.
+pub(super) struct Waiter {
+    changes: Arc<Changes>,
+    number: u64,
+    /// Whether a waker was ever registered (so that dropping a handle that never waited
+    /// takes no lock).
+    registered: bool,
+}
+
+impl Waiter {
+    /// Wakes `waker` at the next change, in place of this handle's earlier waker; at once if
+    /// a change came after version `seen`.
+    pub(super) fn wait_for_change(&mut self, waker: &Waker, seen: u64) {
+        let mut waiting = self.changes.waiting.lock();
+        // Exact under this lock: a change bumps the version before it takes the wakers
+        // under this lock, so either it sees the waker registered here or this sees its
+        // bump.
+        if self.changes.version() != seen {
+            drop(waiting);
             waker.wake_by_ref();
-        } else if !registry.waiters.iter().any(|w| w.will_wake(waker)) {
-            registry.waiters.push(waker.clone());
+            return;
+        }
+        self.registered = true;
+        match waiting.entry(self.number) {
+            Entry::Occupied(mut mine) => {
+                if !mine.get().will_wake(waker) {
+                    mine.insert(waker.clone());
+                }
+            }
+            Entry::Vacant(place) => {
+                place.insert(waker.clone());
+            }
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.registered {
+            self.changes.waiting.lock().remove(&self.number);
         }
     }
 }
