@@ -77,6 +77,7 @@ mod request;
 mod round_robin;
 mod sequence;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod service;
 mod state;
 mod weighted_round_robin;

@@ -23,6 +23,32 @@ type InlineDiscovery = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>
 /// `B` is the balancer (any policy, or `dyn Balancer<()>`), `S` the inner service, `F` the
 /// [`RequestKey`], `C` the [`Classify`]. Errors are boxed ([`tower::BoxError`]): the inner
 /// service's, or an [`Unavailable`].
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use lbkit::hash::key_hash;
+/// use lbkit::service::Balance;
+/// use lbkit::HashRing;
+/// use tower::{service_fn, BoxError, Service, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// // The backend set starts empty: the balance's membership fills it.
+/// let ring = Arc::new(HashRing::builder().load_factor(1.25).build(Vec::new())?);
+/// // The key: the user id the request carries, hashed with lbkit's pinned placement hash.
+/// let mut balance = Balance::new(ring, |user: &String| Some(key_hash(user.as_bytes())));
+/// for name in ["a", "b", "c"] {
+///     let backend = service_fn(move |user: String| async move {
+///         Ok::<_, Infallible>(format!("{name} serves {user}"))
+///     });
+///     balance.membership().insert(name, backend)?;
+/// }
+/// let reply = balance.ready().await?.call("user-42".to_owned()).await?;
+/// assert!(reply.ends_with("serves user-42"));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Balance<B: ?Sized, S, F, C = OkIsSuccess> {
     membership: Membership<B, S>,
     /// This handle's waker slot, for a task waiting on a membership change.
@@ -81,9 +107,10 @@ impl<B: Balancer<()> + ?Sized, S, F, C> Balance<B, S, F, C> {
     }
 
     /// This balance with membership fed by `discover` (a tower [`Discover`]: any
-    /// `TryStream` of [`Change`](tower::discover::Change)s), driven by this handle's `poll_ready` (as tower's own
-    /// balancer does; for many handles, spawn [`Membership::discover`] instead). An error of
-    /// the stream, or a change the balancer rejects, is returned by `poll_ready`.
+    /// `TryStream` of [`Change`](tower::discover::Change)s), driven by this handle's
+    /// `poll_ready` (as tower's own balancer does; for many handles, spawn
+    /// [`Membership::discover`] instead). An error of the stream, or a change the balancer
+    /// rejects, is returned by `poll_ready`.
     #[must_use]
     pub fn discover<D>(mut self, discover: D) -> Self
     where

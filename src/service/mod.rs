@@ -3,31 +3,115 @@
 //!
 //! tower's own `balance` module offers power of two choices only, owned by one task
 //! (`&mut self`), without weights or key affinity. [`Balance`] puts any lbkit [`Balancer`]
-//! in front of one inner [`Service`] per backend:
+//! in front of one inner [`Service`] per backend. The module is `service`, not `tower`, so
+//! that `use lbkit::*` leaves the `tower` crate's path alone.
 //!
-//! ```
-//! # async fn demo() -> Result<(), tower::BoxError> {
+//! | item | what it is |
+//! |---|---|
+//! | [`Balance`] | the `Service`: for each request, one pick and one inner service |
+//! | [`Membership`] | the inner services by backend id, shared by every clone |
+//! | [`Discovery`] | a tower `Discover` stream applied to a `Membership` |
+//! | [`BalanceLayer`] | a `Layer` building a `Balance` from a `Discover` stream |
+//! | [`RequestKey`], [`NoKey`] | how a request is keyed for the hashing policies |
+//! | [`Classify`], [`Outcome`], [`OkIsSuccess`] | which responses are failures |
+//! | [`ResponseFuture`] | the response, holding the pick until it completes |
+//! | [`Unavailable`] | why a request could not be sent anywhere |
+//!
+//! # An HTTP client over a hash ring
+//!
+//! The balancer chooses a backend id; the inner service of that backend sends the request.
+//! With one hyper client shared by every backend, each backend's inner service is the client
+//! aimed at its own address: it sets the scheme and authority of the request's URI, which
+//! the caller wrote as a path only. The requests are keyed by their `x-user` header, so each
+//! user's requests go to the same server while the set allows.
+//!
+//! lbkit's [`Request`](crate::Request) (what a balancer is asked to place) and http's share
+//! a name: import lbkit's renamed, `use lbkit::Request as LbRequest;`.
+//!
+//! ```no_run
 //! use std::sync::Arc;
-//! use lbkit::service::Balance;
-//! use lbkit::HashRing;
-//! use tower::{service_fn, Service, ServiceExt};
+//! use std::task::{Context, Poll};
 //!
-//! // The backend set starts empty: the Balance owns membership.
-//! let ring = Arc::new(HashRing::builder().load_factor(1.25).build(Vec::new())?);
-//! // The key: the user id of the request, hashed with lbkit's pinned placement hash.
-//! let mut balance = Balance::new(ring, |user: &String| Some(lbkit::hash::key_hash(user.as_bytes())));
-//! for name in ["a", "b", "c"] {
-//!     let backend = service_fn(move |user: String| async move {
-//!         Ok::<_, std::convert::Infallible>(format!("{name} serves {user}"))
-//!     });
-//!     balance.membership().insert(name, backend)?;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper::body::Incoming;
+//! use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+//! use hyper::{Request, Response, Uri};
+//! use hyper_util::client::legacy::connect::HttpConnector;
+//! use hyper_util::client::legacy::{Client, Error, ResponseFuture};
+//! use hyper_util::rt::TokioExecutor;
+//! use lbkit::Request as LbRequest;
+//! use lbkit::{hash::key_hash, service::Balance, Balancer, HashRing};
+//! use tower::{BoxError, Service, ServiceExt};
+//!
+//! /// One backend's inner service: the shared client, aimed at this backend.
+//! #[derive(Clone)]
+//! struct Upstream {
+//!     client: Client<HttpConnector, Full<Bytes>>,
+//!     authority: Authority,
 //! }
-//! let reply = balance.ready().await?.call("user-42".to_owned()).await?;
-//! assert!(reply.ends_with("serves user-42"));
-//! # Ok(()) }
-//! # let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-//! # runtime.block_on(demo()).unwrap();
+//!
+//! impl Service<Request<Full<Bytes>>> for Upstream {
+//!     type Response = Response<Incoming>;
+//!     type Error = Error;
+//!     type Future = ResponseFuture;
+//!
+//!     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+//!         self.client.poll_ready(cx)
+//!     }
+//!
+//!     fn call(&mut self, mut request: Request<Full<Bytes>>) -> ResponseFuture {
+//!         // The caller's path and query stay; scheme and authority become this backend's
+//!         // (and hyper sets the Host header from them).
+//!         let mut uri = std::mem::take(request.uri_mut()).into_parts();
+//!         uri.scheme = Some(Scheme::HTTP);
+//!         uri.authority = Some(self.authority.clone());
+//!         if uri.path_and_query.is_none() {
+//!             uri.path_and_query = Some(PathAndQuery::from_static("/"));
+//!         }
+//!         *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path are set");
+//!         self.client.request(request)
+//!     }
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), BoxError> {
+//!     // The backend set starts empty: the balance's membership fills it.
+//!     let ring = Arc::new(HashRing::new(Vec::new())?);
+//!     // The key: the pinned placement hash of the `x-user` header, which every process
+//!     // computes alike.
+//!     let user = |request: &Request<Full<Bytes>>| {
+//!         let header = request.headers().get("x-user")?;
+//!         Some(key_hash(header.as_bytes()))
+//!     };
+//!     let mut balance = Balance::new(Arc::clone(&ring), user);
+//!     let client = Client::builder(TokioExecutor::new()).build_http();
+//!     for address in ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"] {
+//!         let upstream = Upstream {
+//!             client: client.clone(),
+//!             authority: address.parse()?,
+//!         };
+//!         balance.membership().insert(address, upstream)?;
+//!     }
+//!
+//!     // The caller writes the path only: the balance chooses the server.
+//!     let request = Request::get("/profile")
+//!         .header("x-user", "user-42")
+//!         .body(Full::new(Bytes::new()))?;
+//!     let response = balance.ready().await?.call(request).await?;
+//!
+//!     // The ring alone, asked with lbkit's own request, places the same key on the same
+//!     // server (while that server is ready and not ejected).
+//!     let home = ring.pick(&LbRequest::with_key("user-42"));
+//!     let home = home.as_ref().map(|pick| pick.id());
+//!     println!("{} from {home:?}", response.status());
+//!     Ok(())
+//! }
 //! ```
+//!
+//! `examples/tower_http.rs` runs the same client against three servers on loopback, with
+//! outlier detection taking a stopped server out (`cargo run --example tower_http --features
+//! tower`).
 //!
 //! # How a request is routed
 //!
@@ -56,20 +140,20 @@
 //! [`Balance`] therefore keeps, per inner service, whether it has been polled ready since its
 //! last call, and:
 //!
-//! * [`poll_ready`](tower::Service::poll_ready) applies pending membership changes, polls every inner
-//!   service that is not ready yet (registering the task's waker with each), and returns
-//!   `Ready` as soon as one **eligible** backend has a ready inner service: one that is up,
-//!   not ejected and of weight above 0 ([`Status::is_eligible`]), or, past the
-//!   [panic threshold](crate::health), any that is not draining and of weight above 0, down
-//!   and ejected ones included, as the balancer itself picks. It returns `Pending` only
-//!   while every eligible backend's inner service is pending (their wakers wake the task)
-//!   or while the set is empty (a membership change wakes it). If no eligible backend has
-//!   an inner service to wait for (all down or ejected), it returns `Ready` and `call`
-//!   fails at once with [`Unavailable::NoEligibleBackend`] (or
-//!   [`NoReadyBackend`](Unavailable::NoReadyBackend)): health changes with time and
-//!   reports, which wake no task, so waiting would hang. For the same reason a task waiting
-//!   on pending eligible services does not notice a ready one becoming eligible (an
-//!   ejection ending) until one of them, or a membership change, wakes it.
+//! * [`poll_ready`](tower::Service::poll_ready) applies pending membership changes, polls every
+//!   inner service that is not ready yet (registering the task's waker with each), and returns
+//!   `Ready` as soon as one **eligible** backend has a ready inner service: one that is up, not
+//!   ejected and of weight above 0 ([`Status::is_eligible`]), or, past the [panic
+//!   threshold](crate::health), any that is not draining and of weight above 0, down and ejected
+//!   ones included, as the balancer itself picks. It returns `Pending` only while every eligible
+//!   backend's inner service is pending (their wakers wake the task) or while the set is empty (a
+//!   membership change wakes it: each handle leaves one waker for that, its latest task's, taken
+//!   away when the handle is dropped). If no eligible backend has an inner service to wait for (all
+//!   down or ejected), it returns `Ready` and `call` fails at once with
+//!   [`Unavailable::NoEligibleBackend`] (or [`NoReadyBackend`](Unavailable::NoReadyBackend)):
+//!   health changes with time and reports, which wake no task, so waiting would hang. For the same
+//!   reason a task waiting on pending eligible services does not notice a ready one becoming
+//!   eligible (an ejection ending) until one of them, or a membership change, wakes it.
 //! * [`call`](tower::Service::call) routes as above among the ready inner services only,
 //!   walking the policy's preference order over every eligible backend until one has a
 //!   ready service, and spends that service's readiness; it is polled again by the next
@@ -91,7 +175,8 @@
 //! (and, only when a backend that is down or ejected makes the panic threshold decide,
 //! [`pick_n`](crate::Balancer::pick_n) over every backend, whose picks it drops at once);
 //! when the key's first choice is not ready, `call` asks for
-//! [`pick_n`](crate::Balancer::pick_n) over every backend.
+//! [`pick_n`](crate::Balancer::pick_n) over every backend. A `Pending` poll registers its
+//! waker for membership changes in O(1), however many handles wait.
 //!
 //! # Ownership: one registry, one set of clones per handle
 //!

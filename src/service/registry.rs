@@ -1,6 +1,7 @@
-//! The registry of inner services by backend id, shared by every handle of a [`Balance`](super::Balance):
-//! [`Membership`] changes it (and the balancer's backend set with it), [`Discovery`] feeds it
-//! from a tower [`Discover`] stream, and each handle reads it to keep its own clones current.
+//! The registry of inner services by backend id, shared by every handle of a
+//! [`Balance`](super::Balance): [`Membership`] changes it (and the balancer's backend set
+//! with it), [`Discovery`] feeds it from a tower [`Discover`] stream, each handle reads it
+//! to keep its own clones current, and tasks wait on it for the next change.
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
