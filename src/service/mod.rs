@@ -120,9 +120,9 @@
 //!    user id so that every process agrees on placement.
 //! 2. The balancer picks a backend. If that backend's inner service is ready, it gets the
 //!    request. If not, the request goes to the first backend of
-//!    [`pick_n`](crate::Balancer::pick_n) (the policy's preference order: the ring walk for
-//!    [`HashRing`](crate::HashRing), the next-best for the others) whose inner service is
-//!    ready. A slow backend is skipped, never waited on.
+//!    [`pick_n`](crate::Balancer::pick_n) over every eligible backend (the policy's
+//!    preference order: the ring walk for [`HashRing`](crate::HashRing), the next-best for
+//!    the others) whose inner service is ready. A slow backend is skipped, never waited on.
 //! 3. The [`Pick`] is held by the [`ResponseFuture`] until the inner response future
 //!    completes, so least connections, P2C, [`PeakEwma`](crate::PeakEwma) and bounded loads
 //!    see the real load. On completion the pick reports [`Pick::success`] with the latency
