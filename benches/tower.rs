@@ -10,7 +10,7 @@
 //! * `direct`: the mock alone, no balancer (the floor);
 //! * `tower-p2c`: `tower::balance::p2c::Balance` over the mocks wrapped in `PendingRequests`
 //!   (P2C on in-flight counts, tower's usual setup);
-//! * `lbkit-p2c`: `lbkit::tower::Balance` over `PowerOfTwoChoices` (the same algorithm,
+//! * `lbkit-p2c`: `lbkit::service::Balance` over `PowerOfTwoChoices` (the same algorithm,
 //!   plus weights, health and a latency report per request);
 //! * `lbkit-round-robin`, `lbkit-ring-keyed`: other policies through the same middleware;
 //!   the ring request is keyed (one key hash per request).
@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use lbkit::tower::{Balance, NoKey};
+use lbkit::service::{Balance, NoKey};
 use lbkit::{Balancer, HashRing, PowerOfTwoChoices, RoundRobin};
 use tower::balance::p2c;
 use tower::discover::ServiceList;

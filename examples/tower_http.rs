@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Starts three servers on `127.0.0.1:0` (each answers with its name), builds a
-//! [`lbkit::tower::Balance`] over one pooled hyper client per server, routed by a bounded-load
+//! [`lbkit::service::Balance`] over one pooled hyper client per server, routed by a bounded-load
 //! [`HashRing`] keyed by the header, and shows:
 //!
 //! * **affinity**: every user's requests land on the same server;
@@ -14,6 +14,14 @@
 //!   refused) is reported as a failure, outlier detection ejects the server at once, and the
 //!   retry (and every later request of its users) goes to the next server on the ring, while
 //!   the other users stay where they were.
+//!
+//! The balancer only chooses a backend id: each backend's inner service (`Upstream`) aims the
+//! shared client at its own server by setting the scheme and authority of the request's URI,
+//! which the caller writes as a path only.
+//!
+//! `Request` here is http's (re-exported by hyper). lbkit has a `Request` too (what a balancer
+//! is asked to place); where both are needed, import lbkit's renamed:
+//! `use lbkit::Request as LbRequest;`.
 //!
 //! The logic is in [`run`], which `tests/tower_http.rs` runs too.
 
@@ -27,16 +35,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lbkit::hash::key_hash;
-use lbkit::tower::{Balance, BoxError, Outcome};
+use lbkit::service::{Balance, Outcome};
 use lbkit::{HashRing, HealthConfig, OutlierDetection};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
-use tower::{Service, ServiceExt};
+use tower::{BoxError, Service, ServiceExt};
 
 /// The header whose value keys each request.
 const KEY_HEADER: &str = "x-user";
@@ -67,7 +76,7 @@ async fn server(name: &'static str) -> std::io::Result<(SocketAddr, JoinHandle<(
 #[derive(Clone)]
 struct Upstream {
     client: Client<HttpConnector, Full<Bytes>>,
-    addr: SocketAddr,
+    authority: Authority,
 }
 
 impl Service<Request<Full<Bytes>>> for Upstream {
@@ -80,15 +89,15 @@ impl Service<Request<Full<Bytes>>> for Upstream {
     }
 
     fn call(&mut self, mut request: Request<Full<Bytes>>) -> Self::Future {
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        // The address is a valid authority: the URI always parses.
-        if let Ok(uri) = format!("http://{}{path}", self.addr).parse::<Uri>() {
-            *request.uri_mut() = uri;
+        // The caller's path and query stay; scheme and authority become this backend's (and
+        // hyper sets the Host header from them).
+        let mut uri = std::mem::take(request.uri_mut()).into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
         }
+        *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path are set");
         self.client.request(request)
     }
 }
@@ -147,7 +156,7 @@ pub async fn run(users: usize) -> Result<Report, BoxError> {
     for (name, (addr, _)) in &servers {
         let upstream = Upstream {
             client: client.clone(),
-            addr: *addr,
+            authority: addr.to_string().parse()?,
         };
         balance.membership().insert(*name, upstream)?;
     }

@@ -88,10 +88,11 @@ pub mod hash;
 pub mod health;
 mod placement;
 mod request;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod service;
 pub mod spread;
 mod status;
-#[cfg(feature = "tower")]
-pub mod tower;
 
 pub use backend::{Backend, Health};
 pub use builder::Builder;

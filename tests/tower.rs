@@ -1,11 +1,15 @@
-//! `lbkit::tower`: the `Balance` service over hand-made mock inner services, polled by hand
+//! `lbkit::service`: the `Balance` service over hand-made mock inner services, polled by hand
 //! (a flag waker tells whether the task was woken), so every readiness state is exact.
 //!
 //! Routing by policy, key affinity against the plain balancer, skipping a backend that is not
 //! ready (and coming back to it), failures (errors and classified responses) ejecting a
 //! backend under a `ManualClock`, latency reports, discovery inserts and removes while
 //! requests are in flight, cancellation releasing every pick, clones sharing accounting, a
-//! broken inner service set down, and the `Layer` in a `ServiceBuilder`.
+//! broken inner service set down, and the `Layer` in a `ServiceBuilder`. Last, the promises
+//! an outside test suite found broken: in panic mode `call` finds the ready backend and
+//! `poll_ready` agrees with it; a handle keeps at most one waker registered.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,13 +20,13 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use lbkit::hash::key_hash;
-use lbkit::tower::{Balance, BalanceLayer, BoxError, NoKey, Outcome, Unavailable};
+use lbkit::service::{Balance, BalanceLayer, NoKey, Outcome, Unavailable};
 use lbkit::{Balancer, Health, HealthConfig, LeastConnections, ManualClock, OutlierDetection};
-use lbkit::{HashRing, JumpHash, Maglev, PeakEwma, PowerOfTwoChoices, Random};
-use lbkit::{Rendezvous, Request, RoundRobin, WeightedRoundRobin};
+use lbkit::{HashRing, PeakEwma};
+use lbkit::{Request, RoundRobin};
 use tokio::sync::oneshot;
 use tower::discover::Change;
-use tower::{Service, ServiceBuilder};
+use tower::{BoxError, Service, ServiceBuilder};
 
 // ---------------------------------------------------------------------------------------
 // A mock backend: its readiness, failures and held responses are set by the test.
@@ -208,49 +212,16 @@ fn unavailable(e: &BoxError) -> Option<Unavailable> {
 
 type Dyn = Arc<dyn Balancer<()>>;
 
-/// Every policy, empty, as the `dyn Balancer` a service would share.
+/// Every policy of the registry (tests/common/mod.rs), empty, as the `dyn Balancer` a service
+/// would share.
 fn every_policy() -> Vec<(&'static str, Dyn, bool)> {
-    let none = Vec::<lbkit::Backend<()>>::new;
-    vec![
-        (
-            "round-robin",
-            Arc::new(RoundRobin::new(none()).unwrap()),
-            false,
-        ),
-        (
-            "weighted-round-robin",
-            Arc::new(WeightedRoundRobin::new(none()).unwrap()),
-            false,
-        ),
-        (
-            "random",
-            Arc::new(Random::with_seed(none(), 1).unwrap()),
-            false,
-        ),
-        (
-            "least-connections",
-            Arc::new(LeastConnections::new(none()).unwrap()),
-            false,
-        ),
-        (
-            "p2c",
-            Arc::new(PowerOfTwoChoices::with_seed(none(), 1).unwrap()),
-            false,
-        ),
-        (
-            "peak-ewma",
-            Arc::new(PeakEwma::with_seed(none(), 1).unwrap()),
-            false,
-        ),
-        ("ring", Arc::new(HashRing::new(none()).unwrap()), true),
-        ("maglev", Arc::new(Maglev::new(none()).unwrap()), true),
-        (
-            "rendezvous",
-            Arc::new(Rendezvous::new(none()).unwrap()),
-            true,
-        ),
-        ("jump", Arc::new(JumpHash::new(none()).unwrap()), true),
-    ]
+    common::POLICIES
+        .iter()
+        .map(|p| {
+            let lb: Dyn = Arc::from((p.new_unit)(Vec::new(), 1).unwrap());
+            (p.name, lb, p.hashing)
+        })
+        .collect()
 }
 
 #[test]
@@ -273,14 +244,17 @@ fn every_policy_routes_through_the_middleware() {
             let key = format!("k{i}");
             let got = send(&task, &mut s, &key).unwrap();
             if hashing {
-                let plain = lb.pick(&Request::with_key(&key)).unwrap();
+                // The middleware routes by the hash its key function returns.
+                let plain = lb
+                    .pick(&Request::with_hash(key_hash(key.as_bytes())))
+                    .unwrap();
                 assert_eq!(plain.id(), got, "{name}: {key}");
             }
             *served.entry(got).or_insert(0) += 1;
         }
         // PeakEwma is the exception: a backend it has not observed keeps the default
         // estimate (10 ms), which loses to the zero latency measured on the others.
-        let expected = if name == "peak-ewma" { 2 } else { 3 };
+        let expected = if name == "PeakEwma" { 2 } else { 3 };
         assert_eq!(served.len(), expected, "{name}: {served:?}");
         assert_eq!(in_flight(&*lb).values().sum::<usize>(), 0, "{name}");
         if name == "weighted-round-robin" {
@@ -779,4 +753,175 @@ fn a_rejected_change_stops_discovery_and_changes_nothing() {
         Some(&lbkit::Error::EmptyId)
     );
     assert_eq!(s.membership().ids(), [Arc::from("b")]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Regression tests: promises an outside test suite found broken.
+
+/// Backends "a" (ready, its responses held), "b" and "c" (broken: their `poll_ready`
+/// fails, so they are set down) under a panic threshold of 0.5: one healthy of three is
+/// below half, so every backend is eligible again, the broken ones included.
+fn panic_mode<B: Balancer<()> + ?Sized, F>(lb: Arc<B>, key: F) -> (Balance<B, Mock, F>, Vec<Mock>) {
+    let m = mocks(&["a", "b", "c"]);
+    m[0].state.hold.store(true, Ordering::SeqCst);
+    m[1].state.broken.store(true, Ordering::SeqCst);
+    m[2].state.broken.store(true, Ordering::SeqCst);
+    (balance(lb, key, &m), m)
+}
+
+#[test]
+fn call_finds_the_ready_backend_while_one_is_eligible_in_panic_mode() {
+    let task = Task::new();
+    let panic = || HealthConfig::new().panic_threshold(0.5);
+    let least = Arc::new(
+        LeastConnections::builder()
+            .health(panic())
+            .build(Vec::new())
+            .unwrap(),
+    );
+    let ring = Arc::new(
+        HashRing::builder()
+            .seed(7)
+            .health(panic())
+            .build(Vec::new())
+            .unwrap(),
+    );
+    let policies: [(&str, Dyn); 2] = [("least-connections", least), ("ring", ring)];
+    for (name, lb) in policies {
+        let (mut s, m) = panic_mode(Arc::clone(&lb), keyed as Keyed);
+        let mut held = Vec::new();
+        let mut unavailable_calls = 0;
+        for i in 0..40 {
+            assert!(
+                matches!(task.ready(&mut s), Poll::Ready(Ok(()))),
+                "{name}: a is ready"
+            );
+            let mut f = s.call(format!("k{i}"));
+            match task.poll(&mut f) {
+                Poll::Pending => held.push(f),
+                Poll::Ready(Err(e)) if unavailable(&e).is_some() => unavailable_calls += 1,
+                Poll::Ready(other) => panic!("{name}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            lb.status()
+                .iter()
+                .filter(|s| s.health() == Health::Down)
+                .count(),
+            2,
+            "{name}: the broken backends are set down"
+        );
+        assert_eq!(
+            unavailable_calls, 0,
+            "{name}: calls failed though the ready backend a was eligible"
+        );
+        assert_eq!(m[0].calls(), 40, "{name}");
+        m[0].release();
+        drop(held);
+    }
+}
+
+#[test]
+fn poll_ready_agrees_with_call_in_panic_mode() {
+    let task = Task::new();
+    let panic = HealthConfig::new().panic_threshold(0.5);
+    let lb = Arc::new(
+        LeastConnections::builder()
+            .health(panic)
+            .build(Vec::new())
+            .unwrap(),
+    );
+
+    // "a" is set down from outside but its service is ready; "c" is up but pending; "b" is
+    // broken. One healthy of three: panic mode, and a is eligible again. `call` can use a,
+    // so `poll_ready` must not wait for c.
+    let m = mocks(&["a", "b", "c"]);
+    m[1].state.broken.store(true, Ordering::SeqCst);
+    m[2].set_ready(false);
+    let mut s = balance(Arc::clone(&lb), NoKey, &m);
+    lb.set_health("a", Health::Down).unwrap();
+    assert!(
+        matches!(task.ready(&mut s), Poll::Ready(Ok(()))),
+        "poll_ready waits though call can use the ready backend a (eligible in panic mode)"
+    );
+    assert_eq!(send(&task, &mut s, "x").unwrap(), "a");
+
+    // "a" is set down and pending, "b" broken: panic mode makes both eligible, and a will
+    // wake the task when ready. `call` has nothing ready, so `poll_ready` must wait.
+    let m = mocks(&["a", "b"]);
+    m[0].set_ready(false);
+    m[1].state.broken.store(true, Ordering::SeqCst);
+    let lb = Arc::new(
+        LeastConnections::builder()
+            .health(HealthConfig::new().panic_threshold(0.5))
+            .build(Vec::new())
+            .unwrap(),
+    );
+    let mut s = balance(Arc::clone(&lb), NoKey, &m);
+    lb.set_health("a", Health::Down).unwrap();
+    assert!(
+        task.ready(&mut s).is_pending(),
+        "poll_ready is ready though call can only fail (a, eligible in panic mode, is pending)"
+    );
+    m[0].set_ready(true);
+    assert!(task.woken(), "a's readiness wakes the task");
+    assert_eq!(send(&task, &mut s, "x").unwrap(), "a");
+}
+
+/// A waker that counts how many distinct wakers (each with all its clones) are alive.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn waker(live: &Arc<AtomicUsize>) -> Waker {
+        live.fetch_add(1, Ordering::SeqCst);
+        Waker::from(Arc::new(Counted(Arc::clone(live))))
+    }
+}
+
+impl Wake for Counted {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_handle_keeps_at_most_one_waker_registered() {
+    let lb = Arc::new(RoundRobin::new(Vec::new()).unwrap());
+    // No backend yet: every handle's poll_ready waits for a membership change.
+    let first: Balance<_, Mock, NoKey> = Balance::new(Arc::clone(&lb), NoKey);
+    let live = Arc::new(AtomicUsize::new(0));
+    let poll_pending = |s: &mut Balance<_, Mock, NoKey>| {
+        let waker = Counted::waker(&live);
+        assert!(s.poll_ready(&mut Context::from_waker(&waker)).is_pending());
+    };
+    let mut kept: Vec<_> = (0..100).map(|_| first.clone()).collect();
+    for round in 0..20 {
+        // Live handles re-polled, each time by a new task's waker: each replaces its own.
+        for s in &mut kept {
+            poll_pending(s);
+        }
+        // Short-lived handles: polled, then dropped, which takes their waker away.
+        for _ in 0..100 {
+            poll_pending(&mut first.clone());
+        }
+        let retained = live.load(Ordering::SeqCst);
+        assert!(
+            retained <= kept.len(),
+            "round {round}: {retained} wakers retained for {} live handles",
+            kept.len()
+        );
+    }
+    kept.truncate(10);
+    let retained = live.load(Ordering::SeqCst);
+    assert!(
+        retained <= 10,
+        "{retained} wakers retained for 10 live handles"
+    );
+    // A membership change still wakes (and so releases) them all.
+    first.membership().insert("a", Mock::new("a")).unwrap();
+    assert_eq!(live.load(Ordering::SeqCst), 0);
 }

@@ -1,5 +1,5 @@
 //! `examples/tower_http.rs`, run in-process: three loopback HTTP servers behind a hyper client
-//! balanced by `lbkit::tower::Balance` over a bounded-load ring keyed by a header.
+//! balanced by `lbkit::service::Balance` over a bounded-load ring keyed by a header.
 
 #[allow(dead_code)] // the example's `main`
 #[path = "../examples/tower_http.rs"]

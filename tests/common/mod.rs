@@ -30,6 +30,9 @@ use lbkit::{
 /// that draw no random numbers).
 pub type Constructor = fn(Vec<Backend<u32>>, u64) -> Result<Box<dyn Balancer<u32>>, Error>;
 
+/// The same policy over `()` values (the tower suite's inner services carry none).
+pub type UnitConstructor = fn(Vec<Backend<()>>, u64) -> Result<Box<dyn Balancer<()>>, Error>;
+
 /// The policy-specific property a policy promises exactly, checked by tests/model.rs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Oracle {
@@ -59,8 +62,12 @@ pub struct Policy {
     pub name: &'static str,
     /// Builds one.
     pub new: Constructor,
+    /// Builds one over `()` values.
+    pub new_unit: UnitConstructor,
     /// Its exact property.
     pub oracle: Oracle,
+    /// Whether it places requests by key (consistent hashing).
+    pub hashing: bool,
 }
 
 impl std::fmt::Debug for Policy {
@@ -69,20 +76,26 @@ impl std::fmt::Debug for Policy {
     }
 }
 
-fn ring(b: Vec<Backend<u32>>, seed: u64) -> Result<HashRing<u32>, Error> {
+fn ring<T: Send + Sync + 'static>(b: Vec<Backend<T>>, seed: u64) -> Result<HashRing<T>, Error> {
     HashRing::builder().seed(seed).build(b)
 }
 
-fn bounded_ring(b: Vec<Backend<u32>>, seed: u64) -> Result<HashRing<u32>, Error> {
+fn bounded_ring<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<HashRing<T>, Error> {
     HashRing::builder().seed(seed).load_factor(1.25).build(b)
 }
 
-fn maglev(b: Vec<Backend<u32>>, seed: u64) -> Result<Maglev<u32>, Error> {
+fn maglev<T: Send + Sync + 'static>(b: Vec<Backend<T>>, seed: u64) -> Result<Maglev<T>, Error> {
     // A small prime table keeps debug-mode rebuilds quick; the set stays below it.
     Maglev::builder().seed(seed).table_size(1031).build(b)
 }
 
-fn bounded_maglev(b: Vec<Backend<u32>>, seed: u64) -> Result<Maglev<u32>, Error> {
+fn bounded_maglev<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<Maglev<T>, Error> {
     Maglev::builder()
         .seed(seed)
         .table_size(1031)
@@ -90,19 +103,25 @@ fn bounded_maglev(b: Vec<Backend<u32>>, seed: u64) -> Result<Maglev<u32>, Error>
         .build(b)
 }
 
-fn bounded_rendezvous(b: Vec<Backend<u32>>, seed: u64) -> Result<Rendezvous<u32>, Error> {
+fn bounded_rendezvous<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<Rendezvous<T>, Error> {
     Rendezvous::builder().seed(seed).load_factor(1.25).build(b)
 }
 
-fn nginx(b: Vec<Backend<u32>>, seed: u64) -> Result<PresetRing<u32>, Error> {
+fn nginx<T: Send + Sync + 'static>(b: Vec<Backend<T>>, seed: u64) -> Result<PresetRing<T>, Error> {
     PresetRing::builder(Preset::Nginx).seed(seed).build(b)
 }
 
-fn ketama(b: Vec<Backend<u32>>, seed: u64) -> Result<PresetRing<u32>, Error> {
+fn ketama<T: Send + Sync + 'static>(b: Vec<Backend<T>>, seed: u64) -> Result<PresetRing<T>, Error> {
     PresetRing::builder(Preset::Ketama).seed(seed).build(b)
 }
 
-fn bounded_ketama(b: Vec<Backend<u32>>, seed: u64) -> Result<PresetRing<u32>, Error> {
+fn bounded_ketama<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<PresetRing<T>, Error> {
     PresetRing::builder(Preset::Ketama)
         .seed(seed)
         .load_factor(1.25)
@@ -110,20 +129,34 @@ fn bounded_ketama(b: Vec<Backend<u32>>, seed: u64) -> Result<PresetRing<u32>, Er
 }
 
 /// `policy!("Name", Type::new, oracle)` for a policy without a seed,
-/// `policy!("Name", Type::with_seed, seeded, oracle)` for a seeded one.
+/// `policy!("Name", Type::with_seed, seeded, oracle)` for a seeded one, and
+/// `policy!(hashing "Name", build, seeded, oracle)` for a hashing policy.
 macro_rules! policy {
     ($name:literal, $new:path, $oracle:expr) => {
         Policy {
             name: $name,
             new: |backends, _seed| Ok(Box::new($new(backends)?)),
+            new_unit: |backends, _seed| Ok(Box::new($new(backends)?)),
             oracle: $oracle,
+            hashing: false,
         }
     };
     ($name:literal, $new:path, seeded, $oracle:expr) => {
         Policy {
             name: $name,
             new: |backends, seed| Ok(Box::new($new(backends, seed)?)),
+            new_unit: |backends, seed| Ok(Box::new($new(backends, seed)?)),
             oracle: $oracle,
+            hashing: false,
+        }
+    };
+    (hashing $name:literal, $new:path, seeded, $oracle:expr) => {
+        Policy {
+            name: $name,
+            new: |backends, seed| Ok(Box::new($new(backends, seed)?)),
+            new_unit: |backends, seed| Ok(Box::new($new(backends, seed)?)),
+            oracle: $oracle,
+            hashing: true,
         }
     };
 }
@@ -150,16 +183,16 @@ pub const POLICIES: &[Policy] = &[
     ),
     policy!("PeakEwma", PeakEwma::with_seed, seeded, Oracle::PeakEwma),
     // Hashing policies spread requests without a key at random: seeded, like Random.
-    policy!("HashRing", ring, seeded, Oracle::None),
-    policy!("Maglev", maglev, seeded, Oracle::None),
-    policy!("Rendezvous", Rendezvous::with_seed, seeded, Oracle::None),
-    policy!("JumpHash", JumpHash::with_seed, seeded, Oracle::Unweighted),
-    policy!("PresetRing::nginx", nginx, seeded, Oracle::None),
-    policy!("PresetRing::ketama", ketama, seeded, Oracle::None),
+    policy!(hashing "HashRing", ring, seeded, Oracle::None),
+    policy!(hashing "Maglev", maglev, seeded, Oracle::None),
+    policy!(hashing "Rendezvous", Rendezvous::with_seed, seeded, Oracle::None),
+    policy!(hashing "JumpHash", JumpHash::with_seed, seeded, Oracle::Unweighted),
+    policy!(hashing "PresetRing::nginx", nginx, seeded, Oracle::None),
+    policy!(hashing "PresetRing::ketama", ketama, seeded, Oracle::None),
     // Bounded loads: every hashing policy that offers them.
-    policy!("HashRing+bound", bounded_ring, seeded, Oracle::None),
-    policy!("Maglev+bound", bounded_maglev, seeded, Oracle::None),
-    policy!("Rendezvous+bound", bounded_rendezvous, seeded, Oracle::None),
+    policy!(hashing "HashRing+bound", bounded_ring, seeded, Oracle::None),
+    policy!(hashing "Maglev+bound", bounded_maglev, seeded, Oracle::None),
+    policy!(hashing "Rendezvous+bound", bounded_rendezvous, seeded, Oracle::None),
     policy!(
         "PresetRing::ketama+bound",
         bounded_ketama,
