@@ -14,7 +14,7 @@ use crate::engine::pick::{Member, Pick};
 use crate::engine::policy::Policy;
 use crate::engine::rules::{apply_outlier_rules, effective_weight};
 use crate::engine::snapshot::{Eligible, Snapshot, View};
-use crate::engine::state::{Feedback, State, NEVER};
+use crate::engine::state::{nanos, Feedback, State, NEVER};
 use crate::error::Error;
 use crate::health::HealthConfig;
 use crate::request::Request;
@@ -120,9 +120,11 @@ impl<T, P: Policy<T>> Core<T, P> {
         let Some(writer) = self.writer.try_lock() else {
             return;
         };
+        // The clock first: if it panics, nothing was taken or changed, and a later pick
+        // tries again.
+        let now = self.feedback.now_ns();
         self.feedback.take_dirty();
         let current = self.current.load_full();
-        let now = self.feedback.now_ns();
         apply_outlier_rules(&current.members, &writer.config, now);
         // Same members: only a policy table can fail, and it did not for this set before.
         if let Ok(snapshot) = build(
@@ -155,10 +157,31 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// Replaces the whole set. Errors: an empty id, a duplicate id, more than
     /// [`MAX_BACKENDS`] backends, or whatever the policy's table rejects; then nothing
     /// changes.
+    ///
+    /// The caller's values that this update releases (replaced or removed backends, the old
+    /// snapshot, or the new set on error) are dropped after the writer lock is released, so
+    /// a value whose `Drop` calls back into the balancer cannot deadlock it.
     pub(crate) fn update(&self, backends: Vec<Backend<T>>) -> Result<(), Error> {
         let backends = sorted_and_checked(backends)?;
-        let mut writer = self.writer.lock();
+        let mut released = Released::default();
+        let result = {
+            let mut writer = self.writer.lock();
+            self.update_locked(&mut writer, backends, &mut released)
+        };
+        drop(released);
+        result
+    }
+
+    /// The body of [`Core::update`], under the writer lock. Everything that may hold the last
+    /// reference to a caller's value goes to `released`, to be dropped after the lock.
+    fn update_locked(
+        &self,
+        writer: &mut Writer,
+        backends: Vec<(usize, Backend<T>)>,
+        released: &mut Released<T, P::Table>,
+    ) -> Result<(), Error> {
         let current = self.current.load_full();
+        released.snapshots.push(Arc::clone(&current));
         let now = self.feedback.now_ns();
         let ramp = writer.config.slow_start.is_some();
         let mut revived = Vec::new();
@@ -183,9 +206,11 @@ impl<T, P: Policy<T>> Core<T, P> {
                 entry(b, position, state)
             })
             .collect();
-        // A revived backend joins afresh: `Up`, not ejected, ramping. Its old settings are
-        // restored if the build fails, so that nothing changes on error.
-        let saved: Vec<_> = revived.iter().map(|s| s.revive()).collect();
+        released.entries.extend(members.iter().cloned());
+        // A revived backend joins afresh, as a new one would (`Up`, not ejected, no failures,
+        // ramping), before the snapshot is built so that the snapshot has its ramp. Its old
+        // settings are restored if the build fails, so that nothing changes on error.
+        let saved: Vec<_> = revived.iter().map(|s| s.revive(now, ramp)).collect();
         let before: Vec<Health> = given.iter().map(|(s, _)| s.health()).collect();
         for (state, health) in &given {
             state.set_health(*health);
@@ -202,11 +227,6 @@ impl<T, P: Policy<T>> Core<T, P> {
                 return Err(e);
             }
         };
-        if ramp {
-            for state in &revived {
-                state.restart_ramp(now);
-            }
-        }
         for old in current.members.iter() {
             if snapshot.find(&old.id).is_none() {
                 writer
@@ -217,7 +237,9 @@ impl<T, P: Policy<T>> Core<T, P> {
         writer
             .retired
             .retain(|id, state| state.strong_count() > 0 && snapshot.find(id).is_none());
-        self.current.store(Arc::new(snapshot));
+        released
+            .snapshots
+            .push(self.current.swap(Arc::new(snapshot)));
         Ok(())
     }
 
@@ -233,8 +255,9 @@ impl<T, P: Policy<T>> Core<T, P> {
         if before == health {
             return Ok(());
         }
-        state.set_health(health);
+        // The clock before any change: if it panics, nothing has changed.
         let now = self.feedback.now_ns();
+        state.set_health(health);
         match build(
             &self.policy,
             current.members.clone(),
@@ -260,11 +283,12 @@ impl<T, P: Policy<T>> Core<T, P> {
         config.validate()?;
         let mut writer = self.writer.lock();
         let new_clock = !Arc::ptr_eq(&writer.config.clock, &config.clock);
+        // The new clock before any change: if it panics, nothing has changed.
+        let now = nanos(&*config.clock);
         self.feedback.reconfigure(
             Arc::clone(&config.clock),
             config.outlier_detection.map(|o| o.consecutive_failures),
         );
-        let now = self.feedback.now_ns();
         let current = self.current.load_full();
         for e in current.members.iter() {
             let s = &e.state;
@@ -307,6 +331,21 @@ impl<T, P: Policy<T>> Core<T, P> {
                 ejected: e.state.ejected_until() != 0,
             })
             .collect()
+    }
+}
+
+/// What an update releases: dropped after the writer lock, never under it.
+struct Released<T, X> {
+    snapshots: Vec<Arc<Snapshot<T, X>>>,
+    entries: Vec<Arc<Entry<T>>>,
+}
+
+impl<T, X> Default for Released<T, X> {
+    fn default() -> Self {
+        Released {
+            snapshots: Vec::new(),
+            entries: Vec::new(),
+        }
     }
 }
 

@@ -92,8 +92,13 @@ impl Feedback {
     }
 
     pub(crate) fn now_ns(&self) -> u64 {
-        u64::try_from(self.clock.load().now().as_nanos()).unwrap_or(u64::MAX)
+        nanos(&***self.clock.load())
     }
+}
+
+/// A clock's time in nanoseconds, saturating at `u64::MAX` (584 years).
+pub(crate) fn nanos(clock: &dyn Clock) -> u64 {
+    u64::try_from(clock.now().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// "Not ramping": the value of [`State::ramp_start`] for a backend at full weight.
@@ -106,6 +111,9 @@ pub(crate) const NEVER: u64 = u64::MAX;
 pub(crate) struct Revival {
     health: Health,
     ejected_until: u64,
+    failures: u32,
+    tripped_at: u64,
+    ramp_start: u64,
 }
 
 /// One backend's counters. Fields written only by the writer (under its lock) are marked so.
@@ -253,24 +261,37 @@ impl State {
         self.restart_ramp(FULL_WEIGHT);
     }
 
-    /// Writer only: a removed backend whose picks are still held joins again, `Up` and not
-    /// ejected. Returns what [`State::undo_revive`] restores if the update fails.
-    pub(crate) fn revive(&self) -> Revival {
+    /// Writer only: a removed backend whose picks are still held joins again as a new
+    /// backend would: `Up`, not ejected, with no run of failures, ramping from `now` if
+    /// `ramp`. (Only the held picks' in-flight count carries over.) Returns what
+    /// [`State::undo_revive`] restores if the update fails.
+    pub(crate) fn revive(&self, now: u64, ramp: bool) -> Revival {
+        // Relaxed loads and stores, as every writer-only field (see `ejected_until`); the
+        // failure fields race only with reports on the old picks, which may land either side.
         let saved = Revival {
             health: self.health(),
             ejected_until: self.ejected_until(),
+            failures: self.consecutive_failures.load(Ordering::Relaxed),
+            tripped_at: self.tripped_at.load(Ordering::Relaxed),
+            ramp_start: self.ramp_start(),
         };
         self.set_health(Health::Up);
-        // Relaxed, as every writer-only field (see `ejected_until`).
         self.ejected_until.store(0, Ordering::Relaxed);
+        self.clear_failures();
+        self.restart_ramp(if ramp { now } else { FULL_WEIGHT });
         saved
     }
 
     /// Writer only: undoes [`State::revive`].
     pub(crate) fn undo_revive(&self, saved: Revival) {
         self.set_health(saved.health);
+        // Relaxed, as in `revive`.
         self.ejected_until
             .store(saved.ejected_until, Ordering::Relaxed);
+        self.consecutive_failures
+            .store(saved.failures, Ordering::Relaxed);
+        self.tripped_at.store(saved.tripped_at, Ordering::Relaxed);
+        self.restart_ramp(saved.ramp_start);
     }
 
     pub(crate) fn consecutive_failures(&self) -> u32 {
@@ -315,14 +336,15 @@ impl State {
             .consecutive_failures
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
             .unwrap_or(u32::MAX);
-        let threshold = self.feedback.failure_threshold();
-        if before.saturating_add(1) >= threshold {
-            if before.saturating_add(1) == threshold {
-                // The one report that crosses the threshold reads the clock. Relaxed: ordered
-                // for the rebuild by the Release below.
-                self.tripped_at
-                    .store(self.feedback.now_ns().saturating_add(1), Ordering::Relaxed);
-            }
+        // Only the one report that crosses the threshold asks for a rebuild (and reads the
+        // clock): the rebuild it triggers applies the rules to the whole run. Later failures
+        // of the same run change nothing a rebuild would act on (an ejection the cap defers
+        // starts at the rebuild that frees room, which the ending ejection schedules), so a
+        // failure storm past the cap, or on a removed backend, costs no rebuild per pick.
+        if before.saturating_add(1) == self.feedback.failure_threshold() {
+            // Relaxed: ordered for the rebuild by the Release below.
+            self.tripped_at
+                .store(self.feedback.now_ns().saturating_add(1), Ordering::Relaxed);
             // Release: publishes the count above to the rebuild (see `take_dirty`).
             self.feedback.dirty.store(true, Ordering::Release);
         }
