@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use lbkit::{Backend, Balancer, Clock, Health, HealthConfig, ManualClock, OutlierDetection};
-use lbkit::{Request, RoundRobin, SlowStart, WeightedRoundRobin};
+use lbkit::{PeakEwma, Pick, Request, RoundRobin, SlowStart, WeightedRoundRobin};
 
 fn backends(ids: &[&str]) -> Vec<Backend<()>> {
     ids.iter().map(|id| Backend::new(*id, ())).collect()
@@ -231,4 +231,49 @@ fn a_panicking_clock_leaves_set_health_unchanged() {
     lb.set_health("a", Health::Down).unwrap();
     assert_eq!(lb.status()[0].health(), Health::Down);
     assert!((0..10).all(|_| lb.pick(&Request::new()).unwrap().id() == "b"));
+}
+
+/// Finding 10: a backend that accepts requests and never answers produces no report (the
+/// client's timeout drops the pick); PeakEwma must not see it as ever cheaper. Two requests
+/// per simulated millisecond for 60 s over three backends, two answering in 2 ms and one
+/// hung, timed out after 100 ms: the hung one must keep a small share (when a dropped pick fed
+/// no latency, its estimate decayed toward zero and its share grew window after window).
+#[test]
+fn a_hung_backend_does_not_attract_peak_ewma() {
+    let clock = ManualClock::new();
+    let lb = PeakEwma::builder()
+        .seed(1)
+        .health(HealthConfig::new().clock(clock.clone()))
+        .build(backends(&["a", "b", "hung"]))
+        .unwrap();
+    let timeout = Duration::from_millis(100);
+    let latency = Duration::from_millis(2);
+    // (when it ends, the pick, whether it succeeds)
+    let mut running: std::collections::VecDeque<(Duration, Pick<()>, bool)> = Default::default();
+    let total = 120_000;
+    let mut per_window = [0usize; 6];
+    for i in 0..total {
+        if i % 2 == 0 {
+            clock.advance(Duration::from_millis(1));
+        }
+        running.make_contiguous().sort_by_key(|r| r.0);
+        while running.front().is_some_and(|r| r.0 <= clock.now()) {
+            let (_, p, ok) = running.pop_front().unwrap();
+            if ok {
+                p.success(latency);
+            } // else the client's timeout: dropped, no report
+        }
+        let p = lb.pick(&Request::new()).unwrap();
+        if p.id() == "hung" {
+            per_window[i * 6 / total] += 1;
+            running.push_back((clock.now() + timeout, p, false));
+        } else {
+            running.push_back((clock.now() + latency, p, true));
+        }
+    }
+    let window = total / 6;
+    assert!(
+        per_window.iter().all(|&n| n < window / 20),
+        "picks on the hung backend per 10 s window of {window}: {per_window:?}"
+    );
 }

@@ -442,6 +442,7 @@ fn build<T, P: Policy<T>>(
         weights,
         table,
         refresh_at,
+        tracks_latency: policy.latency_tracking().is_some(),
     })
 }
 

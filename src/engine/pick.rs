@@ -14,6 +14,14 @@ use crate::engine::state::State;
 /// as long as the request (or connection) really occupies the backend. Dropping it releases the
 /// slot exactly once, also when the backend was removed from the set in the meantime.
 ///
+/// **Timeouts and cancellations.** A pick dropped without [`success`](Pick::success) (your
+/// timeout fired, the request was cancelled, the response future was dropped) only releases
+/// its slot for every policy but [`PeakEwma`](crate::PeakEwma), which also takes the time
+/// the pick was held as a latency observation (as tower's PeakEwma does), so a backend that
+/// hangs looks as slow as your timeout, never faster; the same for
+/// [`failure`](Pick::failure). Outlier ejection counts only `failure()`: report a timeout as
+/// a failure for it to count.
+///
 /// ```
 /// use lbkit::{Backend, Balancer, LeastConnections, Request};
 /// let lb = LeastConnections::new([Backend::new("a", "10.0.0.1:80")])?;
@@ -27,17 +35,30 @@ use crate::engine::state::State;
 #[must_use = "dropping a Pick at once releases its in-flight slot"]
 pub struct Pick<T> {
     entry: Arc<Entry<T>>,
+    /// Clock nanoseconds when the pick was made, if the policy keeps a latency estimate;
+    /// [`UNTRACKED`] otherwise, or once a latency was reported.
+    started: u64,
 }
+
+/// The value of [`Pick::started`] for a pick whose end feeds no latency estimate.
+const UNTRACKED: u64 = u64::MAX;
 
 impl<T> Pick<T> {
     /// Counts one more request in flight on `entry`, whose state is `state` (passed apart so
     /// that its address does not wait for the entry's cache line: the two misses overlap).
+    /// `track`: the policy keeps a latency estimate, so the pick notes when it started.
     #[inline]
-    pub(crate) fn new(entry: &Arc<Entry<T>>, state: &State) -> Self {
+    pub(crate) fn new(entry: &Arc<Entry<T>>, state: &State, track: bool) -> Self {
         debug_assert!(std::ptr::eq(&*entry.state, state));
+        let started = if track {
+            state.now_ns().min(UNTRACKED - 1)
+        } else {
+            UNTRACKED
+        };
         state.acquire();
         Pick {
             entry: Arc::clone(entry),
+            started,
         }
     }
 
@@ -59,13 +80,16 @@ impl<T> Pick<T> {
     /// Reports that the request succeeded after `latency`, and releases the slot. Resets the
     /// backend's run of failures, and feeds its latency estimate if the policy keeps one
     /// ([`PeakEwma`](crate::PeakEwma)).
-    pub fn success(self, latency: std::time::Duration) {
+    pub fn success(mut self, latency: std::time::Duration) {
         self.entry.state.report_success(latency);
+        self.started = UNTRACKED;
     }
 
     /// Reports that the request failed, and releases the slot. Enough failures in a row eject
     /// the backend if outlier detection is configured
-    /// ([`HealthConfig`](crate::HealthConfig)).
+    /// ([`HealthConfig`](crate::HealthConfig)). For [`PeakEwma`](crate::PeakEwma), the time
+    /// the pick was held counts as a latency observation, as for a pick dropped without a
+    /// report (see below).
     pub fn failure(self) {
         self.entry.state.report_failure();
     }
@@ -83,6 +107,10 @@ impl<T> Drop for Pick<T> {
     #[inline]
     fn drop(&mut self) {
         self.entry.state.release();
+        if self.started != UNTRACKED {
+            // Dropped without a latency report, or failed: the time held is the latency.
+            self.entry.state.observe_elapsed(self.started);
+        }
     }
 }
 

@@ -33,13 +33,20 @@ pub(crate) struct Snapshot<T, X> {
     pub(crate) table: Arc<X>,
     /// Clock nanoseconds at which a time-based rule changes eligibility or weights.
     pub(crate) refresh_at: u64,
+    /// Whether picks note when they start, so that one dropped or failed without a latency
+    /// report still feeds the latency estimate ([`PeakEwma`](crate::PeakEwma)).
+    pub(crate) tracks_latency: bool,
 }
 
 impl<T, X> Snapshot<T, X> {
     /// A pick of `members[index]`.
     #[inline]
     pub(crate) fn pick(&self, index: usize) -> Pick<T> {
-        Pick::new(&self.members[index], &self.states[index])
+        Pick::new(
+            &self.members[index],
+            &self.states[index],
+            self.tracks_latency,
+        )
     }
 
     /// The index of the member with this id.

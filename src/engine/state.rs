@@ -366,7 +366,28 @@ impl State {
     /// it toward the observation by 1 - exp(-elapsed since the last observation / decay).
     /// Stored as a log score so picks compare costs without reading the clock.
     fn observe_latency(&self, latency: Duration, tracking: LatencyTracking) {
-        let now = self.feedback.now_ns();
+        self.observe_latency_at(latency, self.feedback.now_ns(), tracking);
+    }
+
+    /// The clock now, for a pick that will report its elapsed time (see `observe_elapsed`).
+    #[inline]
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.feedback.now_ns()
+    }
+
+    /// A pick taken at `started` ended without a latency report (dropped: a timeout, a
+    /// cancelled request; or failed): the time it was held is a latency observation, so a
+    /// backend that hangs or fails slowly never looks faster than the time it already took
+    /// (tower's `PeakEwma` records the same on drop).
+    pub(crate) fn observe_elapsed(&self, started: u64) {
+        if let Some(tracking) = self.feedback.latency {
+            let now = self.feedback.now_ns();
+            let held = Duration::from_nanos(now.saturating_sub(started));
+            self.observe_latency_at(held, now, tracking);
+        }
+    }
+
+    fn observe_latency_at(&self, latency: Duration, now: u64, tracking: LatencyTracking) {
         let rtt = (latency.as_nanos() as f64).max(1.0);
         // Relaxed: the estimate is advisory; two reports racing may lose one observation,
         // which an EWMA tolerates (tower's and Finagle's lock instead, on every report).
