@@ -5,10 +5,14 @@
 //! two threads pick at once, because its cache line bounces between cores (see the crate's
 //! benchmarks). A [`Sequence`] therefore keeps [`STRIPES`] counters, each on its own 128-byte
 //! line, and each thread always uses the same one. A thread's own calls see one exact
-//! sequence; threads beyond `STRIPES` share a stripe, which stays correct (every step is one
-//! atomic add) and only costs speed.
+//! sequence while it has its stripe to itself.
 //!
-//! Threads are numbered process-wide, in the order they first pick from any balancer. A
+//! A thread takes, when it first picks from any balancer, the stripe the fewest live threads
+//! hold, and gives it back when it exits. So as long as at most [`STRIPES`] threads that have
+//! picked are alive at once, every live thread has a stripe of its own, also in thread pools
+//! that churn; beyond that, threads share stripes, which stays correct (every step is one
+//! atomic add: the picks of the threads sharing a stripe together follow one exact sequence)
+//! but is no longer exact per thread. A
 //! [`Sequence`] numbers its stripes from the first thread that uses it, so that thread always
 //! gets stripe 0, whatever its number: a seeded random source replays in any thread, and a
 //! counter starts at the same value. The other stripes are staggered: a counter's stripe i
@@ -32,14 +36,40 @@ pub(crate) const STRIPES: usize = 16;
 #[repr(align(128))]
 pub(crate) struct Padded<V>(pub(crate) V);
 
-/// The stripe of the calling thread: threads are numbered in the order they first pick.
-fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        // Relaxed: the number only has to be unique-ish, it orders nothing.
-        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+/// Live threads holding each stripe.
+static HOLDERS: [AtomicUsize; STRIPES] = [const { AtomicUsize::new(0) }; STRIPES];
+
+/// A thread's stripe, given back when the thread exits.
+struct Held(usize);
+
+impl Held {
+    /// Takes the stripe the fewest live threads hold (the lowest such).
+    fn take() -> Held {
+        // Relaxed: two threads racing may take the same stripe, which costs exactness per
+        // thread, never correctness; nothing else is published through these counts.
+        let least = (0..STRIPES)
+            .min_by_key(|&i| HOLDERS[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        HOLDERS[least].fetch_add(1, Ordering::Relaxed);
+        Held(least)
     }
-    STRIPE.with(|s| *s)
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Relaxed: see `take`.
+        HOLDERS[self.0].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The stripe of the calling thread (see the module docs).
+fn stripe() -> usize {
+    thread_local! {
+        static STRIPE: Held = Held::take();
+    }
+    // A pick from another thread-local's destructor, after this one was destroyed, shares
+    // stripe 0.
+    STRIPE.try_with(|s| s.0).unwrap_or(0)
 }
 
 /// [`STRIPES`] counters on separate cache lines; the calling thread advances its own.

@@ -3,7 +3,10 @@
 //! Each pick takes the next eligible backend in id order. The cursor is a per-thread
 //! `Sequence` stripe, so two threads picking at once do not bounce one cache line between
 //! cores; within one thread the rotation is exact: over any window of k x n consecutive picks
-//! from that thread, each of n eligible backends gets exactly k. The cursor lives outside the
+//! from that thread, each of n eligible backends gets exactly k. That holds while at most 16
+//! threads that have picked are alive at once (a thread that exits gives its stripe back, so
+//! churning pools keep it); beyond 16, threads share stripes and the rotation is exact over
+//! the picks of the threads sharing one, not per thread. The cursor lives outside the
 //! snapshot, so it survives membership changes.
 //!
 //! Cost: O(1) per pick (one atomic add on the thread's stripe, one division); O(n) per update.
