@@ -26,7 +26,13 @@
 //! lose one observation; an EWMA tolerates that, and it keeps reports lock-free (tower and
 //! Finagle lock per backend on every report).
 //!
-//! Cost: O(1) per pick (as P2C, plus one `exp`); one clock read, two `exp` and one `ln` per
+//! A pick dropped without a report (a timeout, a cancellation) or reported as a failure counts
+//! the time it was held as a latency (see [`Pick`](crate::Pick)), so a hung backend never
+//! looks cheaper than the time it already took. Choices therefore depend on the clock: a seed
+//! replays them exactly only on a [`ManualClock`](crate::ManualClock).
+//!
+//! Cost: O(1) per pick (as P2C, plus one `exp` and one clock read); one clock read, two `exp`
+//! and one `ln` per
 //! report; O(n) per update. Choose it when backends' latencies differ or change (a slow or
 //! degraded instance, noisy neighbours, garbage-collection pauses): tower's simulation put its
 //! p999 at a tenth of round robin's.

@@ -20,7 +20,7 @@
 
 #![allow(dead_code)] // each test file uses its own part of this module
 
-use lbkit::{Backend, Balancer, Error, Health, Status};
+use lbkit::{Backend, Balancer, Error, Health, HealthConfig, ManualClock, Status};
 use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 use lbkit::{
     LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
@@ -90,6 +90,19 @@ fn bounded_ring<T: Send + Sync + 'static>(
 fn maglev<T: Send + Sync + 'static>(b: Vec<Backend<T>>, seed: u64) -> Result<Maglev<T>, Error> {
     // A small prime table keeps debug-mode rebuilds quick; the set stays below it.
     Maglev::builder().seed(seed).table_size(1031).build(b)
+}
+
+/// PeakEwma on a clock of its own that stands still: a pick dropped without a report feeds the
+/// time it was held as a latency, so with the system clock two replays of the same calls would
+/// see different latencies. On a manual clock they replay exactly.
+fn peak_ewma<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<PeakEwma<T>, Error> {
+    PeakEwma::builder()
+        .seed(seed)
+        .health(HealthConfig::new().clock(ManualClock::new()))
+        .build(b)
 }
 
 fn bounded_maglev<T: Send + Sync + 'static>(
@@ -181,7 +194,7 @@ pub const POLICIES: &[Policy] = &[
         seeded,
         Oracle::PowerOfTwoChoices
     ),
-    policy!("PeakEwma", PeakEwma::with_seed, seeded, Oracle::PeakEwma),
+    policy!("PeakEwma", peak_ewma, seeded, Oracle::PeakEwma),
     // Hashing policies spread requests without a key at random: seeded, like Random.
     policy!(hashing "HashRing", ring, seeded, Oracle::None),
     policy!(hashing "Maglev", maglev, seeded, Oracle::None),
