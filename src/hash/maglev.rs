@@ -507,19 +507,6 @@ impl Preference for Table {
 mod tests {
     use super::*;
 
-    fn members(weights: &[u32]) -> Vec<Node> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| Node {
-                id: format!("backend-{i}").into(),
-                id_hash: crate::hash::id_hash(&format!("backend-{i}")),
-                weight,
-                position: i,
-            })
-            .collect()
-    }
-
     fn slot_counts(table: &Table, n: usize) -> Vec<usize> {
         let mut counts = vec![0; n];
         for &s in table.slots.iter() {
@@ -542,7 +529,7 @@ mod tests {
     fn scanning_claims_what_probing_would() {
         for size in [11u32, 101, 1009, 5003] {
             for weights in [vec![1; 7], vec![1, 2, 3, 1, 5], vec![0, 4, 4, 1]] {
-                let ms = members(&weights);
+                let ms = Node::numbered(&weights);
                 let mut probing = Fill::new(size);
                 probing.scan_below = 0;
                 let probed = Table::populate(&ms, probing);
@@ -566,7 +553,7 @@ mod tests {
 
     #[test]
     fn equal_weights_share_slots_to_within_one() {
-        let table = Table::new(&members(&[1; 100]), 65_537);
+        let table = Table::new(&Node::numbered(&[1; 100]), 65_537);
         let counts = slot_counts(&table, 100);
         assert!(counts.iter().all(|&c| c == 655 || c == 656), "{counts:?}");
         assert_eq!(counts.iter().sum::<usize>(), 65_537);
@@ -579,7 +566,7 @@ mod tests {
             (101, vec![1, 1, 1, 1, 1, 1, 1, 1, 50]),
             (1009, vec![3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]),
         ] {
-            let table = Table::new(&members(&weights), size);
+            let table = Table::new(&Node::numbered(&weights), size);
             let counts = slot_counts(&table, weights.len());
             let total = f64::from(weights.iter().sum::<u32>());
             let k = weights.iter().filter(|&&w| w > 0).count() as f64;
@@ -601,9 +588,9 @@ mod tests {
     #[test]
     fn too_small_a_table_is_an_error() {
         let placement = MaglevPlacement { size: 3 };
-        assert!(placement.build(&members(&[1, 1, 1])).is_ok());
+        assert!(placement.build(&Node::numbered(&[1, 1, 1])).is_ok());
         assert!(matches!(
-            placement.build(&members(&[1, 1, 1, 0])),
+            placement.build(&Node::numbered(&[1, 1, 1, 0])),
             Err(Error::InvalidConfig {
                 parameter: "table_size",
                 ..
@@ -613,7 +600,7 @@ mod tests {
 
     #[test]
     fn walk_reaches_every_member() {
-        let table = Table::new(&members(&[1, 0, 1, 1, 0]), 7);
+        let table = Table::new(&Node::numbered(&[1, 0, 1, 1, 0]), 7);
         for key in 0..20 {
             let mut seen = [false; 5];
             assert_eq!(

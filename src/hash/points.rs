@@ -143,22 +143,9 @@ impl Preference for Ring {
 mod tests {
     use super::*;
 
-    fn nodes(weights: &[u32]) -> Vec<Node> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| Node {
-                id: format!("backend-{i}").into(),
-                id_hash: crate::hash::id_hash(&format!("backend-{i}")),
-                weight,
-                position: i,
-            })
-            .collect()
-    }
-
     #[test]
     fn index_finds_the_same_successor_as_a_binary_search() {
-        let ring = Ring::new(&nodes(&[1, 2, 0, 3]), 40, 240);
+        let ring = Ring::new(&Node::numbered(&[1, 2, 0, 3]), 40, 240);
         assert_eq!(ring.len(), 240);
         assert!(ring.points.windows(2).all(|w| w[0] <= w[1]));
         let mut x = 12345u64;
@@ -176,14 +163,14 @@ mod tests {
 
     #[test]
     fn points_are_proportional_to_weight_and_weight_zero_has_none() {
-        let ring = Ring::new(&nodes(&[1, 2, 0, 3]), 10, 60);
+        let ring = Ring::new(&Node::numbered(&[1, 2, 0, 3]), 10, 60);
         let count = |m: u32| ring.points.iter().filter(|&&(_, o)| o == m).count();
         assert_eq!([count(0), count(1), count(2), count(3)], [10, 20, 0, 30]);
     }
 
     #[test]
     fn walk_goes_once_around() {
-        let ring = Ring::new(&nodes(&[1, 1, 1]), 3, 9);
+        let ring = Ring::new(&Node::numbered(&[1, 1, 1]), 3, 9);
         let mut offered = Vec::new();
         assert_eq!(
             ring.first(7, |m| {

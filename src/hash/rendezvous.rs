@@ -336,19 +336,6 @@ mod tests {
     use super::*;
     use crate::hash::mix;
 
-    fn members(weights: &[u32]) -> Vec<Node> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| Node {
-                id: format!("backend-{i}").into(),
-                id_hash: crate::hash::id_hash(&format!("backend-{i}")),
-                weight,
-                position: i,
-            })
-            .collect()
-    }
-
     /// The naive definition: every member scored, the highest weighted score wins.
     fn naive(members: &[Node], key: u64, accept: impl Fn(usize) -> bool) -> Option<usize> {
         let mut best: Option<(f64, u64, usize)> = None;
@@ -382,7 +369,7 @@ mod tests {
     #[test]
     fn classes_agree_with_the_naive_definition() {
         let weights = [3, 1, 0, 2, 1, 3, 5, 1, 2, 0, 7];
-        let ms = members(&weights);
+        let ms = Node::numbered(&weights);
         let table = HighestRandomWeight.build(&ms).unwrap();
         let mut key = 5u64;
         for _ in 0..5000 {
@@ -399,7 +386,7 @@ mod tests {
 
     #[test]
     fn equal_weights_need_no_logarithm_and_agree_too() {
-        let ms = members(&[4; 30]);
+        let ms = Node::numbered(&[4; 30]);
         let table = HighestRandomWeight.build(&ms).unwrap();
         assert_eq!(table.classes.len(), 1);
         for key in 0..2000 {

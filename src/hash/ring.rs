@@ -227,25 +227,12 @@ impl Placement for RingPlacement {
 mod tests {
     use super::*;
 
-    fn nodes(weights: &[u32]) -> Vec<Node> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| Node {
-                id: format!("backend-{i}").into(),
-                id_hash: crate::hash::id_hash(&format!("backend-{i}")),
-                weight,
-                position: i,
-            })
-            .collect()
-    }
-
     #[test]
     fn too_many_points_is_an_error() {
         let placement = RingPlacement {
             points_per_weight: 160,
         };
-        let err = placement.build(&nodes(&[u32::MAX])).err().unwrap();
+        let err = placement.build(&Node::numbered(&[u32::MAX])).err().unwrap();
         assert!(matches!(
             err,
             Error::InvalidConfig {
@@ -253,6 +240,6 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(placement.build(&nodes(&[])).unwrap().len(), 0);
+        assert_eq!(placement.build(&Node::numbered(&[])).unwrap().len(), 0);
     }
 }

@@ -34,6 +34,24 @@ pub(crate) struct Node {
     pub(crate) position: usize,
 }
 
+#[cfg(test)]
+impl Node {
+    /// For unit tests of the placements: backends `backend-0`, `backend-1`, ... with these
+    /// weights, in id order for up to 10 of them.
+    pub(crate) fn numbered(weights: &[u32]) -> Vec<Node> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Node {
+                id: format!("backend-{i}").into(),
+                id_hash: id_hash(&format!("backend-{i}")),
+                weight,
+                position: i,
+            })
+            .collect()
+    }
+}
+
 /// How one algorithm orders the members for a key: its table builder.
 pub(crate) trait Placement: Send + Sync + 'static {
     /// The precomputed table.
