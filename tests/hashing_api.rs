@@ -87,20 +87,27 @@ fn ring_points_are_checked() {
         .err()
         .unwrap();
     assert_eq!(parameter(err), "points_per_weight");
-    let heavy = vec![Backend::new("a", 0u8).with_weight(1 << 20)];
-    let err = HashRing::new(heavy.clone()).err().unwrap();
-    assert_eq!(parameter(err), "points_per_weight");
-    // An update that would blow the budget is rejected and changes nothing.
-    let lb = HashRing::new(abc()).unwrap();
-    assert_eq!(
-        parameter(lb.update(heavy).unwrap_err()),
-        "points_per_weight"
-    );
+    let err = HashRing::builder()
+        .max_points(0)
+        .build(abc())
+        .err()
+        .unwrap();
+    assert_eq!(parameter(err), "max_points");
+    // Fewer points than backends is refused, by an update too, which changes nothing.
+    let lb = HashRing::builder().max_points(3).build(abc()).unwrap();
+    let four = vec![
+        Backend::new("a", 0u8),
+        Backend::new("b", 0),
+        Backend::new("c", 0),
+        Backend::new("d", 0),
+    ];
+    assert_eq!(parameter(lb.update(four).unwrap_err()), "max_points");
     assert_eq!(lb.status().len(), 3);
-    assert!(HashRing::builder()
-        .points_per_weight(1)
-        .build(vec![Backend::new("a", 0u8).with_weight(1 << 20)])
-        .is_ok());
+    // A heavy weight no longer blows a point budget: only ratios count.
+    let heavy = vec![Backend::new("a", 0u8).with_weight(1 << 20)];
+    assert!(HashRing::new(heavy.clone()).is_ok());
+    assert!(lb.update(heavy).is_ok());
+    assert_eq!(lb.status().len(), 1);
 }
 
 #[test]

@@ -59,9 +59,16 @@ fn preference(kind: Kind, members: &[(String, u32)], key: u64) -> Vec<String> {
     sorted.sort();
     match kind {
         Kind::Ring => {
+            // The ring's documented count: round(POINTS x w / w_min), halves up.
+            let lightest = sorted
+                .iter()
+                .map(|(_, w)| u64::from(*w))
+                .filter(|&w| w > 0)
+                .min();
             let mut points: Vec<(u64, usize)> = Vec::new();
             for (i, (id, w)) in sorted.iter().enumerate() {
-                for j in 0..u64::from(*w) * POINTS {
+                let count = lightest.map_or(0, |l| (2 * POINTS * u64::from(*w) + l) / (2 * l));
+                for j in 0..count {
                     points.push((mix(id_hash(id), j), i));
                 }
             }

@@ -280,11 +280,20 @@ fn non_finite_and_negative_load_factors_are_typed_errors() {
         .points_per_weight(u32::MAX)
         .build(Vec::<Backend<u32>>::new())
         .is_ok());
-    assert_invalid(
-        "points u32::MAX",
-        HashRing::builder().points_per_weight(u32::MAX).build(set()),
-        "points_per_weight",
-    );
+    // Any density is accepted: past `max_points` the points are shared out by weight.
+    let dense = HashRing::builder()
+        .points_per_weight(u32::MAX)
+        .max_points(1000)
+        .build(set())
+        .unwrap();
+    assert!(dense.pick(&Request::with_key("k")).is_some());
+    for points in [0, lbkit::hash::ring::RING_POINT_LIMIT + 1, u64::MAX] {
+        assert_invalid(
+            &format!("max points {points}"),
+            HashRing::builder().max_points(points).build(set()),
+            "max_points",
+        );
+    }
     for size in [0, 1, 4, u32::MAX, (1 << 24) + 1] {
         assert_invalid(
             &format!("table {size}"),

@@ -277,3 +277,55 @@ fn a_hung_backend_does_not_attract_peak_ewma() {
         "picks on the hung backend per 10 s window of {window}: {per_window:?}"
     );
 }
+
+/// Finding 11: capacity-style weights (60 backends of weight 1,000) were rejected with an error
+/// about `points_per_weight`, a knob never set, while Maglev took the same set.
+#[test]
+fn hash_ring_accepts_any_weights_maglev_accepts() {
+    use lbkit::{HashRing, Maglev};
+    let weighted = |n: usize, weight: u32| -> Vec<Backend<()>> {
+        (0..n)
+            .map(|i| Backend::new(format!("10.0.0.{i}:80"), ()).with_weight(weight))
+            .collect()
+    };
+    let owners = |lb: &HashRing<()>| -> Vec<String> {
+        (0..2000)
+            .map(|k| {
+                let key = format!("key-{k}");
+                lb.pick(&Request::with_key(&key)).unwrap().id().to_owned()
+            })
+            .collect()
+    };
+    let fleet = weighted(60, 1000);
+    assert!(Maglev::new(fleet.clone()).is_ok());
+    let ring = HashRing::new(fleet).expect("the ring takes what Maglev takes");
+    // Only the ratios count: the same ring as weight 1 each.
+    let unit = HashRing::new(weighted(60, 1)).unwrap();
+    assert_eq!(owners(&ring), owners(&unit));
+    // A discovery feed that grows the fleet keeps applying.
+    ring.update(weighted(200, 1000))
+        .expect("update of a grown fleet");
+    assert_eq!(ring.backends().len(), 200);
+    // Weights at the extremes, and more points than the limit at the default density.
+    for set in [
+        weighted(3, u32::MAX),
+        vec![
+            Backend::new("light", ()).with_weight(1),
+            Backend::new("heavy", ()).with_weight(u32::MAX),
+        ],
+        weighted(60_000, 3),
+    ] {
+        assert!(Maglev::new(set.clone()).is_ok());
+        let ring = HashRing::new(set.clone()).expect("the ring takes what Maglev takes");
+        assert_eq!(ring.backends().len(), set.len());
+    }
+    // The light backend of a 1 : u32::MAX pair keeps a point: alone up, it is reachable.
+    let pair = HashRing::new(vec![
+        Backend::new("light", ()).with_weight(1),
+        Backend::new("heavy", ())
+            .with_weight(u32::MAX)
+            .with_health(Health::Down),
+    ])
+    .unwrap();
+    assert_eq!(pair.pick(&Request::with_key("k")).unwrap().id(), "light");
+}

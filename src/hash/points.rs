@@ -22,7 +22,11 @@ pub(crate) struct Ring {
 }
 
 impl Ring {
-    pub(crate) fn new(nodes: &[Node], per_weight: u64, total: usize) -> Ring {
+    /// The ring of `counts[i]` points for `nodes[i]`: point `j` of a node is
+    /// `mix(id_hash, j)` for `j` in `0..counts[i]`.
+    pub(crate) fn new(nodes: &[Node], counts: &[u64]) -> Ring {
+        debug_assert_eq!(nodes.len(), counts.len());
+        let total: usize = counts.iter().map(|&c| c as usize).sum();
         // 2 to 4 points per bucket on average: an index a quarter to half the size of the
         // points keeps more of it in cache, and a bucket's points span one or two cache
         // lines. At least 2 buckets, so that `shift` < 64.
@@ -32,14 +36,14 @@ impl Ring {
             .saturating_sub(2)
             .max(1);
         let shift = 64 - bits;
-        let points_of = |m: &Node| {
+        let points_of = |m: &Node, count: u64| {
             let id_hash = m.id_hash;
-            (0..u64::from(m.weight) * per_weight).map(move |j| mix(id_hash, j))
+            (0..count).map(move |j| mix(id_hash, j))
         };
         // Counting sort on the top bits: count, prefix-sum, place, then order each bucket.
         let mut starts = vec![0u32; (1usize << bits) + 1];
-        for m in nodes {
-            for p in points_of(m) {
+        for (m, &count) in nodes.iter().zip(counts) {
+            for p in points_of(m, count) {
                 starts[(p >> shift) as usize + 1] += 1;
             }
         }
@@ -48,8 +52,8 @@ impl Ring {
         }
         let mut cursor: Vec<u32> = starts[..starts.len() - 1].to_vec();
         let mut placed = vec![(0u64, 0u32); total];
-        for (index, m) in nodes.iter().enumerate() {
-            for p in points_of(m) {
+        for (index, (m, &count)) in nodes.iter().zip(counts).enumerate() {
+            for p in points_of(m, count) {
                 let slot = &mut cursor[(p >> shift) as usize];
                 // Node indices fit in u32: a set holds at most MAX_BACKENDS = u32::MAX.
                 placed[*slot as usize] = (p, index as u32);
@@ -145,7 +149,7 @@ mod tests {
 
     #[test]
     fn index_finds_the_same_successor_as_a_binary_search() {
-        let ring = Ring::new(&Node::numbered(&[1, 2, 0, 3]), 40, 240);
+        let ring = Ring::new(&Node::numbered(&[1, 2, 0, 3]), &[40, 80, 0, 120]);
         assert_eq!(ring.len(), 240);
         assert!(ring.points.windows(2).all(|w| w[0] <= w[1]));
         let mut x = 12345u64;
@@ -162,15 +166,15 @@ mod tests {
     }
 
     #[test]
-    fn points_are_proportional_to_weight_and_weight_zero_has_none() {
-        let ring = Ring::new(&Node::numbered(&[1, 2, 0, 3]), 10, 60);
+    fn each_node_gets_its_count_of_points() {
+        let ring = Ring::new(&Node::numbered(&[1, 2, 0, 3]), &[10, 20, 0, 30]);
         let count = |m: u32| ring.points.iter().filter(|&&(_, o)| o == m).count();
         assert_eq!([count(0), count(1), count(2), count(3)], [10, 20, 0, 30]);
     }
 
     #[test]
     fn walk_goes_once_around() {
-        let ring = Ring::new(&Node::numbered(&[1, 1, 1]), 3, 9);
+        let ring = Ring::new(&Node::numbered(&[1, 1, 1]), &[3, 3, 3]);
         let mut offered = Vec::new();
         assert_eq!(
             ring.first(7, |m| {

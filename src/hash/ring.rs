@@ -3,8 +3,10 @@
 //!
 //! # Algorithm
 //!
-//! Each backend of weight `w` places `w x p` points on a ring of 64-bit values (`p` = points
-//! per weight unit, default [`DEFAULT_POINTS_PER_WEIGHT`] = 160, nginx's value). A key goes to
+//! Each backend places points on a ring of 64-bit values in proportion to its weight: `p`
+//! points for the lightest backend (default [`DEFAULT_POINTS_PER_WEIGHT`] = 160, nginx's
+//! value per weight unit), `k x p` for one `k` times as heavy (see [Ring size](#ring-size)
+//! for the exact counts and the cap on memory). A key goes to
 //! the owner of the first point at or after its hash, wrapping at the end. A backend that
 //! joins takes only the keys that now fall before its points; one that leaves gives only its
 //! own keys to the next points. Backends of weight 0 have no points.
@@ -16,7 +18,8 @@
 //! # Exact derivation (to reproduce a mapping in another language)
 //!
 //! * Backends are taken in any order; the ring is a function of the set of (id, weight).
-//! * Point `j` (for `j = 0, 1, ..., w x p - 1`) of the backend with id `id` is
+//! * Backend `i` of weight `w_i` has `c_i` points, counted as in [Ring size](#ring-size).
+//! * Point `j` (for `j = 0, 1, ..., c_i - 1`) of the backend with id `id` is
 //!   [`mix`](crate::hash::mix)`(id_hash(id), j)`, with [`id_hash`](crate::hash::id_hash) the
 //!   pinned XXH3-64 of the id's UTF-8 bytes (seed `"lbkit_id"`).
 //! * The points are sorted as unsigned 64-bit integers; equal points (a 2^-64 event) are
@@ -24,6 +27,28 @@
 //! * A key's hash `h` is [`key_hash`](crate::hash::key_hash) of its bytes (or the caller's
 //!   64-bit hash). Its owner is the owner of the first point `>= h`; if there is none, of the
 //!   first point of the ring.
+//!
+//! # Ring size
+//!
+//! Only the ratios of the weights matter, so weights of any size are accepted (`1, 1, 2` and
+//! `1000, 1000, 2000` build the same ring). With `p` = `points_per_weight`, `w_min` the
+//! smallest weight above 0 and `M` = [`max_points`](crate::Builder::max_points) (default and
+//! largest [`RING_POINT_LIMIT`], 8,388,608 points):
+//!
+//! * A backend of weight `w > 0` has `c = round(p x w / w_min)` points, rounding halves up
+//!   (`floor((2 p w + w_min) / (2 w_min))` in integers): `p` for the lightest. Weight 0, none.
+//!   When the lightest weight is 1, this is `w x p`.
+//! * If those counts add up to more than `M`: with `k` backends of weight above 0 and `W`
+//!   their total weight, each has `c = 1 + floor(w x (M - k) / W)` points instead, at most
+//!   `M` in all. Every backend of weight above 0 keeps at least one point, so it is always
+//!   reachable.
+//!
+//! Because a backend's points are the first `c` of one fixed sequence, a change of `c` (a
+//! lighter backend joining, or the cap coming into play) moves only the keys of the points
+//! added or dropped. This is Envoy's `RING_HASH` sizing (the lightest host sets the scale,
+//! `maximum_ring_size` caps it), with `p` in the place of Envoy's `minimum_ring_size`: a
+//! fixed count for the lightest backend rather than for the whole ring, so balance does not
+//! fall as the fleet grows.
 //!
 //! # Cost
 //!
@@ -105,9 +130,9 @@ impl<T: Send + Sync + 'static> HashRing<T> {
     /// same as `HashRing::builder().build(backends)`).
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
-    /// [`Error::InvalidConfig`] (`"points_per_weight"`) if the weights add up to more than
-    /// [`RING_POINT_LIMIT`] points. Updates fail the same way.
+    /// [`Error::EmptyId`], [`Error::DuplicateId`] and [`Error::TooManyBackends`]. Any
+    /// weights are accepted: the ring is sized from their ratios (see
+    /// [Ring size](crate::hash::ring#ring-size)). Updates fail the same way.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         Builder::new(HashRingConfig::default()).build(backends)
     }
@@ -155,12 +180,14 @@ impl_balancer!(HashRing);
 #[non_exhaustive]
 pub struct HashRingConfig {
     points_per_weight: u32,
+    max_points: u64,
 }
 
 impl Default for HashRingConfig {
     fn default() -> Self {
         HashRingConfig {
             points_per_weight: DEFAULT_POINTS_PER_WEIGHT,
+            max_points: RING_POINT_LIMIT,
         }
     }
 }
@@ -169,28 +196,50 @@ impl Seedable for HashRingConfig {}
 impl LoadBounded for HashRingConfig {}
 
 impl Builder<HashRingConfig> {
-    /// Points per unit of weight (default 160). More points, better balance (max/mean about
-    /// `1 + 3/sqrt(p)` at 100 backends), more memory and build time.
+    /// Points of the lightest backend (default 160); a backend `k` times as heavy gets `k`
+    /// times as many (see [Ring size](crate::hash::ring#ring-size)). More points, better
+    /// balance (max/mean about `1 + 3/sqrt(p)` at 100 backends), more memory and build time.
     pub fn points_per_weight(mut self, points: u32) -> Self {
         self.config.points_per_weight = points;
+        self
+    }
+
+    /// The most points the ring may hold (default and largest [`RING_POINT_LIMIT`]): past it,
+    /// points are shared out in proportion to weight within this budget (see
+    /// [Ring size](crate::hash::ring#ring-size)). Bounds memory (17 to 18 bytes a point) and
+    /// rebuild time; Envoy's `maximum_ring_size`.
+    pub fn max_points(mut self, points: u64) -> Self {
+        self.config.max_points = points;
         self
     }
 
     /// Builds the ring over `backends`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for `points_per_weight` (0, or more than
-    /// [`RING_POINT_LIMIT`] points in all), `load_factor` (below 1, NaN, infinite) or a
-    /// health rule, and those of [`HashRing::new`].
+    /// [`Error::InvalidConfig`] for `points_per_weight` (0), `max_points` (0, above
+    /// [`RING_POINT_LIMIT`], or fewer than the backends of weight above 0), `load_factor`
+    /// (below 1, NaN, infinite) or a health rule, and those of [`HashRing::new`].
     pub fn build<T: Send + Sync + 'static>(
         self,
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<HashRing<T>, Error> {
-        let points_per_weight = self.config.points_per_weight;
+        let HashRingConfig {
+            points_per_weight,
+            max_points,
+        } = self.config;
         if points_per_weight == 0 {
             return Err(Error::config("points_per_weight", "must be at least 1"));
         }
-        let policy = self.hashed(RingPlacement { points_per_weight })?;
+        if max_points == 0 || max_points > RING_POINT_LIMIT {
+            return Err(Error::config(
+                "max_points",
+                format!("must be between 1 and {RING_POINT_LIMIT}"),
+            ));
+        }
+        let policy = self.hashed(RingPlacement {
+            points_per_weight,
+            max_points,
+        })?;
         Ok(HashRing {
             core: Core::new(policy, backends, self.health)?,
         })
@@ -199,28 +248,56 @@ impl Builder<HashRingConfig> {
 
 pub(crate) struct RingPlacement {
     points_per_weight: u32,
+    max_points: u64,
 }
 
 impl Placement for RingPlacement {
     type Table = Ring;
 
     fn build(&self, nodes: &[Node]) -> Result<Ring, Error> {
-        let per_weight = u64::from(self.points_per_weight);
-        let total: u128 = nodes
-            .iter()
-            .map(|m| u128::from(m.weight) * u128::from(per_weight))
-            .sum();
-        if total > u128::from(RING_POINT_LIMIT) {
-            return Err(Error::config(
-                "points_per_weight",
-                format!(
-                    "{per_weight} points per weight unit make {total} points, more than the \
-                     limit of {RING_POINT_LIMIT}"
-                ),
-            ));
-        }
-        Ok(Ring::new(nodes, per_weight, total as usize))
+        let weights: Vec<u32> = nodes.iter().map(|n| n.weight).collect();
+        let counts = point_counts(&weights, self.points_per_weight, self.max_points)?;
+        Ok(Ring::new(nodes, &counts))
     }
+}
+
+/// The number of ring points of each backend (see "Ring size" in the module docs): `p` for
+/// the lightest backend of weight above 0 and `round(p x w / w_min)` for the others, scaled
+/// down to `max_points` in all if that is more.
+///
+/// # Errors
+/// `max_points` below the number of backends of weight above 0 (each must have a point).
+fn point_counts(weights: &[u32], per_weight: u32, max_points: u64) -> Result<Vec<u64>, Error> {
+    let Some(lightest) = weights.iter().copied().filter(|&w| w > 0).min() else {
+        return Ok(vec![0; weights.len()]);
+    };
+    let (lightest, per_weight) = (u128::from(lightest), u128::from(per_weight));
+    // round(p x w / w_min), half up; at most 2^32 x 2^32, so u128 holds every step.
+    let natural = |w: u32| (2 * per_weight * u128::from(w) + lightest) / (2 * lightest);
+    let total: u128 = weights.iter().map(|&w| natural(w)).sum();
+    if total <= u128::from(max_points) {
+        // Each fits in u64: it is at most the total, at most max_points.
+        return Ok(weights.iter().map(|&w| natural(w) as u64).collect());
+    }
+    let live = weights.iter().filter(|&&w| w > 0).count() as u64;
+    if live > max_points {
+        return Err(Error::config(
+            "max_points",
+            format!("{max_points} points cannot give each of {live} backends one"),
+        ));
+    }
+    // One point each, and the rest of the budget in proportion to weight, rounded down: at
+    // most `max_points` in all.
+    let budget = u128::from(max_points - live);
+    let weight: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+    Ok(weights
+        .iter()
+        .map(|&w| match w {
+            0 => 0,
+            // At most 1 + budget <= max_points, so it fits in u64.
+            w => 1 + (u128::from(w) * budget / weight) as u64,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -228,18 +305,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn too_many_points_is_an_error() {
-        let placement = RingPlacement {
-            points_per_weight: 160,
-        };
-        let err = placement.build(&Node::numbered(&[u32::MAX])).err().unwrap();
+    fn the_lightest_backend_gets_points_per_weight_and_the_others_their_ratio() {
+        // Lightest weight 1: w x p exactly (the golden values' sets).
+        assert_eq!(
+            point_counts(&[1, 2, 0, 5], 160, RING_POINT_LIMIT).unwrap(),
+            [160, 320, 0, 800]
+        );
+        // Only the ratios matter.
+        assert_eq!(
+            point_counts(&[1000, 1000, 2000], 160, RING_POINT_LIMIT).unwrap(),
+            [160, 160, 320]
+        );
+        // Rounded half up: 3 x 5 / 2 = 7.5 -> 8; 5 x 5 / 2 = 12.5 -> 13; 4 x 5 / 2 = 10.
+        assert_eq!(
+            point_counts(&[2, 3, 5, 4], 5, RING_POINT_LIMIT).unwrap(),
+            [5, 8, 13, 10]
+        );
+        // 999 and 1000 round to the same count.
+        assert_eq!(
+            point_counts(&[999, 1000], 160, RING_POINT_LIMIT).unwrap(),
+            [160, 160]
+        );
+        assert_eq!(point_counts(&[0, 0], 160, 10).unwrap(), [0, 0]);
+        assert!(point_counts(&[], 160, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn past_the_cap_points_are_shared_by_weight_and_every_backend_keeps_one() {
+        // Natural counts 160 x (1 + 3 + 6) = 1600 > 100: 1 + floor(w x 97 / 10).
+        let counts = point_counts(&[1, 3, 0, 6], 160, 100).unwrap();
+        assert_eq!(counts, [1 + 9, 1 + 29, 0, 1 + 58]);
+        assert!(counts.iter().sum::<u64>() <= 100);
+        // A weight far below the others still gets its one point.
+        let counts = point_counts(&[1, u32::MAX, u32::MAX], u32::MAX, 1000).unwrap();
+        assert_eq!(counts[0], 1);
+        assert!(counts.iter().sum::<u64>() <= 1000);
+        // Exactly at the cap: the natural counts stand.
+        assert_eq!(point_counts(&[1, 1], 50, 100).unwrap(), [50, 50]);
+        assert_eq!(point_counts(&[1, 1], 51, 100).unwrap(), [50, 50]);
+        assert_eq!(point_counts(&[1, 1, 1], 1, 3).unwrap(), [1, 1, 1]);
+        // Fewer points than backends: a typed error, not an unreachable backend.
+        let err = point_counts(&[1, 1, 1], 1, 2).unwrap_err();
         assert!(matches!(
             err,
             Error::InvalidConfig {
-                parameter: "points_per_weight",
+                parameter: "max_points",
                 ..
             }
         ));
-        assert_eq!(placement.build(&Node::numbered(&[])).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn the_largest_sets_stay_within_the_limit() {
+        let weights = vec![u32::MAX; 1 << 16];
+        let counts = point_counts(&weights, u32::MAX, RING_POINT_LIMIT).unwrap();
+        assert_eq!(counts.iter().sum::<u64>(), RING_POINT_LIMIT);
+        assert!(counts.iter().all(|&c| c == RING_POINT_LIMIT >> 16));
     }
 }
