@@ -6,7 +6,19 @@
 //! lbkit is measured as `pick` + drop of the `Pick` (accounting included, through the public
 //! `Balancer` API); the peers as their bare lookup.
 //!
-//! Groups: `lookup/N` for N = 10, 100, 1000 (with the `fetch_add` floor), and `rebuild/100`.
+//! Groups:
+//! * `lookup/N` for N = 10, 100, 1000: every policy and peer, with two floors: a `fetch_add`,
+//!   and a bare binary search over the same points as lbkit's `HashRing` (computed from its
+//!   documented derivation with the public `mix` and `id_hash`), which the ring's radix index
+//!   replaces. The `rendezvous_hash` peer has no single-winner lookup: its
+//!   `calc_candidates` scores every node and sorts them all (O(n log n) per key), where
+//!   lbkit's `Rendezvous` takes the best in one O(n) pass; the row measures that call as the
+//!   crate offers it.
+//! * `bounded/1000`: bounded loads when every backend holds one pick, so a candidate is never
+//!   idle and each pick sums the in-flight counts (O(n)); beside it the same ring unbounded,
+//!   over the same load.
+//! * `rebuild/100`: building the table over 100 backends (Maglev also with weights 1 to 4).
+//!
 //! Read ratios within a group: `cargo bench --bench hashing`.
 
 use std::hint::black_box;
@@ -15,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use lbkit::hash::{id_hash, key_hash, mix};
 use lbkit::{Backend, Balancer, HashRing, JumpHash, Maglev, PresetRing, Rendezvous, Request};
 use maglev::ConsistentHasher;
 
@@ -99,11 +112,36 @@ fn lookups(c: &mut Criterion) {
             &PresetRing::nginx(backends(n)).unwrap(),
             &keys,
         );
+        lbkit_lookup(
+            &mut g,
+            "ketama-preset",
+            &PresetRing::ketama(backends(n)).unwrap(),
+            &keys,
+        );
         let bounded = HashRing::builder()
             .load_factor(1.25)
             .build(backends(n))
             .unwrap();
         lbkit_lookup(&mut g, "ring+bound", &bounded, &keys);
+
+        // The ring's own points, as its docs derive them, and a binary search for the
+        // successor of the key's hash: what the radix index replaces.
+        let mut points: Vec<u64> = addrs(n)
+            .iter()
+            .flat_map(|a| {
+                let h = id_hash(a);
+                (0..160).map(move |j| mix(h, j))
+            })
+            .collect();
+        points.sort_unstable();
+        let mut i = 0;
+        g.bench_function(BenchmarkId::new("floor", "binary-search"), |b| {
+            b.iter(|| {
+                i = (i + 1) & (KEYS - 1);
+                let at = points.partition_point(|&p| p < key_hash(keys[i].as_bytes()));
+                black_box(points[at % points.len()])
+            })
+        });
 
         let addrs = addrs(n);
         let buckets: Vec<pingora_ketama::Bucket> = addrs
@@ -150,6 +188,26 @@ fn lookups(c: &mut Criterion) {
     }
 }
 
+fn bounded(c: &mut Criterion) {
+    let keys = keys();
+    let n = 1000;
+    let mut g = c.benchmark_group(format!("bounded/{n}"));
+    // One pick held on every backend (`pick_n` returns distinct backends).
+    let load = |lb: &dyn Balancer<usize>| lb.pick_n(&Request::new(), n);
+    let plain = HashRing::new(backends(n)).unwrap();
+    let held_plain = load(&plain);
+    assert_eq!(held_plain.len(), n);
+    lbkit_lookup(&mut g, "ring", &plain, &keys);
+    let bounded = HashRing::builder()
+        .load_factor(1.25)
+        .build(backends(n))
+        .unwrap();
+    let held_bounded = load(&bounded);
+    assert_eq!(held_bounded.len(), n);
+    lbkit_lookup(&mut g, "ring+bound", &bounded, &keys);
+    g.finish();
+}
+
 fn rebuilds(c: &mut Criterion) {
     let n = 100;
     let mut g = c.benchmark_group(format!("rebuild/{n}"));
@@ -161,6 +219,18 @@ fn rebuilds(c: &mut Criterion) {
     });
     g.bench_function(BenchmarkId::new("lbkit", "maglev"), |b| {
         b.iter(|| black_box(Maglev::new(backends(n)).unwrap()))
+    });
+    let weighted = || {
+        backends(n)
+            .into_iter()
+            .map(|b| {
+                let w = 1 + (*b.value() % 4) as u32;
+                b.with_weight(w)
+            })
+            .collect::<Vec<_>>()
+    };
+    g.bench_function(BenchmarkId::new("lbkit", "maglev-weighted"), |b| {
+        b.iter(|| black_box(Maglev::new(weighted()).unwrap()))
     });
     let addrs = addrs(n);
     g.bench_function(BenchmarkId::new("peer", "pingora-ketama"), |b| {
@@ -184,6 +254,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
         .sample_size(20);
-    targets = lookups, rebuilds
+    targets = lookups, bounded, rebuilds
 }
 criterion_main!(benches);

@@ -12,7 +12,8 @@
 //!
 //! * `report/100`: pick + outcome report (which releases the pick). Peak EWMA's report feeds
 //!   its latency estimate (one clock read); round robin's with outlier detection on resets
-//!   the failure run. Beside them, the same policies' plain pick + drop.
+//!   the failure run. Beside them, the same policies' plain pick + drop, and `floor/clock`:
+//!   one read of `MonotonicClock` (the clock passive health and Peak EWMA use by default).
 //!
 //! Read ratios, not absolute times: `cargo bench --bench pick`, then compare each policy's
 //! estimate with `floor/fetch_add` of the same group.
@@ -166,6 +167,10 @@ fn reports(c: &mut Criterion) {
     let n = 100;
     let mut g = c.benchmark_group(format!("report/{n}"));
     floor(&mut g);
+    let clock = lbkit::MonotonicClock::default();
+    g.bench_function("floor/clock", |b| {
+        b.iter(|| black_box(lbkit::Clock::now(&clock)))
+    });
     let req = Request::new();
     let latency = Duration::from_micros(900);
     let ewma = PeakEwma::with_seed(backends(n), 1).unwrap();

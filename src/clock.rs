@@ -2,7 +2,8 @@
 //! reads it through a [`Clock`], so tests and simulations can drive time by hand.
 //!
 //! Times are [`Duration`]s since the clock's own epoch. Reading the system's monotonic clock
-//! costs about 30 ns on a virtual machine (more than a whole pick), so lbkit never reads it on
+//! can cost more than a whole pick on a virtual machine (`cargo bench --bench pick`, group
+//! `report/100`: `floor/clock` against `round-robin/pick+drop`), so lbkit never reads it on
 //! every pick: only when a report needs a timestamp, when the membership is rebuilt, and on a
 //! sample of picks while a time-based change (an ejection ending, a slow start ramping) is due.
 

@@ -33,8 +33,8 @@
 //! * Rate limiting per key or per client, upstream of the balancer, for floods that would
 //!   overload the whole set anyway: bounded loads spread load, they do not shed it.
 //!
-//! Keys of any length are accepted (the hash reads every byte, so a 10 MB key costs about a
-//! millisecond to hash; cap key lengths upstream if that matters), and nothing an attacker
+//! Keys of any length are accepted (the hash reads every byte, so a pick costs time linear in
+//! the key's length; cap key lengths upstream if that matters), and nothing an attacker
 //! sends as a key can make a pick fail or panic.
 //!
 //! ```

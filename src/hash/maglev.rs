@@ -50,8 +50,9 @@
 //! * **Update**: O(M log M) expected slot probes (the free slots get rare at the end of the
 //!   population; the last `sqrt(M) / 2` claims scan the free slots instead), plus
 //!   `O(M log k)` for the turn order over `k` distinct weights (a heap of weight classes).
-//!   Measured in release at the default size and 100 backends: 1.0 ms with equal weights,
-//!   2.0 ms with weights 1 to 4.
+//!   At the default size and 100 backends, weights 1 to 4 cost about twice equal weights
+//!   (`cargo bench --bench hashing`, group `rebuild/100`: `lbkit/maglev` and
+//!   `lbkit/maglev-weighted`; figures in `benches/README.md`).
 //! * **Memory**: `4 x M` bytes (256 KB at the default).
 //!
 //! # When to choose it

@@ -30,7 +30,9 @@
 //! `Request::with_hash(h)` takes the low 32 bits of `h` as that hash, already computed.
 //!
 //! Cost: as [`HashRing`](crate::HashRing) (the same radix-indexed ring) plus the program's key
-//! hash: CRC-32 for nginx (a few ns), MD5 for ketama (about 0.3 µs for a short key).
+//! hash: CRC-32 for nginx, MD5 for ketama, which makes a ketama pick several times dearer
+//! than an nginx one for short keys (`cargo bench --bench hashing`, groups `lookup/N`:
+//! `lbkit/nginx-preset` and `lbkit/ketama-preset`; figures in `benches/README.md`).
 
 use crate::backend::Backend;
 use crate::builder::{Builder, LoadBounded, Seedable};

@@ -52,8 +52,9 @@
 //!
 //! # Cost
 //!
-//! * **Pick**: O(n): one [`mix`](crate::hash::mix) and compare per backend (about a
-//!   nanosecond each in release), plus `L` once per weight class (about 15 ns). When the
+//! * **Pick**: O(n): one [`mix`](crate::hash::mix) and compare per backend, plus `L` once
+//!   per weight class (`cargo bench --bench hashing`, groups `lookup/100` and `lookup/1000`:
+//!   the `lbkit/rendezvous` time over the backend count; figures in `benches/README.md`). When the
 //!   best backend is ineligible, or with bounded loads full, a second pass skips the ones
 //!   that cannot be taken. `pick_n` repeats the pass once per result: O(n x k).
 //! * **Update**: O(n log n) (grouping by weight). **Memory**: 12 bytes per backend.

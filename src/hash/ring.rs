@@ -55,34 +55,34 @@
 //! * **Pick**: O(1) expected. A radix index over the top `b` bits of the point space (`2^b`
 //!   buckets, a quarter of the number of points rounded up to a power of two, so 2 to 4
 //!   points per bucket on average) gives the first point of the key's bucket; a scan of the
-//!   bucket (one or two cache lines) finds the successor. No binary search: at 1000
-//!   backends (160,000 points) and 4096 keys, the lookup of a key hash takes 3.4 ns where a
-//!   binary search over the same points takes 43 ns (release, measured); a whole pick and
-//!   drop, key hashing and accounting included, costs 35 to 40 ns, of which the shared
-//!   machinery (snapshot load, in-flight accounting) takes about 19. Walking on past
-//!   ineligible owners costs one step per point passed.
+//!   bucket (one or two cache lines) finds the successor. No binary search: at 1000 backends
+//!   (160,000 points) a whole pick and drop, key hashing and in-flight accounting included,
+//!   costs about as much as a bare binary search over the same points (`cargo bench --bench
+//!   hashing`, group `lookup/1000`: `lbkit/ring` against `floor/binary-search`; figures in
+//!   `benches/README.md`). Walking on past ineligible owners costs one step per point passed.
 //! * **Update**: O(points), by a counting sort on the same top bits: two [`mix`](crate::hash::mix) per point
 //!   (one to count, one to place), then each bucket's few points put in order.
 //! * **Memory**: 16 bytes per point (8 for the point, 4 for its owner's index, 4 of
 //!   alignment: the pair shares a cache line) plus the index, 4 bytes per bucket: 17 to 18
 //!   bytes per point.
 //!
-//! Balance, memory and build time against points per weight unit, measured in release on the
-//! project's shared 2-core machine (build times are the best of 5 and vary by about 2x with
-//! the machine's load): 100 backends of weight 1 named `10.0.<i/256>.<i%256>:8080`, max/mean
-//! of the keys per backend over 1,000,000 random keys (the keys alone put the maximum about
-//! 2.5% over the mean), memory of the points and index.
+//! Balance, memory and build time against points per weight unit, for 100 backends of weight
+//! 1 named `10.0.<i/256>.<i%256>:8080`: max/mean of the keys per backend over 1,000,000 keys
+//! of fixed pseudo-random hashes (the keys alone put the maximum about 2.5% over the mean),
+//! the memory of the points and index, and the best of 5 builds in release on the project's
+//! shared 2-core machine (build times vary about 2x with its load). Reproduce with
+//! `cargo run --release --example ring_points` (`examples/ring_points.rs`).
 //!
 //! | points per weight | points | max/mean | memory | build |
 //! |---:|---:|---:|---:|---:|
-//! | 16 | 1,600 | 2.095 | 0.03 MB | 0.06 ms |
-//! | 40 | 4,000 | 1.425 | 0.07 MB | 0.09 ms |
-//! | 100 | 10,000 | 1.265 | 0.18 MB | 0.15 ms |
-//! | **160** (default) | 16,000 | 1.234 | 0.27 MB | 0.11 to 0.22 ms |
-//! | 500 | 50,000 | 1.121 | 0.87 MB | 0.62 ms |
-//! | 1000 | 100,000 | 1.104 | 1.73 MB | 1.2 ms |
-//! | 2000 | 200,000 | 1.058 | 3.46 MB | 3.8 ms |
-//! | 5000 | 500,000 | 1.038 | 8.5 MB | 10 ms |
+//! | 16 | 1,600 | 2.086 | 0.03 MB | 0.04 ms |
+//! | 40 | 4,000 | 1.415 | 0.07 MB | 0.05 ms |
+//! | 100 | 10,000 | 1.247 | 0.18 MB | 0.09 ms |
+//! | **160** (default) | 16,000 | 1.212 | 0.27 MB | 0.21 ms |
+//! | 500 | 50,000 | 1.139 | 0.87 MB | 0.51 ms |
+//! | 1000 | 100,000 | 1.088 | 1.73 MB | 1.05 ms |
+//! | 2000 | 200,000 | 1.050 | 3.46 MB | 2.15 ms |
+//! | 5000 | 500,000 | 1.039 | 8.52 MB | 5.82 ms |
 //!
 //! # When to choose it
 //!

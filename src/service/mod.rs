@@ -169,8 +169,9 @@
 //! a `Buffer`), `poll_ready` polls only the service the last call used, and a request costs
 //! one pick, one hash-map lookup by id, two clock reads (start and completion) and the
 //! report. Over always-ready mock services that is about 0.7x the time of tower's own
-//! `p2c::Balance` per request, for the same P2C choice (`benches/tower.rs`: 180 to 280 ns
-//! against 250 to 400 ns on a busy 2-core machine). While some services are pending,
+//! `p2c::Balance` per request, for the same P2C choice (`cargo bench --bench tower
+//! --features tower`, group `overhead/N`: `lbkit-p2c` against `tower-p2c`; figures in
+//! `benches/README.md`). While some services are pending,
 //! `poll_ready` also reads [`Balancer::status`] (O(backends)) to know which are eligible
 //! (and, only when a backend that is down or ejected makes the panic threshold decide,
 //! [`pick_n`](crate::Balancer::pick_n) over every backend, whose picks it drops at once);
