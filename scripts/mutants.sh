@@ -23,5 +23,5 @@ exec cargo mutants --no-shuffle -j 1 --timeout-multiplier 3 \
     -f src/engine/core.rs -f src/engine/state.rs -f src/engine/rules.rs -f src/hash/walk.rs \
     "$@" -- \
     --lib --test reliability --test health --test model --test hashing_model \
-    --test hashing_api --test stress --test presets \
+    --test hashing_api --test stress --test presets --test engine \
     -- --skip hash_ring_accepts_any_weights

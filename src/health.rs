@@ -90,7 +90,36 @@ impl HealthConfig {
         self
     }
 
+    /// Switches outlier ejection off (given to
+    /// [`set_health_config`](crate::Balancer::set_health_config), this ends every ejection).
+    #[must_use]
+    pub fn without_outlier_detection(mut self) -> Self {
+        self.outlier_detection = None;
+        self
+    }
+
+    /// Switches the panic threshold off.
+    #[must_use]
+    pub fn without_panic_threshold(mut self) -> Self {
+        self.panic_threshold = None;
+        self
+    }
+
+    /// Switches slow start off (given to
+    /// [`set_health_config`](crate::Balancer::set_health_config), this gives every ramping
+    /// backend its full weight at once).
+    #[must_use]
+    pub fn without_slow_start(mut self) -> Self {
+        self.slow_start = None;
+        self
+    }
+
     /// The clock every time-based rule reads (a [`ManualClock`](crate::ManualClock) in tests).
+    ///
+    /// Each call makes a new clock for the balancer, even for a clone of a clock in use:
+    /// [`set_health_config`](crate::Balancer::set_health_config) keeps what was measured in
+    /// time only for a configuration cloned from the one it replaces (clones share their
+    /// clock).
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);

@@ -148,6 +148,25 @@ pub trait Balancer<T>: Send + Sync {
     /// new clock restarts everything measured in time (ejections, ramps, latency estimates);
     /// a rule switched off ends what it started.
     ///
+    /// The clock is the same only when `config` is a clone of the configuration in use, or
+    /// derived from one with the builder methods other than [`HealthConfig::clock`] (clones
+    /// share their clock); `HealthConfig::new()` and `.clock(..)` make a new one. So keep the
+    /// configuration you built and change a clone of it:
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, HealthConfig, OutlierDetection, RoundRobin};
+    /// let config = HealthConfig::new().outlier_detection(OutlierDetection::default());
+    /// let lb = RoundRobin::builder()
+    ///     .health(config.clone())
+    ///     .build([Backend::new("a", ()), Backend::new("b", ())])?;
+    /// // Ejections in progress go on under the new threshold.
+    /// let stricter = OutlierDetection { consecutive_failures: 3, ..OutlierDetection::default() };
+    /// lb.set_health_config(config.clone().outlier_detection(stricter))?;
+    /// // Ejections end; the ramps and latency estimates measured so far stay.
+    /// lb.set_health_config(config.without_outlier_detection())?;
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the first value out of range; then nothing changes.
     fn set_health_config(&self, config: HealthConfig) -> Result<(), Error>;
