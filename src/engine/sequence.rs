@@ -20,8 +20,7 @@
 //! pick once each) spread over the backends like one shared cursor would, instead of all
 //! starting on the first backend and moving in lockstep.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
+use crate::engine::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::placement::{splitmix64, GAMMA};
 
 /// [`Sequence::first`] before any thread has drawn.
