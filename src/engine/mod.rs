@@ -22,7 +22,7 @@
 //!
 //! Imports run one way: `core` uses `snapshot`, `policy`, `rules`, `pick`, `entry` and
 //! `state`; nothing here imports a policy. Atomics, the writer lock and the snapshot pointer
-//! come from [`sync`].
+//! come from [`sync`] (plain re-exports, or loom's under `--cfg lbkit_loom`).
 
 pub(crate) mod alias;
 pub(crate) mod core;
