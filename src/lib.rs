@@ -94,6 +94,12 @@ pub mod service;
 pub mod spread;
 mod status;
 
+/// Hooks for the loom models of tests/loom.rs: built only under `--cfg lbkit_loom`, never part
+/// of the public API.
+#[cfg(lbkit_loom)]
+#[doc(hidden)]
+pub use engine::sync::loom_model::hooks as loom_hooks;
+
 pub use backend::{Backend, Health};
 pub use builder::Builder;
 pub use clock::{Clock, ManualClock, MonotonicClock};

@@ -5,8 +5,6 @@ use std::cell::Cell;
 use std::sync::{Arc, Weak};
 
 use ahash::AHashMap;
-use arc_swap::{ArcSwap, Guard};
-use parking_lot::Mutex;
 
 use crate::backend::{Backend, Health};
 use crate::engine::entry::Entry;
@@ -15,6 +13,7 @@ use crate::engine::policy::Policy;
 use crate::engine::rules::{apply_outlier_rules, effective_weight};
 use crate::engine::snapshot::{Eligible, Snapshot, View};
 use crate::engine::state::{nanos, Feedback, State, NEVER};
+use crate::engine::sync::{ArcSwap, Guard, Mutex};
 use crate::error::Error;
 use crate::health::HealthConfig;
 use crate::request::Request;

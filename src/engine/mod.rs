@@ -21,7 +21,8 @@
 //!   only tries it.
 //!
 //! Imports run one way: `core` uses `snapshot`, `policy`, `rules`, `pick`, `entry` and
-//! `state`; nothing here imports a policy.
+//! `state`; nothing here imports a policy. Atomics, the writer lock and the snapshot pointer
+//! come from [`sync`] (plain re-exports, or loom's under `--cfg lbkit_loom`).
 
 pub(crate) mod alias;
 pub(crate) mod core;
@@ -32,3 +33,4 @@ pub(crate) mod rules;
 pub(crate) mod sequence;
 pub(crate) mod snapshot;
 pub(crate) mod state;
+pub(crate) mod sync;

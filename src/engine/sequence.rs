@@ -20,8 +20,9 @@
 //! pick once each) spread over the backends like one shared cursor would, instead of all
 //! starting on the first backend and moving in lockstep.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
+#[cfg(lbkit_loom)]
+use crate::engine::sync::stripe;
+use crate::engine::sync::{AtomicU64, AtomicUsize, Ordering};
 use crate::placement::{splitmix64, GAMMA};
 
 /// [`Sequence::first`] before any thread has drawn.
@@ -36,12 +37,16 @@ pub(crate) const STRIPES: usize = 16;
 #[repr(align(128))]
 pub(crate) struct Padded<V>(pub(crate) V);
 
-/// Live threads holding each stripe.
+/// Live threads holding each stripe. (Under `--cfg lbkit_loom` the model sets each thread's
+/// stripe instead: `engine::sync`.)
+#[cfg(not(lbkit_loom))]
 static HOLDERS: [AtomicUsize; STRIPES] = [const { AtomicUsize::new(0) }; STRIPES];
 
 /// A thread's stripe, given back when the thread exits.
+#[cfg(not(lbkit_loom))]
 struct Held(usize);
 
+#[cfg(not(lbkit_loom))]
 impl Held {
     /// Takes the stripe the fewest live threads hold (the lowest such).
     fn take() -> Held {
@@ -55,6 +60,7 @@ impl Held {
     }
 }
 
+#[cfg(not(lbkit_loom))]
 impl Drop for Held {
     fn drop(&mut self) {
         // Relaxed: see `take`.
@@ -63,6 +69,7 @@ impl Drop for Held {
 }
 
 /// The stripe of the calling thread (see the module docs).
+#[cfg(not(lbkit_loom))]
 fn stripe() -> usize {
     thread_local! {
         static STRIPE: Held = Held::take();

@@ -5,14 +5,13 @@
 //! for that id; a held pick keeps it alive after the backend was removed. Reports reach it
 //! through the pick, and reach the balancer-wide [`Feedback`] through it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-
 use crate::backend::Health;
 use crate::clock::Clock;
+use crate::engine::sync::Ordering;
+use crate::engine::sync::{ArcSwap, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 
 /// What every state of one balancer shares: the clock, what reports must do, and the flag
 /// that asks for a rebuild.
