@@ -81,7 +81,7 @@ fn an_ejection_ends_on_a_sampled_clock_however_many_picks_came_before() {
         .advance(OutlierDetection::default().base_ejection_time);
     // Within 16 picks the clock is read and "a" is back; 64 leave room for the rotation.
     assert!(
-        counts(&lb, 64).get("a").is_some(),
+        counts(&lb, 64).contains_key("a"),
         "the ejection never ended"
     );
     assert!(ejected(&lb).is_empty());
