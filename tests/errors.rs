@@ -263,6 +263,14 @@ fn too_many_backends_is_rejected_and_changes_nothing() {
         )
     );
     check_display(&want);
+    // Exactly MAX_BACKENDS passes the size check (and fails the next one, the shared id).
+    let at_limit: Vec<Backend<u32>> = (0..MAX_BACKENDS)
+        .map(|_| Backend::new(id.clone(), 0))
+        .collect();
+    assert!(matches!(
+        lbkit::RoundRobin::new(at_limit).err(),
+        Some(Error::DuplicateId(_))
+    ));
     for policy in POLICIES {
         // The size is checked before anything else (duplicates here too).
         assert_eq!(

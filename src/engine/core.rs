@@ -490,3 +490,87 @@ macro_rules! impl_balancer {
     };
 }
 pub(crate) use impl_balancer;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first eligible member: just enough of a policy to drive the engine.
+    struct First;
+
+    impl<T> Policy<T> for First {
+        type Table = ();
+        const TABLE_USES_HEALTH: bool = true;
+
+        fn build(&self, _: &View<'_, T>) -> Result<(), Error> {
+            Ok(())
+        }
+
+        fn choose(&self, snap: &Snapshot<T, ()>, _: &Request<'_>) -> Option<usize> {
+            snap.eligible.first().map(|e| e.index as usize)
+        }
+
+        fn choose_n(
+            &self,
+            snap: &Snapshot<T, ()>,
+            _: &Request<'_>,
+            n: usize,
+            out: &mut Vec<Pick<T>>,
+        ) {
+            out.extend(
+                snap.eligible
+                    .iter()
+                    .take(n)
+                    .map(|e| snap.pick(e.index as usize)),
+            );
+        }
+    }
+
+    fn set(ids: &[&str]) -> Vec<Backend<()>> {
+        ids.iter().map(|id| Backend::new(*id, ())).collect()
+    }
+
+    fn retired(core: &Core<(), First>) -> Vec<String> {
+        let mut ids: Vec<String> = core
+            .writer
+            .lock()
+            .retired
+            .keys()
+            .map(|id| id.to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Mutants of the retired map's `retain` (`strong_count() > 0 && ...` as `>=` or `||`):
+    /// it must hold exactly the removed backends with picks still held, so that memory stays
+    /// bounded under id churn.
+    #[test]
+    fn the_retired_map_holds_exactly_the_removed_backends_with_held_picks() {
+        let core = Core::new(First, set(&["a"]), HealthConfig::new()).unwrap();
+        let held = core.pick(&Request::new()).unwrap();
+        assert_eq!(held.id(), "a");
+        // Churn through ids nobody holds: none of them stays.
+        for i in 0..100 {
+            core.update(set(&[&format!("churn-{i}")])).unwrap();
+        }
+        // The last one removed is still referenced by the snapshot that update replaced
+        // (dropped after the lock); the next update forgets it.
+        assert_eq!(retired(&core), ["a", "churn-98"]);
+        core.update(set(&["churn-99"])).unwrap();
+        assert_eq!(retired(&core), ["a"]);
+        // "a" comes back: revived from the map, and it leaves it.
+        core.update(set(&["a", "b"])).unwrap();
+        assert_eq!(core.status()[0].in_flight, 1);
+        assert_eq!(retired(&core), ["churn-99"]);
+        core.update(set(&["a", "b"])).unwrap();
+        assert!(retired(&core).is_empty());
+        // Removed again while held, then released: gone at the next update.
+        core.update(set(&["b"])).unwrap();
+        assert_eq!(retired(&core), ["a"]);
+        drop(held);
+        core.update(set(&["c"])).unwrap();
+        core.update(set(&["c"])).unwrap();
+        assert!(retired(&core).is_empty());
+    }
+}
