@@ -507,7 +507,7 @@ mod tests {
         }
 
         fn choose(&self, snap: &Snapshot<T, ()>, _: &Request<'_>) -> Option<usize> {
-            snap.eligible.first().map(|e| e.index as usize)
+            snap.eligible.first().map(|e| e.index)
         }
 
         fn choose_n(
@@ -517,12 +517,7 @@ mod tests {
             n: usize,
             out: &mut Vec<Pick<T>>,
         ) {
-            out.extend(
-                snap.eligible
-                    .iter()
-                    .take(n)
-                    .map(|e| snap.pick(e.index as usize)),
-            );
+            out.extend(snap.eligible.iter().take(n).map(|e| snap.pick(e.index)));
         }
     }
 
