@@ -521,6 +521,49 @@ mod tests {
         }
     }
 
+    /// Counts its table builds; its table ignores health, as the hashing policies' do.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl<T> Policy<T> for Counting {
+        type Table = ();
+        const TABLE_USES_HEALTH: bool = false;
+
+        fn build(&self, _: &View<'_, T>) -> Result<(), Error> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+
+        fn choose(&self, snap: &Snapshot<T, ()>, r: &Request<'_>) -> Option<usize> {
+            First.choose(snap, r)
+        }
+
+        fn choose_n(
+            &self,
+            snap: &Snapshot<T, ()>,
+            r: &Request<'_>,
+            n: usize,
+            out: &mut Vec<Pick<T>>,
+        ) {
+            First.choose_n(snap, r, n, out)
+        }
+    }
+
+    /// Mutant of `build` (the guard `!P::TABLE_USES_HEALTH` as `false`): a health change must
+    /// not rebuild a table that ignores health (the hashing docs: "a health change costs no
+    /// rebuild"); an update does rebuild it.
+    #[test]
+    fn a_health_change_keeps_a_table_that_ignores_health() {
+        let core = Core::new(Counting::default(), set(&["a", "b"]), HealthConfig::new()).unwrap();
+        let builds = || core.policy.0.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(builds(), 1);
+        core.set_health("a", Health::Down).unwrap();
+        core.set_health("a", Health::Up).unwrap();
+        assert_eq!(builds(), 1);
+        core.update(set(&["a", "b", "c"])).unwrap();
+        assert_eq!(builds(), 2);
+    }
+
     fn set(ids: &[&str]) -> Vec<Backend<()>> {
         ids.iter().map(|id| Backend::new(*id, ())).collect()
     }
