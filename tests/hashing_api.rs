@@ -308,17 +308,27 @@ fn balancers_are_send_sync_and_shareable() {
 }
 
 /// Threads pick (held for a while), `pick_n` and release, under bounded loads, while another
-/// thread replaces the set and flips health. Every pick is of a backend of the set some
-/// snapshot held, and once everything is dropped every count is back to 0, also for the
-/// backends removed on the way.
+/// thread replaces the set and flips health. Every pick is of a backend that was in the set
+/// at some moment during the pick (the writer announces each generation before its update and
+/// after it, so a pick made between "generation `lo` done" and "generation `hi` begun" must be
+/// of a member of one of the sets `lo..=hi`), and carries that backend's value. At the end the
+/// picks still held are counted exactly by `status`, also across a removal and re-addition
+/// of a backend that holds some, and once everything is dropped every count is back to 0.
 #[test]
 fn stress_picks_against_updates_with_bounded_loads() {
-    let set = |generation: u32| -> Vec<Backend<u32>> {
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+
+    // Backend `n{i}` (value i) is in generation g's set unless (i + g) % 5 == 0.
+    let member = |i: u32, generation: u32| (i + generation) % 5 != 0;
+    let set = move |generation: u32| -> Vec<Backend<u32>> {
         (0..12)
-            .filter(|i| (i + generation) % 5 != 0)
+            .filter(|&i| member(i, generation))
             .map(|i| Backend::new(format!("n{i}"), i).with_weight(1 + (i + generation) % 3))
             .collect()
     };
+    let all =
+        || -> Vec<Backend<u32>> { (0..12).map(|i| Backend::new(format!("n{i}"), i)).collect() };
     let lbs: Vec<Arc<dyn Balancer<u32>>> = vec![
         Arc::new(
             HashRing::builder()
@@ -342,15 +352,26 @@ fn stress_picks_against_updates_with_bounded_loads() {
         ),
     ];
     for lb in lbs {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        // SeqCst on both: a reader that sees `done = g` also sees generation g's snapshot
+        // (the update returned before the store), and a reader whose pick saw generation g's
+        // snapshot then sees `begun >= g` (the store came before the update).
+        let begun = Arc::new(AtomicU32::new(0));
+        let done = Arc::new(AtomicU32::new(0));
         let writer = {
-            let (lb, stop) = (Arc::clone(&lb), Arc::clone(&stop));
+            let (lb, stop, begun, done) = (
+                Arc::clone(&lb),
+                Arc::clone(&stop),
+                Arc::clone(&begun),
+                Arc::clone(&done),
+            );
             std::thread::spawn(move || {
                 let mut generation = 0;
-                // Relaxed: a plain stop flag, nothing else is published through it.
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(SeqCst) {
                     generation += 1;
+                    begun.store(generation, SeqCst);
                     lb.update(set(generation)).unwrap();
+                    done.store(generation, SeqCst);
                     let id = format!("n{}", generation % 12);
                     let _ = lb.set_health(&id, Health::Down);
                     std::thread::yield_now();
@@ -360,47 +381,71 @@ fn stress_picks_against_updates_with_bounded_loads() {
         };
         let readers: Vec<_> = (0..3)
             .map(|t| {
-                let lb = Arc::clone(&lb);
+                let (lb, begun, done) = (Arc::clone(&lb), Arc::clone(&begun), Arc::clone(&done));
                 std::thread::spawn(move || {
-                    let mut held = std::collections::VecDeque::new();
-                    for i in 0..3000u64 {
-                        let key = (i * 7 + t) % 50;
-                        if i % 5 == 0 {
-                            let picks = lb.pick_n(&Request::with_hash(key), 3);
-                            let ids: std::collections::HashSet<&str> =
-                                picks.iter().map(|p| p.id()).collect();
-                            assert_eq!(ids.len(), picks.len());
-                            held.extend(picks);
-                        } else if let Some(p) = lb.pick(&Request::with_hash(key)) {
-                            assert!(p.id().starts_with('n'));
-                            held.push_back(p);
+                    let mut held = VecDeque::new();
+                    // At least 3000 picks, and on until 20 updates have gone by.
+                    for i in 0u64.. {
+                        let lo = done.load(SeqCst);
+                        if i >= 3000 && lo >= 20 {
+                            break;
                         }
-                        if held.len() > 40 {
+                        let key = (i * 7 + t) % 50;
+                        let picks = if i % 5 == 0 {
+                            lb.pick_n(&Request::with_hash(key), 3)
+                        } else {
+                            lb.pick(&Request::with_hash(key)).into_iter().collect()
+                        };
+                        let hi = begun.load(SeqCst);
+                        let ids: std::collections::HashSet<&str> =
+                            picks.iter().map(|p| p.id()).collect();
+                        assert_eq!(ids.len(), picks.len());
+                        for p in &picks {
+                            let value = *p.value();
+                            assert_eq!(p.id(), format!("n{value}"), "a pick's id and value");
+                            assert!(
+                                (lo..=hi).any(|g| member(value, g)),
+                                "{} was in none of the sets of generations {lo}..={hi}",
+                                p.id()
+                            );
+                        }
+                        held.extend(picks);
+                        while held.len() > 40 {
                             held.pop_front();
                         }
                     }
+                    held
                 })
             })
             .collect();
-        for r in readers {
-            r.join().unwrap();
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let held: Vec<_> = readers
+            .into_iter()
+            .flat_map(|r| r.join().unwrap())
+            .collect();
+        stop.store(true, SeqCst);
         writer.join().unwrap();
-        assert!(lb.status().iter().all(|s| s.in_flight() == 0));
-        // Removed backends' counts came back to 0 too: re-adding them shows it.
-        lb.update(
-            set(0)
-                .into_iter()
-                .chain(set(1))
-                .fold(Vec::new(), |mut v, b| {
-                    if !v.iter().any(|x: &Backend<u32>| x.id() == b.id()) {
-                        v.push(b);
-                    }
-                    v
-                }),
-        )
-        .unwrap();
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for p in &held {
+            *counts.entry(p.id().to_owned()).or_default() += 1;
+        }
+        // Every backend back in the set: each counts exactly the picks held on it, also
+        // those taken before it was removed by one of the updates.
+        let exact = |lb: &dyn Balancer<u32>| {
+            for s in lb.status() {
+                let want = counts.get(s.id()).copied().unwrap_or(0);
+                assert_eq!(s.in_flight(), want, "{}", s.id());
+            }
+        };
+        lb.update(all()).unwrap();
+        exact(&*lb);
+        // Remove the busiest and add it back while its picks are held: they still count.
+        let (busiest, n) = counts.iter().max_by_key(|(_, &n)| n).unwrap();
+        assert!(*n > 0);
+        lb.update(all().into_iter().filter(|b| b.id() != busiest).collect())
+            .unwrap();
+        lb.update(all()).unwrap();
+        exact(&*lb);
+        drop(held);
         assert!(lb.status().iter().all(|s| s.in_flight() == 0));
     }
 }

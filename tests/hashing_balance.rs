@@ -1,4 +1,5 @@
-//! Balance of the hashing policies, and Maglev's extra disruption.
+//! Balance of the hashing policies, their disruption when a backend goes or comes (exactly
+//! minimal for HashRing, Rendezvous and JumpHash), and Maglev's documented extra disruption.
 //!
 //! The targets are for 100 equal backends and 1,000,000 random keys: max/mean
 //! <= 1.04 for Maglev (M = 65537), Rendezvous and JumpHash, <= 1.35 for HashRing at 160
@@ -164,9 +165,12 @@ fn weighted_shares_follow_weights_1m_keys() {
 }
 
 /// Maglev is not minimal-disruption: removing or adding one backend also moves some keys
-/// between the others. Measured here against the optimum (the backend's own share); the
-/// numbers are printed, and bounded loosely (Eisenbud et al. report a few percent of
-/// extra movement; a simulation at 1000 backends found 0.68% of slots moved against 0.10%).
+/// between the others. Measured here against the optimum (the backend's own share) and
+/// printed. The bound is the documented excess (`hash::maglev` module docs: about 0.56% of the
+/// keys move between backends that stayed, at 100 and at 1000 backends) with a margin:
+/// [`MAGLEV_EXTRA_LIMIT`] of all keys. A table rebuilt from scratch, with a permutation that
+/// changes with the set, moves almost every key; a fill order that changes with the set
+/// moves several percent: both fail.
 fn maglev_disruption(n_backends: usize, n_keys: usize) {
     let full = set(&vec![1; n_backends]);
     let keys: Vec<u64> = keys(n_keys).collect();
@@ -201,14 +205,28 @@ fn maglev_disruption(n_backends: usize, n_keys: usize) {
         pct(to_new),
         pct(extra_add)
     );
-    // Every key of the removed backend moved; the extra stays a few times the optimum.
-    assert!(after_remove
-        .iter()
-        .zip(&before)
-        .all(|(a, &b)| b != removed || *a != removed));
-    let optimum = n_keys / n_backends;
-    assert!(extra_remove <= 10 * optimum && extra_add <= 10 * optimum);
+    let limit = MAGLEV_EXTRA_LIMIT * n_keys as f64;
+    assert!(
+        extra_remove as f64 <= limit,
+        "maglev {n_backends}: removing one moved {:.3}% of the keys beyond its own",
+        pct(extra_remove)
+    );
+    assert!(
+        extra_add as f64 <= limit,
+        "maglev {n_backends}: adding one moved {:.3}% of the keys beyond those it took",
+        pct(extra_add)
+    );
+    // The new backend takes about its share (1/(n+1)), not more, not a sliver.
+    let share = n_keys as f64 / (n_backends + 1) as f64;
+    assert!(
+        (to_new as f64 - share).abs() <= 0.1 * share,
+        "maglev {n_backends}: the new backend took {to_new} keys, its share is {share:.0}"
+    );
 }
+
+/// Keys moving between backends that stayed, as a fraction of all keys, that Maglev's test
+/// allows: the documented 0.56% with a margin (measured 0.555% to 0.58%).
+const MAGLEV_EXTRA_LIMIT: f64 = 0.008;
 
 #[test]
 fn maglev_extra_disruption_is_bounded() {
@@ -220,4 +238,68 @@ fn maglev_extra_disruption_is_bounded() {
 fn maglev_extra_disruption_1m_keys() {
     maglev_disruption(100, FULL);
     maglev_disruption(1000, FULL);
+}
+
+/// HashRing, Rendezvous and JumpHash are minimal-disruption, exactly: removing a backend
+/// moves its keys and no other, adding one moves only the keys it takes (JumpHash: at the end
+/// of the list, as documented). Checked key by key, so one key moved between two backends
+/// that stayed fails.
+fn minimal_disruption(n_keys: usize) {
+    const N: usize = 100;
+    let full = set(&[1; N]);
+    let keys: Vec<u64> = keys(n_keys).collect();
+    type Build = fn(Vec<Backend<usize>>) -> Box<dyn Balancer<usize>>;
+    let cases: [(&str, Build, usize); 3] = [
+        ("ring 160", |b| Box::new(HashRing::new(b).unwrap()), N / 2),
+        (
+            "rendezvous",
+            |b| Box::new(Rendezvous::new(b).unwrap()),
+            N / 2,
+        ),
+        ("jump", |b| Box::new(JumpHash::new(b).unwrap()), N - 1),
+    ];
+    for (name, build, removed) in cases {
+        let map = |lb: Box<dyn Balancer<usize>>| -> Vec<usize> {
+            keys.iter()
+                .map(|&k| *lb.pick(&Request::with_hash(k)).unwrap())
+                .collect()
+        };
+        let before = map(build(full.clone()));
+        let mut shrunk = full.clone();
+        shrunk.remove(removed);
+        let after_remove = map(build(shrunk));
+        let mut grown = full.clone();
+        grown.push(Backend::new("10.9.9.9:8080", N));
+        let after_add = map(build(grown));
+        let stayed = |a: &[usize], b: &[usize], changed: usize| {
+            a.iter()
+                .zip(b)
+                .filter(|&(x, y)| x != y && *x != changed && *y != changed)
+                .count()
+        };
+        let own = before.iter().filter(|&&b| b == removed).count();
+        let to_new = after_add.iter().filter(|&&b| b == N).count();
+        println!("{name}: remove one moves its own {own} keys; add one moves {to_new} to it");
+        assert_eq!(
+            stayed(&before, &after_remove, removed),
+            0,
+            "{name}: removing one backend moved keys between the others"
+        );
+        assert_eq!(
+            stayed(&before, &after_add, N),
+            0,
+            "{name}: adding one backend moved keys between the others"
+        );
+        // Both are about one backend's share, so that the above is not vacuous.
+        let share = n_keys / N;
+        assert!(
+            own > share / 2 && to_new > share / 2,
+            "{name}: {own}, {to_new}"
+        );
+    }
+}
+
+#[test]
+fn ring_rendezvous_and_jump_move_only_the_changed_backends_keys() {
+    minimal_disruption(FAST / 4);
 }

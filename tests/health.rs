@@ -232,12 +232,44 @@ fn returning_from_ejection_ramps_up() {
 fn least_connections_respects_ejection_and_slow_start() {
     let clock = ManualClock::new();
     let lb = LeastConnections::builder()
-        .health(outliers(&clock, 50.0))
+        .health(outliers(&clock, 50.0).slow_start(SlowStart {
+            window: Duration::from_secs(10),
+            aggression: 1.0,
+            min_weight_percent: 20.0,
+        }))
         .build(backends(&["a", "b"]))
         .unwrap();
     fail(&lb, "b", 5);
     let held: Vec<_> = (0..10).map(|_| lb.pick(&Request::new()).unwrap()).collect();
-    assert!(held.iter().all(|p| p.id() == "a"));
+    assert!(held.iter().all(|p| p.id() == "a"), "ejected b got a pick");
+    drop(held);
+    let on = |held: &[lbkit::Pick<()>], id: &str| held.iter().filter(|p| p.id() == id).count();
+    // Back after the base ejection time, b ramps from 20% of its weight: held picks go by
+    // in-flight per effective weight, so b takes one for every five of a's. (At full weight
+    // it would take half.)
+    clock.advance(Duration::from_secs(30));
+    let mut held: Vec<_> = (0..12).map(|_| lb.pick(&Request::new()).unwrap()).collect();
+    assert_eq!(
+        (on(&held, "a"), on(&held, "b")),
+        (10, 2),
+        "b ramping at 20%"
+    );
+    // Halfway through the ramp, b at 50%: 6 more picks bring the counts to 12 : 6.
+    clock.advance(Duration::from_secs(5));
+    held.extend((0..6).map(|_| lb.pick(&Request::new()).unwrap()));
+    assert_eq!(
+        (on(&held, "a"), on(&held, "b")),
+        (12, 6),
+        "b ramping at 50%"
+    );
+    // Ramp over: b at full weight, 6 more picks even the counts.
+    clock.advance(Duration::from_secs(5));
+    held.extend((0..6).map(|_| lb.pick(&Request::new()).unwrap()));
+    assert_eq!(
+        (on(&held, "a"), on(&held, "b")),
+        (12, 12),
+        "b at full weight"
+    );
 }
 
 #[test]

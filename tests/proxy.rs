@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lbkit::{Backend, Balancer, Health, LeastConnections, RoundRobin};
+use lbkit::{Backend, Balancer, Health, LeastConnections, Rendezvous, Request, RoundRobin};
 use service::{KeyBy, Lb, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -188,8 +188,8 @@ async fn the_health_check_brings_a_backend_back() {
     assert!(up, "{:?}", lb.status());
 }
 
-// Keyed by client IP: the key reaches the balancer (request policies ignore it). When a
-// hashing policy is in the table, every connection from 127.0.0.1 must land on one backend.
+// Keyed by client IP with a request-spreading policy: the key is ignored, every byte is
+// relayed. (With a hashing policy the key decides: the test after this one.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_by_client_ip_still_relays_every_byte() {
     let backends = echo_backends(2).await;
@@ -199,5 +199,25 @@ async fn keyed_by_client_ip_still_relays_every_byte() {
     let burst = demo::burst(running.addr, 10, 2, 2, 100).await;
     assert_eq!((burst.echoed, burst.failed), (10, 0));
     running.drain().await;
+    assert_eq!(total_in_flight(lb.as_ref()), 0);
+}
+
+// Keyed by client IP with a hashing policy: every connection from 127.0.0.1 lands on the one
+// backend the balancer gives that key (the address's octets), none on the others. Without the
+// key, Rendezvous spreads connections at random over all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_by_client_ip_keeps_a_client_on_one_backend() {
+    let backends = echo_backends(3).await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.0).collect();
+    let lb: Lb = Arc::new(Rendezvous::with_seed(set(&addrs), 7).unwrap());
+    let home = *lb.pick(&Request::with_key(&[127u8, 0, 0, 1])).unwrap();
+    let running = Running::start_keyed(Arc::clone(&lb), KeyBy::ClientIp).await;
+    let burst = demo::burst(running.addr, 24, 3, 2, 100).await;
+    assert_eq!((burst.echoed, burst.failed), (24, 0));
+    let proxy = running.drain().await;
+    for a in &addrs {
+        let want = if *a == home { 24 } else { 0 };
+        assert_eq!(connections(&proxy, a), want, "{a} (home {home})");
+    }
     assert_eq!(total_in_flight(lb.as_ref()), 0);
 }

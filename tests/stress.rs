@@ -1,7 +1,7 @@
 //! Threaded stress test, for every policy: four threads pick, `pick_n`, hold and drop picks
 //! while a fifth churns membership (`update` over overlapping sets, `set_health`) and a sixth
-//! reads `status()`. A bounded number of iterations (about 1 to 2 s in debug for all policies
-//! on the shared 2-core dev machine).
+//! reads `status()`. A bounded number of iterations (about 5 s in debug for every entry of
+//! the registry on the shared 2-core dev machine).
 //!
 //! Checked during the run:
 //! * every pick comes from a set that was really given: its value encodes the update

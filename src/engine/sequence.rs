@@ -174,6 +174,13 @@ pub(crate) fn uniform(x: u64, n: usize) -> (usize, u64) {
 mod tests {
     use super::*;
 
+    /// Held by the tests whose threads take stripes, so that they do not take each other's.
+    static STRIPE_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        STRIPE_TESTS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn one_thread_sees_one_exact_counter() {
         let s = Sequence::counter(5);
@@ -203,23 +210,56 @@ mod tests {
         assert_eq!(uniform(u64::MAX, 10).0, 9);
     }
 
+    /// Four threads alive at once each get a stripe of their own: distinct stripes, and each
+    /// thread's values are one exact run (its stripe's start, +1 per call) although the
+    /// threads draw in lockstep, turn about. Stripes are taken one thread at a time, so two
+    /// takers cannot race for the same one (other tests of this binary may hold some
+    /// meanwhile; with fewer than 16 threads alive, each taker still finds one nobody holds).
     #[test]
     fn threads_use_separate_stripes() {
-        let s = std::sync::Arc::new(Sequence::counter(0));
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let s = s.clone();
-                std::thread::spawn(move || (0..100).map(|_| s.next()).collect::<Vec<_>>())
-            })
-            .collect();
-        let mut total = 0;
-        for h in handles {
-            let v = h.join().unwrap();
-            total += v.len();
+        use std::sync::{mpsc, Arc, Barrier};
+        let _serial = serial();
+        const THREADS: usize = 4;
+        let s = Arc::new(Sequence::counter(1000));
+        let start = Arc::new(Barrier::new(THREADS));
+        let (took, taken) = mpsc::channel();
+        let mut handles = Vec::new();
+        for _ in 0..THREADS {
+            let (s, start, took) = (Arc::clone(&s), Arc::clone(&start), took.clone());
+            handles.push(std::thread::spawn(move || {
+                let first = s.next();
+                took.send(()).unwrap();
+                let mut values = vec![first];
+                for _ in 0..100 {
+                    // Everyone draws once per round: a shared stripe would interleave.
+                    start.wait();
+                    values.push(s.next());
+                }
+                (stripe(), values)
+            }));
+            // The next thread takes its stripe only once this one holds its own.
+            taken.recv().unwrap();
         }
-        let sum: u64 = s.stripes.iter().map(|p| p.0.load(Ordering::Relaxed)).sum();
-        let staggered: u64 = (0..STRIPES as u64).sum();
-        assert_eq!(sum, staggered + total as u64);
+        let results: Vec<(usize, Vec<u64>)> =
+            handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let mut stripes: Vec<usize> = results.iter().map(|r| r.0).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        assert_eq!(
+            stripes.len(),
+            THREADS,
+            "threads shared stripes: {results:?}"
+        );
+        for (stripe, values) in &results {
+            let exact: Vec<u64> = (values[0]..values[0] + values.len() as u64).collect();
+            assert_eq!(values, &exact, "stripe {stripe}: not one exact run");
+        }
+        // The first thread's run starts at the counter's start, the others' elsewhere.
+        assert_eq!(results[0].1[0], 1000);
+        let mut firsts: Vec<u64> = results.iter().map(|r| r.1[0]).collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        assert_eq!(firsts.len(), THREADS, "{results:?}");
     }
 
     /// Threads that pick once each must not all get the same first value (all picking the
@@ -228,6 +268,7 @@ mod tests {
     /// round robin of four backends all got the first one.
     #[test]
     fn threads_start_staggered_and_the_first_at_start() {
+        let _serial = serial();
         let s = std::sync::Arc::new(Sequence::counter(100));
         assert_eq!(s.next(), 100);
         let firsts: Vec<(usize, u64)> = (0..8)

@@ -324,26 +324,156 @@ mod tests {
         assert_eq!(product(1 << 40, 1 << 40, 1 << 40), (1 << 56, 0));
     }
 
-    /// The capacity test against a direct computation with rationals, over small values.
+    /// A placement whose every key prefers the members in index order.
+    struct InOrder;
+    struct InOrderTable(usize);
+
+    impl Preference for InOrderTable {
+        fn first(&self, _: u64, mut accept: impl FnMut(usize) -> bool) -> Option<usize> {
+            (0..self.0).find(|&i| accept(i))
+        }
+    }
+
+    impl Placement for InOrder {
+        type Table = InOrderTable;
+        fn build(&self, nodes: &[Node]) -> Result<InOrderTable, Error> {
+            Ok(InOrderTable(nodes.len()))
+        }
+    }
+
+    /// The documented capacity `ceil(c x (total + 1) x w / W)`, computed independently of
+    /// the crate's fixed point: `c` is taken exactly (a finite f64 is `m x 2^e`, `m` below
+    /// 2^53), the rest in u128. `None` when the capacity does not fit in a u128 (no bound
+    /// that a test can reach).
+    fn documented_capacity(c: f64, total_plus_one: u64, w: u64, weight_sum: u64) -> Option<u128> {
+        assert!(c.is_finite() && c >= 1.0);
+        let bits = c.to_bits();
+        let mantissa = u128::from((bits & ((1 << 52) - 1)) | (1 << 52));
+        let exponent = ((bits >> 52) & 0x7ff) as i32 - 1075; // c = mantissa x 2^exponent
+        let base = mantissa * u128::from(total_plus_one) * u128::from(w);
+        if exponent >= 0 {
+            let shift = u32::try_from(exponent).unwrap();
+            if shift >= base.leading_zeros() {
+                return None;
+            }
+            Some((base << shift).div_ceil(u128::from(weight_sum)))
+        } else {
+            Some(base.div_ceil(u128::from(weight_sum) << (-exponent)))
+        }
+    }
+
+    /// Sets a state's in-flight count to `n`.
+    fn hold(state: &crate::engine::state::State, n: usize) {
+        while state.in_flight() < n {
+            state.acquire();
+        }
+        while state.in_flight() > n {
+            state.release();
+        }
+    }
+
+    /// `Capacity::has_room` itself, on real snapshots, against the documented formula
+    /// computed independently ([`documented_capacity`]): a member has room exactly when its
+    /// in-flight count is below `ceil(c x (total + 1) x w / W)`, so both sides of the
+    /// boundary are checked (in_flight = capacity - 1 has room, in_flight = capacity has
+    /// none). `total` and `W` count only eligible members: a weight-0 member and a `Down`
+    /// member hold picks that must not count. The factors include ones exact in binary,
+    /// ones that are not (1.1, 1.3), barely above 1 (where an integer quotient gains a slot)
+    /// and huge.
     #[test]
-    fn room_matches_the_formula() {
-        for (c, num, den) in [(1.0, 1u64, 1u64), (1.25, 5, 4), (2.0, 2, 1), (1.5, 3, 2)] {
-            let factor = LoadFactor::new(c).unwrap();
-            for total_plus_one in 1..20u64 {
-                for w in 1..5u64 {
-                    for weight_sum in w..12 {
-                        // capacity = ceil(num/den x (total+1) x w / W)
-                        let q_num = num * total_plus_one * w;
-                        let q_den = den * weight_sum;
-                        let capacity = q_num.div_ceil(q_den);
-                        for in_flight in 0..30u64 {
-                            let used = product(in_flight, weight_sum, 1 << 32);
-                            let cap = product(factor.fixed, total_plus_one, w);
-                            assert_eq!(used < cap, in_flight < capacity);
+    fn room_matches_the_documented_capacity() {
+        use crate::backend::{Backend, Health};
+        use crate::engine::core::Core;
+        use crate::health::HealthConfig;
+
+        let factors = [
+            1.0,
+            1.0 + f64::EPSILON,
+            1.0 + 1.0 / (1u64 << 40) as f64,
+            1.1,
+            1.25,
+            1.3,
+            1.5,
+            2.0,
+            3.7,
+            1e6,
+            1e300,
+        ];
+        let (mut with_room, mut without) = (0u64, 0u64);
+        for w_a in 1..=4u32 {
+            for w_b in 0..=5u32 {
+                let backends = vec![
+                    Backend::new("a", ()).with_weight(w_a),
+                    Backend::new("b", ()).with_weight(w_b),
+                    Backend::new("z", ())
+                        .with_weight(3)
+                        .with_health(Health::Down),
+                ];
+                let policy = Builder::new(()).hashed(InOrder).unwrap();
+                let core = Core::new(policy, backends, HealthConfig::new()).unwrap();
+                let snap = core.load();
+                let (a, b, z) = (0, 1, 2);
+                assert_eq!(snap.is_eligible[..], [true, w_b > 0, false]);
+                let weight_sum = u64::from(w_a + w_b);
+                for held_z in [0, 7] {
+                    hold(&snap.states[z], held_z);
+                    for held_a in 0..=16usize {
+                        hold(&snap.states[a], held_a);
+                        for held_b in 0..=16usize {
+                            hold(&snap.states[b], held_b);
+                            // Picks on a weight-0 backend are not on an eligible one.
+                            let total = (held_a + if w_b > 0 { held_b } else { 0 }) as u64;
+                            for c in factors {
+                                let room = Capacity::new(LoadFactor::new(c).unwrap());
+                                let mut members = vec![(a, held_a, w_a)];
+                                if w_b > 0 {
+                                    members.push((b, held_b, w_b));
+                                }
+                                for (index, held, w) in members {
+                                    let capacity =
+                                        documented_capacity(c, total + 1, u64::from(w), weight_sum);
+                                    let want = capacity.map_or(true, |cap| (held as u128) < cap);
+                                    assert_eq!(
+                                        room.has_room(&snap, index),
+                                        want,
+                                        "c {c}, weights {w_a}/{w_b}, held {held_a}/{held_b}/{held_z}, \
+                                         member {index}: capacity {capacity:?}"
+                                    );
+                                    if want {
+                                        with_room += 1;
+                                    } else {
+                                        without += 1;
+                                    }
+                                }
+                            }
                         }
                     }
                 }
+                hold(&snap.states[a], 0);
+                hold(&snap.states[b], 0);
+                hold(&snap.states[z], 0);
             }
         }
+        // Both sides of the boundary were reached, many times.
+        assert!(
+            with_room > 10_000 && without > 10_000,
+            "{with_room} / {without}"
+        );
+    }
+
+    /// The independent computation itself, on values worked out by hand.
+    #[test]
+    fn documented_capacity_by_hand() {
+        // ceil(1.25 x 4 x 1 / 5) = 1; ceil(1.25 x 8 x 1 / 5) = 2; ceil(1.25 x 9 x 2 / 5) = 5.
+        assert_eq!(documented_capacity(1.25, 4, 1, 5), Some(1));
+        assert_eq!(documented_capacity(1.25, 8, 1, 5), Some(2));
+        assert_eq!(documented_capacity(1.25, 9, 2, 5), Some(5));
+        // c = 1: exactly the share, rounded up; a hair above 1 adds a slot at integers.
+        assert_eq!(documented_capacity(1.0, 10, 1, 2), Some(5));
+        assert_eq!(documented_capacity(1.0 + f64::EPSILON, 10, 1, 2), Some(6));
+        // 1.1 as an f64 is a little above 1.1: ceil(1.1 x 10) = 12, not 11.
+        assert_eq!(documented_capacity(1.1, 10, 1, 1), Some(12));
+        assert_eq!(documented_capacity(3.0, 1, 1, 1), Some(3));
+        assert_eq!(documented_capacity(1e300, 1, 1, 1), None);
     }
 }

@@ -247,3 +247,19 @@ pub fn gcd(mut a: u64, mut b: u64) -> u64 {
     }
     a
 }
+
+/// The load factor every `+bound` entry of [`POLICIES`] is built with (`load_factor(1.25)`),
+/// as `(numerator, denominator)`, for tests that check the documented capacity exactly.
+pub const REGISTRY_LOAD_FACTOR: (u64, u64) = (5, 4);
+
+/// The bounded-load variants of [`POLICIES`] (named `...+bound`), each with its unbounded
+/// twin: the same entry without `+bound`, built the same way but for the load factor.
+pub fn bounded_with_twins() -> Vec<(Policy, Policy)> {
+    POLICIES
+        .iter()
+        .filter_map(|p| {
+            let twin = p.name.strip_suffix("+bound")?;
+            Some((*p, policy(twin)))
+        })
+        .collect()
+}
