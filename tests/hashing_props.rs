@@ -13,6 +13,8 @@ use proptest::prelude::*;
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Algo {
     Ring,
+    /// The ring with a fixed weight unit (1): its scale never depends on the set.
+    RingUnit,
     Maglev,
     Rendezvous,
     Jump,
@@ -34,6 +36,15 @@ fn build(algo: Algo, set: Vec<Backend<u32>>, bound: Option<f64>) -> Box<dyn Bala
                 .build(set)
                 .unwrap(),
         ),
+        (Algo::RingUnit, None) => Box::new(
+            HashRing::builder()
+                .points_per_weight(RING_POINTS)
+                .weight_unit(1)
+                .seed(1)
+                .build(set)
+                .unwrap(),
+        ),
+        (Algo::RingUnit, Some(_)) => unreachable!("tested unbounded only"),
         (Algo::Ring, Some(c)) => Box::new(
             HashRing::builder()
                 .points_per_weight(RING_POINTS)
@@ -112,7 +123,7 @@ fn weights() -> impl Strategy<Value = Vec<u32>> {
 fn tolerance(algo: Algo, share: f64, keys: usize, weight: u32) -> f64 {
     let binomial = 4.5 * (share * (1.0 - share) / keys as f64).sqrt() + 1.0 / keys as f64;
     let placement = match algo {
-        Algo::Ring => 5.0 * share / f64::from(RING_POINTS * weight).sqrt(),
+        Algo::Ring | Algo::RingUnit => 5.0 * share / f64::from(RING_POINTS * weight).sqrt(),
         Algo::Maglev => 2.0 / f64::from(MAGLEV_SIZE),
         _ => 0.0,
     };
@@ -124,8 +135,8 @@ const KEYS: usize = 2000;
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Adding one backend moves only keys that now map to it (HashRing, Rendezvous), and
-    /// about its weight share of them.
+    /// Adding one backend moves only keys that now map to it (HashRing while its scale holds,
+    /// HashRing with a fixed weight unit, Rendezvous), and about its weight share of them.
     #[test]
     fn adding_moves_only_keys_to_the_new_backend(
         ws in weights(), salt in any::<u32>(), w_new in 1u32..=5, seed in any::<u64>()
@@ -137,7 +148,13 @@ proptest! {
         grown.push(Backend::new(new_id.clone(), 999).with_weight(w_new));
         let total: u32 = ws.iter().sum::<u32>() + w_new;
         let share = f64::from(w_new) / f64::from(total);
-        for algo in [Algo::Ring, Algo::Rendezvous] {
+        // The default ring keeps its scale while the lightest weight stays (module docs).
+        let lightest = ws.iter().copied().filter(|&w| w > 0).min();
+        let scale_holds = lightest.is_some_and(|l| l <= w_new);
+        for algo in [Algo::Ring, Algo::RingUnit, Algo::Rendezvous] {
+            if algo == Algo::Ring && !scale_holds {
+                continue;
+            }
             let before = map(&*build(algo, backends(&ws, salt), None), &keys);
             let after = map(&*build(algo, grown.clone(), None), &keys);
             let mut moved = 0;
@@ -154,7 +171,8 @@ proptest! {
         }
     }
 
-    /// Removing one backend moves only its keys (HashRing, Rendezvous); JumpHash likewise
+    /// Removing one backend moves only its keys (HashRing while its scale holds, HashRing with
+    /// a fixed weight unit, Rendezvous); JumpHash likewise
     /// when the last bucket is removed and every bucket is eligible (keys that walked past
     /// an ineligible bucket may move when the bucket count changes: documented).
     #[test]
@@ -166,7 +184,14 @@ proptest! {
         let full = backends(&ws, salt);
         let r = pick.index(ws.len());
         let removed_id = full[r].id().to_owned();
-        for algo in [Algo::Ring, Algo::Rendezvous, Algo::Jump] {
+        // The lightest weight above 0: the default ring's scale (its module docs, "Ring size").
+        let lightest = |ws: &mut dyn Iterator<Item = u32>| ws.filter(|&w| w > 0).min();
+        let scale_holds = lightest(&mut ws.iter().copied())
+            == lightest(&mut ws.iter().enumerate().filter(|&(i, _)| i != r).map(|(_, &w)| w));
+        for algo in [Algo::Ring, Algo::RingUnit, Algo::Rendezvous, Algo::Jump] {
+            if algo == Algo::Ring && !scale_holds {
+                continue;
+            }
             let r = if algo == Algo::Jump { ws.len() - 1 } else { r };
             let removed_id = if algo == Algo::Jump { full[r].id().to_owned() } else { removed_id.clone() };
             let full: Vec<Backend<u32>> = if algo == Algo::Jump {

@@ -71,8 +71,10 @@
 //! served elsewhere at some cost (a cache miss); leave them off when it cannot (a shard owns
 //! its data).
 //!
-//! * [`HashRing`](crate::HashRing): affinity under churn. A change moves only the keys it must;
-//!   weights; replicas in ring order ([`pick_n`](crate::Balancer::pick_n)).
+//! * [`HashRing`](crate::HashRing): affinity under churn. A change moves only the keys it must
+//!   (while the lightest weight stays, or always with a fixed
+//!   [`weight_unit`](crate::Builder::weight_unit)); weights; replicas in ring order
+//!   ([`pick_n`](crate::Balancer::pick_n)).
 //! * [`Maglev`](crate::Maglev): an O(1) lookup (one table slot) that stays fast at any size,
 //!   and tight balance, for a few percent more keys moved than the minimum on a change.
 //! * [`Rendezvous`](crate::Rendezvous): exact shares, exact minimal disruption, top-n

@@ -40,7 +40,7 @@
 //!
 //! | policy | pick | update | memory | minimal disruption | choose it for |
 //! |---|---|---|---|---|---|
-//! | [`HashRing`] | O(1) (radix index) | O(points) | ~17 B x points | yes | churn, weights, replicas in ring order |
+//! | [`HashRing`] | O(1) (radix index) | O(points) | ~17 B x points | yes, while the lightest weight stays (or with a fixed `weight_unit`) | churn, weights, replicas in ring order |
 //! | [`Maglev`] | O(1) (one table slot) | O(M log M) | 4 B x M | no (a few % extra) | fastest lookups, tight balance |
 //! | [`Rendezvous`] | O(n) | O(n log n) | 12 B x n | yes, exact | exact shares, top-n replicas, up to ~1000s |
 //! | [`JumpHash`] | O(log n), no table | O(n) | 4 B x n | yes, at the end of the list | numbered shards (order dependent) |

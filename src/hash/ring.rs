@@ -9,7 +9,8 @@
 //! for the exact counts and the cap on memory). A key goes to
 //! the owner of the first point at or after its hash, wrapping at the end. A backend that
 //! joins takes only the keys that now fall before its points; one that leaves gives only its
-//! own keys to the next points. Backends of weight 0 have no points.
+//! own keys to the next points (while the ring's scale holds: see [Ring size](#ring-size)).
+//! Backends of weight 0 have no points.
 //!
 //! A key whose owner is not eligible (down, draining) walks on along the ring to the next
 //! point of an eligible owner; `pick_n` returns the distinct owners met along the ring, in
@@ -35,17 +36,29 @@
 //! smallest weight above 0 and `M` = [`max_points`](crate::Builder::max_points) (default and
 //! largest [`RING_POINT_LIMIT`], 8,388,608 points):
 //!
-//! * A backend of weight `w > 0` has `c = round(p x w / w_min)` points, rounding halves up
-//!   (`floor((2 p w + w_min) / (2 w_min))` in integers): `p` for the lightest. Weight 0, none.
-//!   When the lightest weight is 1, this is `w x p`.
+//! * A backend of weight `w > 0` has `c = max(1, round(p x w / u))` points, rounding halves
+//!   up (`floor((2 p w + u) / (2 u))` in integers), where the weight unit `u` is
+//!   [`weight_unit`](crate::Builder::weight_unit) if set, else `w_min`: `p` points for the
+//!   lightest backend. Weight 0, none. When `u` is 1, this is `w x p`.
 //! * If those counts add up to more than `M`: with `k` backends of weight above 0 and `W`
 //!   their total weight, each has `c = 1 + floor(w x (M - k) / W)` points instead, at most
 //!   `M` in all. Every backend of weight above 0 keeps at least one point, so it is always
 //!   reachable.
 //!
-//! Because a backend's points are the first `c` of one fixed sequence, a change of `c` (a
-//! lighter backend joining, or the cap coming into play) moves only the keys of the points
-//! added or dropped. This is Envoy's `RING_HASH` sizing (the lightest host sets the scale,
+//! **Minimal disruption holds while the scale holds.** A backend joining or leaving moves
+//! only its own keys as long as `u` and the cap's share-out stay the same: always with a
+//! fixed `weight_unit` (and the ring within `max_points`), and by default whenever the
+//! lightest weight is unchanged (equal weights, or the lightest weight held by a backend
+//! that stays). When the lightest weight changes (the only lightest backend leaves, or a
+//! lighter one joins), every backend's count is rescaled and keys also move between
+//! backends that stayed: because a backend's points are the first `c` of one fixed sequence,
+//! only the keys of the points added or dropped move, but that can be a large share (halving
+//! every count moves about half the keys). Envoy's ring behaves the same way. Set
+//! `weight_unit` when weights come and go freely and keys must not move (`1` for small
+//! integer weights; for capacity-style weights such as 1,000, a unit such as 1,000 keeps
+//! the ring small).
+//!
+//! This is Envoy's `RING_HASH` sizing (the lightest host sets the scale,
 //! `maximum_ring_size` caps it), with `p` in the place of Envoy's `minimum_ring_size`: a
 //! fixed count for the lightest backend rather than for the whole ring, so balance does not
 //! fall as the fleet grows.
@@ -181,6 +194,7 @@ impl_balancer!(HashRing);
 pub struct HashRingConfig {
     points_per_weight: u32,
     max_points: u64,
+    weight_unit: Option<u32>,
 }
 
 impl Default for HashRingConfig {
@@ -188,6 +202,7 @@ impl Default for HashRingConfig {
         HashRingConfig {
             points_per_weight: DEFAULT_POINTS_PER_WEIGHT,
             max_points: RING_POINT_LIMIT,
+            weight_unit: None,
         }
     }
 }
@@ -204,6 +219,16 @@ impl Builder<HashRingConfig> {
         self
     }
 
+    /// The weight that gets exactly `points_per_weight` points, for every set (default: the
+    /// lightest weight above 0 of each set). Fixing it keeps the ring's scale when the
+    /// lightest backend changes, so a backend joining or leaving moves only its own keys
+    /// whatever the weights (see [Ring size](crate::hash::ring#ring-size)); `1` gives
+    /// `w x points_per_weight` points exactly.
+    pub fn weight_unit(mut self, weight: u32) -> Self {
+        self.config.weight_unit = Some(weight);
+        self
+    }
+
     /// The most points the ring may hold (default and largest [`RING_POINT_LIMIT`]): past it,
     /// points are shared out in proportion to weight within this budget (see
     /// [Ring size](crate::hash::ring#ring-size)). Bounds memory (17 to 18 bytes a point) and
@@ -216,8 +241,8 @@ impl Builder<HashRingConfig> {
     /// Builds the ring over `backends`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for `points_per_weight` (0), `max_points` (0, above
-    /// [`RING_POINT_LIMIT`], or fewer than the backends of weight above 0), `load_factor`
+    /// [`Error::InvalidConfig`] for `points_per_weight` (0), `weight_unit` (0), `max_points`
+    /// (0, above [`RING_POINT_LIMIT`], or fewer than the backends of weight above 0), `load_factor`
     /// (below 1, NaN, infinite) or a health rule, and those of [`HashRing::new`].
     pub fn build<T: Send + Sync + 'static>(
         self,
@@ -226,9 +251,13 @@ impl Builder<HashRingConfig> {
         let HashRingConfig {
             points_per_weight,
             max_points,
+            weight_unit,
         } = self.config;
         if points_per_weight == 0 {
             return Err(Error::config("points_per_weight", "must be at least 1"));
+        }
+        if weight_unit == Some(0) {
+            return Err(Error::config("weight_unit", "must be at least 1"));
         }
         if max_points == 0 || max_points > RING_POINT_LIMIT {
             return Err(Error::config(
@@ -239,6 +268,7 @@ impl Builder<HashRingConfig> {
         let policy = self.hashed(RingPlacement {
             points_per_weight,
             max_points,
+            weight_unit,
         })?;
         Ok(HashRing {
             core: Core::new(policy, backends, self.health)?,
@@ -249,6 +279,7 @@ impl Builder<HashRingConfig> {
 pub(crate) struct RingPlacement {
     points_per_weight: u32,
     max_points: u64,
+    weight_unit: Option<u32>,
 }
 
 impl Placement for RingPlacement {
@@ -256,24 +287,38 @@ impl Placement for RingPlacement {
 
     fn build(&self, nodes: &[Node]) -> Result<Ring, Error> {
         let weights: Vec<u32> = nodes.iter().map(|n| n.weight).collect();
-        let counts = point_counts(&weights, self.points_per_weight, self.max_points)?;
+        let counts = point_counts(
+            &weights,
+            self.points_per_weight,
+            self.weight_unit,
+            self.max_points,
+        )?;
         Ok(Ring::new(nodes, &counts))
     }
 }
 
-/// The number of ring points of each backend (see "Ring size" in the module docs): `p` for
-/// the lightest backend of weight above 0 and `round(p x w / w_min)` for the others, scaled
-/// down to `max_points` in all if that is more.
+/// The number of ring points of each backend (see "Ring size" in the module docs):
+/// `max(1, round(p x w / u))` for weight `w > 0`, with `u` the weight unit (by default the
+/// lightest weight above 0), shared out within `max_points` if that is more.
 ///
 /// # Errors
 /// `max_points` below the number of backends of weight above 0 (each must have a point).
-fn point_counts(weights: &[u32], per_weight: u32, max_points: u64) -> Result<Vec<u64>, Error> {
+fn point_counts(
+    weights: &[u32],
+    per_weight: u32,
+    unit: Option<u32>,
+    max_points: u64,
+) -> Result<Vec<u64>, Error> {
     let Some(lightest) = weights.iter().copied().filter(|&w| w > 0).min() else {
         return Ok(vec![0; weights.len()]);
     };
-    let (lightest, per_weight) = (u128::from(lightest), u128::from(per_weight));
-    // round(p x w / w_min), half up; at most 2^32 x 2^32, so u128 holds every step.
-    let natural = |w: u32| (2 * per_weight * u128::from(w) + lightest) / (2 * lightest);
+    let (unit, per_weight) = (u128::from(unit.unwrap_or(lightest)), u128::from(per_weight));
+    // round(p x w / u), half up, and at least 1; at most 2^32 x 2^32, so u128 holds every
+    // step.
+    let natural = |w: u32| match w {
+        0 => 0,
+        w => ((2 * per_weight * u128::from(w) + unit) / (2 * unit)).max(1),
+    };
     let total: u128 = weights.iter().map(|&w| natural(w)).sum();
     if total <= u128::from(max_points) {
         // Each fits in u64: it is at most the total, at most max_points.
@@ -308,44 +353,58 @@ mod tests {
     fn the_lightest_backend_gets_points_per_weight_and_the_others_their_ratio() {
         // Lightest weight 1: w x p exactly (the golden values' sets).
         assert_eq!(
-            point_counts(&[1, 2, 0, 5], 160, RING_POINT_LIMIT).unwrap(),
+            point_counts(&[1, 2, 0, 5], 160, None, RING_POINT_LIMIT).unwrap(),
             [160, 320, 0, 800]
         );
         // Only the ratios matter.
         assert_eq!(
-            point_counts(&[1000, 1000, 2000], 160, RING_POINT_LIMIT).unwrap(),
+            point_counts(&[1000, 1000, 2000], 160, None, RING_POINT_LIMIT).unwrap(),
             [160, 160, 320]
         );
         // Rounded half up: 3 x 5 / 2 = 7.5 -> 8; 5 x 5 / 2 = 12.5 -> 13; 4 x 5 / 2 = 10.
         assert_eq!(
-            point_counts(&[2, 3, 5, 4], 5, RING_POINT_LIMIT).unwrap(),
+            point_counts(&[2, 3, 5, 4], 5, None, RING_POINT_LIMIT).unwrap(),
             [5, 8, 13, 10]
         );
         // 999 and 1000 round to the same count.
         assert_eq!(
-            point_counts(&[999, 1000], 160, RING_POINT_LIMIT).unwrap(),
+            point_counts(&[999, 1000], 160, None, RING_POINT_LIMIT).unwrap(),
             [160, 160]
         );
-        assert_eq!(point_counts(&[0, 0], 160, 10).unwrap(), [0, 0]);
-        assert!(point_counts(&[], 160, 10).unwrap().is_empty());
+        assert_eq!(point_counts(&[0, 0], 160, None, 10).unwrap(), [0, 0]);
+        // A fixed unit: the counts do not depend on which weights are present, and a weight
+        // far below the unit keeps one point.
+        assert_eq!(
+            point_counts(&[2, 3, 1000, 1], 4, Some(2), RING_POINT_LIMIT).unwrap(),
+            [4, 6, 2000, 2]
+        );
+        assert_eq!(
+            point_counts(&[3, 1000], 4, Some(2), RING_POINT_LIMIT).unwrap(),
+            [6, 2000]
+        );
+        assert_eq!(
+            point_counts(&[1, 1000], 160, Some(1000), RING_POINT_LIMIT).unwrap(),
+            [1, 160]
+        );
+        assert!(point_counts(&[], 160, None, 10).unwrap().is_empty());
     }
 
     #[test]
     fn past_the_cap_points_are_shared_by_weight_and_every_backend_keeps_one() {
         // Natural counts 160 x (1 + 3 + 6) = 1600 > 100: 1 + floor(w x 97 / 10).
-        let counts = point_counts(&[1, 3, 0, 6], 160, 100).unwrap();
+        let counts = point_counts(&[1, 3, 0, 6], 160, None, 100).unwrap();
         assert_eq!(counts, [1 + 9, 1 + 29, 0, 1 + 58]);
         assert!(counts.iter().sum::<u64>() <= 100);
         // A weight far below the others still gets its one point.
-        let counts = point_counts(&[1, u32::MAX, u32::MAX], u32::MAX, 1000).unwrap();
+        let counts = point_counts(&[1, u32::MAX, u32::MAX], u32::MAX, None, 1000).unwrap();
         assert_eq!(counts[0], 1);
         assert!(counts.iter().sum::<u64>() <= 1000);
         // Exactly at the cap: the natural counts stand.
-        assert_eq!(point_counts(&[1, 1], 50, 100).unwrap(), [50, 50]);
-        assert_eq!(point_counts(&[1, 1], 51, 100).unwrap(), [50, 50]);
-        assert_eq!(point_counts(&[1, 1, 1], 1, 3).unwrap(), [1, 1, 1]);
+        assert_eq!(point_counts(&[1, 1], 50, None, 100).unwrap(), [50, 50]);
+        assert_eq!(point_counts(&[1, 1], 51, None, 100).unwrap(), [50, 50]);
+        assert_eq!(point_counts(&[1, 1, 1], 1, None, 3).unwrap(), [1, 1, 1]);
         // Fewer points than backends: a typed error, not an unreachable backend.
-        let err = point_counts(&[1, 1, 1], 1, 2).unwrap_err();
+        let err = point_counts(&[1, 1, 1], 1, None, 2).unwrap_err();
         assert!(matches!(
             err,
             Error::InvalidConfig {
@@ -358,7 +417,7 @@ mod tests {
     #[test]
     fn the_largest_sets_stay_within_the_limit() {
         let weights = vec![u32::MAX; 1 << 16];
-        let counts = point_counts(&weights, u32::MAX, RING_POINT_LIMIT).unwrap();
+        let counts = point_counts(&weights, u32::MAX, None, RING_POINT_LIMIT).unwrap();
         assert_eq!(counts.iter().sum::<u64>(), RING_POINT_LIMIT);
         assert!(counts.iter().all(|&c| c == RING_POINT_LIMIT >> 16));
     }
