@@ -93,6 +93,12 @@ fn ring_points_are_checked() {
         .err()
         .unwrap();
     assert_eq!(parameter(err), "max_points");
+    let err = HashRing::builder()
+        .weight_unit(0)
+        .build(abc())
+        .err()
+        .unwrap();
+    assert_eq!(parameter(err), "weight_unit");
     // Fewer points than backends is refused, by an update too, which changes nothing.
     let lb = HashRing::builder().max_points(3).build(abc()).unwrap();
     let four = vec![
