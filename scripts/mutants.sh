@@ -4,24 +4,28 @@
 # runs, ejections, slow start), the passive-health rules and the hashing walk (eligibility,
 # bounded-load capacity).
 #
-#   scripts/mutants.sh                 every mutant of those files (about 250; a few hours on 2 cores)
-#   scripts/mutants.sh --shard 1/4     a quarter of them (cargo-mutants' own sharding)
-#   scripts/mutants.sh -F 'report_failure'   only mutants whose name matches
+#   scripts/mutants.sh                       every mutant of those files, fast test subset
+#   scripts/mutants.sh --shard 1/4           a quarter of them (cargo-mutants' own sharding)
+#   scripts/mutants.sh --full -F 'rules.rs'  only mutants whose name matches, whole suite
 #
-# Installs cargo-mutants if it is missing. Tests: the unit tests and the integration suites that
-# exercise these files, with proptest cut to 16 cases (each mutant is built and tested once, so
-# the subset has to be fast; a mutant it misses is re-checked with the full `cargo test` before
-# it is called missed). Results: mutants.out/ (caught.txt, missed.txt, timeout.txt,
-# unviable.txt). The current score is in CONTRIBUTING.md.
+# Two passes: the fast subset (below) over every mutant, then `--full` (the whole
+# `cargo test --all-features`) over the ones it missed, with `-F` naming them; a mutant is
+# missed only if the full suite misses it. Installs cargo-mutants if it is missing. Results:
+# mutants.out/ (caught.txt, missed.txt, timeout.txt, unviable.txt); the current score and
+# every survivor's reason are in CONTRIBUTING.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
+# Proptest cut to 16 cases: each mutant is built and tested once, so the subset has to be fast.
 export PROPTEST_CASES="${PROPTEST_CASES:-16}"
 # No debug info: each mutant relinks the test binaries, and that is most of a rebuild.
 export CARGO_PROFILE_DEV_DEBUG=0
-exec cargo mutants --no-shuffle -j 1 --timeout-multiplier 3 \
-    -f src/engine/core.rs -f src/engine/state.rs -f src/engine/rules.rs -f src/hash/walk.rs \
-    "$@" -- \
+files=(-f src/engine/core.rs -f src/engine/state.rs -f src/engine/rules.rs -f src/hash/walk.rs)
+if [ "${1:-}" = "--full" ]; then
+    shift
+    exec cargo mutants --no-shuffle -j 1 --timeout-multiplier 3 "${files[@]}" "$@" -- --all-features
+fi
+exec cargo mutants --no-shuffle -j 1 --timeout-multiplier 3 "${files[@]}" "$@" -- \
     --lib --test reliability --test health --test model --test hashing_model \
-    --test hashing_api --test stress --test presets --test engine \
+    --test hashing_api --test stress --test presets --test engine --test bounded_loads \
     -- --skip hash_ring_accepts_any_weights
