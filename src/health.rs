@@ -204,6 +204,10 @@ impl Default for OutlierDetection {
 }
 
 /// How a joining backend's weight ramps up. Defaults follow Envoy's.
+///
+/// The ramp moves in 32 steps over the window: each step is one rebuild of the balancer's
+/// snapshot, done by the first pick after it is due, so a ramp costs 32 rebuilds whatever
+/// the request rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SlowStart {
     /// How long the ramp lasts.

@@ -195,3 +195,179 @@ fn backends_lists_every_member_with_its_weight_and_value() {
         );
     }
 }
+
+/// A manual clock that counts its reads and says it is cheap (read on every pick while a
+/// change is due).
+#[derive(Debug, Clone, Default)]
+struct CountingClock {
+    time: ManualClock,
+    reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Clock for CountingClock {
+    fn now(&self) -> Duration {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.time.now()
+    }
+
+    fn is_cheap(&self) -> bool {
+        true
+    }
+}
+
+fn weighted(ws: &[(&str, u32)]) -> Vec<Backend<()>> {
+    ws.iter()
+        .map(|&(id, w)| Backend::new(id, ()).with_weight(w))
+        .collect()
+}
+
+/// Mutants of `effective_weight` (`weight * SLOW_START_SCALE` as `+`, at full weight and
+/// during the ramp): slow start scales every weight alike, so shares stay proportional to
+/// weight, before, during and after a ramp.
+#[test]
+fn slow_start_keeps_shares_proportional_to_weight() {
+    let clock = ManualClock::new();
+    let config = HealthConfig::new()
+        .clock(clock.clone())
+        .slow_start(SlowStart::new(Duration::from_secs(60)));
+    let lb = WeightedRoundRobin::builder()
+        .health(config)
+        .build(weighted(&[("a", 1), ("b", 3)]))
+        .unwrap();
+    // The initial set does not ramp: 1 : 3.
+    let c = counts(&lb, 4000);
+    assert_eq!((c["a"], c["b"]), (1000, 3000));
+    // Two backends join together and ramp alike: 1 : 3 between them at every point.
+    clock.advance(Duration::from_secs(600));
+    lb.update(weighted(&[("a", 1), ("b", 3), ("c", 1), ("d", 3)]))
+        .unwrap();
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(15));
+        let c = counts(&lb, 8000);
+        let (c_, d_) = (c["c"] as f64, c["d"] as f64);
+        assert!((d_ / c_ - 3.0).abs() < 0.1, "c {c_}, d {d_}");
+        assert!((c["b"] as i64 - 3 * c["a"] as i64).abs() <= 8, "{c:?}");
+    }
+}
+
+/// Mutant of `effective_weight` (the step `window / 32` as `window % 32`, a rebuild on
+/// every pick): a ramp re-weighs in 32 steps (`SlowStart` docs), not on every pick.
+#[test]
+fn a_ramp_rebuilds_in_32_steps_not_on_every_pick() {
+    let clock = CountingClock::default();
+    let window = Duration::from_secs(32);
+    let lb = RoundRobin::builder()
+        .health(
+            HealthConfig::new()
+                .clock(clock.clone())
+                .slow_start(SlowStart::new(window)),
+        )
+        .build(backends(&["a", "b"]))
+        .unwrap();
+    lb.update(backends(&["a", "b", "c"])).unwrap();
+    let before = clock.reads.load(std::sync::atomic::Ordering::Relaxed);
+    // 3,200 picks over the window: each reads the (cheap) clock once to see whether a step
+    // is due; 32 steps (and the end) add one read each.
+    for _ in 0..3200 {
+        clock.time.advance(window / 3200);
+        drop(lb.pick(&Request::new()));
+    }
+    let reads = clock.reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(
+        reads <= 3200 + 40,
+        "{reads} clock reads: a rebuild on every pick?"
+    );
+}
+
+/// Mutant of `Feedback::reconfigure` (skipped): a new failure threshold applies to the
+/// reports that follow.
+#[test]
+fn a_new_failure_threshold_applies_at_once() {
+    let clock = ManualClock::new();
+    let config = HealthConfig::new()
+        .clock(clock.clone())
+        .outlier_detection(OutlierDetection::default());
+    let lb = RoundRobin::builder()
+        .health(config.clone())
+        .build(backends(&["a", "b", "c"]))
+        .unwrap();
+    lb.set_health_config(config.outlier_detection(OutlierDetection {
+        consecutive_failures: 2,
+        ..OutlierDetection::default()
+    }))
+    .unwrap();
+    fail(&lb, "a", 2);
+    drop(lb.pick(&Request::new()));
+    assert_eq!(ejected(&lb), ["a"]);
+}
+
+/// Mutant of `State::returned_at` (a constant): an ejection right after a return lasts
+/// twice the base time, and the multiplier drops by one per base time served since.
+#[test]
+fn a_second_ejection_soon_after_a_return_lasts_twice_as_long() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(1000));
+    let rules = OutlierDetection::default();
+    let base = rules.base_ejection_time;
+    let lb = RoundRobin::builder()
+        .health(
+            HealthConfig::new()
+                .clock(clock.clone())
+                .outlier_detection(rules),
+        )
+        .build(backends(&["a", "b", "c"]))
+        .unwrap();
+    let k = rules.consecutive_failures as usize;
+    fail(&lb, "a", k);
+    assert_eq!(ejected(&lb), ["a"]);
+    clock.advance(base);
+    drop(lb.pick(&Request::new()));
+    assert!(ejected(&lb).is_empty());
+    // At once again: 2 x base.
+    fail(&lb, "a", k);
+    assert_eq!(ejected(&lb), ["a"]);
+    clock.advance(base);
+    drop(lb.pick(&Request::new()));
+    assert_eq!(ejected(&lb), ["a"], "the second ejection lasts 2 x base");
+    clock.advance(base);
+    drop(lb.pick(&Request::new()));
+    assert!(ejected(&lb).is_empty());
+}
+
+/// Mutants of `State::reset_latency` (skipped, or `+ now / decay` as `-`): a new clock
+/// restarts every latency estimate at the default, as of the new clock's now.
+#[test]
+fn a_new_clock_restarts_peak_ewma_estimates() {
+    let old = ManualClock::new();
+    let lb = lbkit::PeakEwma::builder()
+        .seed(7)
+        .health(HealthConfig::new().clock(old.clone()))
+        .build(backends(&["a", "b", "c"]))
+        .unwrap();
+    // "a" is slow: 10 s per request, against 10 ms (the default) for the others. `pick_n`
+    // gives every backend once.
+    for _ in 0..5 {
+        for p in lb.pick_n(&Request::new(), 3) {
+            if p.id() == "a" {
+                p.success(Duration::from_secs(10));
+            } else {
+                p.success(Duration::from_millis(10));
+            }
+        }
+    }
+    assert!(counts(&lb, 3000).get("a").copied().unwrap_or(0) < 100);
+    // A new clock, already far along: every estimate restarts at the default latency.
+    let new = ManualClock::new();
+    new.advance(Duration::from_secs(500));
+    lb.set_health_config(HealthConfig::new().clock(new.clone()))
+        .unwrap();
+    // "b" and "c" observe the default latency now: all three cost the same.
+    for p in lb.pick_n(&Request::new(), 3) {
+        if p.id() != "a" {
+            p.success(Duration::from_millis(10));
+        }
+    }
+    let a = counts(&lb, 3000).get("a").copied().unwrap_or(0);
+    assert!((700..=1300).contains(&a), "a got {a} of 3000");
+}
