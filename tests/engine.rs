@@ -362,12 +362,64 @@ fn a_new_clock_restarts_peak_ewma_estimates() {
     new.advance(Duration::from_secs(500));
     lb.set_health_config(HealthConfig::new().clock(new.clone()))
         .unwrap();
-    // "b" and "c" observe the default latency now: all three cost the same.
-    for p in lb.pick_n(&Request::new(), 3) {
-        if p.id() != "a" {
+    // A backend joining now starts at the default too: all four cost the same.
+    lb.update(backends(&["a", "b", "c", "d"])).unwrap();
+    let c = counts(&lb, 4000);
+    for id in ["a", "b", "c", "d"] {
+        let n = c.get(id).copied().unwrap_or(0);
+        assert!((700..=1300).contains(&n), "{id} got {n} of 4000: {c:?}");
+    }
+}
+
+/// Mutants of `State::now_ns` (a constant 0 or 1): a pick dropped without a report counts
+/// the time it was held, from the pick, not from the clock's epoch; tests whose clock
+/// stays near 0 cannot tell the two apart.
+#[test]
+fn a_dropped_pick_counts_the_time_it_was_held_late_in_the_clock() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(100_000));
+    let lb = lbkit::PeakEwma::builder()
+        .seed(3)
+        .health(HealthConfig::new().clock(clock.clone()))
+        .build(backends(&["a", "b"]))
+        .unwrap();
+    // Held 1 ms on "a" and 1 s on "b", then dropped without a report.
+    let mut picks = lb.pick_n(&Request::new(), 2);
+    picks.sort_by(|x, y| x.id().cmp(y.id()));
+    let b = picks.pop().unwrap();
+    let a = picks.pop().unwrap();
+    clock.advance(Duration::from_millis(1));
+    drop(a);
+    clock.advance(Duration::from_millis(999));
+    drop(b);
+    // "a" looks 1000x cheaper: it takes nearly every pick.
+    let c = counts(&lb, 1000);
+    assert!(c.get("a").copied().unwrap_or(0) > 900, "{c:?}");
+}
+
+/// Mutant of `observe_latency_at` (the decayed cost `score - now / decay` as `/`): an
+/// estimate decays with time at any point of the clock, so a slow backend comes back.
+#[test]
+fn a_slow_backends_estimate_decays_late_in_the_clock() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(100_000));
+    let lb = lbkit::PeakEwma::builder()
+        .seed(5)
+        .health(HealthConfig::new().clock(clock.clone()))
+        .build(backends(&["a", "b"]))
+        .unwrap();
+    for p in lb.pick_n(&Request::new(), 2) {
+        let latency = if p.id() == "a" { 1000 } else { 10 };
+        p.success(Duration::from_millis(latency));
+    }
+    assert!(counts(&lb, 1000).get("a").copied().unwrap_or(0) < 100);
+    // Ten decay times later "a" is at 1 s x e^-10 = 45 us; "b" observes 10 ms again.
+    clock.advance(Duration::from_secs(100));
+    for p in lb.pick_n(&Request::new(), 2) {
+        if p.id() == "b" {
             p.success(Duration::from_millis(10));
         }
     }
-    let a = counts(&lb, 3000).get("a").copied().unwrap_or(0);
-    assert!((700..=1300).contains(&a), "a got {a} of 3000");
+    let c = counts(&lb, 1000);
+    assert!(c.get("a").copied().unwrap_or(0) > 900, "{c:?}");
 }
