@@ -423,3 +423,62 @@ fn a_slow_backends_estimate_decays_late_in_the_clock() {
     let c = counts(&lb, 1000);
     assert!(c.get("a").copied().unwrap_or(0) > 900, "{c:?}");
 }
+
+/// Holds `k` picks on `id` (of a two-backend set: `pick_n` gives both, the other is dropped
+/// at once, with the clock standing still, so its estimate does not move).
+fn hold(lb: &dyn Balancer<()>, id: &str, k: usize) -> Vec<lbkit::Pick<()>> {
+    (0..k)
+        .map(|_| {
+            lb.pick_n(&Request::new(), 2)
+                .into_iter()
+                .find(|p| p.id() == id)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Mutants of `observe_latency_at` (the peak test `>=` as `<`, the weight
+/// `exp(-(now - stamp) / decay)` with `-` deleted or as `+`, `/` as `%` or `*`, the blend
+/// `decayed x w + rtt x (1 - w)` with `+` as `-`): an observation below the decayed estimate
+/// moves it toward the observation by `1 - exp(-elapsed / decay)`, exactly; measured by the
+/// load at which P2C, comparing `estimate x (in flight + 1)`, switches backends.
+#[test]
+fn an_observation_below_the_estimate_blends_by_the_time_elapsed() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(100_000));
+    let lb = lbkit::PeakEwma::builder()
+        .seed(9)
+        .health(HealthConfig::new().clock(clock.clone()))
+        .build(backends(&["a", "b"]))
+        .unwrap();
+    for p in lb.pick_n(&Request::new(), 2) {
+        p.success(Duration::from_millis(10));
+    }
+    let mut held = lb.pick_n(&Request::new(), 2);
+    held.sort_by(|x, y| x.id().cmp(y.id()));
+    let (on_b_then, on_a_then) = (held.pop().unwrap(), held.pop().unwrap());
+    // ln 4 decay times later (w = 1/4) both estimates have decayed to 2.5 ms. "b" observes
+    // 2.5 ms (its estimate stays 2.5 ms); "a" observes 1 ms: 2.5 x 1/4 + 1 x 3/4 = 1.375 ms.
+    // Both stamps are now; nothing else moves while the clock stands still.
+    clock.advance(PEAK_EWMA_DECAY.mul_f64(4f64.ln()));
+    on_b_then.success(Duration::from_micros(2500));
+    on_a_then.success(Duration::from_millis(1));
+    // With 9 picks held on "a" (x 10), a pick goes to "a" once "b" holds n with
+    // 1.375 x 10 < 2.5 x (n + 1): from n = 5 on.
+    let _on_a = hold(&lb, "a", 9);
+    let mut on_b = Vec::new();
+    let mut switch = None;
+    for n in 0..40 {
+        let probe = lb.pick(&Request::new()).unwrap();
+        if probe.id() == "a" {
+            switch = Some(n);
+            break;
+        }
+        drop(probe);
+        on_b.extend(hold(&lb, "b", 1));
+    }
+    assert_eq!(switch, Some(5));
+}
+
+/// PeakEwma's default decay time.
+const PEAK_EWMA_DECAY: Duration = Duration::from_secs(10);
