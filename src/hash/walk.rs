@@ -296,6 +296,29 @@ fn product(a: u64, b: u64, c: u64) -> (u128, u64) {
 mod tests {
     use super::*;
 
+    /// Mutant of `product` (`high + (low >> 64)` as `-`): the carry from the low part must be
+    /// added. Values checked with Python's integers.
+    #[test]
+    fn product_is_exact_in_192_bits() {
+        assert_eq!(
+            product(u64::MAX, u64::MAX, u64::MAX),
+            (0xffff_ffff_ffff_fffd_0000_0000_0000_0002, u64::MAX)
+        );
+        assert_eq!(
+            product(
+                0x1234_5678_9abc_def0,
+                0xfedc_ba98_7654_3210,
+                0x0f0f_0f0f_f0f0_f0f0
+            ),
+            (
+                0x0110_eb4b_fe8c_b229_a01b_2331_f019_35de,
+                0x66db_f97a_0952_1000
+            )
+        );
+        assert_eq!(product(3, 5, 7), (0, 105));
+        assert_eq!(product(1 << 32, 1 << 32, 1 << 32), (1 << 32, 0));
+    }
+
     #[test]
     fn load_factor_rejects_what_it_must() {
         for bad in [0.0, 0.999, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
