@@ -105,7 +105,7 @@ pub use builder::Builder;
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use engine::core::MAX_BACKENDS;
 pub use engine::pick::{Member, Pick};
-pub use error::Error;
+pub use error::{Error, NoPick};
 pub use hash::{jump_hash, HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 pub use health::{HealthConfig, OutlierDetection, SlowStart};
 pub use request::Request;
@@ -125,9 +125,30 @@ pub struct ReadmeDoctests;
 /// `set_health` and `set_health_config` serialise among themselves and never block picks.
 pub trait Balancer<T>: Send + Sync {
     /// Chooses a backend for `request` and counts the request in flight on it until the
-    /// returned [`Pick`] is dropped. `None` when no backend is eligible (the set is empty, or
-    /// every backend is down, draining or of weight 0).
-    fn pick(&self, request: &Request<'_>) -> Option<Pick<T>>;
+    /// returned [`Pick`] is dropped. `None` when no backend can take it; the same as
+    /// [`try_pick`](Balancer::try_pick)`(request).ok()`.
+    fn pick(&self, request: &Request<'_>) -> Option<Pick<T>> {
+        self.try_pick(request).ok()
+    }
+
+    /// Chooses a backend for `request` as [`pick`](Balancer::pick) does, and says why when
+    /// there is none: [`NoPick::Empty`] (the set has no backend), then
+    /// [`NoPick::NoneEligible`] (every backend is down, draining, of weight 0 or ejected),
+    /// then [`NoPick::AllAtCapacity`] (eligible backends exist, each at its
+    /// [`max_in_flight`](Backend::with_max_in_flight) cap), in that order of precedence.
+    ///
+    /// Cost: the same as `pick`; the reason is known from the snapshot the pick read.
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, NoPick, Request, RoundRobin};
+    /// let lb = RoundRobin::new([Backend::new("a", 1).with_max_in_flight(1)])?;
+    /// let held = lb.try_pick(&Request::new()).expect("a has room");
+    /// assert_eq!(lb.try_pick(&Request::new()).unwrap_err(), NoPick::AllAtCapacity);
+    /// drop(held);
+    /// assert!(lb.try_pick(&Request::new()).is_ok());
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    fn try_pick(&self, request: &Request<'_>) -> Result<Pick<T>, NoPick>;
 
     /// Up to `n` distinct eligible backends in preference order, for retries, hedging or
     /// replication. The first is the one [`pick`](Balancer::pick) would choose. Each is

@@ -33,20 +33,32 @@ pub(crate) struct Snapshot<T, X> {
     pub(crate) table: Arc<X>,
     /// Clock nanoseconds at which a time-based rule changes eligibility or weights.
     pub(crate) refresh_at: u64,
+    /// Whether any member has a cap on picks held (then every pick checks for room).
+    pub(crate) capped: bool,
+    /// `preferable[i]`: whether `members[i]` may serve a request that prefers it (see
+    /// [`Request::prefer`](crate::Request::prefer)): not `Down`, and not ejected unless it is
+    /// being drained.
+    pub(crate) preferable: Box<[bool]>,
     /// Whether picks note when they start, so that one dropped or failed without a latency
     /// report still feeds the latency estimate ([`PeakEwma`](crate::PeakEwma)).
     pub(crate) tracks_latency: bool,
 }
 
 impl<T, X> Snapshot<T, X> {
-    /// A pick of `members[index]`.
+    /// A pick of `members[index]`, or `None` if it is at its cap.
     #[inline]
-    pub(crate) fn pick(&self, index: usize) -> Pick<T> {
+    pub(crate) fn pick(&self, index: usize) -> Option<Pick<T>> {
         Pick::new(
             &self.members[index],
             &self.states[index],
             self.tracks_latency,
         )
+    }
+
+    /// Whether `members[index]` is below its cap (always, without one).
+    #[inline]
+    pub(crate) fn has_room(&self, index: usize) -> bool {
+        self.states[index].has_room()
     }
 
     /// The index of the member with this id.
