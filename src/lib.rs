@@ -32,6 +32,7 @@
 //! | [`LeastConnections`] | fewest in flight per weight | O(n) | long-lived connections |
 //! | [`PowerOfTwoChoices`] | lighter of two weighted draws | O(1) | the default for requests |
 //! | [`PeakEwma`] | cheaper of two by latency x load | O(1) | backends whose latency varies |
+//! | [`First`] | the first backend with room, in list order | O(1) | few busy backends |
 //! | [`HashRing`] | the key's next point on a weighted ring | O(1) | key affinity under churn |
 //! | [`Maglev`] | the key's slot in a prime-sized table | O(1) | key affinity, fastest lookup |
 //! | [`Rendezvous`] | the key's highest weighted score | O(n) | exact shares, top-n replicas |
@@ -43,7 +44,8 @@
 //! * **Membership.** [`Balancer::update`] replaces the whole set at once: a pick sees the old
 //!   set or the new one, never a mix, and a pick that starts after `update` returns never sees
 //!   a removed backend. Backends are ordered by id, so the result never depends on the order
-//!   of the list ([`JumpHash`] alone numbers its buckets in list order, by design).
+//!   of the list ([`JumpHash`] numbers its buckets in list order and [`First`] fills
+//!   backends in list order, by design; no other policy depends on it).
 //! * **Accounting.** A [`Pick`] counts one request in flight until it is dropped, also across
 //!   updates and after its backend was removed. Backends that stay keep their in-flight count
 //!   and health.
@@ -53,6 +55,11 @@
 //! * **Feedback.** [`Pick::success`] and [`Pick::failure`] report outcomes; a
 //!   [`HealthConfig`] (outlier ejection, panic threshold, slow start) acts on them for every
 //!   policy, and [`PeakEwma`] balances on the latencies.
+//! * **Steering and caps.** A [`Request`] can [`avoid`](Request::avoid) backends (a retry
+//!   not sent back where it failed) and [`prefer`](Request::prefer) one (a sticky session);
+//!   a [`Backend`] can have a hard cap on picks held at once
+//!   ([`with_max_in_flight`](Backend::with_max_in_flight)), never exceeded. Every policy
+//!   honours them, and [`Balancer::try_pick`] says why no backend was found ([`NoPick`]).
 //! * **Errors.** Bad input gets a typed [`Error`] and changes nothing. An empty set is not an
 //!   error: `pick` returns `None`.
 //! * **Determinism.** Randomised policies take a seed (`X::builder().seed(s)`, or the
@@ -109,7 +116,7 @@ pub use error::{Error, NoPick};
 pub use hash::{jump_hash, HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 pub use health::{HealthConfig, OutlierDetection, SlowStart};
 pub use request::Request;
-pub use spread::{LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
+pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};
 pub use status::Status;
 
