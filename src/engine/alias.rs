@@ -76,7 +76,9 @@ impl AliasTable {
 }
 
 /// Draws one position of `eligible` with probability proportional to weight among those
-/// for which `taken` is false; `None` if every position is taken (or there is none).
+/// for which `taken` is false; `None` if every position is taken (or there is none). If
+/// `taken` reads values that change meanwhile (a count under a cap), the draw is only
+/// approximately weighted, and returns a position that `taken` reported left when asked.
 ///
 /// It first tries the alias table a few times, rejecting taken positions (exact: rejection
 /// sampling yields the conditional distribution). If that keeps failing because the taken
@@ -118,15 +120,19 @@ fn draw_left(
     if remaining == 0 {
         return None;
     }
-    // Eligible weights are above 0, so `r < remaining` lands on a position left.
+    // Eligible weights are above 0, so `r < remaining` lands on a position left, if `taken`
+    // gives the same answers as for the sum. A test that reads live counts (room under a
+    // cap) may not: then the last position left is taken, or none if none is left now.
     let mut r = ((u128::from(random()) * u128::from(remaining)) >> 64) as u64;
+    let mut last = None;
     for (p, e) in eligible.iter().enumerate().filter(left) {
         if r < e.weight {
             return Some(p);
         }
         r -= e.weight;
+        last = Some(p);
     }
-    unreachable!("r < remaining weight, so the walk ends on a position left")
+    last
 }
 
 /// Appends distinct positions to `chosen`, each drawn by [`draw_where`] among those not yet

@@ -229,6 +229,9 @@ impl<T, P: Policy<T>> Core<T, P> {
             .filter(|&i| snap.pick(i).map(|pick| out.push(pick)).is_some());
         let room = |i: usize| Some(i) != first && snap.has_room(i);
         let mut left = n - out.len();
+        if left == 0 {
+            return out;
+        }
         // Those not avoided first, in the policy's order; then the avoided ones.
         self.policy.choose_n(
             &snap,

@@ -166,6 +166,10 @@ impl<T> Policy<T> for Schedule {
         // Walk the schedule from the cursor: every eligible backend appears in one period.
         let start = (self.cursor.next() % period as u64) as usize;
         let want = n.min(snap.eligible.len());
+        if want == 0 {
+            return;
+        }
+        let start_len = out.len();
         let mut seen = vec![false; snap.eligible.len()];
         for k in 0..period {
             let slot = snap.table[(start + k) % period] as usize;
@@ -173,7 +177,7 @@ impl<T> Policy<T> for Schedule {
                 let index = snap.eligible[slot].index;
                 if accept(index) {
                     out.push(index);
-                    if out.len() == want {
+                    if out.len() - start_len == want {
                         return;
                     }
                 }
