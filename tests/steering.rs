@@ -122,7 +122,7 @@ impl Model {
     fn room(&self, id: &str) -> bool {
         self.members[id]
             .2
-            .is_none_or(|cap| self.in_flight(id) < cap as usize)
+            .map_or(true, |cap| self.in_flight(id) < cap as usize)
     }
 
     /// Eligible with room, in list order.
@@ -490,7 +490,6 @@ fn caps_hold_under_threads() {
         }
         let writer = {
             let (lb, stop, start) = (Arc::clone(&lb), Arc::clone(&stop), Arc::clone(&start));
-            let set = set.clone();
             std::thread::spawn(move || {
                 start.wait();
                 let mut round = 0u32;

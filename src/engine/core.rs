@@ -512,7 +512,7 @@ impl<'a> Avoided<'a> {
             self.indices[..self.len].contains(&index)
         } else {
             let id: &str = &snap.members[index].id;
-            self.ids.iter().any(|a| *a == id)
+            self.ids.contains(&id)
         }
     }
 }
