@@ -27,7 +27,8 @@ pub enum Error {
         max: usize,
     },
     /// A configuration value is out of its range (a load factor below 1 or NaN, a table size
-    /// that is not prime, a zero count, ...).
+    /// that is not prime, a zero count, a backend's
+    /// [`max_in_flight`](crate::Backend::with_max_in_flight) of 0, ...).
     InvalidConfig {
         /// The parameter, as named in the builder (`"load_factor"`, `"table_size"`, ...).
         parameter: &'static str,

@@ -160,6 +160,12 @@ pub trait Balancer<T>: Send + Sync {
     /// Up to `n` distinct eligible backends in preference order, for retries, hedging or
     /// replication. The first is the one [`pick`](Balancer::pick) would choose. Each is
     /// counted in flight until its pick is dropped.
+    ///
+    /// Backends at their [`max_in_flight`](Backend::with_max_in_flight) cap are left out. A
+    /// [preferred](Request::prefer) backend that may be honoured comes first; then the
+    /// backends not [avoided](Request::avoid), in the policy's order; then the avoided ones,
+    /// in the policy's order. A backend that another thread fills between the choice and
+    /// its acquire is left out too, so the result can be shorter than `n` under contention.
     fn pick_n(&self, request: &Request<'_>, n: usize) -> Vec<Pick<T>>;
 
     /// Replaces the whole backend set at once. Backends whose id stays keep their in-flight
@@ -167,8 +173,10 @@ pub trait Balancer<T>: Send + Sync {
     /// [`with_health`](Backend::with_health) takes that health, new or kept.
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and the
-    /// policy's own (see its constructor). On error nothing changes.
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`],
+    /// [`Error::InvalidConfig`] (`"max_in_flight"`) for a cap of 0
+    /// ([`Backend::with_max_in_flight`]), and the policy's own (see its constructor). On
+    /// error nothing changes.
     fn update(&self, backends: Vec<Backend<T>>) -> Result<(), Error>;
 
     /// Sets the health of the backend with this id.

@@ -41,7 +41,8 @@ impl<T: Send + Sync + 'static> LeastConnections<T> {
     /// A LeastConnections balancer over `backends` (the same as `LeastConnections::builder().build(backends)`).
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
+    /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         Builder::new(LeastConnectionsConfig).build(backends)
     }

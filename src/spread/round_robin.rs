@@ -38,7 +38,8 @@ impl<T: Send + Sync + 'static> RoundRobin<T> {
     /// A RoundRobin balancer over `backends` (the same as `RoundRobin::builder().build(backends)`).
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
+    /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         Builder::new(RoundRobinConfig).build(backends)
     }

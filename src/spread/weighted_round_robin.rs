@@ -64,7 +64,8 @@ impl<T: Send + Sync + 'static> WeightedRoundRobin<T> {
     /// A WeightedRoundRobin balancer over `backends` (the same as `WeightedRoundRobin::builder().build(backends)`).
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
+    /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         Builder::new(WeightedRoundRobinConfig).build(backends)
     }
