@@ -11,11 +11,12 @@ use crate::engine::entry::Entry;
 use crate::engine::pick::{Member, Pick};
 use crate::engine::policy::Policy;
 use crate::engine::rules::{apply_outlier_rules, effective_weight};
-use crate::engine::snapshot::{Eligible, Snapshot, View};
+use crate::engine::snapshot::{Eligible, IdIndex, Snapshot, View};
 use crate::engine::state::{nanos, Feedback, State, NEVER};
 use crate::engine::sync::{ArcSwap, Guard, Mutex};
 use crate::error::{Error, NoPick};
 use crate::health::HealthConfig;
+use crate::placement::id_hash;
 use crate::request::Request;
 use crate::status::Status;
 
@@ -66,7 +67,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 entry(b, position, Arc::new(state))
             })
             .collect();
-        let snapshot = build(&policy, members.into(), None, &config, now)?;
+        let snapshot = build(&policy, members.into(), None, None, &config, now)?;
         publish_caps(&snapshot);
         Ok(Core {
             policy,
@@ -131,6 +132,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             &self.policy,
             current.members.clone(),
             Some(&current.table),
+            Some(Arc::clone(&current.ids)),
             &writer.config,
             now,
         ) {
@@ -164,7 +166,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         if snap.members.is_empty() {
             return Err(NoPick::Empty);
         }
-        let avoid = Avoided::new(snap, request.avoided());
+        let avoid = Avoided::new(request.avoided());
         if let Some(index) = preferred(snap, request, &avoid) {
             if let Some(pick) = snap.pick(index) {
                 return Ok(pick);
@@ -224,7 +226,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             out.extend(chosen.iter().filter_map(|&i| snap.pick(i)));
             return out;
         }
-        let avoid = Avoided::new(&snap, request.avoided());
+        let avoid = Avoided::new(request.avoided());
         let first = preferred(&snap, request, &avoid)
             .filter(|&i| snap.pick(i).map(|pick| out.push(pick)).is_some());
         let room = |i: usize| Some(i) != first && snap.has_room(i);
@@ -317,7 +319,14 @@ impl<T, P: Policy<T>> Core<T, P> {
         for (state, health) in &given {
             state.set_health(*health);
         }
-        let snapshot = match build(&self.policy, members.into(), None, &writer.config, now) {
+        let snapshot = match build(
+            &self.policy,
+            members.into(),
+            None,
+            None,
+            &writer.config,
+            now,
+        ) {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 for ((state, _), health) in given.iter().zip(before).rev() {
@@ -365,6 +374,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             &self.policy,
             current.members.clone(),
             Some(&current.table),
+            Some(Arc::clone(&current.ids)),
             &writer.config,
             now,
         ) {
@@ -411,6 +421,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             &self.policy,
             current.members.clone(),
             None,
+            Some(Arc::clone(&current.ids)),
             &writer.config,
             now,
         )?;
@@ -464,56 +475,47 @@ fn preferred<T, X>(
     request: &Request<'_>,
     avoid: &Avoided<'_>,
 ) -> Option<usize> {
-    let index = snap.find(request.preferred()?)?;
+    let index = snap.find_by_hash(request.preferred()?)?;
     (snap.preferable[index] && !avoid.contains(snap, index) && snap.has_room(index))
         .then_some(index)
 }
 
-/// The members an avoid list names, looked up once per pick: up to [`Avoided::RESOLVED`] of
-/// them as indices (ids not in the set are dropped), a longer list as the ids themselves.
+/// An avoid list, prepared once per pick: the [`id_hash`] of each of its first
+/// [`Avoided::HASHED`] ids, so that testing a candidate is a comparison with the member's
+/// precomputed hash ([`Snapshot::id_hashes`]), confirmed on the id only when the hashes
+/// match. Ids beyond the first `HASHED` are compared as strings. Unknown ids never match.
 struct Avoided<'a> {
-    indices: [usize; Avoided::RESOLVED],
-    len: usize,
-    /// The list, when it is longer than `RESOLVED` (compared as strings).
+    hashes: [u64; Avoided::HASHED],
     ids: &'a [&'a str],
 }
 
 impl<'a> Avoided<'a> {
-    const RESOLVED: usize = 8;
+    const HASHED: usize = 8;
 
     #[inline]
-    fn new<T, X>(snap: &Snapshot<T, X>, ids: &'a [&'a str]) -> Self {
-        let mut avoided = Avoided {
-            indices: [0; Avoided::RESOLVED],
-            len: 0,
-            ids: &[],
-        };
-        if ids.len() > Avoided::RESOLVED {
-            avoided.ids = ids;
-            return avoided;
+    fn new(ids: &'a [&'a str]) -> Self {
+        let mut hashes = [0; Avoided::HASHED];
+        for (h, id) in hashes.iter_mut().zip(ids) {
+            *h = id_hash(id);
         }
-        for id in ids {
-            if let Some(index) = snap.find(id) {
-                avoided.indices[avoided.len] = index;
-                avoided.len += 1;
-            }
-        }
-        avoided
+        Avoided { hashes, ids }
     }
 
     #[inline]
     fn is_empty(&self) -> bool {
-        self.len == 0 && self.ids.is_empty()
+        self.ids.is_empty()
     }
 
     #[inline]
     fn contains<T, X>(&self, snap: &Snapshot<T, X>, index: usize) -> bool {
-        if self.ids.is_empty() {
-            self.indices[..self.len].contains(&index)
-        } else {
-            let id: &str = &snap.members[index].id;
-            self.ids.contains(&id)
-        }
+        let hash = snap.ids.hashes[index];
+        let id = || -> &str { &snap.members[index].id };
+        let (hashed, rest) = self.ids.split_at(self.ids.len().min(Avoided::HASHED));
+        hashed
+            .iter()
+            .zip(&self.hashes)
+            .any(|(a, &h)| h == hash && *a == id())
+            || rest.contains(&id())
     }
 }
 
@@ -569,11 +571,12 @@ fn sorted_and_checked<T>(backends: Vec<Backend<T>>) -> Result<Vec<(usize, Backen
 
 /// Builds a snapshot at clock time `now`: who is eligible (health, ejection, the panic
 /// threshold) and with what effective weight (slow start). `previous` is the table to keep if
-/// the policy's table does not depend on those.
+/// the policy's table does not depend on those; `ids`, the id index of the same members.
 fn build<T, P: Policy<T>>(
     policy: &P,
     members: Box<[Arc<Entry<T>>]>,
     previous: Option<&Arc<P::Table>>,
+    ids: Option<Arc<IdIndex>>,
     config: &HealthConfig,
     now: u64,
 ) -> Result<Snapshot<T, P::Table>, Error> {
@@ -623,6 +626,7 @@ fn build<T, P: Policy<T>>(
     };
     let states = members.iter().map(|e| Arc::clone(&e.state)).collect();
     let capped = members.iter().any(|e| e.max_in_flight != 0);
+    let ids = ids.unwrap_or_else(|| Arc::new(IdIndex::new(members.iter().map(|e| &*e.id))));
     let preferable = members
         .iter()
         .map(|e| {
@@ -641,6 +645,7 @@ fn build<T, P: Policy<T>>(
         refresh_at,
         capped,
         preferable,
+        ids,
         tracks_latency: policy.latency_tracking().is_some(),
     })
 }
