@@ -92,6 +92,9 @@
 //!   "Causality violation": a pick reads what the update wrote before publishing, unordered).
 //! * `Sequence::mine` fixing the first stripe with a plain store instead of the
 //!   compare-exchange: [`sequence_hands_out_each_value_once`] (a value handed out twice).
+//! * `State::acquire_below` checking the count and then `fetch_add`ing instead of the
+//!   compare-exchange: [`capped_acquire_races_release_and_update`] ("two picks hold \"a\"
+//!   under a cap of 1").
 //!
 //! Run time, once built: about 1.6 s in release at a preemption bound of 3 (the default
 //! here, as in CI; `LOOM_MAX_PREEMPTIONS` overrides it) and 5.5 s at 4. The build under
