@@ -15,6 +15,11 @@
 //!   the failure run. Beside them, the same policies' plain pick + drop, and `floor/clock`:
 //!   one read of `MonotonicClock` (the clock passive health and Peak EWMA use by default).
 //!
+//! * `steering/100`: per-request steering and caps beside the plain pick of the same policy,
+//!   for round robin and a hashing policy (`HashRing`, keyed requests): `plain`, `avoid2` (a
+//!   2-id avoid list, ids in the set), `prefer` (an id in the set, up), `capped` (every
+//!   backend with a `max_in_flight` it never reaches, so every pick takes the capped path).
+//!
 //! Read ratios, not absolute times: `cargo bench --bench pick`, then compare each policy's
 //! estimate with `floor/fetch_add` of the same group.
 
@@ -25,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lbkit::{Backend, Balancer, LeastConnections, Pick, PowerOfTwoChoices, Random, Request};
-use lbkit::{HealthConfig, OutlierDetection, PeakEwma, RoundRobin, WeightedRoundRobin};
+use lbkit::{HashRing, HealthConfig, OutlierDetection, PeakEwma, RoundRobin, WeightedRoundRobin};
 
 type Make = fn(Vec<Backend<u64>>) -> Box<dyn Balancer<u64>>;
 
@@ -194,12 +199,79 @@ fn reports(c: &mut Criterion) {
     g.finish();
 }
 
+/// Pick + drop of `request(i)`, `i` counting the iterations.
+fn steered<'a>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    label: &str,
+    lb: &dyn Balancer<u64>,
+    request: impl Fn(usize) -> Request<'a>,
+) {
+    let mut i = 0usize;
+    g.bench_function(label, |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            drop(black_box(lb.pick(&request(i))))
+        })
+    });
+}
+
+fn steering(c: &mut Criterion) {
+    let n = 100;
+    let mut g = c.benchmark_group(format!("steering/{n}"));
+    let ids: Vec<String> = backends(n).iter().map(|b| b.id().to_owned()).collect();
+    let avoid = [ids[3].as_str(), ids[60].as_str()];
+    let prefer = ids[42].as_str();
+    let capped = || {
+        backends(n)
+            .into_iter()
+            .map(|b| b.with_max_in_flight(1_000))
+            .collect::<Vec<_>>()
+    };
+    type Build = fn(Vec<Backend<u64>>) -> Box<dyn Balancer<u64>>;
+    let makes: [(&str, Build, bool); 2] = [
+        (
+            "round-robin",
+            |b| Box::new(RoundRobin::new(b).unwrap()),
+            false,
+        ),
+        (
+            "ring",
+            |b| Box::new(HashRing::with_seed(b, 1).unwrap()),
+            true,
+        ),
+    ];
+    let keys: Vec<u64> = (0..1024u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5bd1_e995)
+        .collect();
+    for (name, make, keyed) in makes {
+        let lb = make(backends(n));
+        let lb_capped = make(capped());
+        let key = |i: usize| keys[i % keys.len()];
+        let base = |i: usize| {
+            if keyed {
+                Request::with_hash(key(i))
+            } else {
+                Request::new()
+            }
+        };
+        steered(&mut g, &format!("{name}/plain"), &*lb, base);
+        steered(&mut g, &format!("{name}/avoid2"), &*lb, |i| {
+            base(i).avoid(&avoid)
+        });
+        steered(&mut g, &format!("{name}/prefer"), &*lb, |i| {
+            base(i).prefer(prefer)
+        });
+        steered(&mut g, &format!("{name}/capped"), &*lb_capped, base);
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = single_thread, two_threads_at_once, reports
+    targets = single_thread, two_threads_at_once, reports, steering
 }
 criterion_main!(benches);

@@ -23,6 +23,7 @@ pub struct Backend<T> {
     pub(crate) weight: u32,
     pub(crate) value: T,
     pub(crate) health: Option<Health>,
+    pub(crate) max_in_flight: Option<u32>,
 }
 
 impl<T> Backend<T> {
@@ -33,6 +34,7 @@ impl<T> Backend<T> {
             weight: 1,
             value,
             health: None,
+            max_in_flight: None,
         }
     }
 
@@ -59,6 +61,47 @@ impl<T> Backend<T> {
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight;
         self
+    }
+
+    /// The same backend with a hard cap: never more than `max` picks held on it at once,
+    /// exactly, however many threads pick (HAProxy's `maxconn`, nginx's `max_conns`, Envoy's
+    /// circuit breakers).
+    ///
+    /// A backend at its cap is passed over as an ineligible one is, for as long as it is
+    /// full: request-spreading policies choose among the others, hashing policies walk on to
+    /// the key's next preference (HAProxy's `hash-preserve-affinity maxconn`: the key keeps
+    /// its backend while it has room), and bounded loads apply on top. Weights and health
+    /// rules are unchanged by caps. When every eligible backend is full,
+    /// [`try_pick`](crate::Balancer::try_pick) returns
+    /// [`NoPick::AllAtCapacity`](crate::NoPick::AllAtCapacity).
+    ///
+    /// The count carries across updates as always, and an update may change the cap: picks
+    /// that start after the update returns are held to the new cap (picks already held above
+    /// a lowered cap are not revoked; they finish).
+    ///
+    /// Cost: an acquire on a capped backend is a compare-exchange loop instead of one
+    /// `fetch_add`; a pick from a set with a cap checks each candidate's count.
+    ///
+    /// A cap of 0 is rejected: the constructor or update given such a backend returns
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) with parameter
+    /// `"max_in_flight"`, and nothing changes.
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, Request, RoundRobin};
+    /// let lb = RoundRobin::new([Backend::new("a", ()).with_max_in_flight(1), Backend::new("b", ())])?;
+    /// let held: Vec<_> = (0..4).map(|_| lb.pick(&Request::new()).unwrap()).collect();
+    /// assert_eq!(held.iter().filter(|p| p.id() == "a").count(), 1);
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_max_in_flight(mut self, max: u32) -> Self {
+        self.max_in_flight = Some(max);
+        self
+    }
+
+    /// The cap given with [`Backend::with_max_in_flight`], if any.
+    pub fn max_in_flight(&self) -> Option<u32> {
+        self.max_in_flight
     }
 
     /// The backend's id.

@@ -27,7 +27,8 @@ pub enum Error {
         max: usize,
     },
     /// A configuration value is out of its range (a load factor below 1 or NaN, a table size
-    /// that is not prime, a zero count, ...).
+    /// that is not prime, a zero count, a backend's
+    /// [`max_in_flight`](crate::Backend::with_max_in_flight) of 0, ...).
     InvalidConfig {
         /// The parameter, as named in the builder (`"load_factor"`, `"table_size"`, ...).
         parameter: &'static str,
@@ -62,3 +63,46 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Why [`Balancer::try_pick`](crate::Balancer::try_pick) found no backend.
+///
+/// The reasons are checked in this order, and the first that holds is returned: the set is
+/// empty, then no backend is eligible, then every eligible backend is at its
+/// [`max_in_flight`](crate::Backend::with_max_in_flight) cap.
+///
+/// ```
+/// use lbkit::{Backend, Balancer, Health, NoPick, Request, RoundRobin};
+/// let lb = RoundRobin::new(Vec::<Backend<()>>::new())?;
+/// assert_eq!(lb.try_pick(&Request::new()).unwrap_err(), NoPick::Empty);
+/// lb.update(vec![Backend::new("a", ()).with_health(Health::Down)])?;
+/// assert_eq!(lb.try_pick(&Request::new()).unwrap_err(), NoPick::NoneEligible);
+/// lb.update(vec![Backend::new("a", ()).with_health(Health::Up).with_max_in_flight(1)])?;
+/// let held = lb.try_pick(&Request::new()).unwrap();
+/// assert_eq!(lb.try_pick(&Request::new()).unwrap_err(), NoPick::AllAtCapacity);
+/// # drop(held);
+/// # Ok::<(), lbkit::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NoPick {
+    /// The set has no backend.
+    Empty,
+    /// Backends exist, but none may get new picks: every one is down, draining, of weight 0
+    /// or ejected (and no [`prefer`](crate::Request::prefer)ed backend could take it).
+    NoneEligible,
+    /// Eligible backends exist, but every one holds as many picks as its
+    /// [`max_in_flight`](crate::Backend::with_max_in_flight) cap allows.
+    AllAtCapacity,
+}
+
+impl fmt::Display for NoPick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NoPick::Empty => "no backend in the set",
+            NoPick::NoneEligible => "no backend is eligible (down, draining, weight 0 or ejected)",
+            NoPick::AllAtCapacity => "every eligible backend is at its max_in_flight cap",
+        })
+    }
+}
+
+impl std::error::Error for NoPick {}

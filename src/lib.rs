@@ -32,6 +32,7 @@
 //! | [`LeastConnections`] | fewest in flight per weight | O(n) | long-lived connections |
 //! | [`PowerOfTwoChoices`] | lighter of two weighted draws | O(1) | the default for requests |
 //! | [`PeakEwma`] | cheaper of two by latency x load | O(1) | backends whose latency varies |
+//! | [`First`] | the first backend with room, in list order | O(1) | few busy backends |
 //! | [`HashRing`] | the key's next point on a weighted ring | O(1) | key affinity under churn |
 //! | [`Maglev`] | the key's slot in a prime-sized table | O(1) | key affinity, fastest lookup |
 //! | [`Rendezvous`] | the key's highest weighted score | O(n) | exact shares, top-n replicas |
@@ -43,7 +44,8 @@
 //! * **Membership.** [`Balancer::update`] replaces the whole set at once: a pick sees the old
 //!   set or the new one, never a mix, and a pick that starts after `update` returns never sees
 //!   a removed backend. Backends are ordered by id, so the result never depends on the order
-//!   of the list ([`JumpHash`] alone numbers its buckets in list order, by design).
+//!   of the list ([`JumpHash`] numbers its buckets in list order and [`First`] fills
+//!   backends in list order, by design; no other policy depends on it).
 //! * **Accounting.** A [`Pick`] counts one request in flight until it is dropped, also across
 //!   updates and after its backend was removed. Backends that stay keep their in-flight count
 //!   and health.
@@ -53,6 +55,11 @@
 //! * **Feedback.** [`Pick::success`] and [`Pick::failure`] report outcomes; a
 //!   [`HealthConfig`] (outlier ejection, panic threshold, slow start) acts on them for every
 //!   policy, and [`PeakEwma`] balances on the latencies.
+//! * **Steering and caps.** A [`Request`] can [`avoid`](Request::avoid) backends (a retry
+//!   not sent back where it failed) and [`prefer`](Request::prefer) one (a sticky session);
+//!   a [`Backend`] can have a hard cap on picks held at once
+//!   ([`with_max_in_flight`](Backend::with_max_in_flight)), never exceeded. Every policy
+//!   honours them, and [`Balancer::try_pick`] says why no backend was found ([`NoPick`]).
 //! * **Errors.** Bad input gets a typed [`Error`] and changes nothing. An empty set is not an
 //!   error: `pick` returns `None`.
 //! * **Determinism.** Randomised policies take a seed (`X::builder().seed(s)`, or the
@@ -105,11 +112,11 @@ pub use builder::Builder;
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use engine::core::MAX_BACKENDS;
 pub use engine::pick::{Member, Pick};
-pub use error::Error;
+pub use error::{Error, NoPick};
 pub use hash::{jump_hash, HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 pub use health::{HealthConfig, OutlierDetection, SlowStart};
 pub use request::Request;
-pub use spread::{LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
+pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};
 pub use status::Status;
 
@@ -125,13 +132,40 @@ pub struct ReadmeDoctests;
 /// `set_health` and `set_health_config` serialise among themselves and never block picks.
 pub trait Balancer<T>: Send + Sync {
     /// Chooses a backend for `request` and counts the request in flight on it until the
-    /// returned [`Pick`] is dropped. `None` when no backend is eligible (the set is empty, or
-    /// every backend is down, draining or of weight 0).
-    fn pick(&self, request: &Request<'_>) -> Option<Pick<T>>;
+    /// returned [`Pick`] is dropped. `None` when no backend can take it; the same as
+    /// [`try_pick`](Balancer::try_pick)`(request).ok()`.
+    fn pick(&self, request: &Request<'_>) -> Option<Pick<T>> {
+        self.try_pick(request).ok()
+    }
+
+    /// Chooses a backend for `request` as [`pick`](Balancer::pick) does, and says why when
+    /// there is none: [`NoPick::Empty`] (the set has no backend), then
+    /// [`NoPick::NoneEligible`] (every backend is down, draining, of weight 0 or ejected),
+    /// then [`NoPick::AllAtCapacity`] (eligible backends exist, each at its
+    /// [`max_in_flight`](Backend::with_max_in_flight) cap), in that order of precedence.
+    ///
+    /// Cost: the same as `pick`; the reason is known from the snapshot the pick read.
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, NoPick, Request, RoundRobin};
+    /// let lb = RoundRobin::new([Backend::new("a", 1).with_max_in_flight(1)])?;
+    /// let held = lb.try_pick(&Request::new()).expect("a has room");
+    /// assert_eq!(lb.try_pick(&Request::new()).unwrap_err(), NoPick::AllAtCapacity);
+    /// drop(held);
+    /// assert!(lb.try_pick(&Request::new()).is_ok());
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    fn try_pick(&self, request: &Request<'_>) -> Result<Pick<T>, NoPick>;
 
     /// Up to `n` distinct eligible backends in preference order, for retries, hedging or
     /// replication. The first is the one [`pick`](Balancer::pick) would choose. Each is
     /// counted in flight until its pick is dropped.
+    ///
+    /// Backends at their [`max_in_flight`](Backend::with_max_in_flight) cap are left out. A
+    /// [preferred](Request::prefer) backend that may be honoured comes first; then the
+    /// backends not [avoided](Request::avoid), in the policy's order; then the avoided ones,
+    /// in the policy's order. A backend that another thread fills between the choice and
+    /// its acquire is left out too, so the result can be shorter than `n` under contention.
     fn pick_n(&self, request: &Request<'_>, n: usize) -> Vec<Pick<T>>;
 
     /// Replaces the whole backend set at once. Backends whose id stays keep their in-flight
@@ -139,8 +173,10 @@ pub trait Balancer<T>: Send + Sync {
     /// [`with_health`](Backend::with_health) takes that health, new or kept.
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and the
-    /// policy's own (see its constructor). On error nothing changes.
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`],
+    /// [`Error::InvalidConfig`] (`"max_in_flight"`) for a cap of 0
+    /// ([`Backend::with_max_in_flight`]), and the policy's own (see its constructor). On
+    /// error nothing changes.
     fn update(&self, backends: Vec<Backend<T>>) -> Result<(), Error>;
 
     /// Sets the health of the backend with this id.

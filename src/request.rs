@@ -19,9 +19,23 @@ use crate::hash::key_hash;
 /// assert_eq!(by_hash.key_hash(), Some(0xfeed));
 /// assert_eq!(Request::new().key_hash(), None);
 /// ```
+///
+/// # Steering
+///
+/// A request can also steer the choice, for every policy:
+///
+/// * [`avoid`](Request::avoid): ids not to return while another backend can take the
+///   request (a retry avoiding the backends already tried).
+/// * [`prefer`](Request::prefer): an id to return if it can still serve (a sticky session).
+///
+/// `Request` is `Copy` and 56 bytes on 64-bit targets (the key, and two borrowed slices).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Request<'a> {
     key: Key<'a>,
+    /// Ids not to return while another eligible backend with room exists; empty for none.
+    avoid: &'a [&'a str],
+    /// The id to return if it can serve; empty for none (ids are never empty).
+    prefer: &'a str,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,13 +49,19 @@ enum Key<'a> {
 impl<'a> Request<'a> {
     /// A request with no key.
     pub fn new() -> Self {
-        Request { key: Key::None }
+        Request {
+            key: Key::None,
+            avoid: &[],
+            prefer: "",
+        }
     }
 
     /// A request keyed by bytes (a user id, a session, a URL, a cache key).
     pub fn with_key<K: AsRef<[u8]> + ?Sized>(key: &'a K) -> Self {
         Request {
             key: Key::Bytes(key.as_ref()),
+            avoid: &[],
+            prefer: "",
         }
     }
 
@@ -52,7 +72,92 @@ impl<'a> Request<'a> {
     pub fn with_hash(hash: u64) -> Self {
         Request {
             key: Key::Hash(hash),
+            avoid: &[],
+            prefer: "",
         }
+    }
+
+    /// The same request, avoiding the backends with these ids: none of them is returned while
+    /// an eligible backend not in the list has room for it. For a retry, pass the ids already
+    /// tried.
+    ///
+    /// * Request-spreading policies choose among the others in their own way (round robin
+    ///   takes the next in turn, random and the two-choice policies draw again, least
+    ///   connections leaves them out of its scan).
+    /// * Hashing policies walk past an avoided backend as past an ineligible one, for this
+    ///   request only: the key takes its next preference, and no other key moves.
+    /// * When every eligible backend with room is in the list, the list is ignored and the
+    ///   request goes where it would have gone without it (as Envoy's `previous_hosts` retry
+    ///   predicate gives up after its attempts): a retry is better sent again than dropped.
+    /// * [`pick_n`](crate::Balancer::pick_n) returns the backends not in the list first, in
+    ///   the policy's order, and those in the list only after all of them.
+    /// * Ids not in the set are ignored. `avoid` wins over [`prefer`](Request::prefer).
+    ///
+    /// Cost: nothing is allocated. Each id (up to 8; a longer list compares the rest as
+    /// strings) is hashed once per pick, and each candidate the policy considers is
+    /// compared with those hashes (the candidates' own are precomputed with the set), its id
+    /// only when a hash matches. `cargo bench --bench pick -- steering` measures it.
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, Request, RoundRobin};
+    /// let lb = RoundRobin::new(["a", "b", "c"].map(|id| Backend::new(id, ())))?;
+    /// let tried = ["a", "b"];
+    /// for _ in 0..10 {
+    ///     assert_eq!(lb.pick(&Request::new().avoid(&tried)).unwrap().id(), "c");
+    /// }
+    /// // Everything avoided: the list is ignored rather than the request dropped.
+    /// assert!(lb.pick(&Request::new().avoid(&["a", "b", "c"])).is_some());
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    #[must_use]
+    pub fn avoid(mut self, ids: &'a [&'a str]) -> Self {
+        self.avoid = ids;
+        self
+    }
+
+    /// The same request, preferring the backend with this id: it is returned, whatever the
+    /// policy would choose, if it is in the set, below its
+    /// [`max_in_flight`](crate::Backend::with_max_in_flight) cap, not in the
+    /// [`avoid`](Request::avoid) list, and either `Up` and not ejected, or being drained
+    /// ([`Health::Draining`](crate::Health::Draining) or weight 0: sessions stay on a
+    /// draining backend until they end, as gRPC's stateful session affinity, gRFC A55, keeps
+    /// them). A backend that is `Down` or ejected is not returned: the policy then chooses as
+    /// if no preference were given, and the caller learns the new backend from the pick (to
+    /// update its sticky cookie, say). An id not in the set is simply not honoured.
+    ///
+    /// Cost: one binary search over the set by id, then the pick itself.
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, Health, Request, RoundRobin};
+    /// let lb = RoundRobin::new(["a", "b", "c"].map(|id| Backend::new(id, ())))?;
+    /// let sticky = Request::new().prefer("b");
+    /// assert_eq!(lb.pick(&sticky).unwrap().id(), "b");
+    /// lb.set_health("b", Health::Draining)?; // still serves its sessions
+    /// assert_eq!(lb.pick(&sticky).unwrap().id(), "b");
+    /// lb.set_health("b", Health::Down)?; // gone: another backend takes the session
+    /// assert_ne!(lb.pick(&sticky).unwrap().id(), "b");
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    #[must_use]
+    pub fn prefer(mut self, id: &'a str) -> Self {
+        self.prefer = id;
+        self
+    }
+
+    /// The ids given to [`avoid`](Request::avoid) (empty if none).
+    pub fn avoided(&self) -> &'a [&'a str] {
+        self.avoid
+    }
+
+    /// The id given to [`prefer`](Request::prefer), if any.
+    pub fn preferred(&self) -> Option<&'a str> {
+        (!self.prefer.is_empty()).then_some(self.prefer)
+    }
+
+    /// Whether the request steers the choice (an avoid list or a preference).
+    #[inline]
+    pub(crate) fn is_steered(&self) -> bool {
+        !self.avoid.is_empty() || !self.prefer.is_empty()
     }
 
     /// The key's bytes, if the request was keyed by bytes.
@@ -71,5 +176,16 @@ impl<'a> Request<'a> {
             Key::Bytes(b) => Some(key_hash(b)),
             Key::Hash(h) => Some(h),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The steering fields must keep `Request` a small `Copy` value.
+    #[test]
+    fn request_stays_small() {
+        assert!(std::mem::size_of::<Request<'_>>() <= 7 * std::mem::size_of::<usize>());
     }
 }

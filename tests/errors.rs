@@ -342,6 +342,8 @@ fn max_weights_on_many_backends_do_not_overflow() {
                     assert_eq!((min, max), (10, 10), "{name}")
                 }
                 Oracle::LeastConnections => assert_eq!((min, max), (10, 10), "{name}"),
+                // No caps: every pick goes to the first backend given.
+                Oracle::First => assert_eq!(counts[0], ("m0000".to_owned(), 10_000), "{name}"),
                 // Random: 10 expected per backend; P2C holding is far tighter.
                 _ => assert!(max <= 40, "{name}: {min}..{max}"),
             }
@@ -391,6 +393,10 @@ fn max_weights_on_many_backends_do_not_overflow() {
                 (Oracle::PeakEwma, false) => {
                     assert!(counts[0].1 + counts[1].1 == n, "{name}: {counts:?}");
                     assert!(counts[3].1 == 0, "{name}: {counts:?}");
+                }
+                // No caps: every pick goes to the first backend given, "big".
+                (Oracle::First, _) => {
+                    assert_eq!(counts[0], ("big".to_owned(), n), "{name}: {counts:?}")
                 }
                 // Weights ignored (above 0): equal shares.
                 (Oracle::Unweighted, _) => {

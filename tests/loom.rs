@@ -70,6 +70,11 @@
 //!   dirty flag) racing with the refresh a pick triggers (`take_dirty`'s AcqRel swap, then
 //!   Relaxed reads of the count): two failures in a row always eject the backend.
 //!
+//! * [`capped_acquire_races_release_and_update`]: `State::try_acquire`'s compare-exchange
+//!   loop on a backend with a cap of 1, two pickers racing each other, their releases and an
+//!   update that carries the count and stores the cap again: never two holders at once, and
+//!   every count ends at 0.
+//!
 //! Not checked any more (the hand copy did, through its own bookkeeping): that the retired
 //! map drops dead states at the next update. That runs under the writer lock, with no race
 //! to explore, and the public API cannot observe it.
@@ -87,6 +92,9 @@
 //!   "Causality violation": a pick reads what the update wrote before publishing, unordered).
 //! * `Sequence::mine` fixing the first stripe with a plain store instead of the
 //!   compare-exchange: [`sequence_hands_out_each_value_once`] (a value handed out twice).
+//! * `State::acquire_below` checking the count and then `fetch_add`ing instead of the
+//!   compare-exchange: [`capped_acquire_races_release_and_update`] ("two picks hold \"a\"
+//!   under a cap of 1").
 //!
 //! Run time, once built: about 1.6 s in release at a preemption bound of 3 (the default
 //! here, as in CI; `LOOM_MAX_PREEMPTIONS` overrides it) and 5.5 s at 4. The build under
@@ -284,5 +292,57 @@ fn failure_reports_never_lose_an_ejection() {
         // count: the flag is gone and the ejection lost.
         let status = lb.status();
         assert!(status[0].is_ejected(), "{status:?}");
+    });
+}
+
+/// A round robin over `("a", cap)` and, if given, an uncapped "b".
+fn capped(cap: u32, with_b: bool) -> Vec<Backend<&'static str>> {
+    let mut set = vec![Backend::new("a", "a").with_max_in_flight(cap)];
+    if with_b {
+        set.push(Backend::new("b", "b"));
+    }
+    set
+}
+
+#[test]
+fn capped_acquire_races_release_and_update() {
+    model(|| {
+        let lb = Arc::new(
+            RoundRobin::builder()
+                .health(HealthConfig::new().clock(ManualClock::new()))
+                .build(capped(1, false))
+                .expect("a valid set"),
+        );
+        // Holders of "a" at once, counted around each pick's lifetime: above 1 only if two
+        // acquires both took the one slot.
+        let holders = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+        let pickers: Vec<_> = (0..2)
+            .map(|stripe| {
+                let (lb, holders) = (lb.clone(), holders.clone());
+                thread::spawn(move || {
+                    set_stripe(stripe);
+                    let Some(p) = lb.pick(&Request::new().avoid(&["b"])) else {
+                        return;
+                    };
+                    if p.id() == "a" {
+                        let before = holders.fetch_add(1, loom::sync::atomic::Ordering::SeqCst);
+                        assert_eq!(before, 0, "two picks hold \"a\" under a cap of 1");
+                        holders.fetch_sub(1, loom::sync::atomic::Ordering::SeqCst);
+                    }
+                    drop(p);
+                })
+            })
+            .collect();
+        // The update carries "a"'s count and stores its cap again, racing the acquires.
+        lb.update(capped(1, true)).unwrap();
+        for p in pickers {
+            p.join().unwrap();
+        }
+        assert!(status(&lb).iter().all(|s| s.1 == 0), "{:?}", status(&lb));
+        // The cap still holds after everything: one pick on "a", then it is full.
+        let held = lb.pick(&Request::new().avoid(&["b"])).expect("a has room");
+        assert_eq!(held.id(), "a");
+        let next = lb.pick(&Request::new().avoid(&["b"])).expect("b takes it");
+        assert_eq!(next.id(), "b", "a is full: the avoid list gives way");
     });
 }

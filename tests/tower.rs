@@ -253,8 +253,16 @@ fn every_policy_routes_through_the_middleware() {
             *served.entry(got).or_insert(0) += 1;
         }
         // PeakEwma is the exception: a backend it has not observed keeps the default
-        // estimate (10 ms), which loses to the zero latency measured on the others.
-        let expected = if name == "PeakEwma" { 2 } else { 3 };
+        // estimate (10 ms), which loses to the zero latency measured on the others. First,
+        // without caps, sends everything to the first backend inserted.
+        if name == "First" {
+            assert_eq!(served, [("a", 120)].into(), "{name}");
+        }
+        let expected = match name {
+            "PeakEwma" => 2,
+            "First" => 1,
+            _ => 3,
+        };
         assert_eq!(served.len(), expected, "{name}: {served:?}");
         assert_eq!(in_flight(&*lb).values().sum::<usize>(), 0, "{name}");
         if name == "weighted-round-robin" {

@@ -76,24 +76,40 @@ impl AliasTable {
 }
 
 /// Draws one position of `eligible` with probability proportional to weight among those
-/// for which `taken` is false. At least one must be left.
+/// for which `taken` is false; `None` if every position is taken (or there is none). If
+/// `taken` reads values that change meanwhile (a count under a cap), the draw is only
+/// approximately weighted, and returns a position that `taken` reported left when asked.
 ///
 /// It first tries the alias table a few times, rejecting taken positions (exact: rejection
 /// sampling yields the conditional distribution). If that keeps failing because the taken
 /// ones carry most of the weight, it draws exactly by a linear walk over the weight left.
+#[inline]
 pub(crate) fn draw_where(
     table: &AliasTable,
     eligible: &[Eligible],
     mut random: impl FnMut() -> u64,
     taken: impl Fn(usize) -> bool,
-) -> usize {
+) -> Option<usize> {
     const TRIES: usize = 4;
+    if eligible.is_empty() {
+        return None;
+    }
     for _ in 0..TRIES {
         let p = table.sample(random(), eligible.len());
         if !taken(p) {
-            return p;
+            return Some(p);
         }
     }
+    draw_left(eligible, random, taken)
+}
+
+/// The exact linear draw of [`draw_where`], once rejection kept failing.
+#[cold]
+fn draw_left(
+    eligible: &[Eligible],
+    mut random: impl FnMut() -> u64,
+    taken: impl Fn(usize) -> bool,
+) -> Option<usize> {
     let left = |(p, _): &(usize, &Eligible)| !taken(*p);
     let remaining: u64 = eligible
         .iter()
@@ -101,19 +117,26 @@ pub(crate) fn draw_where(
         .filter(left)
         .map(|(_, e)| e.weight)
         .sum();
-    // Eligible weights are above 0, so `r < remaining` lands on a position left.
+    if remaining == 0 {
+        return None;
+    }
+    // Eligible weights are above 0, so `r < remaining` lands on a position left, if `taken`
+    // gives the same answers as for the sum. A test that reads live counts (room under a
+    // cap) may not: then the last position left is taken, or none if none is left now.
     let mut r = ((u128::from(random()) * u128::from(remaining)) >> 64) as u64;
+    let mut last = None;
     for (p, e) in eligible.iter().enumerate().filter(left) {
         if r < e.weight {
-            return p;
+            return Some(p);
         }
         r -= e.weight;
+        last = Some(p);
     }
-    unreachable!("r < remaining weight, so the walk ends on a position left")
+    last
 }
 
 /// Appends distinct positions to `chosen`, each drawn by [`draw_where`] among those not yet
-/// chosen, until it holds `n` (or every eligible position).
+/// chosen and not `excluded`, until it holds `n` (or every position left).
 ///
 /// Cost: once most of the weight is taken, each draw is a linear walk, so O(n x k) for k
 /// draws. Beyond a few draws, "taken" is a lookup in a mask rather than a scan of `chosen`:
@@ -124,6 +147,7 @@ pub(crate) fn draw_distinct(
     eligible: &[Eligible],
     mut random: impl FnMut() -> u64,
     n: usize,
+    excluded: impl Fn(usize) -> bool,
     chosen: &mut Vec<usize>,
 ) {
     /// Up to this many draws, scanning `chosen` is cheaper than allocating a mask.
@@ -131,7 +155,11 @@ pub(crate) fn draw_distinct(
     let want = n.min(eligible.len());
     if want <= SCAN {
         while chosen.len() < want {
-            let p = draw_where(table, eligible, &mut random, |p| chosen.contains(&p));
+            let Some(p) = draw_where(table, eligible, &mut random, |p| {
+                excluded(p) || chosen.contains(&p)
+            }) else {
+                return;
+            };
             chosen.push(p);
         }
         return;
@@ -141,7 +169,9 @@ pub(crate) fn draw_distinct(
         taken[p] = true;
     }
     while chosen.len() < want {
-        let p = draw_where(table, eligible, &mut random, |p| taken[p]);
+        let Some(p) = draw_where(table, eligible, &mut random, |p| taken[p] || excluded(p)) else {
+            return;
+        };
         taken[p] = true;
         chosen.push(p);
     }
@@ -200,17 +230,25 @@ mod tests {
         for k in [17, 100, 400] {
             let (a, b) = (Sequence::random(9), Sequence::random(9));
             let mut by_mask = vec![3];
-            draw_distinct(&table, &e, || a.next_random(), k, &mut by_mask);
+            draw_distinct(&table, &e, || a.next_random(), k, |_| false, &mut by_mask);
             let mut by_scan = vec![3];
             while by_scan.len() < k {
-                let p = draw_where(&table, &e, || b.next_random(), |p| by_scan.contains(&p));
+                let p =
+                    draw_where(&table, &e, || b.next_random(), |p| by_scan.contains(&p)).unwrap();
                 by_scan.push(p);
             }
             assert_eq!(by_mask, by_scan);
         }
         let rng = Sequence::random(1);
         let mut all = Vec::new();
-        draw_distinct(&table, &e, || rng.next_random(), usize::MAX, &mut all);
+        draw_distinct(
+            &table,
+            &e,
+            || rng.next_random(),
+            usize::MAX,
+            |_| false,
+            &mut all,
+        );
         all.sort_unstable();
         assert_eq!(all, (0..2000).collect::<Vec<_>>());
     }

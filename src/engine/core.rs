@@ -11,11 +11,12 @@ use crate::engine::entry::Entry;
 use crate::engine::pick::{Member, Pick};
 use crate::engine::policy::Policy;
 use crate::engine::rules::{apply_outlier_rules, effective_weight};
-use crate::engine::snapshot::{Eligible, Snapshot, View};
+use crate::engine::snapshot::{Eligible, IdIndex, Snapshot, View};
 use crate::engine::state::{nanos, Feedback, State, NEVER};
 use crate::engine::sync::{ArcSwap, Guard, Mutex};
-use crate::error::Error;
+use crate::error::{Error, NoPick};
 use crate::health::HealthConfig;
+use crate::placement::id_hash;
 use crate::request::Request;
 use crate::status::Status;
 
@@ -66,7 +67,8 @@ impl<T, P: Policy<T>> Core<T, P> {
                 entry(b, position, Arc::new(state))
             })
             .collect();
-        let snapshot = build(&policy, members.into(), None, &config, now)?;
+        let snapshot = build(&policy, members.into(), None, None, &config, now)?;
+        publish_caps(&snapshot);
         Ok(Core {
             policy,
             current: ArcSwap::from_pointee(snapshot),
@@ -130,6 +132,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             &self.policy,
             current.members.clone(),
             Some(&current.table),
+            Some(Arc::clone(&current.ids)),
             &writer.config,
             now,
         ) {
@@ -137,18 +140,120 @@ impl<T, P: Policy<T>> Core<T, P> {
         }
     }
 
+    /// A pick for `request`, or why there is none (see [`NoPick`]).
     #[inline]
-    pub(crate) fn pick(&self, request: &Request<'_>) -> Option<Pick<T>> {
+    pub(crate) fn try_pick(&self, request: &Request<'_>) -> Result<Pick<T>, NoPick> {
         let snap = self.load();
-        let index = self.policy.choose(&snap, request)?;
-        Some(snap.pick(index))
+        // The plain pick: no steering and no caps, so every eligible member is acceptable.
+        if !request.is_steered() && !snap.capped {
+            if let Some(index) = self.policy.choose(&snap, request, |_| true) {
+                if let Some(pick) = snap.pick(index) {
+                    return Ok(pick);
+                }
+                // A cap that an update in progress just set: choose among those with room.
+            }
+        }
+        self.steered(&snap, request)
+    }
+
+    /// The pick of a request that steers, or from a set with caps.
+    #[inline(never)]
+    fn steered(
+        &self,
+        snap: &Snapshot<T, P::Table>,
+        request: &Request<'_>,
+    ) -> Result<Pick<T>, NoPick> {
+        if snap.members.is_empty() {
+            return Err(NoPick::Empty);
+        }
+        let avoid = Avoided::new(request.avoided());
+        if let Some(index) = preferred(snap, request, &avoid) {
+            if let Some(pick) = snap.pick(index) {
+                return Ok(pick);
+            }
+        }
+        if snap.eligible.is_empty() {
+            return Err(NoPick::NoneEligible);
+        }
+        // Checking room costs a read of each candidate's count: only with caps (or once an
+        // acquire failed, which means a cap appeared after this snapshot was built).
+        let check_room = Cell::new(snap.capped);
+        let room = |i: usize| !check_room.get() || snap.has_room(i);
+        if !avoid.is_empty() {
+            if let Some(pick) = self.acquire(snap, request, &check_room, |i| {
+                !avoid.contains(snap, i) && room(i)
+            }) {
+                return Ok(pick);
+            }
+        }
+        // Nothing else can take it: the avoid list is ignored (see `Request::avoid`).
+        self.acquire(snap, request, &check_room, room)
+            .ok_or(NoPick::AllAtCapacity)
+    }
+
+    /// Chooses among the members `accept` allows and takes a slot on the one chosen. A
+    /// failed acquire means another thread took its last slot since `accept` saw room (or a
+    /// cap appeared): room is checked from then on, and the policy chooses again, a bounded
+    /// number of times (each failure is a slot another pick took).
+    fn acquire(
+        &self,
+        snap: &Snapshot<T, P::Table>,
+        request: &Request<'_>,
+        check_room: &Cell<bool>,
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<Pick<T>> {
+        for _ in 0..=snap.eligible.len().min(CHOOSE_AGAIN) {
+            let index = self.policy.choose(snap, request, &accept)?;
+            if let Some(pick) = snap.pick(index) {
+                return Some(pick);
+            }
+            check_room.set(true);
+        }
+        None
     }
 
     pub(crate) fn pick_n(&self, request: &Request<'_>, n: usize) -> Vec<Pick<T>> {
         let snap = self.load();
-        let mut out = Vec::with_capacity(n.min(snap.eligible.len()));
-        if n > 0 {
-            self.policy.choose_n(&snap, request, n, &mut out);
+        let mut out = Vec::with_capacity(n.min(snap.eligible.len() + 1));
+        if n == 0 {
+            return out;
+        }
+        let mut chosen = Vec::with_capacity(n.min(snap.eligible.len()));
+        if !request.is_steered() && !snap.capped {
+            self.policy
+                .choose_n(&snap, request, n, |_| true, &mut chosen);
+            // A member that a cap set meanwhile filled is left out.
+            out.extend(chosen.iter().filter_map(|&i| snap.pick(i)));
+            return out;
+        }
+        let avoid = Avoided::new(request.avoided());
+        let first = preferred(&snap, request, &avoid)
+            .filter(|&i| snap.pick(i).map(|pick| out.push(pick)).is_some());
+        let room = |i: usize| Some(i) != first && snap.has_room(i);
+        let mut left = n - out.len();
+        if left == 0 {
+            return out;
+        }
+        // Those not avoided first, in the policy's order; then the avoided ones.
+        self.policy.choose_n(
+            &snap,
+            request,
+            left,
+            |i| !avoid.contains(&snap, i) && room(i),
+            &mut chosen,
+        );
+        out.extend(chosen.iter().filter_map(|&i| snap.pick(i)));
+        left = n - out.len();
+        if left > 0 && !avoid.is_empty() {
+            chosen.clear();
+            self.policy.choose_n(
+                &snap,
+                request,
+                left,
+                |i| avoid.contains(&snap, i) && room(i),
+                &mut chosen,
+            );
+            out.extend(chosen.iter().filter_map(|&i| snap.pick(i)));
         }
         out
     }
@@ -214,7 +319,14 @@ impl<T, P: Policy<T>> Core<T, P> {
         for (state, health) in &given {
             state.set_health(*health);
         }
-        let snapshot = match build(&self.policy, members.into(), None, &writer.config, now) {
+        let snapshot = match build(
+            &self.policy,
+            members.into(),
+            None,
+            None,
+            &writer.config,
+            now,
+        ) {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 for ((state, _), health) in given.iter().zip(before).rev() {
@@ -236,6 +348,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         writer
             .retired
             .retain(|id, state| state.strong_count() > 0 && snapshot.find(id).is_none());
+        publish_caps(&snapshot);
         released
             .snapshots
             .push(self.current.swap(Arc::new(snapshot)));
@@ -261,6 +374,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             &self.policy,
             current.members.clone(),
             Some(&current.table),
+            Some(Arc::clone(&current.ids)),
             &writer.config,
             now,
         ) {
@@ -307,6 +421,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             &self.policy,
             current.members.clone(),
             None,
+            Some(Arc::clone(&current.ids)),
             &writer.config,
             now,
         )?;
@@ -348,10 +463,77 @@ impl<T, X> Default for Released<T, X> {
     }
 }
 
+/// How many times a steered pick chooses again after losing a slot to another thread (at
+/// most once per eligible member).
+const CHOOSE_AGAIN: usize = 8;
+
+/// The index of the member `request` prefers, if the preference can be honoured: the id is in
+/// the set, preferable (see [`Snapshot::preferable`]), not avoided, and has room.
+#[inline]
+fn preferred<T, X>(
+    snap: &Snapshot<T, X>,
+    request: &Request<'_>,
+    avoid: &Avoided<'_>,
+) -> Option<usize> {
+    let index = snap.find_by_hash(request.preferred()?)?;
+    (snap.preferable[index] && !avoid.contains(snap, index) && snap.has_room(index))
+        .then_some(index)
+}
+
+/// An avoid list, prepared once per pick: the [`id_hash`] of each of its first
+/// [`Avoided::HASHED`] ids, so that testing a candidate is a comparison with the member's
+/// precomputed hash ([`Snapshot::id_hashes`]), confirmed on the id only when the hashes
+/// match. Ids beyond the first `HASHED` are compared as strings. Unknown ids never match.
+struct Avoided<'a> {
+    hashes: [u64; Avoided::HASHED],
+    ids: &'a [&'a str],
+}
+
+impl<'a> Avoided<'a> {
+    const HASHED: usize = 8;
+
+    #[inline]
+    fn new(ids: &'a [&'a str]) -> Self {
+        let mut hashes = [0; Avoided::HASHED];
+        for (h, id) in hashes.iter_mut().zip(ids) {
+            *h = id_hash(id);
+        }
+        Avoided { hashes, ids }
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    #[inline]
+    fn contains<T, X>(&self, snap: &Snapshot<T, X>, index: usize) -> bool {
+        let hash = snap.ids.hashes[index];
+        let id = || -> &str { &snap.members[index].id };
+        let (hashed, rest) = self.ids.split_at(self.ids.len().min(Avoided::HASHED));
+        hashed
+            .iter()
+            .zip(&self.hashes)
+            .any(|(a, &h)| h == hash && *a == id())
+            || rest.contains(&id())
+    }
+}
+
+/// Writer only: stores each member's cap into its state, once the snapshot carrying them is
+/// built and before it is published.
+fn publish_caps<T, X>(snap: &Snapshot<T, X>) {
+    for e in snap.members.iter() {
+        if e.state.max_in_flight() != e.max_in_flight {
+            e.state.set_max_in_flight(e.max_in_flight);
+        }
+    }
+}
+
 fn entry<T>(backend: Backend<T>, position: usize, state: Arc<State>) -> Arc<Entry<T>> {
     Arc::new(Entry {
         id: backend.id,
         weight: backend.weight,
+        max_in_flight: backend.max_in_flight.unwrap_or(0),
         position,
         value: backend.value,
         state,
@@ -370,6 +552,15 @@ fn sorted_and_checked<T>(backends: Vec<Backend<T>>) -> Result<Vec<(usize, Backen
     if backends.iter().any(|b| b.id.is_empty()) {
         return Err(Error::EmptyId);
     }
+    if let Some(b) = backends.iter().find(|b| b.max_in_flight == Some(0)) {
+        return Err(Error::config(
+            "max_in_flight",
+            format!(
+                "backend {:?} has a cap of 0, which could never be picked",
+                b.id
+            ),
+        ));
+    }
     let mut backends: Vec<(usize, Backend<T>)> = backends.into_iter().enumerate().collect();
     backends.sort_unstable_by(|a, b| a.1.id.cmp(&b.1.id));
     if let Some(pair) = backends.windows(2).find(|w| w[0].1.id == w[1].1.id) {
@@ -380,11 +571,12 @@ fn sorted_and_checked<T>(backends: Vec<Backend<T>>) -> Result<Vec<(usize, Backen
 
 /// Builds a snapshot at clock time `now`: who is eligible (health, ejection, the panic
 /// threshold) and with what effective weight (slow start). `previous` is the table to keep if
-/// the policy's table does not depend on those.
+/// the policy's table does not depend on those; `ids`, the id index of the same members.
 fn build<T, P: Policy<T>>(
     policy: &P,
     members: Box<[Arc<Entry<T>>]>,
     previous: Option<&Arc<P::Table>>,
+    ids: Option<Arc<IdIndex>>,
     config: &HealthConfig,
     now: u64,
 ) -> Result<Snapshot<T, P::Table>, Error> {
@@ -433,6 +625,16 @@ fn build<T, P: Policy<T>>(
         })?),
     };
     let states = members.iter().map(|e| Arc::clone(&e.state)).collect();
+    let capped = members.iter().any(|e| e.max_in_flight != 0);
+    let ids = ids.unwrap_or_else(|| Arc::new(IdIndex::new(members.iter().map(|e| &*e.id))));
+    let preferable = members
+        .iter()
+        .map(|e| {
+            let health = e.state.health();
+            let draining = health == Health::Draining || e.weight == 0;
+            health != Health::Down && (draining || e.state.ejected_until() == 0)
+        })
+        .collect();
     Ok(Snapshot {
         members,
         states,
@@ -441,6 +643,9 @@ fn build<T, P: Policy<T>>(
         weights,
         table,
         refresh_at,
+        capped,
+        preferable,
+        ids,
         tracks_latency: policy.latency_tracking().is_some(),
     })
 }
@@ -452,7 +657,15 @@ macro_rules! impl_balancer {
         impl<T: Send + Sync + 'static> $crate::Balancer<T> for $ty<T> {
             #[inline]
             fn pick(&self, request: &$crate::Request<'_>) -> Option<$crate::Pick<T>> {
-                self.core.pick(request)
+                self.core.try_pick(request).ok()
+            }
+
+            #[inline]
+            fn try_pick(
+                &self,
+                request: &$crate::Request<'_>,
+            ) -> Result<$crate::Pick<T>, $crate::NoPick> {
+                self.core.try_pick(request)
             }
 
             fn pick_n(&self, request: &$crate::Request<'_>, n: usize) -> Vec<$crate::Pick<T>> {
@@ -506,8 +719,13 @@ mod tests {
             Ok(())
         }
 
-        fn choose(&self, snap: &Snapshot<T, ()>, _: &Request<'_>) -> Option<usize> {
-            snap.eligible.first().map(|e| e.index)
+        fn choose(
+            &self,
+            snap: &Snapshot<T, ()>,
+            _: &Request<'_>,
+            accept: impl Fn(usize) -> bool,
+        ) -> Option<usize> {
+            snap.eligible.iter().map(|e| e.index).find(|&i| accept(i))
         }
 
         fn choose_n(
@@ -515,9 +733,16 @@ mod tests {
             snap: &Snapshot<T, ()>,
             _: &Request<'_>,
             n: usize,
-            out: &mut Vec<Pick<T>>,
+            accept: impl Fn(usize) -> bool,
+            out: &mut Vec<usize>,
         ) {
-            out.extend(snap.eligible.iter().take(n).map(|e| snap.pick(e.index)));
+            out.extend(
+                snap.eligible
+                    .iter()
+                    .map(|e| e.index)
+                    .filter(|&i| accept(i))
+                    .take(n),
+            );
         }
     }
 
@@ -534,8 +759,13 @@ mod tests {
             Ok(())
         }
 
-        fn choose(&self, snap: &Snapshot<T, ()>, r: &Request<'_>) -> Option<usize> {
-            First.choose(snap, r)
+        fn choose(
+            &self,
+            snap: &Snapshot<T, ()>,
+            r: &Request<'_>,
+            accept: impl Fn(usize) -> bool,
+        ) -> Option<usize> {
+            First.choose(snap, r, accept)
         }
 
         fn choose_n(
@@ -543,9 +773,10 @@ mod tests {
             snap: &Snapshot<T, ()>,
             r: &Request<'_>,
             n: usize,
-            out: &mut Vec<Pick<T>>,
+            accept: impl Fn(usize) -> bool,
+            out: &mut Vec<usize>,
         ) {
-            First.choose_n(snap, r, n, out)
+            First.choose_n(snap, r, n, accept, out)
         }
     }
 
@@ -586,7 +817,7 @@ mod tests {
     #[test]
     fn the_retired_map_holds_exactly_the_removed_backends_with_held_picks() {
         let core = Core::new(First, set(&["a"]), HealthConfig::new()).unwrap();
-        let held = core.pick(&Request::new()).unwrap();
+        let held = core.try_pick(&Request::new()).unwrap();
         assert_eq!(held.id(), "a");
         // Churn through ids nobody holds: none of them stays.
         for i in 0..100 {

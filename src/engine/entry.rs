@@ -8,6 +8,9 @@ use crate::engine::state::State;
 pub(crate) struct Entry<T> {
     pub(crate) id: Arc<str>,
     pub(crate) weight: u32,
+    /// The cap on picks held at once, 0 for none (stored into the state once the snapshot
+    /// carrying this entry is built).
+    pub(crate) max_in_flight: u32,
     pub(crate) value: T,
     pub(crate) state: Arc<State>,
     /// Where the backend stood in the list the latest update was given (only

@@ -45,21 +45,25 @@ const UNTRACKED: u64 = u64::MAX;
 
 impl<T> Pick<T> {
     /// Counts one more request in flight on `entry`, whose state is `state` (passed apart so
-    /// that its address does not wait for the entry's cache line: the two misses overlap).
-    /// `track`: the policy keeps a latency estimate, so the pick notes when it started.
+    /// that its address does not wait for the entry's cache line: the two misses overlap);
+    /// `None` if the backend is at its cap. `track`: the policy keeps a latency estimate, so
+    /// the pick notes when it started.
     #[inline]
-    pub(crate) fn new(entry: &Arc<Entry<T>>, state: &State, track: bool) -> Self {
+    pub(crate) fn new(entry: &Arc<Entry<T>>, state: &State, track: bool) -> Option<Self> {
         debug_assert!(std::ptr::eq(&*entry.state, state));
+        // The clock before the count: if it panics, nothing was taken.
         let started = if track {
             state.now_ns().min(UNTRACKED - 1)
         } else {
             UNTRACKED
         };
-        state.acquire();
-        Pick {
+        if !state.try_acquire() {
+            return None;
+        }
+        Some(Pick {
             entry: Arc::clone(entry),
             started,
-        }
+        })
     }
 
     /// The id of the backend picked.

@@ -1,6 +1,5 @@
 //! The one trait a policy implements: how it chooses. Everything else is the engine's.
 
-use crate::engine::pick::Pick;
 use crate::engine::snapshot::{Snapshot, View};
 use crate::engine::state::LatencyTracking;
 use crate::error::Error;
@@ -19,18 +18,27 @@ pub(crate) trait Policy<T>: Send + Sync + 'static {
     /// Precomputes the table. An error here rejects the whole update.
     fn build(&self, view: &View<'_, T>) -> Result<Self::Table, Error>;
 
-    /// The index (into `snap.members`) of the backend for this request, or `None` when no
-    /// backend is eligible. Must return an eligible member.
-    fn choose(&self, snap: &Snapshot<T, Self::Table>, request: &Request<'_>) -> Option<usize>;
+    /// The index (into `snap.members`) of the backend for this request among the eligible
+    /// members for which `accept` is true, or `None` when there is none. `accept` is a pure
+    /// test during one call (it may be asked about a member more than once); the plain pick
+    /// passes `|_| true`, which static dispatch makes free. Members not accepted are skipped
+    /// in the policy's own way (the next in turn, a new draw, the next in the key's order).
+    fn choose(
+        &self,
+        snap: &Snapshot<T, Self::Table>,
+        request: &Request<'_>,
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<usize>;
 
-    /// Pushes picks of up to `n` distinct eligible backends, in preference order, the first
-    /// being the one `choose` would return.
+    /// Pushes the indices of up to `n` distinct eligible members for which `accept` is true,
+    /// in preference order, the first being the one `choose` would return.
     fn choose_n(
         &self,
         snap: &Snapshot<T, Self::Table>,
         request: &Request<'_>,
         n: usize,
-        out: &mut Vec<Pick<T>>,
+        accept: impl Fn(usize) -> bool,
+        out: &mut Vec<usize>,
     );
 
     /// Whether reports should maintain a peak-EWMA latency estimate, and its parameters.

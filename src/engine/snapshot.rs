@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::engine::entry::Entry;
 use crate::engine::pick::Pick;
 use crate::engine::state::State;
+use crate::placement::id_hash;
 
 /// An eligible backend, laid out for scanning: its index in [`Snapshot::members`], its
 /// effective weight (the weight, scaled and ramped while slow start is configured) and its
@@ -33,15 +34,24 @@ pub(crate) struct Snapshot<T, X> {
     pub(crate) table: Arc<X>,
     /// Clock nanoseconds at which a time-based rule changes eligibility or weights.
     pub(crate) refresh_at: u64,
+    /// Whether any member has a cap on picks held (then every pick checks for room).
+    pub(crate) capped: bool,
+    /// `preferable[i]`: whether `members[i]` may serve a request that prefers it (see
+    /// [`Request::prefer`](crate::Request::prefer)): not `Down`, and not ejected unless it is
+    /// being drained.
+    pub(crate) preferable: Box<[bool]>,
+    /// The members' ids by hash, for the lookups of a steered pick. Depends on the members
+    /// only, so rebuilds that keep them (health, time) share it.
+    pub(crate) ids: Arc<IdIndex>,
     /// Whether picks note when they start, so that one dropped or failed without a latency
     /// report still feeds the latency estimate ([`PeakEwma`](crate::PeakEwma)).
     pub(crate) tracks_latency: bool,
 }
 
 impl<T, X> Snapshot<T, X> {
-    /// A pick of `members[index]`.
+    /// A pick of `members[index]`, or `None` if it is at its cap.
     #[inline]
-    pub(crate) fn pick(&self, index: usize) -> Pick<T> {
+    pub(crate) fn pick(&self, index: usize) -> Option<Pick<T>> {
         Pick::new(
             &self.members[index],
             &self.states[index],
@@ -49,9 +59,69 @@ impl<T, X> Snapshot<T, X> {
         )
     }
 
-    /// The index of the member with this id.
+    /// Whether `members[index]` is below its cap (always, without one).
+    #[inline]
+    pub(crate) fn has_room(&self, index: usize) -> bool {
+        self.states[index].has_room()
+    }
+
+    /// The index of the member with this id (a binary search: for writers).
     pub(crate) fn find(&self, id: &str) -> Option<usize> {
         self.members.binary_search_by(|e| (*e.id).cmp(id)).ok()
+    }
+
+    /// The index of the member with this id, by its hash (for picks): one hash of `id`,
+    /// then usually one slot and one comparison of ids.
+    #[inline]
+    pub(crate) fn find_by_hash(&self, id: &str) -> Option<usize> {
+        let hash = id_hash(id);
+        let index = &self.ids;
+        let mut slot = hash as usize & index.mask;
+        loop {
+            let i = index.slots[slot];
+            if i == EMPTY {
+                return None;
+            }
+            let i = i as usize;
+            if index.hashes[i] == hash && *self.members[i].id == *id {
+                return Some(i);
+            }
+            slot = (slot + 1) & index.mask;
+        }
+    }
+}
+
+/// A free slot of [`IdIndex::slots`].
+const EMPTY: u32 = u32::MAX;
+
+/// The members' ids by hash: `hashes[i]` is the [`id_hash`] of `members[i].id`, and
+/// `slots`, an open-addressing table (linear probing, at most half full), maps a hash to
+/// the member index. 12 to 16 bytes per member.
+pub(crate) struct IdIndex {
+    pub(crate) hashes: Box<[u64]>,
+    slots: Box<[u32]>,
+    mask: usize,
+}
+
+impl IdIndex {
+    /// The index of `ids` (distinct, fewer than `u32::MAX`: see `MAX_BACKENDS`).
+    pub(crate) fn new<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> Self {
+        let len = (ids.len() * 2).next_power_of_two().max(2);
+        let mask = len - 1;
+        let mut slots = vec![EMPTY; len].into_boxed_slice();
+        let hashes: Box<[u64]> = ids.map(id_hash).collect();
+        for (i, &hash) in hashes.iter().enumerate() {
+            let mut slot = hash as usize & mask;
+            while slots[slot] != EMPTY {
+                slot = (slot + 1) & mask;
+            }
+            slots[slot] = i as u32;
+        }
+        IdIndex {
+            hashes,
+            slots,
+            mask,
+        }
     }
 }
 

@@ -125,6 +125,10 @@ pub(crate) struct Revival {
 #[repr(align(64))]
 pub(crate) struct State {
     in_flight: AtomicUsize,
+    /// The backend's hard cap on picks held at once, 0 for none. Written by the writer
+    /// (under its lock) after a snapshot with the new value is built and before it is
+    /// published; read by every acquire on the same cache line as `in_flight`.
+    max_in_flight: AtomicU32,
     health: AtomicU8,
     consecutive_failures: AtomicU32,
     /// Writer only: the end of the current ejection in clock nanoseconds, 0 if not ejected.
@@ -154,6 +158,7 @@ impl State {
             .map_or(0.0, |l| l.default_ns.ln() + now_ns as f64 / l.decay_ns);
         State {
             in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicU32::new(0),
             health: AtomicU8::new(Health::Up.to_u8()),
             consecutive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -167,10 +172,74 @@ impl State {
         }
     }
 
+    /// Counts one more pick held, unless the backend is at its cap: then `false`, and
+    /// nothing changed. Without a cap, one plain `fetch_add`; with one, a compare-exchange
+    /// loop that never takes the count above the cap, however many threads acquire at once.
     #[inline]
+    pub(crate) fn try_acquire(&self) -> bool {
+        // Relaxed: the cap is published to picks by the snapshot swap that follows its store
+        // (Release / Acquire inside ArcSwap); a pick still reading the previous snapshot may
+        // see either value, as a pick that started before the update may.
+        let cap = self.max_in_flight.load(Ordering::Relaxed);
+        if cap == 0 {
+            // Relaxed: the count is a statistic read by later picks; no other memory is
+            // published through it, and the atomic RMW alone makes every increment count
+            // exactly once.
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.acquire_below(cap as usize)
+    }
+
+    /// The capped acquire: increments only from a count below `cap`.
+    #[inline(never)]
+    fn acquire_below(&self, cap: usize) -> bool {
+        // Relaxed load and compare-exchange: every change of the count is an RMW of this one
+        // atomic, so they are totally ordered (its modification order) and each exchange
+        // succeeds only from the value it read: no two acquires can both take the last slot.
+        // Nothing else is published through the count.
+        let mut current = self.in_flight.load(Ordering::Relaxed);
+        loop {
+            if current >= cap {
+                return false;
+            }
+            match self.in_flight.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Whether an acquire would succeed now (no cap, or the count below it): a hint for
+    /// choosing, which [`try_acquire`](State::try_acquire) confirms.
+    #[inline]
+    pub(crate) fn has_room(&self) -> bool {
+        // Relaxed: see `try_acquire`; the answer is advisory.
+        let cap = self.max_in_flight.load(Ordering::Relaxed);
+        cap == 0 || self.in_flight() < cap as usize
+    }
+
+    /// The cap on picks held at once, 0 for none.
+    pub(crate) fn max_in_flight(&self) -> u32 {
+        // Relaxed: see `try_acquire`.
+        self.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Writer only: sets the cap (0 for none), before the snapshot that carries it is
+    /// published.
+    pub(crate) fn set_max_in_flight(&self, cap: u32) {
+        // Relaxed: published by the snapshot swap that follows (see `try_acquire`).
+        self.max_in_flight.store(cap, Ordering::Relaxed);
+    }
+
+    /// Counts one more pick held, ignoring any cap (unit tests that set counts directly).
+    #[cfg(test)]
     pub(crate) fn acquire(&self) {
-        // Relaxed: the count is a statistic read by later picks; no other memory is published
-        // through it, and the atomic RMW alone makes every increment count exactly once.
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 

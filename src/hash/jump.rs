@@ -110,7 +110,8 @@ impl<T: Send + Sync + 'static> JumpHash<T> {
     /// as `JumpHash::builder().build(backends)`).
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
+    /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         Builder::new(JumpHashConfig).build(backends)
     }

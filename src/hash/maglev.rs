@@ -106,7 +106,8 @@ impl<T: Send + Sync + 'static> Maglev<T> {
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
     /// [`Error::InvalidConfig`] (`"table_size"`) if the set has more backends than the
-    /// table has slots. Updates fail the same way, and then change nothing.
+    /// table has slots or for a backend's `max_in_flight` of 0. Updates fail the same way,
+    /// and then change nothing.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         Builder::new(MaglevConfig::default()).build(backends)
     }

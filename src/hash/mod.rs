@@ -56,6 +56,12 @@
 //!   tables are built over all backends, healthy or not, so a backend going down moves only
 //!   its own keys (to their next preference), they come back when it is up, and a health
 //!   change costs no rebuild.
+//! * **Steering and caps.** A backend the request [avoids](crate::Request::avoid), or one
+//!   at its [`max_in_flight`](crate::Backend::with_max_in_flight) cap, is walked past
+//!   exactly as an ineligible one, for this request only: the key takes its next
+//!   preference and no other key moves (HAProxy's `hash-preserve-affinity maxconn`).
+//!   Bounded loads apply on top, their capacities computed over the eligible backends as
+//!   always. When every eligible backend with room is avoided, the avoid list is ignored.
 //! * **`pick_n`** returns distinct eligible backends: the k-th is the first in the key's
 //!   order not among the first k - 1 (with room, under bounded loads). The first is the one
 //!   `pick` returns.

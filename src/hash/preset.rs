@@ -93,7 +93,8 @@ impl<T: Send + Sync + 'static> PresetRing<T> {
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
     /// [`Error::InvalidConfig`] (`"weight"`) if the weights make more than
-    /// [`RING_POINT_LIMIT`] points. Updates fail the same way.
+    /// [`RING_POINT_LIMIT`] points or for a backend's `max_in_flight` of 0. Updates fail the
+    /// same way.
     pub fn nginx(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         PresetRing::builder(Preset::Nginx).build(backends)
     }
@@ -103,8 +104,9 @@ impl<T: Send + Sync + 'static> PresetRing<T> {
     /// # Errors
     /// [`Error::EmptyId`], [`Error::DuplicateId`], and [`Error::TooManyBackends`] beyond
     /// [`MAX_BACKENDS`](crate::MAX_BACKENDS) backends or beyond [`KETAMA_SERVER_LIMIT`]
-    /// backends of weight above 0 (their points would pass [`RING_POINT_LIMIT`]). Updates
-    /// fail the same way.
+    /// backends of weight above 0 (their points would pass [`RING_POINT_LIMIT`]), and
+    /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0. Updates fail the same
+    /// way.
     pub fn ketama(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         PresetRing::builder(Preset::Ketama).build(backends)
     }

@@ -143,7 +143,8 @@ impl<T: Send + Sync + 'static> HashRing<T> {
     /// same as `HashRing::builder().build(backends)`).
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`] and [`Error::TooManyBackends`]. Any
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
+    /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0. Any
     /// weights are accepted: the ring is sized from their ratios (see
     /// [Ring size](crate::hash::ring#ring-size)). Updates fail the same way.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {

@@ -13,7 +13,6 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use crate::builder::Builder;
-use crate::engine::pick::Pick;
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Snapshot, View};
@@ -113,13 +112,20 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
         self.placement.build(&nodes)
     }
 
+    /// The first eligible member in the key's order that `accept` allows (with room, under
+    /// bounded loads; the first allowed regardless of load if none has room).
     #[inline]
-    fn choose(&self, snap: &Snapshot<T, A::Table>, request: &Request<'_>) -> Option<usize> {
+    fn choose(
+        &self,
+        snap: &Snapshot<T, A::Table>,
+        request: &Request<'_>,
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         if snap.eligible.is_empty() {
             return None;
         }
         let key = self.key(request);
-        let eligible = |i: usize| snap.is_eligible[i];
+        let eligible = |i: usize| snap.is_eligible[i] && accept(i);
         match self.bound {
             None => snap.table.first(key, eligible),
             Some(factor) => {
@@ -136,7 +142,8 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
         snap: &Snapshot<T, A::Table>,
         request: &Request<'_>,
         n: usize,
-        out: &mut Vec<Pick<T>>,
+        accept: impl Fn(usize) -> bool,
+        out: &mut Vec<usize>,
     ) {
         if snap.eligible.is_empty() {
             return;
@@ -144,7 +151,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
         let key = self.key(request);
         let mut load = self.bound.map(Capacity::new);
         let want = n.min(snap.eligible.len());
-        let mut chosen: Vec<usize> = Vec::with_capacity(want);
+        let start = out.len();
         // Beyond a few picks, a mask keeps "already chosen?" O(1) (a scan of `chosen` inside
         // every walk made large requests quadratic in their size).
         let mut taken = if want > 8 {
@@ -152,7 +159,8 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
         } else {
             Vec::new()
         };
-        while chosen.len() < want {
+        while out.len() - start < want {
+            let chosen = &out[start..];
             let is_taken = |i: usize| {
                 if taken.is_empty() {
                     chosen.contains(&i)
@@ -160,7 +168,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
                     taken[i]
                 }
             };
-            let free = |i: usize| snap.is_eligible[i] && !is_taken(i);
+            let free = |i: usize| snap.is_eligible[i] && !is_taken(i) && accept(i);
             let next = match &load {
                 None => snap.table.first(key, free),
                 Some(load) => snap
@@ -168,15 +176,14 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
                     .first(key, |i| free(i) && load.has_room(snap, i))
                     .or_else(|| snap.table.first(key, free)),
             };
-            // Every eligible member is offered, and fewer than all of them are chosen.
+            // Every eligible member is offered; none left that is free and accepted.
             let Some(index) = next else { break };
-            chosen.push(index);
+            out.push(index);
             if let Some(t) = taken.get_mut(index) {
                 *t = true;
             }
-            out.push(snap.pick(index));
             if let Some(load) = &mut load {
-                // The pick just made is held: it counts in the total of the next one.
+                // The pick just chosen will be held: it counts in the total of the next one.
                 load.held += 1;
             }
         }
@@ -224,10 +231,10 @@ impl LoadFactor {
 /// The load of the eligible backends, read at most once per pick, and only if needed.
 struct Capacity {
     factor: LoadFactor,
-    /// Picks held on eligible backends and the sum of the eligible weights, once read,
-    /// with the value of `held` at that moment.
-    sums: Cell<Option<(u64, u64, u64)>>,
-    /// Picks made so far by this `pick_n` call.
+    /// Picks held on eligible backends and the sum of the eligible weights, once read.
+    sums: Cell<Option<(u64, u64)>>,
+    /// Members chosen so far by this `pick_n` call: they are acquired once the call has
+    /// chosen them all, so no count read during the call includes them.
     held: u64,
 }
 
@@ -240,9 +247,10 @@ impl Capacity {
         }
     }
 
-    /// (total held on eligible backends, sum of their weights), read on first use.
+    /// (total held on eligible backends, this call's choices included; sum of their
+    /// weights), the counts read on first use.
     fn sums<T, X>(&self, snap: &Snapshot<T, X>) -> (u64, u64) {
-        let (total, weight_sum, held_then) = match self.sums.get() {
+        let (total, weight_sum) = match self.sums.get() {
             Some(sums) => sums,
             None => {
                 let (mut total, mut weight_sum) = (0u64, 0u64);
@@ -251,12 +259,11 @@ impl Capacity {
                     // Effective weights: fits in 64 bits (see `MAX_BACKENDS`).
                     weight_sum += e.weight;
                 }
-                self.sums.set(Some((total, weight_sum, self.held)));
-                (total, weight_sum, self.held)
+                self.sums.set(Some((total, weight_sum)));
+                (total, weight_sum)
             }
         };
-        // Picks this call made after the reading are held too.
-        (total.saturating_add(self.held - held_then), weight_sum)
+        (total.saturating_add(self.held), weight_sum)
     }
 
     /// Whether eligible member `index` is below its capacity.

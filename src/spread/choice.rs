@@ -5,7 +5,6 @@
 //! [`TwoChoices`] with their own [`Cost`].
 
 use crate::engine::alias::{draw_distinct, draw_where, AliasTable};
-use crate::engine::pick::Pick;
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Eligible, Snapshot, View};
@@ -61,31 +60,47 @@ impl<L: Cost> TwoChoices<L> {
         }
     }
 
-    /// Positions (in `eligible`) of the two candidates, the first the lighter one.
+    /// Positions (in `eligible`) of the two candidates among those `accept` allows, the
+    /// first the lighter one (the second `None` if only one is allowed).
     #[inline]
-    fn candidates<T>(&self, snap: &Snapshot<T, AliasTable>) -> Option<(usize, Option<usize>)> {
-        let n = snap.eligible.len();
-        match n {
+    fn candidates<T>(
+        &self,
+        snap: &Snapshot<T, AliasTable>,
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<(usize, Option<usize>)> {
+        let refused = |p: usize| !accept(snap.eligible[p].index);
+        match snap.eligible.len() {
             0 => return None,
-            1 => return Some((0, None)),
+            // Nothing to draw or compare.
+            1 => return (!refused(0)).then_some((0, None)),
             _ => {}
         }
         // One atomic step per pick: the second value is the first one re-mixed (SplitMix64's
         // output function is a bijection, so it is uniform too). Re-draws after a collision
-        // take fresh values.
-        let first = self.rng.next_random();
-        let a = snap.table.sample(first, n);
-        let mut second = Some(splitmix64(first ^ GAMMA));
+        // or a refusal take fresh values.
+        let mut first = None;
+        let a = draw_where(
+            &snap.table,
+            &snap.eligible,
+            || {
+                let r = self.rng.next_random();
+                first.get_or_insert(r);
+                r
+            },
+            refused,
+        )?;
+        let mut second = first.map(|r| splitmix64(r ^ GAMMA));
         let b = draw_where(
             &snap.table,
             &snap.eligible,
             || second.take().unwrap_or_else(|| self.rng.next_random()),
-            |p| p == a,
+            |p| p == a || refused(p),
         );
-        if self.load.lighter(&snap.eligible[b], &snap.eligible[a]) {
-            Some((b, Some(a)))
-        } else {
-            Some((a, Some(b)))
+        match b {
+            Some(b) if self.load.lighter(&snap.eligible[b], &snap.eligible[a]) => {
+                Some((b, Some(a)))
+            }
+            b => Some((a, b)),
         }
     }
 }
@@ -103,8 +118,13 @@ impl<T, L: Cost> Policy<T> for TwoChoices<L> {
     }
 
     #[inline]
-    fn choose(&self, snap: &Snapshot<T, AliasTable>, _: &Request<'_>) -> Option<usize> {
-        let (winner, _) = self.candidates(snap)?;
+    fn choose(
+        &self,
+        snap: &Snapshot<T, AliasTable>,
+        _: &Request<'_>,
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let (winner, _) = self.candidates(snap, accept)?;
         Some(snap.eligible[winner].index)
     }
 
@@ -114,9 +134,10 @@ impl<T, L: Cost> Policy<T> for TwoChoices<L> {
         snap: &Snapshot<T, AliasTable>,
         _: &Request<'_>,
         n: usize,
-        out: &mut Vec<Pick<T>>,
+        accept: impl Fn(usize) -> bool,
+        out: &mut Vec<usize>,
     ) {
-        let Some((winner, loser)) = self.candidates(snap) else {
+        let Some((winner, loser)) = self.candidates(snap, &accept) else {
             return;
         };
         let mut chosen: Vec<usize> = std::iter::once(winner).chain(loser).take(n).collect();
@@ -125,12 +146,9 @@ impl<T, L: Cost> Policy<T> for TwoChoices<L> {
             &snap.eligible,
             || self.rng.next_random(),
             n,
+            |p| !accept(snap.eligible[p].index),
             &mut chosen,
         );
-        out.extend(
-            chosen
-                .into_iter()
-                .map(|p| snap.pick(snap.eligible[p].index)),
-        );
+        out.extend(chosen.into_iter().map(|p| snap.eligible[p].index));
     }
 }

@@ -16,7 +16,6 @@
 use crate::backend::Backend;
 use crate::builder::Builder;
 use crate::engine::core::{impl_balancer, Core};
-use crate::engine::pick::Pick;
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Eligible, Snapshot, View};
@@ -42,7 +41,8 @@ impl<T: Send + Sync + 'static> LeastConnections<T> {
     /// A LeastConnections balancer over `backends` (the same as `LeastConnections::builder().build(backends)`).
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
+    /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         Builder::new(LeastConnectionsConfig).build(backends)
     }
@@ -88,24 +88,30 @@ pub(crate) struct FewestInFlight {
 }
 
 impl FewestInFlight {
-    /// The position (in `eligible`) of the least loaded, scanning from `start`: the first of
-    /// the lightest in scan order. An idle backend cannot be beaten, so the scan stops there.
+    /// The position (in `eligible`) of the least loaded among those `accept` allows,
+    /// scanning from `start`: the first of the lightest in scan order. An idle backend
+    /// cannot be beaten, so the scan stops there.
     #[inline]
-    fn scan(eligible: &[Eligible], start: usize) -> usize {
-        let mut best = start;
+    fn scan(eligible: &[Eligible], start: usize, accept: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = eligible.len();
+        let mut order = (start..n).chain(0..start);
+        let mut best = order.find(|&p| accept(eligible[p].index))?;
         let (mut best_in_flight, mut best_weight) =
-            (eligible[start].state.in_flight(), eligible[start].weight);
-        for p in (start + 1..eligible.len()).chain(0..start) {
+            (eligible[best].state.in_flight(), eligible[best].weight);
+        for p in order {
             if best_in_flight == 0 {
                 break;
             }
             let e = &eligible[p];
+            if !accept(e.index) {
+                continue;
+            }
             let in_flight = e.state.in_flight();
             if lighter(in_flight, e.weight, best_in_flight, best_weight) {
                 (best, best_in_flight, best_weight) = (p, in_flight, e.weight);
             }
         }
-        best
+        Some(best)
     }
 }
 
@@ -117,17 +123,30 @@ impl<T> Policy<T> for FewestInFlight {
         Ok(())
     }
 
+    /// The lightest; those not accepted are left out of the scan.
     #[inline]
-    fn choose(&self, snap: &Snapshot<T, ()>, _: &Request<'_>) -> Option<usize> {
+    fn choose(
+        &self,
+        snap: &Snapshot<T, ()>,
+        _: &Request<'_>,
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         let n = snap.eligible.len();
         if n == 0 {
             return None;
         }
         let start = (self.cursor.next() % n as u64) as usize;
-        Some(snap.eligible[Self::scan(&snap.eligible, start)].index)
+        Some(snap.eligible[Self::scan(&snap.eligible, start, accept)?].index)
     }
 
-    fn choose_n(&self, snap: &Snapshot<T, ()>, _: &Request<'_>, n: usize, out: &mut Vec<Pick<T>>) {
+    fn choose_n(
+        &self,
+        snap: &Snapshot<T, ()>,
+        _: &Request<'_>,
+        n: usize,
+        accept: impl Fn(usize) -> bool,
+        out: &mut Vec<usize>,
+    ) {
         let len = snap.eligible.len();
         if len == 0 {
             return;
@@ -135,8 +154,9 @@ impl<T> Policy<T> for FewestInFlight {
         let start = (self.cursor.next() % len as u64) as usize;
         // Read every count once, then order by load, ties by distance from the rotating start.
         let mut order: Vec<(usize, usize, u64)> = (0..len)
-            .map(|k| {
-                let p = (start + k) % len;
+            .map(|k| (start + k) % len)
+            .filter(|&p| accept(snap.eligible[p].index))
+            .map(|p| {
                 (
                     p,
                     snap.eligible[p].state.in_flight(),
@@ -157,7 +177,7 @@ impl<T> Policy<T> for FewestInFlight {
             order
                 .iter()
                 .take(n)
-                .map(|&(p, _, _)| snap.pick(snap.eligible[p].index)),
+                .map(|&(p, _, _)| snap.eligible[p].index),
         );
     }
 }

@@ -14,13 +14,16 @@
 //! | [`LeastConnections`] | fewest in flight per unit of weight, ties in turn | O(n) | long-lived connections, small sets |
 //! | [`PowerOfTwoChoices`] | the lighter of two weighted draws | O(1) | the default for requests |
 //! | [`PeakEwma`] | the cheaper of two weighted draws by latency x (in flight + 1) / weight | O(1) | backends whose latency changes |
+//! | [`First`] | the first eligible backend with room, in list order | O(1), O(k) past k full | as few busy backends as possible |
 //!
-//! Only the last three see load: with backends that are not perfectly alike, or whose speed
+//! Only [`LeastConnections`], [`PowerOfTwoChoices`] and [`PeakEwma`] see load: with backends that are not perfectly alike, or whose speed
 //! changes without their weight saying so, prefer them (the simulator's README,
 //! `examples/simulate/README.md`, shows by how much). Each module below explains its
-//! algorithm, where it comes from, its cost and when to choose it.
+//! algorithm, where it comes from, its cost and when to choose it. [`First`] is the one
+//! request-spreading policy whose choice depends on the order the backends were given in.
 
 mod choice;
+pub mod first;
 pub mod least_connections;
 pub mod peak_ewma;
 pub mod power_of_two;
@@ -28,6 +31,7 @@ pub mod random;
 pub mod round_robin;
 pub mod weighted_round_robin;
 
+pub use first::{First, FirstConfig};
 pub use least_connections::{LeastConnections, LeastConnectionsConfig};
 pub use peak_ewma::{PeakEwma, PeakEwmaConfig};
 pub use power_of_two::{PowerOfTwoChoices, PowerOfTwoChoicesConfig};

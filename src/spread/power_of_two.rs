@@ -39,7 +39,8 @@ impl<T: Send + Sync + 'static> PowerOfTwoChoices<T> {
     /// `PowerOfTwoChoices::builder().build(backends)`).
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
+    /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         Builder::new(PowerOfTwoChoicesConfig).build(backends)
     }

@@ -13,9 +13,8 @@
 
 use crate::backend::Backend;
 use crate::builder::{Builder, Seedable};
-use crate::engine::alias::{draw_distinct, AliasTable};
+use crate::engine::alias::{draw_distinct, draw_where, AliasTable};
 use crate::engine::core::{impl_balancer, Core};
-use crate::engine::pick::Pick;
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Snapshot, View};
@@ -39,7 +38,8 @@ impl<T: Send + Sync + 'static> Random<T> {
     /// `Random::builder().build(backends)`).
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
+    /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         Builder::new(RandomConfig::default()).build(backends)
     }
@@ -108,13 +108,22 @@ impl<T> Policy<T> for WeightedDraw {
         Ok(AliasTable::new(view.eligible))
     }
 
+    /// A weighted draw; one not accepted is drawn again (a few times, then an exact
+    /// weighted draw among the accepted ones).
     #[inline]
-    fn choose(&self, snap: &Snapshot<T, AliasTable>, _: &Request<'_>) -> Option<usize> {
-        let n = snap.eligible.len();
-        if n == 0 {
-            return None;
-        }
-        Some(snap.eligible[snap.table.sample(self.rng.next_random(), n)].index)
+    fn choose(
+        &self,
+        snap: &Snapshot<T, AliasTable>,
+        _: &Request<'_>,
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let p = draw_where(
+            &snap.table,
+            &snap.eligible,
+            || self.rng.next_random(),
+            |p| !accept(snap.eligible[p].index),
+        )?;
+        Some(snap.eligible[p].index)
     }
 
     fn choose_n(
@@ -122,7 +131,8 @@ impl<T> Policy<T> for WeightedDraw {
         snap: &Snapshot<T, AliasTable>,
         _: &Request<'_>,
         n: usize,
-        out: &mut Vec<Pick<T>>,
+        accept: impl Fn(usize) -> bool,
+        out: &mut Vec<usize>,
     ) {
         let mut chosen = Vec::with_capacity(n.min(snap.eligible.len()));
         draw_distinct(
@@ -130,12 +140,9 @@ impl<T> Policy<T> for WeightedDraw {
             &snap.eligible,
             || self.rng.next_random(),
             n,
+            |p| !accept(snap.eligible[p].index),
             &mut chosen,
         );
-        out.extend(
-            chosen
-                .into_iter()
-                .map(|p| snap.pick(snap.eligible[p].index)),
-        );
+        out.extend(chosen.into_iter().map(|p| snap.eligible[p].index));
     }
 }

@@ -15,7 +15,6 @@
 use crate::backend::Backend;
 use crate::builder::Builder;
 use crate::engine::core::{impl_balancer, Core};
-use crate::engine::pick::Pick;
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Snapshot, View};
@@ -39,7 +38,8 @@ impl<T: Send + Sync + 'static> RoundRobin<T> {
     /// A RoundRobin balancer over `backends` (the same as `RoundRobin::builder().build(backends)`).
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
+    /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         Builder::new(RoundRobinConfig).build(backends)
     }
@@ -92,24 +92,46 @@ impl<T> Policy<T> for Rotation {
         Ok(())
     }
 
+    /// The next in turn; one not accepted is passed over for the next accepted one after it.
     #[inline]
-    fn choose(&self, snap: &Snapshot<T, ()>, _: &Request<'_>) -> Option<usize> {
-        let n = snap.eligible.len() as u64;
+    fn choose(
+        &self,
+        snap: &Snapshot<T, ()>,
+        _: &Request<'_>,
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let n = snap.eligible.len();
         if n == 0 {
             return None;
         }
-        let at = self.cursor.next() % n;
-        Some(snap.eligible[at as usize].index)
+        let at = (self.cursor.next() % n as u64) as usize;
+        let index = snap.eligible[at].index;
+        if accept(index) {
+            return Some(index);
+        }
+        (1..n)
+            .map(|k| snap.eligible[(at + k) % n].index)
+            .find(|&i| accept(i))
     }
 
-    fn choose_n(&self, snap: &Snapshot<T, ()>, _: &Request<'_>, n: usize, out: &mut Vec<Pick<T>>) {
+    fn choose_n(
+        &self,
+        snap: &Snapshot<T, ()>,
+        _: &Request<'_>,
+        n: usize,
+        accept: impl Fn(usize) -> bool,
+        out: &mut Vec<usize>,
+    ) {
         let len = snap.eligible.len();
         if len == 0 {
             return;
         }
         let start = (self.cursor.next() % len as u64) as usize;
-        for k in 0..n.min(len) {
-            out.push(snap.pick(snap.eligible[(start + k) % len].index));
-        }
+        out.extend(
+            (0..len)
+                .map(|k| snap.eligible[(start + k) % len].index)
+                .filter(|&i| accept(i))
+                .take(n),
+        );
     }
 }

@@ -27,12 +27,14 @@ use std::collections::BinaryHeap;
 use crate::backend::Backend;
 use crate::builder::Builder;
 use crate::engine::core::{impl_balancer, Core};
-use crate::engine::pick::Pick;
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Eligible, Snapshot, View};
 use crate::error::Error;
 use crate::request::Request;
+
+/// Schedule entries a pick walks past before it looks for an accepted backend in id order.
+const WALK: usize = 64;
 
 /// The longest schedule period kept, in entries (4 bytes each).
 pub const SCHEDULE_LIMIT: usize = 1 << 16;
@@ -62,7 +64,8 @@ impl<T: Send + Sync + 'static> WeightedRoundRobin<T> {
     /// A WeightedRoundRobin balancer over `backends` (the same as `WeightedRoundRobin::builder().build(backends)`).
     ///
     /// # Errors
-    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`].
+    /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
+    /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
         Builder::new(WeightedRoundRobinConfig).build(backends)
     }
@@ -116,14 +119,37 @@ impl<T> Policy<T> for Schedule {
         Ok(smooth_schedule(&reduced_weights(view.eligible)))
     }
 
+    /// The next in the schedule; one not accepted is passed over for the next accepted one
+    /// in the schedule (after [`WALK`] entries, the next accepted in id order, so that a pick
+    /// stays cheap when most of a long schedule is not accepted).
     #[inline]
-    fn choose(&self, snap: &Snapshot<T, Box<[u32]>>, _: &Request<'_>) -> Option<usize> {
-        let period = snap.table.len() as u64;
+    fn choose(
+        &self,
+        snap: &Snapshot<T, Box<[u32]>>,
+        _: &Request<'_>,
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let period = snap.table.len();
         if period == 0 {
             return None;
         }
-        let slot = snap.table[(self.cursor.next() % period) as usize];
-        Some(snap.eligible[slot as usize].index)
+        let at = (self.cursor.next() % period as u64) as usize;
+        let slot = snap.table[at] as usize;
+        let index = snap.eligible[slot].index;
+        if accept(index) {
+            return Some(index);
+        }
+        let walked = (1..period.min(WALK))
+            .map(|k| snap.eligible[snap.table[(at + k) % period] as usize].index)
+            .find(|&i| accept(i));
+        if walked.is_some() || period <= WALK {
+            // A period lists every eligible backend: a full walk missed none.
+            return walked;
+        }
+        let n = snap.eligible.len();
+        (1..n)
+            .map(|k| snap.eligible[(slot + k) % n].index)
+            .find(|&i| accept(i))
     }
 
     fn choose_n(
@@ -131,7 +157,8 @@ impl<T> Policy<T> for Schedule {
         snap: &Snapshot<T, Box<[u32]>>,
         _: &Request<'_>,
         n: usize,
-        out: &mut Vec<Pick<T>>,
+        accept: impl Fn(usize) -> bool,
+        out: &mut Vec<usize>,
     ) {
         let period = snap.table.len();
         if period == 0 {
@@ -140,13 +167,20 @@ impl<T> Policy<T> for Schedule {
         // Walk the schedule from the cursor: every eligible backend appears in one period.
         let start = (self.cursor.next() % period as u64) as usize;
         let want = n.min(snap.eligible.len());
+        if want == 0 {
+            return;
+        }
+        let start_len = out.len();
         let mut seen = vec![false; snap.eligible.len()];
         for k in 0..period {
             let slot = snap.table[(start + k) % period] as usize;
             if !std::mem::replace(&mut seen[slot], true) {
-                out.push(snap.pick(snap.eligible[slot].index));
-                if out.len() == want {
-                    return;
+                let index = snap.eligible[slot].index;
+                if accept(index) {
+                    out.push(index);
+                    if out.len() - start_len == want {
+                        return;
+                    }
                 }
             }
         }

@@ -21,10 +21,10 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 use lbkit::{Backend, Balancer, Error, Health, HealthConfig, ManualClock, Status};
-use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 use lbkit::{
-    LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
+    First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
 };
+use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 
 /// A balancer over `u32` values, built from a backend set and a seed (ignored by policies
 /// that draw no random numbers).
@@ -53,6 +53,10 @@ pub enum Oracle {
     /// Jump hash: weights other than 0 are ignored, so every eligible backend gets an equal
     /// share; only the generic invariants hold per pick.
     Unweighted,
+    /// First: each pick is the first eligible backend with room in the order the list was
+    /// given (so it depends on list order, and without caps it sends everything to one
+    /// backend); tests/steering.rs checks it exactly.
+    First,
 }
 
 /// One policy under test.
@@ -195,6 +199,7 @@ pub const POLICIES: &[Policy] = &[
         Oracle::PowerOfTwoChoices
     ),
     policy!("PeakEwma", peak_ewma, seeded, Oracle::PeakEwma),
+    policy!("First", First::new, Oracle::First),
     // Hashing policies spread requests without a key at random: seeded, like Random.
     policy!(hashing "HashRing", ring, seeded, Oracle::None),
     policy!(hashing "Maglev", maglev, seeded, Oracle::None),
