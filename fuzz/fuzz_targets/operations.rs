@@ -57,7 +57,9 @@
 //!
 //! Not modelled: which eligible backend a policy chooses (random, hashed, or in turn: the
 //! policy suites in tests/ check those), latency estimates, and slow-start weights beyond
-//! "ramping or not". Time moves only by `ManualClock::advance`, by at most an hour a step,
+//! "ramping or not"; sets that would make a ring of more than 2^16 points are skipped (their
+//! builds take seconds; fuzz_targets/parameters.rs covers ring sizes). Time moves only by
+//! `ManualClock::advance`, by at most an hour a step,
 //! and every randomised policy is seeded, so a run replays exactly.
 #![no_main]
 
@@ -255,10 +257,12 @@ fn apply(mut config: HealthConfig, rules: &Rules) -> HealthConfig {
 type Lb = Box<dyn Balancer<u32>>;
 
 /// What limits a policy's sets beyond the ids: nginx's ring point budget (160 points per
-/// weight unit, at most `RING_POINT_LIMIT`), Maglev's table.
+/// weight unit, at most `RING_POINT_LIMIT`), Maglev's table. A `HashRing` (its points per
+/// weight unit given) takes any set of ten: its size scales to the weights' ratios.
 #[derive(Debug, Clone, Copy)]
 enum Limit {
     None,
+    HashRing(u32),
     NginxPoints,
     MaglevTable(u32),
 }
@@ -266,13 +270,37 @@ enum Limit {
 impl Limit {
     fn fits(self, set: &Set) -> bool {
         match self {
-            Limit::None => true,
+            Limit::None | Limit::HashRing(_) => true,
             Limit::NginxPoints => {
                 let total: u128 = set.iter().map(|(_, w, _)| u128::from(*w) * 160).sum();
                 total <= 1 << 23
             }
             Limit::MaglevTable(size) => set.len() <= size as usize,
         }
+    }
+
+    /// Whether the set makes a ring of more than 2^16 points (up to 2^23: seconds per build
+    /// in this build, which would drown the search): valid, but not this target's subject
+    /// (fuzz_targets/parameters.rs takes ring sizes). Counted as hash::ring, "Ring size",
+    /// documents: `round(p x w / w_min)` each; nginx: 160 x w each.
+    fn slow(self, set: &Set) -> bool {
+        let weights = || {
+            set.iter()
+                .map(|(_, w, _)| u128::from(*w))
+                .filter(|&w| w > 0)
+        };
+        let points: u128 = match self {
+            Limit::HashRing(p) => {
+                let lightest = weights().min().unwrap_or(1);
+                let p = u128::from(p);
+                weights()
+                    .map(|w| (2 * p * w + lightest) / (2 * lightest))
+                    .sum()
+            }
+            Limit::NginxPoints => weights().map(|w| w * 160).sum::<u128>().min(1 << 23),
+            Limit::None | Limit::MaglevTable(_) => 0,
+        };
+        points > 1 << 16
     }
 }
 
@@ -285,6 +313,8 @@ fn is_prime(n: u32) -> bool {
 fn registry_limit(name: &str) -> Limit {
     if name.starts_with("PresetRing::nginx") {
         Limit::NginxPoints
+    } else if name.starts_with("HashRing") {
+        Limit::HashRing(160)
     } else if name.starts_with("Maglev") {
         Limit::MaglevTable(1031)
     } else {
@@ -296,12 +326,10 @@ fn registry_limit(name: &str) -> Limit {
 /// valid by the documented rules, its set limit, and its load factor if bounded.
 type Built = (std::result::Result<Lb, Error>, bool, Limit, Option<f64>);
 
-/// Builds the chosen policy, then gives it the health rules through the trait.
-fn build(
-    u: &mut Unstructured<'_>,
-    initial: Vec<Backend<u32>>,
-    health: HealthConfig,
-) -> Result<Built> {
+/// Builds the chosen policy over `set`, then gives it the health rules through the trait.
+/// `None` if the set would make a ring too large to build quickly (see [`Limit::slow`]).
+fn build(u: &mut Unstructured<'_>, set: &Set, health: HealthConfig) -> Result<Option<Built>> {
+    let initial = backends(set);
     // A byte of seed: which seed matters little, the bytes matter to short inputs.
     let seed = u64::from(u.arbitrary::<u8>()?);
     let factor = if u.arbitrary()? {
@@ -314,6 +342,9 @@ fn build(
     let (lb, ok, limit, bound): Built = if let Some(policy) = POLICIES.get(choice) {
         // The registry's bounded variants use c = 1.25.
         let bound = policy.name.ends_with("+bound").then_some(1.25);
+        if registry_limit(policy.name).slow(set) {
+            return Ok(None);
+        }
         (
             (policy.new)(initial, seed),
             true,
@@ -324,12 +355,20 @@ fn build(
         match choice - POLICIES.len() {
             0 => {
                 let points = u.int_in_range(0..=200)?;
+                if Limit::HashRing(points).slow(set) {
+                    return Ok(None);
+                }
                 let mut b = HashRing::builder().seed(seed).points_per_weight(points);
                 if let Some(c) = factor {
                     b = b.load_factor(c);
                 }
                 let lb = b.build(initial).map(|lb| Box::new(lb) as Lb);
-                (lb, factor_ok && points >= 1, Limit::None, factor)
+                (
+                    lb,
+                    factor_ok && points >= 1,
+                    Limit::HashRing(points),
+                    factor,
+                )
             }
             1 => {
                 let size = *u.choose(&[0u32, 2, 3, 7, 13, 1031, 4])?;
@@ -355,6 +394,9 @@ fn build(
             }
             _ => {
                 let nginx: bool = u.arbitrary()?;
+                if nginx && Limit::NginxPoints.slow(set) {
+                    return Ok(None);
+                }
                 let preset = if nginx { Preset::Nginx } else { Preset::Ketama };
                 let mut b = PresetRing::builder(preset).seed(seed);
                 if let Some(c) = factor {
@@ -371,7 +413,7 @@ fn build(
         }
     };
     let lb = lb.and_then(|lb| lb.set_health_config(health).map(|()| lb));
-    Ok((lb, ok, limit, bound))
+    Ok(Some((lb, ok, limit, bound)))
 }
 
 /// The error `update` must give for this set, by the documented rules, or `None` if only the
@@ -668,7 +710,9 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let (initial_rules, rules_ok) = rules(u)?;
     let mut config = apply(HealthConfig::new().clock(clock.clone()), &initial_rules);
     let initial = set(u)?;
-    let (lb, builder_ok, limit, bound) = build(u, backends(&initial), config.clone())?;
+    let Some((lb, builder_ok, limit, bound)) = build(u, &initial, config.clone())? else {
+        return Ok(());
+    };
     // The documented order of checks: builder parameters, ids, the policy's table, health.
     let expected = if !builder_ok {
         Some(None)
@@ -712,6 +756,9 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         match u.int_in_range(0..=10u8)? {
             0 => {
                 let next = set(u)?;
+                if limit.slow(&next) {
+                    continue;
+                }
                 let before = summary(lb);
                 match lb.update(backends(&next)) {
                     Ok(()) => {
