@@ -240,6 +240,11 @@ impl<T, P: Policy<T>> Core<T, P> {
         released
             .snapshots
             .push(self.current.swap(Arc::new(snapshot)));
+        if writer.config.outlier_detection.is_some() {
+            // A removed ejected backend, or a larger set, makes room under the cap for a
+            // backend it held back: the next pick applies the rules.
+            self.feedback.mark_dirty();
+        }
         Ok(())
     }
 
