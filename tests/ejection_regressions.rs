@@ -11,7 +11,10 @@
 //!   first pick after that, so after a quiet spell the next ejection was longer than documented;
 //! * a backend removed and added back joins as a new one. Before the fix, if picks on it were
 //!   still held, it kept its ejection multiplier (and its next ejection was longer) as it did
-//!   not when they had been dropped.
+//!   not when they had been dropped;
+//! * new rules on a new clock ("a new clock restarts everything measured in time") eject a
+//!   run that meets them from now. Before the fix, the ejection was back-dated to when the run
+//!   crossed the old threshold on the old clock, so it could be found served in full at once.
 
 use std::time::Duration;
 
@@ -100,4 +103,35 @@ fn a_backend_added_back_while_its_picks_are_held_starts_with_no_ejection_history
         "ejected for longer than 1 s: {:?}",
         lb.status()
     );
+}
+
+#[test]
+fn a_run_that_meets_new_rules_on_a_new_clock_is_ejected_from_now() {
+    let clock = ManualClock::new();
+    let lb = RoundRobin::builder()
+        .health(rules(&clock, 100.0))
+        .build([Backend::new("a", ())])
+        .unwrap();
+    let held: Vec<_> = (0..3).map(|_| lb.pick(&Request::new()).unwrap()).collect();
+    let mut held = held.into_iter();
+    held.next().unwrap().failure();
+    assert_eq!(ejected(&lb), ["a"], "for 1 s (n = 1)");
+    // Two more failures while ejected: a run of 2, which crossed no threshold of these rules.
+    held.for_each(|p| p.failure());
+    clock.advance(Duration::from_millis(345));
+    // New rules on a new clock ("restarts everything measured in time"): 2 failures eject,
+    // for 1 ms. The run meets them: ejected now, for 1 ms, not back-dated to when the run
+    // was counted under the old clock (and found served in full at once).
+    let next = HealthConfig::new()
+        .outlier_detection(OutlierDetection {
+            consecutive_failures: 2,
+            base_ejection_time: Duration::from_millis(1),
+            max_ejection_time: Duration::from_millis(1),
+            max_ejection_percent: 100.0,
+        })
+        .clock(clock.clone());
+    lb.set_health_config(next).unwrap();
+    assert_eq!(ejected(&lb), ["a"], "a run of 2 under a threshold of 2");
+    clock.advance(Duration::from_millis(1));
+    assert!(ejected(&lb).is_empty(), "back after 1 ms");
 }
