@@ -176,13 +176,25 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let bounded = policy <= 2 || policy == 6;
     let lb: Box<dyn Balancer<u32>> = match policy {
         0 => {
-            // Any point count; the total over the set must stay within the ring's limit.
+            // Any point count of at least 1: the ring scales its size to the weights' ratios
+            // and shares out at most `RING_POINT_LIMIT` points (hash::ring, "Ring size"), so
+            // every set is taken.
             let points: u32 = u.arbitrary()?;
+            let lightest = weights
+                .iter()
+                .copied()
+                .filter(|&w| w > 0)
+                .min()
+                .unwrap_or(1);
             let total: u64 = weights
                 .iter()
-                .map(|&w| u64::from(w) * u64::from(points))
-                .sum();
-            let valid = c_ok && points >= 1 && total <= 1 << 23;
+                .filter(|&&w| w > 0)
+                .map(|&w| {
+                    let (p, w, m) = (u128::from(points), u128::from(w), u128::from(lightest));
+                    u64::try_from((2 * p * w + m) / (2 * m)).unwrap_or(u64::MAX)
+                })
+                .fold(0u64, u64::saturating_add);
+            let valid = c_ok && points >= 1;
             if valid && total > 1 << 18 {
                 return Ok(()); // valid but slow to build: not this target's subject
             }

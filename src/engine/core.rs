@@ -352,6 +352,11 @@ impl<T, P: Policy<T>> Core<T, P> {
         released
             .snapshots
             .push(self.current.swap(Arc::new(snapshot)));
+        if writer.config.outlier_detection.is_some() {
+            // A removed ejected backend, or a larger set, makes room under the cap for a
+            // backend it held back: the next pick applies the rules.
+            self.feedback.mark_dirty();
+        }
         Ok(())
     }
 
@@ -403,10 +408,17 @@ impl<T, P: Policy<T>> Core<T, P> {
             config.outlier_detection.map(|o| o.consecutive_failures),
         );
         let current = self.current.load_full();
+        let threshold = |c: &HealthConfig| c.outlier_detection.map(|o| o.consecutive_failures);
+        let new_threshold = threshold(&writer.config) != threshold(&config);
         for e in current.members.iter() {
             let s = &e.state;
             if new_clock || config.outlier_detection.is_none() {
                 s.forget_ejections();
+            }
+            if new_clock || new_threshold {
+                // When a run crossed the old threshold, on the old clock, is no start for an
+                // ejection under these rules: a run that meets them is ejected from now.
+                s.clear_trip();
             }
             if new_clock || config.slow_start.is_none() {
                 s.stop_ramp();

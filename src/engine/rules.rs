@@ -20,7 +20,9 @@ pub(crate) fn apply_outlier_rules<T>(members: &[Arc<Entry<T>>], config: &HealthC
         let s = &e.state;
         let until = s.ejected_until();
         if until != 0 && now >= until {
-            s.end_ejection(now, ramp);
+            // Back when the time was up, not when a pick noticed: its time in service (which
+            // lowers the next ejection's multiplier) and its ramp run from then.
+            s.end_ejection(until, ramp);
         }
     }
     let Some(OutlierDetection {

@@ -77,6 +77,13 @@ impl Feedback {
         self.dirty.load(Ordering::Relaxed)
     }
 
+    /// Asks the next pick to rebuild, applying the rules (an update may have made room under
+    /// the ejection cap for a backend it held back).
+    pub(crate) fn mark_dirty(&self) {
+        // Release: as in `report_failure`, paired with `take_dirty`.
+        self.dirty.store(true, Ordering::Release);
+    }
+
     /// Clears the flag; returns whether it was set. Called under the writer lock, before the
     /// states are read, so a report racing with the rebuild sets it again.
     pub(crate) fn take_dirty(&self) -> bool {
@@ -110,6 +117,8 @@ pub(crate) const NEVER: u64 = u64::MAX;
 pub(crate) struct Revival {
     health: Health,
     ejected_until: u64,
+    ejections: u32,
+    returned_at: u64,
     failures: u32,
     tripped_at: u64,
     ramp_start: u64,
@@ -330,21 +339,23 @@ impl State {
     }
 
     /// Writer only: a removed backend whose picks are still held joins again as a new
-    /// backend would: `Up`, not ejected, with no run of failures, ramping from `now` if
-    /// `ramp`. (Only the held picks' in-flight count carries over.) Returns what
-    /// [`State::undo_revive`] restores if the update fails.
+    /// backend would: `Up`, not ejected and never ejected before (multiplier 0), with no run
+    /// of failures, ramping from `now` if `ramp`. (Only the held picks' in-flight count
+    /// carries over.) Returns what [`State::undo_revive`] restores if the update fails.
     pub(crate) fn revive(&self, now: u64, ramp: bool) -> Revival {
         // Relaxed loads and stores, as every writer-only field (see `ejected_until`); the
         // failure fields race only with reports on the old picks, which may land either side.
         let saved = Revival {
             health: self.health(),
             ejected_until: self.ejected_until(),
+            ejections: self.ejections(),
+            returned_at: self.returned_at(),
             failures: self.consecutive_failures.load(Ordering::Relaxed),
             tripped_at: self.tripped_at.load(Ordering::Relaxed),
             ramp_start: self.ramp_start(),
         };
         self.set_health(Health::Up);
-        self.ejected_until.store(0, Ordering::Relaxed);
+        self.forget_ejections();
         self.clear_failures();
         self.restart_ramp(if ramp { now } else { FULL_WEIGHT });
         saved
@@ -356,6 +367,8 @@ impl State {
         // Relaxed, as in `revive`.
         self.ejected_until
             .store(saved.ejected_until, Ordering::Relaxed);
+        self.ejections.store(saved.ejections, Ordering::Relaxed);
+        self.returned_at.store(saved.returned_at, Ordering::Relaxed);
         self.consecutive_failures
             .store(saved.failures, Ordering::Relaxed);
         self.tripped_at.store(saved.tripped_at, Ordering::Relaxed);
