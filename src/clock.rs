@@ -2,8 +2,9 @@
 //! reads it through a [`Clock`], so tests and simulations can drive time by hand.
 //!
 //! Times are [`Duration`]s since the clock's own epoch. Reading the system's monotonic clock
-//! can cost more than a whole pick on a virtual machine (`cargo bench --bench pick`, group
-//! `report/100`: `floor/clock` against `round-robin/pick+drop`), so lbkit never reads it on
+//! costs a large part of a whole pick on a virtual machine (0.6x a round-robin pick and drop:
+//! `cargo bench --bench pick`, group `report/100`, `floor/clock` against
+//! `round-robin/pick+drop`; `benches/README.md`), so lbkit never reads it on
 //! every pick: only when a report needs a timestamp, when the membership is rebuilt, and on a
 //! sample of picks while a time-based change (an ejection ending, a slow start ramping) is due.
 

@@ -70,7 +70,7 @@
 //!   points per bucket on average) gives the first point of the key's bucket; a scan of the
 //!   bucket (one or two cache lines) finds the successor. No binary search: at 1000 backends
 //!   (160,000 points) a whole pick and drop, key hashing and in-flight accounting included,
-//!   costs about as much as a bare binary search over the same points (`cargo bench --bench
+//!   costs no more than a bare binary search over the same points (`cargo bench --bench
 //!   hashing`, group `lookup/1000`: `lbkit/ring` against `floor/binary-search`; figures in
 //!   `benches/README.md`). Walking on past ineligible owners costs one step per point passed.
 //! * **Update**: O(points), by a counting sort on the same top bits: two [`mix`](crate::hash::mix) per point

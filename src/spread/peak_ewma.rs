@@ -14,8 +14,8 @@
 //! two candidates is cheaper. Each backend therefore stores its estimate as a log score,
 //! ln(estimate) + stamp / decay (stamp = time of the last observation), and a pick compares
 //! exp(score_a - score_b) x (in_a + 1) x w_b with (in_b + 1) x w_a: one `exp`, no clock read
-//! (a monotonic clock read can cost more than the rest of the pick on a VM: `cargo bench
-//! --bench pick`, group `report/100`, `floor/clock`). Only a
+//! (a monotonic clock read costs a large part of a pick on a VM: `cargo bench --bench pick`,
+//! group `report/100`, `floor/clock`; `benches/README.md`). Only a
 //! report reads the clock.
 //!
 //! Backends not yet observed start at `default_latency` (10 ms by default), like tower's
