@@ -21,8 +21,9 @@
 //! * every backend's in-flight count equals the response futures held on it; dropping or
 //!   completing them gives every slot back;
 //! * after a handle's `poll_ready`, it holds no service that was removed or replaced; a
-//!   service whose `poll_ready` failed sets its backend `Down`, and a new service under the
-//!   id brings it back up;
+//!   service whose `poll_ready` failed sets its backend `Down` (the first handle to find it;
+//!   a health the operator sets since stands), and a new service under the id brings it back
+//!   up;
 //! * wakers do not pile up: a task's wakers held anywhere are at most one per pending inner
 //!   service, one for the membership and one for the discovery stream; a task waiting on an
 //!   empty set is woken by a membership change;
@@ -548,7 +549,9 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 for &i in &w.broke {
                     let inst = &w.instances[i];
                     if let Some(r) = registry.get_mut(&inst.id) {
-                        if r.0 == inst.generation {
+                        // The first handle to find a service broken sets its backend down
+                        // ("once": a health set since, by the operator, stands).
+                        if r.0 == inst.generation && !r.1 {
                             r.1 = true;
                             let status = lb.status();
                             let s = status
