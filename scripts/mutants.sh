@@ -27,5 +27,5 @@ if [ "${1:-}" = "--full" ]; then
 fi
 exec cargo mutants --no-shuffle -j 1 --timeout-multiplier 3 "${files[@]}" "$@" -- \
     --lib --test reliability --test health --test model --test hashing_model \
-    --test hashing_api --test stress --test presets --test engine --test bounded_loads \
+    --test hashing_api --test stress --test presets --test engine --test bounded_loads --test steering --test ejection_regressions \
     -- --skip hash_ring_accepts_any_weights
