@@ -720,10 +720,11 @@ pub(crate) use impl_balancer;
 mod tests {
     use super::*;
 
-    /// The first eligible member: just enough of a policy to drive the engine.
-    struct First;
+    /// The eligible member of lowest id: just enough of a policy to drive the engine (not the
+    /// public `First`, which follows list order).
+    struct LowestId;
 
-    impl<T> Policy<T> for First {
+    impl<T> Policy<T> for LowestId {
         type Table = ();
         const TABLE_USES_HEALTH: bool = true;
 
@@ -777,7 +778,7 @@ mod tests {
             r: &Request<'_>,
             accept: impl Fn(usize) -> bool,
         ) -> Option<usize> {
-            First.choose(snap, r, accept)
+            LowestId.choose(snap, r, accept)
         }
 
         fn choose_n(
@@ -788,7 +789,7 @@ mod tests {
             accept: impl Fn(usize) -> bool,
             out: &mut Vec<usize>,
         ) {
-            First.choose_n(snap, r, n, accept, out)
+            LowestId.choose_n(snap, r, n, accept, out)
         }
     }
 
@@ -811,7 +812,7 @@ mod tests {
         ids.iter().map(|id| Backend::new(*id, ())).collect()
     }
 
-    fn retired(core: &Core<(), First>) -> Vec<String> {
+    fn retired(core: &Core<(), LowestId>) -> Vec<String> {
         let mut ids: Vec<String> = core
             .writer
             .lock()
@@ -828,7 +829,7 @@ mod tests {
     /// bounded under id churn.
     #[test]
     fn the_retired_map_holds_exactly_the_removed_backends_with_held_picks() {
-        let core = Core::new(First, set(&["a"]), HealthConfig::new()).unwrap();
+        let core = Core::new(LowestId, set(&["a"]), HealthConfig::new()).unwrap();
         let held = core.try_pick(&Request::new()).unwrap();
         assert_eq!(held.id(), "a");
         // Churn through ids nobody holds: none of them stays.
