@@ -71,6 +71,11 @@ impl<T> Pick<T> {
         &self.entry.id
     }
 
+    /// The id of the backend picked, shared (no copy).
+    pub(crate) fn shared_id(&self) -> &Arc<str> {
+        &self.entry.id
+    }
+
     /// The weight the backend had in the set this pick was made from.
     pub fn weight(&self) -> u32 {
         self.entry.weight

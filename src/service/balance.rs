@@ -12,8 +12,11 @@ use tower::{BoxError, Service};
 
 use super::ready::ReadyCache;
 use super::registry::Waiter;
-use super::{Classify, Membership, OkIsSuccess, RequestKey, ResponseFuture, Unavailable};
-use crate::{Balancer, Clock, Health, MonotonicClock, Request};
+use super::{
+    Classify, MarkServed, Membership, NoSteer, OkIsSuccess, RequestKey, ResponseFuture, Steer,
+    Unavailable,
+};
+use crate::{Balancer, Clock, Health, MonotonicClock, Pick, Request};
 
 type InlineDiscovery = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
@@ -21,7 +24,7 @@ type InlineDiscovery = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>
 /// lbkit [`Balancer`]. See the [module docs](super) for routing, readiness and ownership.
 ///
 /// `B` is the balancer (any policy, or `dyn Balancer<()>`), `S` the inner service, `F` the
-/// [`RequestKey`], `C` the [`Classify`]. Errors are boxed ([`tower::BoxError`]): the inner
+/// [`RequestKey`], `C` the [`Classify`], `St` the [`Steer`] (retries, sticky sessions). Errors are boxed ([`tower::BoxError`]): the inner
 /// service's, or an [`Unavailable`].
 ///
 /// ```
@@ -49,7 +52,7 @@ type InlineDiscovery = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>
 /// # Ok(())
 /// # }
 /// ```
-pub struct Balance<B: ?Sized, S, F, C = OkIsSuccess> {
+pub struct Balance<B: ?Sized, S, F, C = OkIsSuccess, St = NoSteer> {
     membership: Membership<B, S>,
     /// This handle's waker slot, for a task waiting on a membership change.
     waiter: Waiter,
@@ -57,6 +60,7 @@ pub struct Balance<B: ?Sized, S, F, C = OkIsSuccess> {
     services: ReadyCache<S>,
     key: F,
     classify: C,
+    steer: St,
     clock: Arc<dyn Clock>,
     discovery: Option<InlineDiscovery>,
 }
@@ -73,21 +77,39 @@ impl<B: Balancer<()> + ?Sized, S, F> Balance<B, S, F> {
             services: ReadyCache::new(),
             key,
             classify: OkIsSuccess,
+            steer: NoSteer,
             clock: Arc::new(MonotonicClock::new()),
             discovery: None,
         }
     }
 }
 
-impl<B: Balancer<()> + ?Sized, S, F, C> Balance<B, S, F, C> {
+impl<B: Balancer<()> + ?Sized, S, F, C, St> Balance<B, S, F, C, St> {
     /// This balance with responses classified by `classify` (an HTTP 5xx as a failure, say).
-    pub fn classify<C2>(self, classify: C2) -> Balance<B, S, F, C2> {
+    pub fn classify<C2>(self, classify: C2) -> Balance<B, S, F, C2, St> {
         Balance {
             membership: self.membership,
             waiter: self.waiter,
             services: self.services,
             key: self.key,
             classify,
+            steer: self.steer,
+            clock: self.clock,
+            discovery: self.discovery,
+        }
+    }
+
+    /// This balance with requests steered by `steer`: retries that avoid the backends their
+    /// request has already been sent to, sticky sessions, responses marked with their
+    /// backend. See [`Steer`], and `HttpSteer` for `http` requests.
+    pub fn steer<St2>(self, steer: St2) -> Balance<B, S, F, C, St2> {
+        Balance {
+            membership: self.membership,
+            waiter: self.waiter,
+            services: self.services,
+            key: self.key,
+            classify: self.classify,
+            steer,
             clock: self.clock,
             discovery: self.discovery,
         }
@@ -206,12 +228,13 @@ impl Tally {
     }
 }
 
-impl<B, S, F, C> Clone for Balance<B, S, F, C>
+impl<B, S, F, C, St> Clone for Balance<B, S, F, C, St>
 where
     B: Balancer<()> + ?Sized,
     S: Clone,
     F: Clone,
     C: Clone,
+    St: Clone,
 {
     /// Another handle on the same balancer and membership, with its own clones of the inner
     /// services (each polled ready by its own handle). An inline
@@ -223,13 +246,14 @@ where
             services: ReadyCache::new(),
             key: self.key.clone(),
             classify: self.classify.clone(),
+            steer: self.steer.clone(),
             clock: Arc::clone(&self.clock),
             discovery: None,
         }
     }
 }
 
-impl<B: ?Sized, S, F, C> fmt::Debug for Balance<B, S, F, C> {
+impl<B: ?Sized, S, F, C, St> fmt::Debug for Balance<B, S, F, C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balance")
             .field("services_ready", &self.services)
@@ -237,17 +261,18 @@ impl<B: ?Sized, S, F, C> fmt::Debug for Balance<B, S, F, C> {
     }
 }
 
-impl<B, S, F, C, Req> Service<Req> for Balance<B, S, F, C>
+impl<B, S, F, C, St, Req> Service<Req> for Balance<B, S, F, C, St>
 where
     B: Balancer<()> + ?Sized,
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     F: RequestKey<Req>,
     C: Classify<S::Response> + Clone,
+    St: Steer<Req> + MarkServed<S::Response> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Future = ResponseFuture<S::Future, C, St>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         if let Some(error) = self.poll_discovery(cx) {
@@ -271,37 +296,23 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let hash = self.key.key(&request);
-        let lb_request = hash.map_or_else(Request::new, Request::with_hash);
-        let balancer = self.membership.balancer();
-        let Some(first) = balancer.pick(&lb_request) else {
-            return ResponseFuture::unavailable(
-                Unavailable::NoEligibleBackend,
-                self.classify.clone(),
-            );
+        let keyed = hash.map_or_else(Request::new, Request::with_hash);
+        let sticky = self.steer.sticky(&request).unwrap_or("");
+        let lb_request = keyed.prefer(sticky);
+        let routed = match self.steer.attempts(&request) {
+            None => self.route(&lb_request),
+            Some(attempts) => attempts.route(|tried| {
+                let routed = self.route(&lb_request.avoid(tried));
+                let sent_to = routed
+                    .as_ref()
+                    .ok()
+                    .map(|(pick, _)| pick.shared_id().clone());
+                (routed, sent_to)
+            }),
         };
-        let (pick, index) = match self.services.ready_index(first.id()) {
-            Some(index) => (first, index),
-            None => {
-                drop(first);
-                // Walk the policy's whole preference order: it may hold backends this handle
-                // has no service for (one found broken is eligible again past the panic
-                // threshold), so a walk only as long as the services here could stop short
-                // of the ready one.
-                let every = self.membership.backend_count().max(self.services.len());
-                let ready = balancer
-                    .pick_n(&lb_request, every)
-                    .into_iter()
-                    .find_map(|p| self.services.ready_index(p.id()).map(|i| (p, i)));
-                match ready {
-                    Some(found) => found,
-                    None => {
-                        return ResponseFuture::unavailable(
-                            Unavailable::NoReadyBackend,
-                            self.classify.clone(),
-                        )
-                    }
-                }
-            }
+        let (pick, index) = match routed {
+            Ok(routed) => routed,
+            Err(why) => return ResponseFuture::unavailable(why, self.classify.clone()),
         };
         let start = self.clock.now();
         let response = self.services.call(index, request);
@@ -311,6 +322,32 @@ where
             start,
             Arc::clone(&self.clock),
             self.classify.clone(),
+            self.steer.clone(),
         )
+    }
+}
+
+impl<B: Balancer<()> + ?Sized, S, F, C, St> Balance<B, S, F, C, St> {
+    /// The pick for `request` and the index of its backend's ready service: the policy's
+    /// choice if its service is ready here, else the first of the policy's preference order
+    /// whose service is.
+    fn route(&self, request: &Request<'_>) -> Result<(Pick<()>, usize), Unavailable> {
+        let balancer = self.membership.balancer();
+        let first = balancer
+            .pick(request)
+            .ok_or(Unavailable::NoEligibleBackend)?;
+        if let Some(index) = self.services.ready_index(first.id()) {
+            return Ok((first, index));
+        }
+        drop(first);
+        // Walk the policy's whole preference order: it may hold backends this handle has no
+        // service for (one found broken is eligible again past the panic threshold), so a
+        // walk only as long as the services here could stop short of the ready one.
+        let every = self.membership.backend_count().max(self.services.len());
+        balancer
+            .pick_n(request, every)
+            .into_iter()
+            .find_map(|p| self.services.ready_index(p.id()).map(|i| (p, i)))
+            .ok_or(Unavailable::NoReadyBackend)
     }
 }

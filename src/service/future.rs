@@ -10,7 +10,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
-use super::{Classify, Outcome, Unavailable};
+use super::{Classify, MarkServed, NoSteer, Outcome, Unavailable};
 use crate::{Clock, Pick};
 
 /// A request in flight: the pick, and when it started.
@@ -25,18 +25,20 @@ pin_project! {
     /// holding the backend's [`Pick`] until it completes. On completion the pick reports
     /// [`Pick::success`] with the latency, or [`Pick::failure`] (an `Err`, or a response the
     /// [`Classify`] calls a failure). Dropping it before it completes releases the pick
-    /// without a report.
+    /// without a report. An `Ok` response is marked by the balance's [`Steer`] (with the
+    /// backend's id) before it is classified.
     #[must_use = "futures do nothing unless polled"]
-    pub struct ResponseFuture<Fut, C> {
+    pub struct ResponseFuture<Fut, C, St = NoSteer> {
         #[pin]
         inner: Option<Fut>,
         pick: Option<Outstanding>,
         classify: C,
+        steer: Option<St>,
         unavailable: Option<Unavailable>,
     }
 }
 
-impl<Fut, C> ResponseFuture<Fut, C> {
+impl<Fut, C, St> ResponseFuture<Fut, C, St> {
     /// The inner service's `response`, started at `start` on `clock`, holding `pick`.
     pub(super) fn new(
         response: Fut,
@@ -44,11 +46,13 @@ impl<Fut, C> ResponseFuture<Fut, C> {
         start: Duration,
         clock: Arc<dyn Clock>,
         classify: C,
+        steer: St,
     ) -> Self {
         ResponseFuture {
             inner: Some(response),
             pick: Some(Outstanding { pick, start, clock }),
             classify,
+            steer: Some(steer),
             unavailable: None,
         }
     }
@@ -59,16 +63,18 @@ impl<Fut, C> ResponseFuture<Fut, C> {
             inner: None,
             pick: None,
             classify,
+            steer: None,
             unavailable: Some(why),
         }
     }
 }
 
-impl<Fut, C, T, E> Future for ResponseFuture<Fut, C>
+impl<Fut, C, St, T, E> Future for ResponseFuture<Fut, C, St>
 where
     Fut: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
     C: Classify<T>,
+    St: MarkServed<T>,
 {
     type Output = Result<T, BoxError>;
 
@@ -86,7 +92,11 @@ where
             Poll::Ready(result) => result,
         };
         this.inner.set(None);
+        let mut result = result;
         if let Some(Outstanding { pick, start, clock }) = this.pick.take() {
+            if let (Ok(response), Some(steer)) = (result.as_mut(), this.steer.as_ref()) {
+                steer.mark(response, pick.shared_id());
+            }
             match result.as_ref().map(|r| this.classify.classify(r)) {
                 Ok(Outcome::Success) => pick.success(clock.now().saturating_sub(start)),
                 Ok(Outcome::Failure) | Err(_) => pick.failure(),
@@ -96,7 +106,7 @@ where
     }
 }
 
-impl<Fut, C> fmt::Debug for ResponseFuture<Fut, C> {
+impl<Fut, C, St> fmt::Debug for ResponseFuture<Fut, C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("backend", &self.pick.as_ref().map(|o| o.pick.id()))

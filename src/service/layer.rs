@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tower::discover::Discover;
 use tower::{BoxError, Layer};
 
-use super::{Balance, OkIsSuccess};
+use super::{Balance, NoSteer, OkIsSuccess};
 use crate::{Balancer, Clock, MonotonicClock};
 
 /// A [`Layer`] that turns a tower [`Discover`] stream of inner services into a [`Balance`]
@@ -32,10 +32,11 @@ use crate::{Balancer, Clock, MonotonicClock};
 ///
 /// The discovery stream is driven by the balance's `poll_ready` (see
 /// [`Balance::discover`]).
-pub struct BalanceLayer<B: ?Sized, F, C = OkIsSuccess> {
+pub struct BalanceLayer<B: ?Sized, F, C = OkIsSuccess, St = NoSteer> {
     balancer: Arc<B>,
     key: F,
     classify: C,
+    steer: St,
     clock: Arc<dyn Clock>,
 }
 
@@ -47,18 +48,31 @@ impl<B: Balancer<()> + ?Sized, F> BalanceLayer<B, F> {
             balancer,
             key,
             classify: OkIsSuccess,
+            steer: NoSteer,
             clock: Arc::new(MonotonicClock::new()),
         }
     }
 }
 
-impl<B: ?Sized, F, C> BalanceLayer<B, F, C> {
+impl<B: ?Sized, F, C, St> BalanceLayer<B, F, C, St> {
     /// As [`Balance::classify`].
-    pub fn classify<C2>(self, classify: C2) -> BalanceLayer<B, F, C2> {
+    pub fn classify<C2>(self, classify: C2) -> BalanceLayer<B, F, C2, St> {
         BalanceLayer {
             balancer: self.balancer,
             key: self.key,
             classify,
+            steer: self.steer,
+            clock: self.clock,
+        }
+    }
+
+    /// As [`Balance::steer`].
+    pub fn steer<St2>(self, steer: St2) -> BalanceLayer<B, F, C, St2> {
+        BalanceLayer {
+            balancer: self.balancer,
+            key: self.key,
+            classify: self.classify,
+            steer,
             clock: self.clock,
         }
     }
@@ -71,38 +85,41 @@ impl<B: ?Sized, F, C> BalanceLayer<B, F, C> {
     }
 }
 
-impl<B: ?Sized, F: Clone, C: Clone> Clone for BalanceLayer<B, F, C> {
+impl<B: ?Sized, F: Clone, C: Clone, St: Clone> Clone for BalanceLayer<B, F, C, St> {
     fn clone(&self) -> Self {
         BalanceLayer {
             balancer: Arc::clone(&self.balancer),
             key: self.key.clone(),
             classify: self.classify.clone(),
+            steer: self.steer.clone(),
             clock: Arc::clone(&self.clock),
         }
     }
 }
 
-impl<B: ?Sized, F, C> fmt::Debug for BalanceLayer<B, F, C> {
+impl<B: ?Sized, F, C, St> fmt::Debug for BalanceLayer<B, F, C, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BalanceLayer").finish_non_exhaustive()
     }
 }
 
-impl<B, F, C, D> Layer<D> for BalanceLayer<B, F, C>
+impl<B, F, C, St, D> Layer<D> for BalanceLayer<B, F, C, St>
 where
     B: Balancer<()> + ?Sized + Send + Sync + 'static,
     F: Clone,
     C: Clone,
+    St: Clone,
     D: Discover + Send + 'static,
     D::Key: fmt::Display,
     D::Error: Into<BoxError>,
     D::Service: Send + 'static,
 {
-    type Service = Balance<B, D::Service, F, C>;
+    type Service = Balance<B, D::Service, F, C, St>;
 
     fn layer(&self, discover: D) -> Self::Service {
         Balance::new(Arc::clone(&self.balancer), self.key.clone())
             .classify(self.classify.clone())
+            .steer(self.steer.clone())
             .with_shared_clock(Arc::clone(&self.clock))
             .discover(discover)
     }

@@ -14,6 +14,10 @@
 //! | [`BalanceLayer`] | a `Layer` building a `Balance` from a `Discover` stream |
 //! | [`RequestKey`], [`NoKey`] | how a request is keyed for the hashing policies |
 //! | [`Classify`], [`Outcome`], [`OkIsSuccess`] | which responses are failures |
+//! | [`Steer`], [`MarkServed`], [`NoSteer`] | what a request carries to steer its pick; marking responses |
+//! | [`Attempts`] | the backends a request was sent to, shared by its retries |
+//! | [`Served`] | the id of the backend that served a response |
+//! | `HttpSteer` | [`Steer`] for `http` requests (the `http` cargo feature) |
 //! | [`ResponseFuture`] | the response, holding the pick until it completes |
 //! | [`Unavailable`] | why a request could not be sent anywhere |
 //!
@@ -132,6 +136,72 @@
 //!    ejection ([`HealthConfig`](crate::HealthConfig)). Dropping the response future before
 //!    it completes (a timeout, a cancelled request) releases the pick without a report.
 //!
+//! # Retries, sticky sessions, and which backend served
+//!
+//! [`Balance::steer`] gives the balance a [`Steer`]: what it reads from each request to steer
+//! the pick, and how it marks each response.
+//!
+//! * **Retries avoid the backends already tried.** A request that carries an [`Attempts`]
+//!   record (put in before the first attempt; every retry's clone of the request shares it)
+//!   is routed with [`Request::avoid`](crate::Request::avoid) over the backends recorded
+//!   there, and the backend it is sent to is added. So tower's own `Retry` middleware, or
+//!   any retry loop, sends a retry to a backend not yet tried while one can serve; a hashing
+//!   policy walks on to the key's next backend for that request only (no other key moves).
+//!   When every backend that can serve was tried, the attempt goes to one of them anyway.
+//! * **Sticky sessions.** [`Steer::sticky`] gives the id the request's session sticks to (a
+//!   cookie's value): the request goes there while that backend is up and not ejected, or
+//!   draining, has room, and is not avoided ([`Request::prefer`](crate::Request::prefer));
+//!   otherwise the policy chooses.
+//! * **Which backend served.** [`MarkServed::mark`] is called on every `Ok` response with
+//!   its backend's id, before it is classified: `HttpSteer` puts a [`Served`] in the
+//!   response's extensions, so the caller can set its sticky cookie or log it.
+//!
+//! With the `http` cargo feature, `HttpSteer` does all three for `http::Request` and
+//! `http::Response`: the record from the request's extensions, the sticky id from a header
+//! or a cookie. For other request types, implement [`Steer`] and [`MarkServed`] (a few
+//! lines; see [`Steer`]). Without a steer ([`NoSteer`], the default) nothing is read or
+//! written and a request costs what it did.
+//!
+//! ```
+//! # #[cfg(feature = "http")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! use std::sync::Arc;
+//! use lbkit::service::{Attempts, Balance, HttpSteer, NoKey, Served};
+//! use lbkit::RoundRobin;
+//! use tower::{service_fn, Service, ServiceExt};
+//!
+//! let lb = Arc::new(RoundRobin::new(Vec::new())?);
+//! let mut balance = Balance::new(lb, NoKey).steer(HttpSteer::new().sticky_cookie("backend"));
+//! for name in ["a", "b", "c"] {
+//!     let server = service_fn(move |_: http::Request<()>| async move {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(name))
+//!     });
+//!     balance.membership().insert(name, server)?;
+//! }
+//! // A session pinned to "b" by its cookie.
+//! let mut request = http::Request::get("/cart").header("cookie", "backend=b").body(())?;
+//! let attempts = Attempts::new();
+//! request.extensions_mut().insert(attempts.clone());
+//! let response = balance.ready().await?.call(request).await?;
+//! assert_eq!(response.extensions().get::<Served>().map(Served::id), Some("b"));
+//!
+//! // Its retry (sharing the record) avoids "b", cookie or not.
+//! let mut retry = http::Request::get("/cart").header("cookie", "backend=b").body(())?;
+//! retry.extensions_mut().insert(attempts.clone());
+//! let response = balance.ready().await?.call(retry).await?;
+//! assert_ne!(*response.body(), "b");
+//! assert_eq!(attempts.len(), 2);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "http"))]
+//! # fn main() {}
+//! ```
+//!
+//! Cost: reading the record takes its lock and builds the avoid list (one small allocation
+//! once the list is not empty); a sticky id is one header lookup; marking is one `Arc` clone
+//! and an extension insert.
+//!
 //! # Readiness: the tower contract
 //!
 //! A tower service is polled ready before each `call`, and the readiness belongs to the
@@ -214,15 +284,21 @@ mod balance;
 mod classify;
 mod error;
 mod future;
+#[cfg(feature = "http")]
+mod http;
 mod key;
 mod layer;
 mod ready;
 mod registry;
+mod steer;
 
 pub use balance::Balance;
 pub use classify::{Classify, OkIsSuccess, Outcome};
 pub use error::Unavailable;
 pub use future::ResponseFuture;
+#[cfg(feature = "http")]
+pub use http::HttpSteer;
 pub use key::{NoKey, RequestKey};
 pub use layer::BalanceLayer;
 pub use registry::{Discovery, Membership};
+pub use steer::{Attempts, MarkServed, NoSteer, Served, Steer};
