@@ -371,9 +371,17 @@ fn the_health_table_pairs_each_policy_before_and_after() {
     let pairs: Vec<(Outcome, Outcome)> = before.into_iter().zip(after).collect();
     let (failing, _) = config.victims();
     let failed_at = Workload::new(&config).span.mul_f64(0.3);
-    // The main table of the after-run gets the failure columns.
-    let afters: Vec<Outcome> = pairs.iter().map(|(_, a)| a.clone()).collect();
-    let main = report::table(&afters);
+    let fresh = run_some(
+        &Config {
+            avoid_tried: false,
+            ..config.passive(false)
+        },
+        |n| n == "p2c" || n == "ring",
+    );
+    // A main table gets the failure columns when some request timed out or failed: the
+    // ring's keys on the failed backend do, when retries are fresh picks.
+    assert!(fresh.iter().any(|o| o.failed > 0));
+    let main = report::table(&fresh);
     assert!(
         main.lines()
             .next()
@@ -381,7 +389,7 @@ fn the_health_table_pairs_each_policy_before_and_after() {
             .ends_with("errors timeouts   failed"),
         "{main}"
     );
-    let table = report::health_table(&pairs, Some((failing, failed_at)));
+    let table = report::health_table(&pairs, &fresh, Some((failing, failed_at)));
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
     let ejected = format!("{} ejected", fleet::backend_id(failing));
@@ -392,10 +400,17 @@ fn the_health_table_pairs_each_policy_before_and_after() {
         "timeouts",
         "failed requests",
         &ejected,
+        report::FRESH_COLUMN,
     ] {
         assert!(lines[0].contains(column), "{table}");
     }
-    for ((line, (b, a)), name) in lines[2..].iter().zip(&pairs).zip(["p2c", "ring"]) {
+    for (((line, (b, a)), name), f) in lines[2..]
+        .iter()
+        .zip(&pairs)
+        .zip(["p2c", "ring"])
+        .zip(&fresh)
+    {
+        assert!(line.ends_with(&format!(" {}", f.failed)), "{table}");
         assert_eq!(line.split_whitespace().next(), Some(name), "{table}");
         let errors = format!("{} -> {}", b.errors, a.errors);
         let failed = format!("{} -> {}", b.failed, a.failed);
@@ -405,8 +420,49 @@ fn the_health_table_pairs_each_policy_before_and_after() {
         assert!(b.ejected.iter().all(|e| e.is_empty()), "{}", b.policy);
         let share = a.ejected_share(failing, failed_at);
         assert!(share > 0.8, "{}: {share}", a.policy);
-        assert!(line.ends_with(&format!("{:.0}%", share * 100.0)), "{table}");
+        assert!(line.contains(&format!("{:.0}% ", share * 100.0)), "{table}");
         let whole_run = a.ejected_share(failing, std::time::Duration::ZERO);
         assert!(whole_run < share * 0.8, "{}: {whole_run} {share}", a.policy);
+    }
+}
+
+#[test]
+fn retries_that_avoid_tried_backends_rescue_the_hashing_policies() {
+    // A silently failed backend, no health rules. Retried as fresh picks, each key of a
+    // hashing policy that lives on the failed backend goes back there and fails all its
+    // tries; avoiding the backends already tried sends the retry to the key's next backend.
+    let config = small().passive(false);
+    let hashing = |n: &str| ["ring", "maglev", "rendezvous"].contains(&n);
+    let fresh = run_some(
+        &Config {
+            avoid_tried: false,
+            ..config.clone()
+        },
+        hashing,
+    );
+    let avoiding = run_some(&config, hashing);
+    let load_aware = run_some(&config, |n| n == "p2c" || n == "peak-ewma");
+    let worst_load_aware = load_aware.iter().map(|o| o.failed).max().unwrap();
+    for (f, a) in fresh.iter().zip(&avoiding) {
+        assert_eq!(a.in_flight_after, 0, "{}", a.policy);
+        assert!(
+            f.failed > 100,
+            "{}: {} failed with fresh retries",
+            f.policy,
+            f.failed
+        );
+        assert!(
+            a.failed * 10 < f.failed,
+            "{}: {} failed avoiding, {} fresh",
+            a.policy,
+            a.failed,
+            f.failed
+        );
+        assert!(
+            a.failed <= worst_load_aware.max(10),
+            "{}: {} failed, the load-aware policies {worst_load_aware}",
+            a.policy,
+            a.failed
+        );
     }
 }

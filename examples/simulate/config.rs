@@ -52,6 +52,9 @@ pub struct Config {
     pub timeout: Option<Duration>,
     /// Tries per request (the first and the retries) before the client gives up on it.
     pub attempts: usize,
+    /// Whether a retry avoids the backends its request already tried ([`lbkit::Request::avoid`]);
+    /// `false`: a retry is a fresh pick (which a hashing policy sends back to the same backend).
+    pub avoid_tried: bool,
     /// Whether the balancer applies [`health_rules`] (passive health).
     pub health: bool,
     /// Whether one backend joins at 70% of the run.
@@ -84,6 +87,7 @@ impl Default for Config {
             error_time: Duration::from_millis(1),
             timeout: None,
             attempts: 3,
+            avoid_tried: true,
             health: false,
             join: true,
             probe_keys: 10_000,

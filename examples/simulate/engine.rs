@@ -10,8 +10,9 @@
 //!   held fail and are retried at once through new picks. With [`Config::silent_failure`]
 //!   nobody tells the balancer: the backend stays `Up` and answers every request with an
 //!   error after [`Config::error_time`], which the client reports with [`Pick::failure`] and
-//!   retries (at most [`Config::attempts`] tries per request); only passive health
-//!   ([`Config::health`], [`health_rules`]) can take it out. At 50% one backend turns
+//!   retries (at most [`Config::attempts`] tries per request; with [`Config::avoid_tried`] a
+//!   retry's pick avoids the backends the request already tried, [`Request::avoid`]); only
+//!   passive health ([`Config::health`], [`health_rules`]) can take it out. At 50% one backend turns
 //!   `slowdown` times slower. At 70% a new backend joins through `update`. Before and after
 //!   each membership change, the same probe keys are routed (pick, then drop at once) to
 //!   measure how many moved, against the minimum: on a failure the keys that were on the
@@ -111,6 +112,10 @@ struct Simulation<'a> {
     moves: Vec<Move>,
     load: Vec<(Duration, Vec<usize>)>,
     ejected: Vec<Vec<usize>>,
+    /// Backend ids by index, for the avoid lists of retries.
+    ids: Vec<String>,
+    /// By slot: the backends the request in it has tried (its avoid list).
+    tried: Vec<Vec<usize>>,
 }
 
 impl<'a> Simulation<'a> {
@@ -144,6 +149,8 @@ impl<'a> Simulation<'a> {
             moves: Vec::new(),
             load: Vec::new(),
             ejected: Vec::new(),
+            ids: (0..=config.backends).map(backend_id).collect(),
+            tried: Vec::new(),
         })
     }
 
@@ -216,6 +223,7 @@ impl<'a> Simulation<'a> {
                 let slot = self.free.pop().unwrap_or_else(|| {
                     self.jobs.push(None);
                     self.generations.push(0);
+                    self.tried.push(Vec::new());
                     self.jobs.len() - 1
                 });
                 self.dispatch(slot, index, 0, now);
@@ -236,12 +244,25 @@ impl<'a> Simulation<'a> {
     /// Picks a backend for try `attempt` of the request of `arrival` and sends it there, in
     /// `slot`.
     fn dispatch(&mut self, slot: usize, arrival: usize, attempt: usize, now: Duration) {
-        let Some(pick) = self.lb.pick(&self.request(arrival)) else {
+        if attempt == 0 {
+            self.tried[slot].clear();
+        }
+        let picked = if self.config.avoid_tried && attempt > 0 {
+            let avoid: Vec<&str> = self.tried[slot]
+                .iter()
+                .map(|&i| self.ids[i].as_str())
+                .collect();
+            self.lb.pick(&self.request(arrival).avoid(&avoid))
+        } else {
+            self.lb.pick(&self.request(arrival))
+        };
+        let Some(pick) = picked else {
             self.dropped += 1;
             self.free.push(slot);
             return;
         };
         let backend = *pick;
+        self.tried[slot].push(backend);
         let generation = self.generations[slot];
         let server = &mut self.servers[backend];
         // Only the panic threshold may bring back a backend set `Down`.

@@ -65,6 +65,8 @@ scenario (defaults in brackets):
   --timeout MS        the client gives up on an attempt after MS ms and retries [none; 1000
                       with --passive-health and in the passive-health table]
   --attempts N        tries per request before the client gives up on it [3]
+  --fresh-retries     a retry is a fresh pick, not avoiding the backends already tried [it
+                      avoids them: Request::avoid]
   --passive-health    --silent-failure --timeout 1000, and every balancer gets the health
                       rules: outlier detection (5 failures in a row, 30 s x ejections, at most
                       20% ejected), panic threshold 0.5, slow start over 10 s
@@ -150,6 +152,7 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
             "--no-fail" => c.fail = false,
             "--no-join" => c.join = false,
             "--silent-failure" => c.silent_failure = true,
+            "--fresh-retries" => c.avoid_tried = false,
             "--timeout" => {
                 let ms: u64 = num(&flag, value()?)?;
                 c.timeout = Some(Duration::from_millis(ms));
@@ -327,8 +330,13 @@ fn describe(config: &Config, workload: &Workload) -> String {
 /// The client's side of the scenario: timeouts, tries, health rules.
 fn client(config: &Config) -> String {
     format!(
-        "client: {} tries per request, {}; {}",
+        "client: {} tries per request{}, {}; {}",
         config.attempts,
+        if config.avoid_tried {
+            " (retries avoid the backends already tried)"
+        } else {
+            " (retries are fresh picks)"
+        },
         match config.timeout {
             Some(t) => format!("attempts time out after {} ms", t.as_millis()),
             None => "no timeout".to_string(),
@@ -435,7 +443,23 @@ fn simulate(args: &Args) -> Result<(), String> {
         let failed = config
             .fail
             .then(|| (config.victims().0, workload.span.mul_f64(0.3)));
-        print!("{}", report::health_table(&pairs, failed));
+        // The before-run again with retries that do not avoid the backends already tried:
+        // what steering the retries is worth.
+        let fresh = if before.avoid_tried {
+            let fresh = Config {
+                avoid_tried: false,
+                ..before.clone()
+            };
+            run_rows(
+                "passive health before, fresh retries",
+                &fresh,
+                &workload,
+                &rows,
+            )?
+        } else {
+            Vec::new()
+        };
+        print!("{}", report::health_table(&pairs, &fresh, failed));
     }
     if !args.charts {
         eprintln!("simulate: done in {:.1} s", started.elapsed().as_secs_f64());

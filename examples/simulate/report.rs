@@ -171,11 +171,21 @@ pub fn table(outcomes: &[Outcome]) -> String {
     out
 }
 
+/// The header of the health table's last column: failed requests of the before-run when
+/// retries are fresh picks (not avoiding the backends already tried).
+pub const FRESH_COLUMN: &str = "failed, fresh retries";
+
 /// The passive-health comparison as a text table: one row per policy, each cell
 /// `before -> after` from the same scenario run without and then with the health rules. With
-/// `failed` (the failed backend and when it failed), a last column: the share of the time
-/// from then on that it was ejected, with the health rules.
-pub fn health_table(pairs: &[(Outcome, Outcome)], failed: Option<(usize, Duration)>) -> String {
+/// `failed` (the failed backend and when it failed), a column: the share of the time from
+/// then on that it was ejected, with the health rules. With `fresh` (the before-run again,
+/// its retries fresh picks; one per pair), a last column: its failed requests.
+
+pub fn health_table(
+    pairs: &[(Outcome, Outcome)],
+    fresh: &[Outcome],
+    failed: Option<(usize, Duration)>,
+) -> String {
     let name_width = pairs
         .iter()
         .map(|(o, _)| o.policy.len())
@@ -199,11 +209,14 @@ pub fn health_table(pairs: &[(Outcome, Outcome)], failed: Option<(usize, Duratio
             format!("{} ejected", backend_id(backend))
         ));
     }
+    if !fresh.is_empty() {
+        header.push_str(&format!(" {:>22}", FRESH_COLUMN));
+    }
     let mut out = header.clone();
     out.push('\n');
     out.push_str(&"-".repeat(header.len()));
     out.push('\n');
-    for (before, after) in pairs {
+    for (i, (before, after)) in pairs.iter().enumerate() {
         let cells = [
             (millis(before.quantile(0.99)), millis(after.quantile(0.99))),
             (
@@ -221,6 +234,9 @@ pub fn health_table(pairs: &[(Outcome, Outcome)], failed: Option<(usize, Duratio
         if let Some((backend, from)) = failed {
             let share = after.ejected_share(backend, from) * 100.0;
             row.push_str(&format!(" {share:>10.0}%"));
+        }
+        if let Some(fresh) = fresh.get(i) {
+            row.push_str(&format!(" {:>22}", fresh.failed));
         }
         out.push_str(&row);
         out.push('\n');

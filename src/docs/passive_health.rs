@@ -142,26 +142,30 @@
 //!
 //! Either way the slot is released at once, while the backend may still be working on the
 //! abandoned request: until it finishes, the backend carries more than its in-flight count
-//! shows. Retry through a new pick; for a keyed request, a hashing policy picks the same
-//! backend again for as long as it is eligible (and, with bounded loads, has room), so take
-//! the fallbacks of [`pick_n`](crate::Balancer::pick_n), which are distinct.
+//! shows. Retry through a new pick that avoids the backends already tried
+//! ([`Request::avoid`](crate::Request::avoid); through the tower middleware, an
+//! `lbkit::service::Attempts` record): without it, a hashing policy picks the same backend
+//! again for as long as it is eligible (and, with bounded loads, has room).
 //!
 //! # What the rules did in the simulation
 //!
 //! `cargo run --release --example simulate` prints a second table, *passive health*: a backend
 //! fails silently (it stays `Up` and answers every request with an error after 1 ms), another
-//! turns 4x slower, attempts time out after 1 s, each request is tried at most 3 times, and
-//! every policy runs without health rules and then with outlier detection (5 failures in a
+//! turns 4x slower, attempts time out after 1 s, each request is tried at most 3 times (each
+//! retry avoiding the backends already tried), and every policy runs without health rules and
+//! then with outlier detection (5 failures in a
 //! row, 30 s x ejections, at most 20% ejected), a panic threshold of 0.5 and a 10 s slow start.
 //! The table and the full discussion are in `examples/simulate/README.md`; in short:
 //!
-//! * **A failing backend**: errors fell from 41,700 to 226,853 (depending on the policy) to
-//!   10 to 14, and failed requests to at most 4, except for round robin (below). Without the
-//!   rules `LeastConnections` was the worst, as a backend that fails in 1 ms always has the
-//!   fewest in flight; a hashing policy retries a key on the same backend, so each of its keys
-//!   there failed all 3 tries.
-//! * **The p99 of successes hides failures**: before the rules the hashing rows looked fast
-//!   because the requests that would have been slow failed instead.
+//! * **A failing backend**: errors fell from 36,027 to 226,259 (depending on the policy) to
+//!   10 to 13, and no request failed. Without the rules `LeastConnections` was the worst, as
+//!   a backend that fails in 1 ms always has the fewest in flight.
+//! * **Retries that avoid the tried backends**: with retries that are fresh picks instead, a
+//!   hashing policy retried each key of the failing backend there, so 3.8% to 12.1% of the
+//!   requests failed all 3 tries; avoiding, none did (126 for `JumpHash`, whose tries timed
+//!   out on its slow backends), as with the load-aware policies.
+//! * **The p99 of successes hides failures**: with fresh retries and no rules the hashing rows
+//!   looked fast because the requests that would have been slow failed instead.
 //! * **The ejection cap**: under `RoundRobin` the slow backends timed out and were ejected too,
 //!   which filled the 20% cap, so the failing backend could be ejected only half of the time.
 //!   The cap exists so that a bad rule cannot eject the fleet; size it above the number of
