@@ -180,7 +180,6 @@ pub const FRESH_COLUMN: &str = "failed, fresh retries";
 /// `failed` (the failed backend and when it failed), a column: the share of the time from
 /// then on that it was ejected, with the health rules. With `fresh` (the before-run again,
 /// its retries fresh picks; one per pair), a last column: its failed requests.
-
 pub fn health_table(
     pairs: &[(Outcome, Outcome)],
     fresh: &[Outcome],
