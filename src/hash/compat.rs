@@ -25,6 +25,9 @@ use crate::hash::md5::md5;
 /// One point: (position on the 32-bit ring, member index).
 pub(crate) type Point = (u32, u32);
 
+/// One point of a 64-bit ring: (position, member index).
+pub(crate) type Point64 = (u64, u32);
+
 /// nginx's `hash ... consistent` key hash: CRC-32 (IEEE) of the key bytes.
 pub(crate) fn nginx_key_hash(key: &[u8]) -> u32 {
     crc32(key)

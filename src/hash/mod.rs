@@ -125,6 +125,7 @@
 
 pub(crate) mod compat;
 mod crc32;
+pub(crate) mod envoy;
 mod md5;
 
 pub mod jump;
