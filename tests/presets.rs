@@ -7,6 +7,8 @@ use lbkit::{Backend, Balancer, Health, Preset, PresetRing, Request};
 
 struct Recorded {
     name: String,
+    /// Line 1: the program (or model) and its settings, `name=value` tokens among them.
+    header: String,
     servers: Vec<(String, u32, bool)>,
     keys: Vec<(String, String)>,
 }
@@ -23,7 +25,7 @@ fn load(preset: &str) -> Vec<Recorded> {
         .map(|path| {
             let text = std::fs::read_to_string(&path).unwrap();
             let mut lines = text.lines();
-            lines.next();
+            let header = lines.next().unwrap().to_owned();
             let servers = lines
                 .next()
                 .unwrap()
@@ -44,6 +46,7 @@ fn load(preset: &str) -> Vec<Recorded> {
                 .collect();
             Recorded {
                 name: path.file_name().unwrap().to_string_lossy().into_owned(),
+                header,
                 servers,
                 keys,
             }
@@ -65,7 +68,21 @@ fn replay(preset: Preset, file_prefix: &str, uri: bool) -> (usize, usize) {
             .rev()
             .map(|(id, w, _)| Backend::new(id.as_str(), ()).with_weight(*w))
             .collect();
-        let lb = PresetRing::builder(preset).seed(1).build(backends).unwrap();
+        let mut builder = PresetRing::builder(preset).seed(1);
+        // The sizes the recording was made with (`min_ring_size=1024` and so on on line 1).
+        for token in set.header.split([' ', ',', ':']) {
+            let Some((name, value)) = token.split_once('=') else {
+                continue;
+            };
+            let value = value.parse();
+            builder = match (name, value) {
+                ("min_ring_size", Ok(v)) => builder.minimum_ring_size(v),
+                ("max_ring_size", Ok(v)) => builder.maximum_ring_size(v),
+                ("table_size", Ok(v)) => builder.table_size(v),
+                _ => builder,
+            };
+        }
+        let lb = builder.build(backends).unwrap();
         for (id, _, alive) in &set.servers {
             if !alive {
                 lb.set_health(id, Health::Down).unwrap();
@@ -98,6 +115,199 @@ fn replay(preset: Preset, file_prefix: &str, uri: bool) -> (usize, usize) {
         assert!(lb.status().iter().all(|s| s.in_flight() == 0));
     }
     (checked, sets.len())
+}
+
+#[test]
+fn envoy_ring_hash_preset_matches_the_independent_model_with_zero_mismatches() {
+    let (keys, sets) = replay(Preset::EnvoyRingHash, "envoy-ring-", false);
+    assert!(sets >= 4 && keys >= 80_000, "{sets} sets, {keys} keys");
+}
+
+#[test]
+fn grpc_ring_hash_preset_matches_the_independent_model_with_zero_mismatches() {
+    let (keys, sets) = replay(Preset::GrpcRingHash, "grpc-ring-", false);
+    assert!(sets >= 3 && keys >= 60_000, "{sets} sets, {keys} keys");
+}
+
+#[test]
+fn envoy_maglev_preset_matches_the_independent_model_with_zero_mismatches() {
+    let (keys, sets) = replay(Preset::EnvoyMaglev, "envoy-maglev-", false);
+    assert!(sets >= 4 && keys >= 80_000, "{sets} sets, {keys} keys");
+}
+
+/// Envoy's test hosts `tcp://127.0.0.1:P` hash as `127.0.0.1:P`.
+fn envoy_hosts(ports: std::ops::Range<u32>, weights: &[u32]) -> Vec<Backend<()>> {
+    ports
+        .zip(weights.iter().cycle())
+        .map(|(p, &w)| Backend::new(format!("127.0.0.1:{p}"), ()).with_weight(w))
+        .collect()
+}
+
+#[test]
+fn envoy_test_vectors_through_the_public_api() {
+    // ring_hash_lb_test.cc, Basic: six hosts, minimum_ring_size 12; the caller's hash is
+    // Envoy's 64-bit request hash.
+    let ring = PresetRing::builder(Preset::EnvoyRingHash)
+        .minimum_ring_size(12)
+        .build(envoy_hosts(90..96, &[1]))
+        .unwrap();
+    for (hash, port) in [
+        (0, 94),
+        (u64::MAX, 94),
+        (3551244743356806947, 95),
+        (3551244743356806948, 93),
+        (16117243373044804880, 90),
+    ] {
+        let pick = ring.pick(&Request::with_hash(hash)).unwrap();
+        assert_eq!(pick.id(), format!("127.0.0.1:{port}"), "{hash}");
+    }
+    // Envoy's retry with a host predicate takes the next entry of the ring: so does a
+    // backend that is down here.
+    ring.set_health("127.0.0.1:94", Health::Down).unwrap();
+    assert_eq!(
+        ring.pick(&Request::with_hash(0)).unwrap().id(),
+        "127.0.0.1:92"
+    );
+
+    // maglev_lb_test.cc, Basic: table size 7.
+    let maglev = PresetRing::builder(Preset::EnvoyMaglev)
+        .table_size(7)
+        .build(envoy_hosts(90..96, &[1]))
+        .unwrap();
+    let table: Vec<String> = (0..7)
+        .map(|h| maglev.pick(&Request::with_hash(h)).unwrap().id().to_owned())
+        .collect();
+    let expected: Vec<String> = [92, 94, 90, 91, 95, 90, 93]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    assert_eq!(table, expected);
+    // Envoy's retry: hash 10 (slot 3, :91) rejected goes to `10 ^ !0`'s slot, :90.
+    maglev.set_health("127.0.0.1:91", Health::Down).unwrap();
+    assert_eq!(
+        maglev.pick(&Request::with_hash(10)).unwrap().id(),
+        "127.0.0.1:90"
+    );
+
+    // Weighted: 1 and 2 over 17 slots.
+    let weighted = PresetRing::builder(Preset::EnvoyMaglev)
+        .table_size(17)
+        .build(envoy_hosts(90..92, &[1, 2]))
+        .unwrap();
+    let heavy: Vec<u64> = (0..17)
+        .filter(|&h| weighted.pick(&Request::with_hash(h)).unwrap().id() == "127.0.0.1:91")
+        .collect();
+    assert_eq!(heavy, [0, 3, 5, 6, 8, 9, 10, 11, 12, 14, 16]);
+}
+
+#[test]
+fn a_grpc_key_of_an_endpoints_first_entry_goes_to_that_endpoint() {
+    // grpc-go's end-to-end tests route the key "<hash key>_0" to its endpoint: the key's
+    // XXH64 is that endpoint's first ring entry.
+    let ids: Vec<String> = (0..40)
+        .map(|i| format!("10.9.{}.{}:443", i / 8, i % 8))
+        .collect();
+    let lb = PresetRing::grpc_ring_hash(
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| Backend::new(id.as_str(), ()).with_weight(1 + i as u32 % 3)),
+    )
+    .unwrap();
+    for id in &ids {
+        let key = format!("{id}_0");
+        assert_eq!(lb.pick(&Request::with_key(&key)).unwrap().id(), id);
+    }
+}
+
+#[test]
+fn every_backend_stays_reachable_when_the_ring_gives_it_no_entry() {
+    // ring_hash_lb_test.cc, SmallFractionalScale: four hosts on a ring of two entries; two
+    // get none, and Envoy sends them nothing. Here they are walked after the ring.
+    let lb = PresetRing::builder(Preset::EnvoyRingHash)
+        .minimum_ring_size(2)
+        .maximum_ring_size(2)
+        .build(envoy_hosts(90..94, &[1]))
+        .unwrap();
+    let served: std::collections::BTreeSet<String> = (0..1000u64)
+        .map(|k| {
+            lb.pick(&Request::with_hash(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+                .unwrap()
+                .id()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(served.len(), 2);
+    for id in ["127.0.0.1:90", "127.0.0.1:92"] {
+        lb.set_health(id, Health::Down).unwrap();
+    }
+    let rest: std::collections::BTreeSet<String> = (0..1000u64)
+        .map(|k| {
+            lb.pick(&Request::with_hash(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+                .unwrap()
+                .id()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        rest,
+        ["127.0.0.1:91", "127.0.0.1:93"].map(String::from).into()
+    );
+}
+
+#[test]
+fn envoy_and_grpc_sizes_are_checked() {
+    let hosts = || envoy_hosts(90..93, &[1]);
+    let refused =
+        |builder: lbkit::Builder<lbkit::hash::preset::PresetRingConfig>, name: &str| match builder
+            .build(hosts())
+        {
+            Err(lbkit::Error::InvalidConfig { parameter, .. }) => assert_eq!(parameter, name),
+            other => panic!("{name}: {other:?}"),
+        };
+    let ring = || PresetRing::builder(Preset::EnvoyRingHash);
+    refused(ring().minimum_ring_size(0), "minimum_ring_size");
+    refused(ring().maximum_ring_size(8_388_609), "maximum_ring_size");
+    refused(
+        ring().minimum_ring_size(100).maximum_ring_size(99),
+        "minimum_ring_size",
+    );
+    refused(ring().table_size(7), "table_size");
+    let maglev = || PresetRing::builder(Preset::EnvoyMaglev);
+    refused(maglev().table_size(65_536), "table_size");
+    refused(maglev().table_size(5_000_077), "table_size");
+    refused(maglev().minimum_ring_size(10), "minimum_ring_size");
+    refused(
+        PresetRing::builder(Preset::Nginx).maximum_ring_size(10),
+        "maximum_ring_size",
+    );
+    // gRPC checks against 8M, then clamps to its cap of 4096: a minimum of 8000 builds the
+    // same ring as 4096.
+    let ids = |lb: &PresetRing<()>| -> Vec<String> {
+        (0..2000u64)
+            .map(|k| {
+                lb.pick(&Request::with_hash(k << 50))
+                    .unwrap()
+                    .id()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let big = PresetRing::builder(Preset::GrpcRingHash)
+        .minimum_ring_size(8000)
+        .maximum_ring_size(8000)
+        .build(hosts())
+        .unwrap();
+    let capped = PresetRing::builder(Preset::GrpcRingHash)
+        .minimum_ring_size(4096)
+        .maximum_ring_size(4096)
+        .build(hosts())
+        .unwrap();
+    assert_eq!(ids(&big), ids(&capped));
+    // Envoy's largest table size is a prime, and accepted.
+    assert!(PresetRing::builder(Preset::EnvoyMaglev)
+        .table_size(5_000_011)
+        .build(hosts())
+        .is_ok());
 }
 
 #[test]

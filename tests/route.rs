@@ -330,3 +330,115 @@ fn many_keys_stream_through() {
     let c = counts(&out);
     assert_eq!((c["a"], c["b"]), (12_500, 37_500));
 }
+
+#[test]
+fn diff_counts_the_keys_that_move_between_two_mappings() {
+    // nginx -> gRPC ring_hash for 10 equal servers over 100,000 keys: the moved share and the
+    // per-backend gains and losses, against a count made here from two plain runs (each
+    // mapping checked key for key elsewhere: nginx against real nginx, gRPC against the
+    // independent model, tests/presets.rs).
+    let servers: Vec<String> = (1..=10).map(|i| format!("10.0.0.{i}:80")).collect();
+    let list = servers.join(",");
+    let keys: String = (0..100_000).map(|i| format!("/user/{i}\n")).collect();
+    let plain = |algo: &str| {
+        let (status, out, err) =
+            route(&["--algo", algo, "--backends", &list, "--keys", "-"], &keys);
+        assert_eq!((status, err.as_str()), (0, ""));
+        out.lines()
+            .map(|l| l.rsplit('\t').next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (before, after) = (plain("nginx"), plain("grpc-ring-hash"));
+    assert_eq!(before.len(), 100_000);
+    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    let (status, out, err) = route(
+        &[
+            "--algo",
+            "nginx",
+            "--diff",
+            "grpc-ring-hash",
+            "--backends",
+            &list,
+            "--keys",
+            "-",
+        ],
+        &keys,
+    );
+    assert_eq!((status, err.as_str()), (0, ""));
+    let mut lines = out.lines();
+    let share = moved as f64 * 100.0 / 100_000.0;
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("# nginx -> grpc-ring-hash: {moved} of 100000 keys move ({share:.2}%)")
+    );
+    assert_eq!(
+        lines.next().unwrap(),
+        "backend\tbefore\tafter\tgained\tlost"
+    );
+    // Two unrelated mappings of 10 equal servers: about 9 keys in 10 move.
+    assert!((85.0..95.0).contains(&share), "{share}");
+    for (line, id) in lines.zip(&servers) {
+        let count = |of: &[String]| of.iter().filter(|s| *s == id).count();
+        let gained = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a && *a == id)
+            .count();
+        let lost = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a && *b == id)
+            .count();
+        assert_eq!(
+            line,
+            format!(
+                "{id}\t{}\t{}\t{gained}\t{lost}",
+                count(&before),
+                count(&after)
+            )
+        );
+    }
+    // The same mapping on both sides moves nothing.
+    let (_, same, _) = route(
+        &[
+            "--algo",
+            "maglev",
+            "--diff",
+            "maglev",
+            "--backends",
+            &list,
+            "--keys",
+            "-",
+        ],
+        &keys,
+    );
+    assert!(
+        same.starts_with("# maglev -> maglev: 0 of 100000 keys move (0.00%)"),
+        "{same}"
+    );
+}
+
+#[test]
+fn diff_needs_keys() {
+    let (status, out, err) = route(
+        &["--algo", "nginx", "--diff", "ring", "--backends", "a,b"],
+        "",
+    );
+    assert_eq!((status, out.as_str()), (route_cli::USAGE_ERROR, ""));
+    assert!(err.contains("--diff"), "{err}");
+    let (status, _, err) = route(
+        &[
+            "--algo",
+            "nginx",
+            "--diff",
+            "nope",
+            "--backends",
+            "a",
+            "--keys",
+            "-",
+        ],
+        "k\n",
+    );
+    assert_eq!(status, route_cli::USAGE_ERROR);
+    assert!(err.contains("unknown algo \"nope\""), "{err}");
+}

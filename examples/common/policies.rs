@@ -119,6 +119,12 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
         hashing!("rendezvous", Rendezvous::builder()),
         hashing!("nginx", PresetRing::builder(Preset::Nginx)),
         hashing!("ketama", PresetRing::builder(Preset::Ketama)),
+        hashing!(
+            "envoy-ring-hash",
+            PresetRing::builder(Preset::EnvoyRingHash)
+        ),
+        hashing!("grpc-ring-hash", PresetRing::builder(Preset::GrpcRingHash)),
+        hashing!("envoy-maglev", PresetRing::builder(Preset::EnvoyMaglev)),
         Policy {
             name: "jump",
             hashing: true,

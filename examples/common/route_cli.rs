@@ -3,11 +3,12 @@
 //!
 //! ```text
 //! route --algo ALGO --backends ID[=WEIGHT],ID[=WEIGHT],... [--keys FILE|-] [--picks N]
-//!       [--hold] [--seed N] [--bound C]
+//!       [--hold] [--seed N] [--bound C] [--diff ALGO2]
 //! ```
 //!
 //! Expects the including crate to have the policy table as `crate::policies`.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -26,11 +27,13 @@ pub fn usage() -> String {
     let names: Vec<&str> = policies::table::<()>().iter().map(|p| p.name).collect();
     format!(
         "usage: route --algo ALGO --backends ID[=WEIGHT],ID[=WEIGHT],... [--keys FILE|-]
-             [--picks N] [--hold] [--seed N] [--bound C]
+             [--picks N] [--hold] [--seed N] [--bound C] [--diff ALGO2]
 
 Routes keys (one per line; `-` reads stdin) and prints KEY<TAB>ID for each, in input order,
 or without --keys makes N picks (default 10) and prints one id per line. An empty id means
-no backend was eligible.
+no backend was eligible. With --diff, routes every key through ALGO and ALGO2 over the same
+backends and prints how many keys move, and per backend its keys before and after and how
+many it gains and loses.
 
   --algo ALGO      one of: {}
   --backends LIST  comma-separated ids, each with an optional =WEIGHT (default 1)
@@ -39,6 +42,7 @@ no backend was eligible.
   --hold           keep every pick until the end, so load-aware policies see the load
   --seed N         seed every random choice (default: from entropy)
   --bound C        bounded loads with factor C >= 1 (hashing policies that support it)
+  --diff ALGO2     compare ALGO's mapping of --keys with ALGO2's (a migration's cost)
 ",
         names.join(", ")
     )
@@ -54,6 +58,7 @@ struct Args {
     hold: bool,
     seed: Option<u64>,
     bound: Option<f64>,
+    diff: Option<String>,
     help: bool,
 }
 
@@ -112,6 +117,10 @@ fn parse(args: &[OsString]) -> Result<Args, String> {
         match flag {
             "-h" | "--help" => a.help = true,
             "--hold" if inline.is_none() => a.hold = true,
+            "--diff" => {
+                let v = value()?;
+                once(&mut a.diff, flag, text(&v)?.to_owned())?;
+            }
             "--algo" => {
                 let v = value()?;
                 once(&mut a.algo, flag, text(&v)?.to_string())?;
@@ -165,7 +174,7 @@ pub fn run(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> i32 {
-    let (lb, args) = match setup(args) {
+    let (balancers, args) = match setup(args) {
         Ok(Some(ready)) => ready,
         Ok(None) => {
             return match stdout.write_all(usage().as_bytes()) {
@@ -178,16 +187,20 @@ pub fn run(
             return USAGE_ERROR;
         }
     };
+    let lb = balancers.lb.as_ref();
+    let route = |input: &mut dyn BufRead, stdout: &mut dyn Write| match &balancers.diff {
+        None => keys(lb, input, args.hold, stdout),
+        Some((other, lb2)) => {
+            let algo = args.algo.as_deref().unwrap_or_default();
+            let order = args.backends.as_deref().unwrap_or_default();
+            diff((lb, lb2.as_ref()), (algo, other), order, input, stdout)
+        }
+    };
     let result = match &args.keys {
-        None => picks(lb.as_ref(), args.picks.unwrap_or(10), args.hold, stdout),
-        Some(path) if path == "-" => keys(lb.as_ref(), stdin, args.hold, stdout),
+        None => picks(lb, args.picks.unwrap_or(10), args.hold, stdout),
+        Some(path) if path == "-" => route(stdin, stdout),
         Some(path) => match File::open(path) {
-            Ok(file) => keys(
-                lb.as_ref(),
-                &mut BufReader::with_capacity(1 << 16, file),
-                args.hold,
-                stdout,
-            ),
+            Ok(file) => route(&mut BufReader::with_capacity(1 << 16, file), stdout),
             Err(e) => {
                 let _ = writeln!(stderr, "route: cannot read --keys {path:?}: {e}");
                 return USAGE_ERROR;
@@ -205,36 +218,62 @@ pub fn run(
     }
 }
 
-/// Checks the arguments and builds the balancer; `None` for `--help`.
-#[allow(clippy::type_complexity)]
-fn setup(args: &[OsString]) -> Result<Option<(Box<dyn Balancer<()>>, Args)>, String> {
+/// The balancers a command line asks for: `--algo`'s, and `--diff`'s if given.
+struct Balancers {
+    lb: Box<dyn Balancer<()>>,
+    diff: Option<(String, Box<dyn Balancer<()>>)>,
+}
+
+/// Checks the arguments and builds the balancers; `None` for `--help`.
+fn setup(args: &[OsString]) -> Result<Option<(Balancers, Args)>, String> {
     let args = parse(args)?;
     if args.help {
         return Ok(None);
     }
-    let table = policies::table::<()>();
-    let known = || table.iter().map(|p| p.name).collect::<Vec<_>>().join(", ");
     let algo = args
         .algo
         .as_deref()
         .ok_or_else(|| format!("missing --algo (one of: {})", known()))?;
-    let policy = table
-        .iter()
-        .find(|p| p.name == algo)
-        .ok_or_else(|| format!("unknown algo {algo:?} (known: {})", known()))?;
     let backends = args
         .backends
         .as_ref()
         .ok_or("missing --backends ID[=WEIGHT],...")?;
+    if args.keys.is_some() && args.picks.is_some() {
+        return Err("--picks and --keys exclude each other (--keys makes one pick per key)".into());
+    }
+    if args.diff.is_some() && (args.keys.is_none() || args.hold) {
+        return Err("--diff compares the mappings of --keys (and excludes --hold)".into());
+    }
+    let lb = build(algo, backends, &args)?;
+    let diff = match &args.diff {
+        Some(other) => Some((other.clone(), build(other, backends, &args)?)),
+        None => None,
+    };
+    Ok(Some((Balancers { lb, diff }, args)))
+}
+
+fn known() -> String {
+    let table = policies::table::<()>();
+    table.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+}
+
+/// The balancer `algo` over `backends`, with the seed and bound of `args`.
+fn build(
+    algo: &str,
+    backends: &[(String, u32)],
+    args: &Args,
+) -> Result<Box<dyn Balancer<()>>, String> {
+    let table = policies::table::<()>();
+    let policy = table
+        .iter()
+        .find(|p| p.name == algo)
+        .ok_or_else(|| format!("unknown algo {algo:?} (known: {})", known()))?;
     if args.bound.is_some() && !policy.bounded {
         return Err(if policy.hashing {
             format!("--bound is not supported by {algo}")
         } else {
             format!("--bound needs a hashing policy; {algo} does not hash keys")
         });
-    }
-    if args.keys.is_some() && args.picks.is_some() {
-        return Err("--picks and --keys exclude each other (--keys makes one pick per key)".into());
     }
     let backends = backends
         .iter()
@@ -245,8 +284,75 @@ fn setup(args: &[OsString]) -> Result<Option<(Box<dyn Balancer<()>>, Args)>, Str
         bound: args.bound,
         ..Options::default()
     };
-    let lb = (policy.build)(backends, options).map_err(|e| format!("{algo}: {e}"))?;
-    Ok(Some((lb, args)))
+    (policy.build)(backends, options).map_err(|e| format!("{algo}: {e}"))
+}
+
+/// Routes every key of `input` through `before` and `after` and prints the moved share, then
+/// per backend (in `order`): keys before, after, gained, lost. A key with no backend counts
+/// under the empty id.
+fn diff(
+    (before, after): (&dyn Balancer<()>, &dyn Balancer<()>),
+    names: (&str, &str),
+    order: &[(String, u32)],
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    #[derive(Default)]
+    struct Count {
+        before: u64,
+        after: u64,
+        gained: u64,
+        lost: u64,
+    }
+    let mut counts: BTreeMap<String, Count> = BTreeMap::new();
+    let (mut total, mut moved) = (0u64, 0u64);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let mut key = line.as_slice();
+        if let Some(k) = key.strip_suffix(b"\n") {
+            key = k.strip_suffix(b"\r").unwrap_or(k);
+        }
+        let request = Request::with_key(key);
+        let id = |lb: &dyn Balancer<()>| {
+            lb.pick(&request)
+                .map_or(String::new(), |p| p.id().to_owned())
+        };
+        let (from, to) = (id(before), id(after));
+        total += 1;
+        counts.entry(from.clone()).or_default().before += 1;
+        counts.entry(to.clone()).or_default().after += 1;
+        if from != to {
+            moved += 1;
+            counts.entry(from).or_default().lost += 1;
+            counts.entry(to).or_default().gained += 1;
+        }
+    }
+    let share = if total == 0 {
+        0.0
+    } else {
+        moved as f64 * 100.0 / total as f64
+    };
+    writeln!(
+        out,
+        "# {} -> {}: {moved} of {total} keys move ({share:.2}%)",
+        names.0, names.1
+    )?;
+    writeln!(out, "backend\tbefore\tafter\tgained\tlost")?;
+    let mut ids: Vec<&str> = order.iter().map(|(id, _)| id.as_str()).collect();
+    if counts.contains_key("") {
+        ids.push("");
+    }
+    for id in ids {
+        let c = counts
+            .get(id)
+            .map_or((0, 0, 0, 0), |c| (c.before, c.after, c.gained, c.lost));
+        writeln!(out, "{id}\t{}\t{}\t{}\t{}", c.0, c.1, c.2, c.3)?;
+    }
+    Ok(())
 }
 
 fn picks(lb: &dyn Balancer<()>, n: usize, hold: bool, out: &mut dyn Write) -> io::Result<()> {

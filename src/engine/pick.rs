@@ -72,6 +72,7 @@ impl<T> Pick<T> {
     }
 
     /// The id of the backend picked, shared (no copy).
+    #[cfg(feature = "tower")]
     pub(crate) fn shared_id(&self) -> &Arc<str> {
         &self.entry.id
     }

@@ -67,6 +67,7 @@ use crate::builder::{Builder, LoadBounded, Seedable};
 use crate::engine::core::{impl_balancer, Core};
 use crate::engine::sequence::uniform;
 use crate::error::Error;
+use crate::hash::is_prime;
 use crate::hash::walk::{Hashed, Node, Placement, Preference};
 use crate::placement::mix;
 
@@ -209,23 +210,6 @@ impl Builder<MaglevConfig> {
 }
 
 /// Trial division: `n <= 2^24`, so at most 2048 odd divisors.
-fn is_prime(n: u32) -> bool {
-    if n < 4 {
-        return n >= 2;
-    }
-    if n % 2 == 0 {
-        return false;
-    }
-    let mut d = 3u32;
-    while d * d <= n {
-        if n % d == 0 {
-            return false;
-        }
-        d += 2;
-    }
-    true
-}
-
 pub(crate) struct MaglevPlacement {
     size: u32,
 }

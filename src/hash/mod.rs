@@ -143,3 +143,21 @@ pub use rendezvous::{Rendezvous, RendezvousConfig};
 pub use ring::{HashRing, HashRingConfig};
 
 pub use crate::placement::{id_hash, key_hash, mix, ID_SEED, KEY_SEED};
+
+/// Whether `n` is prime (trial division; `n` is a table size, at most a few million).
+pub(crate) fn is_prime(n: u32) -> bool {
+    if n < 4 {
+        return n >= 2;
+    }
+    if n % 2 == 0 {
+        return false;
+    }
+    let mut d = 3u32;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}

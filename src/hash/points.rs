@@ -115,6 +115,11 @@ impl Ring {
         }
     }
 
+    /// The owner of every point, in ring order.
+    pub(crate) fn owners(&self) -> impl Iterator<Item = u32> + '_ {
+        self.points.iter().map(|&(_, owner)| owner)
+    }
+
     /// Number of points on the ring.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

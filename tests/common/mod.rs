@@ -145,6 +145,46 @@ fn bounded_ketama<T: Send + Sync + 'static>(
         .build(b)
 }
 
+fn envoy_ring_hash<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<PresetRing<T>, Error> {
+    PresetRing::builder(Preset::EnvoyRingHash)
+        .seed(seed)
+        .build(b)
+}
+
+fn grpc_ring_hash<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<PresetRing<T>, Error> {
+    PresetRing::builder(Preset::GrpcRingHash)
+        .seed(seed)
+        .build(b)
+}
+
+/// A small table keeps the suites fast (the default 65537 is tested in tests/presets.rs).
+fn envoy_maglev<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<PresetRing<T>, Error> {
+    PresetRing::builder(Preset::EnvoyMaglev)
+        .table_size(1031)
+        .seed(seed)
+        .build(b)
+}
+
+fn bounded_envoy_maglev<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<PresetRing<T>, Error> {
+    PresetRing::builder(Preset::EnvoyMaglev)
+        .table_size(1031)
+        .seed(seed)
+        .load_factor(1.25)
+        .build(b)
+}
+
 /// `policy!("Name", Type::new, oracle)` for a policy without a seed,
 /// `policy!("Name", Type::with_seed, seeded, oracle)` for a seeded one, and
 /// `policy!(hashing "Name", build, seeded, oracle)` for a hashing policy.
@@ -207,13 +247,22 @@ pub const POLICIES: &[Policy] = &[
     policy!(hashing "JumpHash", JumpHash::with_seed, seeded, Oracle::Unweighted),
     policy!(hashing "PresetRing::nginx", nginx, seeded, Oracle::None),
     policy!(hashing "PresetRing::ketama", ketama, seeded, Oracle::None),
+    policy!(hashing "PresetRing::envoy_ring_hash", envoy_ring_hash, seeded, Oracle::None),
+    policy!(hashing "PresetRing::grpc_ring_hash", grpc_ring_hash, seeded, Oracle::None),
+    policy!(hashing "PresetRing::envoy_maglev", envoy_maglev, seeded, Oracle::None),
     // Bounded loads: every hashing policy that offers them.
     policy!(hashing "HashRing+bound", bounded_ring, seeded, Oracle::None),
     policy!(hashing "Maglev+bound", bounded_maglev, seeded, Oracle::None),
     policy!(hashing "Rendezvous+bound", bounded_rendezvous, seeded, Oracle::None),
     policy!(
-        "PresetRing::ketama+bound",
+        hashing "PresetRing::ketama+bound",
         bounded_ketama,
+        seeded,
+        Oracle::None
+    ),
+    policy!(
+        hashing "PresetRing::envoy_maglev+bound",
+        bounded_envoy_maglev,
         seeded,
         Oracle::None
     ),
