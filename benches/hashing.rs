@@ -118,6 +118,24 @@ fn lookups(c: &mut Criterion) {
             &PresetRing::ketama(backends(n)).unwrap(),
             &keys,
         );
+        lbkit_lookup(
+            &mut g,
+            "envoy-ring-hash-preset",
+            &PresetRing::envoy_ring_hash(backends(n)).unwrap(),
+            &keys,
+        );
+        lbkit_lookup(
+            &mut g,
+            "grpc-ring-hash-preset",
+            &PresetRing::grpc_ring_hash(backends(n)).unwrap(),
+            &keys,
+        );
+        lbkit_lookup(
+            &mut g,
+            "envoy-maglev-preset",
+            &PresetRing::envoy_maglev(backends(n)).unwrap(),
+            &keys,
+        );
         let bounded = HashRing::builder()
             .load_factor(1.25)
             .build(backends(n))

@@ -1,5 +1,13 @@
-//! Rings that send every key to the same server as another program does: nginx's
-//! `hash $key consistent`, and libmemcached's weighted ketama.
+//! Rings and tables that send every key to the same server as another program does: nginx's
+//! `hash $key consistent`, libmemcached's weighted ketama, Envoy's `RING_HASH` and `MAGLEV`,
+//! and gRPC's `ring_hash`.
+//!
+//! The Envoy and gRPC presets hash keys with XXH64 (seed 0) into 64 bits, and
+//! `Request::with_hash(h)` takes the program's 64-bit request hash as it is. When a key's
+//! backend cannot take the request, the ring presets walk on along the ring (Envoy's retry
+//! order) and the Maglev preset tries Envoy's retry hashes; Envoy itself rebuilds its ring or
+//! table over the healthy hosts instead, so the agreement is exact while every backend is
+//! eligible.
 //!
 //! Moving traffic from nginx to a Rust proxy, or putting a Rust service beside memcached
 //! clients in C, PHP, Python or Java that use ketama, needs both sides to agree on every key
