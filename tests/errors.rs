@@ -344,6 +344,10 @@ fn max_weights_on_many_backends_do_not_overflow() {
                 Oracle::LeastConnections => assert_eq!((min, max), (10, 10), "{name}"),
                 // No caps: every pick goes to the first backend given.
                 Oracle::First => assert_eq!(counts[0], ("m0000".to_owned(), 10_000), "{name}"),
+                // Envoy's and gRPC's rings give each of 1000 equal backends 2 entries at
+                // their default minimum_ring_size of 1024 (their own imbalance, reproduced):
+                // 10 expected per backend, a few times that on the longest arcs.
+                _ if name.contains("ring_hash") => assert!(max <= 150, "{name}: {min}..{max}"),
                 // Random: 10 expected per backend; P2C holding is far tighter.
                 _ => assert!(max <= 40, "{name}: {min}..{max}"),
             }
@@ -413,7 +417,10 @@ fn max_weights_on_many_backends_do_not_overflow() {
                             "{name}, hold {hold}: {counts:?}"
                         );
                     }
-                    assert!(counts[3].1 <= 2, "{name}, hold {hold}: {counts:?}");
+                    // Envoy's Maglev gives every host one slot in its first round, so
+                    // "tiny" keeps 1 of the registry's 1031 slots: about 10 of 10,000.
+                    let tiny = if name.contains("envoy_maglev") { 30 } else { 2 };
+                    assert!(counts[3].1 <= tiny, "{name}, hold {hold}: {counts:?}");
                 }
             }
         }
