@@ -14,11 +14,17 @@
 //!   its latency estimate (one clock read); round robin's with outlier detection on resets
 //!   the failure run. Beside them, the same policies' plain pick + drop, and `floor/clock`:
 //!   one read of `MonotonicClock` (the clock passive health and Peak EWMA use by default).
+//!   `round-robin+statistical`: the same with success-rate and failure-percentage ejection
+//!   on, whose reports are also counted per backend.
 //!
 //! * `steering/100`: per-request steering and caps beside the plain pick of the same policy,
 //!   for round robin and a hashing policy (`HashRing`, keyed requests): `plain`, `avoid2` (a
 //!   2-id avoid list, ids in the set), `prefer` (an id in the set, up), `capped` (every
 //!   backend with a `max_in_flight` it never reaches, so every pick takes the capped path).
+//!
+//! * `sweep/1000`: the statistical ejection rules' sweep over 1000 backends, each with
+//!   enough reports: a pick that finds it due (the clock moved one interval), which runs the
+//!   sweep and rebuilds; beside it a pick after a health change, which only rebuilds.
 //!
 //! Read ratios, not absolute times: `cargo bench --bench pick`, then compare each policy's
 //! estimate with `floor/fetch_add` of the same group.
@@ -30,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lbkit::{Backend, Balancer, LeastConnections, Pick, PowerOfTwoChoices, Random, Request};
+use lbkit::{FailurePercentageEjection, Health, ManualClock, SuccessRateEjection};
 use lbkit::{HashRing, HealthConfig, OutlierDetection, PeakEwma, RoundRobin, WeightedRoundRobin};
 
 type Make = fn(Vec<Backend<u64>>) -> Box<dyn Balancer<u64>>;
@@ -196,6 +203,76 @@ fn reports(c: &mut Criterion) {
     g.bench_function("round-robin+outlier/pick+success", |b| {
         b.iter(|| black_box(ejecting.pick(&req)).unwrap().success(latency))
     });
+    // The statistical rules count every report: one relaxed add more per report.
+    let statistical = RoundRobin::builder()
+        .health(HealthConfig::new().outlier_detection(OutlierDetection {
+            success_rate: Some(SuccessRateEjection::default()),
+            failure_percentage: Some(FailurePercentageEjection::default()),
+            ..OutlierDetection::default()
+        }))
+        .build(backends(n))
+        .unwrap();
+    g.bench_function("round-robin+statistical/pick+success", |b| {
+        b.iter(|| black_box(statistical.pick(&req)).unwrap().success(latency))
+    });
+    g.finish();
+}
+
+/// The statistical rules' sweep over 1000 backends: a pick that finds it due runs it and
+/// rebuilds the snapshot; beside it, a pick that only rebuilds (a health change made the
+/// snapshot stale), so that the difference is the sweep.
+fn sweep(c: &mut Criterion) {
+    let n = 1000;
+    let mut g = c.benchmark_group(format!("sweep/{n}"));
+    let clock = ManualClock::new();
+    let interval = Duration::from_secs(10);
+    // Every backend qualifies for both rules with one report an interval.
+    let rules = OutlierDetection {
+        success_rate: Some(SuccessRateEjection {
+            request_volume: 1,
+            ..SuccessRateEjection::default()
+        }),
+        failure_percentage: Some(FailurePercentageEjection {
+            request_volume: 1,
+            ..FailurePercentageEjection::default()
+        }),
+        interval,
+        ..OutlierDetection::default()
+    };
+    let lb = RoundRobin::builder()
+        .health(
+            HealthConfig::new()
+                .clock(clock.clone())
+                .outlier_detection(rules),
+        )
+        .build(backends(n))
+        .unwrap();
+    let req = Request::new();
+    g.bench_function("round-robin/pick+sweep+rebuild", |b| {
+        b.iter_batched(
+            // Not timed: one report on every backend (round robin visits each once).
+            || {
+                for _ in 0..n {
+                    lb.pick(&req).unwrap().success(Duration::from_micros(500));
+                }
+            },
+            |()| {
+                clock.advance(interval);
+                drop(black_box(lb.pick(&req)))
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    let plain = RoundRobin::new(backends(n)).unwrap();
+    let mut up = false;
+    g.bench_function("round-robin/set_health+rebuild", |b| {
+        b.iter(|| {
+            up = !up;
+            let health = if up { Health::Up } else { Health::Draining };
+            plain.set_health("10.0.0.0:8080", health).unwrap();
+            drop(black_box(plain.pick(&req)))
+        })
+    });
     g.finish();
 }
 
@@ -272,6 +349,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = single_thread, two_threads_at_once, reports, steering
+    targets = single_thread, two_threads_at_once, reports, steering, sweep
 }
 criterion_main!(benches);

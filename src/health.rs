@@ -13,6 +13,28 @@
 //!   its last ejection; capped at `max_ejection_time`), and returns by itself when the time is
 //!   up. Never more than `max_ejection_percent` of the set is ejected at once (at least one
 //!   backend may always be). [`Status::is_ejected`](crate::Status::is_ejected) shows it.
+//! * **Statistical ejection** ([`SuccessRateEjection`], [`FailurePercentageEjection`], gRFC
+//!   A50's algorithm, which Envoy shares): catches the backend that fails often but seldom 5
+//!   times in a row. Each report is counted per backend (one relaxed add); every
+//!   [`interval`](OutlierDetection::interval) a sweep looks at the interval's counts. Among
+//!   the backends with at least `request_volume` reports, and if at least `minimum_hosts`
+//!   have: success rate ejects those below `mean - stdev x stdev_factor / 1000` (population
+//!   mean and standard deviation of the success rates, ejected backends with volume included,
+//!   as in A50), failure percentage those whose failures are more than `threshold` percent
+//!   (strictly: A50 and gRPC; Envoy ejects at the threshold too). Each is ejected with
+//!   probability `enforcement_percentage` / 100 (a draw replayable from the sweep's number and
+//!   the backend's id), never one already ejected, and none once the ejected share has
+//!   reached `max_ejection_percent` (checked before each; the first is always allowed, as in
+//!   grpc C++; grpc-go ejects none at a cap of 0). Success rate runs first, then failure
+//!   percentage; both count toward one cap. Then every backend not ejected lowers its
+//!   multiplier by one. An ejection lasts `base_ejection_time x multiplier`, at most
+//!   `max(base_ejection_time, max_ejection_time)`, and ends as soon as its time is up (at the
+//!   first pick after; A50 waits for the next sweep). No thread runs the sweep: the first
+//!   pick (or status read) that finds it due runs it under the writer lock, so a balancer
+//!   nobody uses does no work, and a sweep that comes late covers every report since the
+//!   last. Reports count only while a statistical rule is on; picks dropped without a report
+//!   count for nothing. Cost: `cargo bench --bench pick`, groups `report/100`
+//!   (`round-robin+statistical`) and `sweep/1000`.
 //! * **Panic threshold** (Envoy's): when fewer than this share of the backends that could
 //!   serve (weight above 0, not draining) are healthy (up and not ejected), health is ignored
 //!   and every one of them is eligible again, rather than crushing the survivors. Backends
@@ -142,6 +164,28 @@ impl HealthConfig {
                 ));
             }
             percent("max_ejection_percent", o.max_ejection_percent)?;
+            if o.sweeps() && o.interval.is_zero() {
+                return Err(Error::config("interval", "must be above zero"));
+            }
+            if let Some(r) = &o.success_rate {
+                whole_percent(
+                    "success_rate.enforcement_percentage",
+                    r.enforcement_percentage,
+                )?;
+                if r.stdev_factor == 0 {
+                    return Err(Error::config(
+                        "success_rate.stdev_factor",
+                        "must be above zero",
+                    ));
+                }
+            }
+            if let Some(r) = &o.failure_percentage {
+                whole_percent("failure_percentage.threshold", r.threshold)?;
+                whole_percent(
+                    "failure_percentage.enforcement_percentage",
+                    r.enforcement_percentage,
+                )?;
+            }
         }
         if let Some(share) = self.panic_threshold {
             if !(0.0..=1.0).contains(&share) {
@@ -167,6 +211,17 @@ impl HealthConfig {
     }
 }
 
+fn whole_percent(parameter: &'static str, value: u32) -> Result<(), Error> {
+    if value <= 100 {
+        Ok(())
+    } else {
+        Err(Error::config(
+            parameter,
+            format!("{value} is not a percentage between 0 and 100"),
+        ))
+    }
+}
+
 fn percent(parameter: &'static str, value: f64) -> Result<(), Error> {
     if (0.0..=100.0).contains(&value) {
         Ok(())
@@ -178,10 +233,28 @@ fn percent(parameter: &'static str, value: f64) -> Result<(), Error> {
     }
 }
 
-/// When to eject a failing backend and for how long. The defaults are Envoy's.
+/// When to eject a failing backend and for how long. The defaults are Envoy's, with the
+/// statistical rules off.
+///
+/// Three rules can eject a backend, and share one bookkeeping (ejection time, multiplier,
+/// cap):
+///
+/// * `consecutive_failures` failures in a row (Envoy's `consecutive_5xx`): at once, on the
+///   report that crosses it.
+/// * [`success_rate`](OutlierDetection::success_rate) (gRFC A50, Envoy): every `interval`,
+///   backends whose success rate in the interval is far below the others'.
+/// * [`failure_percentage`](OutlierDetection::failure_percentage) (gRFC A50, Envoy): every
+///   `interval`, backends whose share of failures in the interval is at or above a threshold.
+///
+/// With a statistical rule on, a sweep is due every `interval`; no thread runs it: the first
+/// pick that finds it due runs it under the writer lock (a balancer nobody picks from does no
+/// work). The sweep also decays the ejection multiplier: by one for every interval a backend
+/// spends not ejected (A50); without a statistical rule, by one for every
+/// `base_ejection_time` spent in service.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutlierDetection {
-    /// Failures in a row that eject a backend (default 5).
+    /// Failures in a row that eject a backend (default 5; `u32::MAX` in effect turns the rule
+    /// off, as gRPC has no such rule).
     pub consecutive_failures: u32,
     /// The first ejection's length, multiplied by the number of ejections (default 30 s).
     pub base_ejection_time: Duration,
@@ -190,6 +263,12 @@ pub struct OutlierDetection {
     /// The most of the set that may be ejected at once, in percent (default 10; at least one
     /// backend may always be ejected).
     pub max_ejection_percent: f64,
+    /// How often the statistical rules look at the last interval's reports (default 10 s).
+    pub interval: Duration,
+    /// Success-rate ejection (default off).
+    pub success_rate: Option<SuccessRateEjection>,
+    /// Failure-percentage ejection (default off).
+    pub failure_percentage: Option<FailurePercentageEjection>,
 }
 
 impl Default for OutlierDetection {
@@ -199,6 +278,72 @@ impl Default for OutlierDetection {
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 10.0,
+            interval: Duration::from_secs(10),
+            success_rate: None,
+            failure_percentage: None,
+        }
+    }
+}
+
+impl OutlierDetection {
+    /// Whether a statistical rule is on, so that a sweep runs every `interval`.
+    pub(crate) fn sweeps(&self) -> bool {
+        self.success_rate.is_some() || self.failure_percentage.is_some()
+    }
+}
+
+/// Success-rate ejection (gRFC A50, Envoy's `success_rate_*`; defaults are theirs). Every
+/// interval, among the backends with at least `request_volume` reports in it, and only if at
+/// least `minimum_hosts` have, a backend whose success rate is below
+/// `mean - stdev x stdev_factor / 1000` (over those backends) is ejected with probability
+/// `enforcement_percentage` / 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SuccessRateEjection {
+    /// How many standard deviations (in thousandths) below the mean ejects (default 1900).
+    pub stdev_factor: u32,
+    /// The chance, in percent, that a backend found to be an outlier is ejected (default 100).
+    pub enforcement_percentage: u32,
+    /// The fewest backends with enough reports for the rule to act (default 5).
+    pub minimum_hosts: u32,
+    /// The fewest reports in the interval for a backend to count (default 100).
+    pub request_volume: u32,
+}
+
+impl Default for SuccessRateEjection {
+    fn default() -> Self {
+        SuccessRateEjection {
+            stdev_factor: 1900,
+            enforcement_percentage: 100,
+            minimum_hosts: 5,
+            request_volume: 100,
+        }
+    }
+}
+
+/// Failure-percentage ejection (gRFC A50, Envoy's `failure_percentage_*`; defaults are
+/// theirs). Every interval, among the backends with at least `request_volume` reports in it,
+/// and only if at least `minimum_hosts` have, a backend whose failures are more than
+/// `threshold` percent of its reports is ejected with probability
+/// `enforcement_percentage` / 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailurePercentageEjection {
+    /// The failure percentage above which a backend is ejected (default 85).
+    pub threshold: u32,
+    /// The chance, in percent, that a backend over the threshold is ejected (default 100).
+    pub enforcement_percentage: u32,
+    /// The fewest backends with enough reports for the rule to act (default 5).
+    pub minimum_hosts: u32,
+    /// The fewest reports in the interval for a backend to count (default 50).
+    pub request_volume: u32,
+}
+
+impl Default for FailurePercentageEjection {
+    fn default() -> Self {
+        FailurePercentageEjection {
+            threshold: 85,
+            enforcement_percentage: 100,
+            minimum_hosts: 5,
+            request_volume: 50,
         }
     }
 }

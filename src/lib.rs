@@ -114,7 +114,9 @@ pub use engine::core::MAX_BACKENDS;
 pub use engine::pick::{Member, Pick};
 pub use error::{Error, NoPick};
 pub use hash::{jump_hash, HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
-pub use health::{HealthConfig, OutlierDetection, SlowStart};
+pub use health::{
+    FailurePercentageEjection, HealthConfig, OutlierDetection, SlowStart, SuccessRateEjection,
+};
 pub use request::Request;
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};

@@ -28,6 +28,7 @@ fn rules(clock: &ManualClock, percent: f64) -> HealthConfig {
             base_ejection_time: Duration::from_secs(1),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: percent,
+            ..OutlierDetection::default()
         })
         .clock(clock.clone())
 }
@@ -128,6 +129,7 @@ fn a_run_that_meets_new_rules_on_a_new_clock_is_ejected_from_now() {
             base_ejection_time: Duration::from_millis(1),
             max_ejection_time: Duration::from_millis(1),
             max_ejection_percent: 100.0,
+            ..OutlierDetection::default()
         })
         .clock(clock.clone());
     lb.set_health_config(next).unwrap();

@@ -445,6 +445,21 @@ fn extreme_durations_and_clocks_saturate() {
                         base_ejection_time: Duration::MAX,
                         max_ejection_time: Duration::MAX,
                         max_ejection_percent: 100.0,
+                        // Every statistical rule at its edge too: the longest interval,
+                        // everything counted, any failure an outlier.
+                        interval: Duration::MAX,
+                        success_rate: Some(lbkit::SuccessRateEjection {
+                            stdev_factor: u32::MAX,
+                            enforcement_percentage: 100,
+                            minimum_hosts: 0,
+                            request_volume: 0,
+                        }),
+                        failure_percentage: Some(lbkit::FailurePercentageEjection {
+                            threshold: 0,
+                            enforcement_percentage: 100,
+                            minimum_hosts: 0,
+                            request_volume: 0,
+                        }),
                     })
                     .slow_start(SlowStart {
                         window: Duration::MAX,
@@ -695,6 +710,7 @@ fn an_ejection_that_saturates_the_clock_still_ends() {
                     base_ejection_time: Duration::MAX,
                     max_ejection_time: Duration::MAX,
                     max_ejection_percent: 100.0,
+                    ..OutlierDetection::default()
                 }),
         )
         .build([backend("a", 1, 0), backend("b", 1, 1)])

@@ -202,6 +202,19 @@ fn soak(policy: Policy, seed: u64, duration: Duration, pickers: usize) -> Figure
             base_ejection_time: Duration::from_millis(20),
             max_ejection_time: Duration::from_millis(200),
             max_ejection_percent: 30.0,
+            // The statistical rules sweep concurrently with the pickers too.
+            interval: Duration::from_millis(30),
+            success_rate: Some(lbkit::SuccessRateEjection {
+                request_volume: 10,
+                minimum_hosts: 3,
+                ..lbkit::SuccessRateEjection::default()
+            }),
+            failure_percentage: Some(lbkit::FailurePercentageEjection {
+                threshold: 50,
+                request_volume: 10,
+                minimum_hosts: 3,
+                ..lbkit::FailurePercentageEjection::default()
+            }),
         })
         .panic_threshold(0.3)
         .slow_start(SlowStart::new(Duration::from_millis(50)));

@@ -172,6 +172,7 @@ pub fn health_rules() -> HealthConfig {
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 20.0,
+            ..OutlierDetection::default()
         })
         .panic_threshold(0.5)
         .slow_start(SlowStart::new(Duration::from_secs(10)))

@@ -193,6 +193,7 @@ fn rules(u: &mut Unstructured<'_>) -> Result<(Rules, bool)> {
                 base_ejection_time: base,
                 max_ejection_time: base * [1, 3, 10, 300][usize::from(u.arbitrary::<u8>()? & 3)],
                 max_ejection_percent: PERCENTS[usize::from((b >> 2) & 15)],
+                ..OutlierDetection::default()
             });
         }
         1 => {
@@ -201,6 +202,7 @@ fn rules(u: &mut Unstructured<'_>) -> Result<(Rules, bool)> {
                 base_ejection_time: duration(u)?,
                 max_ejection_time: duration(u)?,
                 max_ejection_percent: float(u)? * 50.0,
+                ..OutlierDetection::default()
             };
             valid &= o.consecutive_failures >= 1
                 && !o.base_ejection_time.is_zero()

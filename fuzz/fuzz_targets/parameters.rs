@@ -18,6 +18,7 @@ use arbitrary::{Result, Unstructured};
 use lbkit::{
     Backend, Balancer, Error, HashRing, HealthConfig, JumpHash, Maglev, ManualClock,
     OutlierDetection, PeakEwma, Preset, PresetRing, Rendezvous, Request, SlowStart,
+    SuccessRateEjection, FailurePercentageEjection,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -43,6 +44,15 @@ fn float(u: &mut Unstructured<'_>) -> Result<f64> {
             4_294_967_296.0,
         ])?,
         _ => f64::from(u.arbitrary::<u16>()?) / 1000.0,
+    })
+}
+
+/// A count or percentage: the edges, around 100, or anything.
+fn small(u: &mut Unstructured<'_>) -> Result<u32> {
+    Ok(match u.int_in_range(0..=2u8)? {
+        0 => *u.choose(&[0, 1, 99, 100, 101, u32::MAX])?,
+        1 => u.int_in_range(0..=200)?,
+        _ => u.arbitrary()?,
     })
 }
 
@@ -84,11 +94,40 @@ fn health(u: &mut Unstructured<'_>, clock: &ManualClock) -> Result<(HealthConfig
             base_ejection_time: duration(u)?,
             max_ejection_time: duration(u)?,
             max_ejection_percent: float(u)?,
+            interval: duration(u)?,
+            success_rate: if u.arbitrary()? {
+                Some(SuccessRateEjection {
+                    stdev_factor: small(u)?,
+                    enforcement_percentage: small(u)?,
+                    minimum_hosts: small(u)?,
+                    request_volume: small(u)?,
+                })
+            } else {
+                None
+            },
+            failure_percentage: if u.arbitrary()? {
+                Some(FailurePercentageEjection {
+                    threshold: small(u)?,
+                    enforcement_percentage: small(u)?,
+                    minimum_hosts: small(u)?,
+                    request_volume: small(u)?,
+                })
+            } else {
+                None
+            },
         };
+        let statistical = o.success_rate.is_some() || o.failure_percentage.is_some();
         valid &= o.consecutive_failures >= 1
             && !o.base_ejection_time.is_zero()
             && o.max_ejection_time >= o.base_ejection_time
-            && pct(o.max_ejection_percent);
+            && pct(o.max_ejection_percent)
+            && (!statistical || !o.interval.is_zero())
+            && o.success_rate.map_or(true, |r| {
+                r.stdev_factor > 0 && r.enforcement_percentage <= 100
+            })
+            && o.failure_percentage.map_or(true, |r| {
+                r.threshold <= 100 && r.enforcement_percentage <= 100
+            });
         config = config.outlier_detection(o);
     }
     if u.arbitrary()? {

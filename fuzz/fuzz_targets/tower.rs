@@ -348,6 +348,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             base_ejection_time: Duration::from_secs(1),
             max_ejection_time: Duration::from_secs(10),
             max_ejection_percent: *u.choose(&[50.0, 100.0, 20.0])?,
+            ..OutlierDetection::default()
         });
     }
     let panic = if u.arbitrary()? {

@@ -10,7 +10,7 @@ use crate::backend::{Backend, Health};
 use crate::engine::entry::Entry;
 use crate::engine::pick::{Member, Pick};
 use crate::engine::policy::Policy;
-use crate::engine::rules::{apply_outlier_rules, effective_weight};
+use crate::engine::rules::{apply_outlier_rules, effective_weight, Sweep};
 use crate::engine::snapshot::{Eligible, IdIndex, Snapshot, View};
 use crate::engine::state::{nanos, Feedback, State, NEVER};
 use crate::engine::sync::{ArcSwap, Guard, Mutex};
@@ -31,6 +31,8 @@ struct Writer {
     /// and added back before they drop keeps counting them.
     retired: AHashMap<Arc<str>, Weak<State>>,
     config: HealthConfig,
+    /// The statistical ejection rules' intervals.
+    sweep: Sweep,
 }
 
 /// The shared body of every balancer: one policy, one snapshot pointer, one writer lock.
@@ -67,7 +69,17 @@ impl<T, P: Policy<T>> Core<T, P> {
                 entry(b, position, Arc::new(state))
             })
             .collect();
-        let snapshot = build(&policy, members.into(), None, None, &config, now)?;
+        let sweep = Sweep::start(&members, &config, now);
+        feedback.set_counting(sweep.next_at != NEVER);
+        let snapshot = build(
+            &policy,
+            members.into(),
+            None,
+            None,
+            &config,
+            sweep.next_at,
+            now,
+        )?;
         publish_caps(&snapshot);
         Ok(Core {
             policy,
@@ -76,6 +88,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             writer: Mutex::new(Writer {
                 retired: AHashMap::new(),
                 config,
+                sweep,
             }),
         })
     }
@@ -118,15 +131,16 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// another writer holds the lock (it will publish a fresh snapshot anyway).
     #[cold]
     fn refresh(&self) {
-        let Some(writer) = self.writer.try_lock() else {
+        let Some(mut writer) = self.writer.try_lock() else {
             return;
         };
+        let writer = &mut *writer;
         // The clock first: if it panics, nothing was taken or changed, and a later pick
         // tries again.
         let now = self.feedback.now_ns();
         self.feedback.take_dirty();
         let current = self.current.load_full();
-        apply_outlier_rules(&current.members, &writer.config, now);
+        apply_outlier_rules(&current.members, &writer.config, now, &mut writer.sweep);
         // Same members: only a policy table can fail, and it did not for this set before.
         if let Ok(snapshot) = build(
             &self.policy,
@@ -134,6 +148,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             Some(&current.table),
             Some(Arc::clone(&current.ids)),
             &writer.config,
+            writer.sweep.next_at,
             now,
         ) {
             self.current.store(Arc::new(snapshot));
@@ -325,6 +340,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             None,
             None,
             &writer.config,
+            writer.sweep.next_at,
             now,
         ) {
             Ok(snapshot) => snapshot,
@@ -381,6 +397,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             Some(&current.table),
             Some(Arc::clone(&current.ids)),
             &writer.config,
+            writer.sweep.next_at,
             now,
         ) {
             Ok(snapshot) => {
@@ -427,14 +444,29 @@ impl<T, P: Policy<T>> Core<T, P> {
                 s.reset_latency(now);
             }
         }
+        let sweeps = |c: &HealthConfig| {
+            c.outlier_detection
+                .filter(|o| o.sweeps())
+                .map(|o| o.interval)
+        };
+        let (before, after) = (sweeps(&writer.config), sweeps(&config));
         writer.config = config;
-        apply_outlier_rules(&current.members, &writer.config, now);
+        match (before, after) {
+            (Some(_), Some(interval)) if !new_clock => writer.sweep.reschedule(interval, now),
+            _ => {
+                writer.sweep = Sweep::start(&current.members, &writer.config, now);
+                self.feedback.set_counting(writer.sweep.next_at != NEVER);
+            }
+        }
+        let writer = &mut *writer;
+        apply_outlier_rules(&current.members, &writer.config, now, &mut writer.sweep);
         let snapshot = build(
             &self.policy,
             current.members.clone(),
             None,
             Some(Arc::clone(&current.ids)),
             &writer.config,
+            writer.sweep.next_at,
             now,
         )?;
         self.current.store(Arc::new(snapshot));
@@ -590,9 +622,11 @@ fn build<T, P: Policy<T>>(
     previous: Option<&Arc<P::Table>>,
     ids: Option<Arc<IdIndex>>,
     config: &HealthConfig,
+    sweep_at: u64,
     now: u64,
 ) -> Result<Snapshot<T, P::Table>, Error> {
-    let mut refresh_at = NEVER;
+    // The next sweep of the statistical ejection rules, if any, is a time-based change.
+    let mut refresh_at = sweep_at;
     // Could serve at all (the operator's view) and healthy (could, and up and not ejected).
     let could: Vec<bool> = members
         .iter()

@@ -29,6 +29,8 @@ pub(crate) struct Feedback {
     latency: Option<LatencyTracking>,
     /// Set by a report that may change who is eligible; cleared by the rebuild applying it.
     dirty: AtomicBool,
+    /// Whether reports are counted per backend for the statistical ejection rules.
+    counting: AtomicBool,
 }
 
 /// Peak-EWMA parameters, in nanoseconds.
@@ -50,7 +52,21 @@ impl Feedback {
             failure_threshold: AtomicU32::new(failure_threshold.unwrap_or(u32::MAX)),
             latency,
             dirty: AtomicBool::new(false),
+            counting: AtomicBool::new(false),
         }
+    }
+
+    /// Writer only: whether reports are counted for the statistical ejection rules.
+    pub(crate) fn set_counting(&self, counting: bool) {
+        // Relaxed: a report that reads the old value counts once more or less, in the interval
+        // that the change of rules starts anyway.
+        self.counting.store(counting, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn counting(&self) -> bool {
+        // Relaxed: see `set_counting`.
+        self.counting.load(Ordering::Relaxed)
     }
 
     /// Writer only: a new clock and failure threshold.
@@ -156,6 +172,12 @@ pub(crate) struct State {
     score: AtomicU64,
     /// Clock nanoseconds of the last latency observation.
     stamp: AtomicU64,
+    /// Successes and failures reported since the state was made, counted while the
+    /// statistical ejection rules are on.
+    successes: AtomicU64,
+    failures: AtomicU64,
+    /// Writer only: `successes` and `failures` at the last sweep of those rules.
+    swept: (AtomicU64, AtomicU64),
     feedback: Arc<Feedback>,
 }
 
@@ -177,6 +199,9 @@ impl State {
             ramp_start: AtomicU64::new(if ramp { now_ns } else { FULL_WEIGHT }),
             score: AtomicU64::new(score.to_bits()),
             stamp: AtomicU64::new(now_ns),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            swept: (AtomicU64::new(0), AtomicU64::new(0)),
             feedback: Arc::clone(feedback),
         }
     }
@@ -399,8 +424,40 @@ impl State {
         self.tripped_at.load(Ordering::Relaxed).checked_sub(1)
     }
 
+    /// Writer only: the successes and failures reported since the last call (since the
+    /// state was made, the first time), for the statistical rules' interval.
+    pub(crate) fn take_interval(&self) -> (u64, u64) {
+        // Relaxed: a report racing with the sweep lands in this interval or the next, as a
+        // report racing with gRPC's bucket swap does; each is counted exactly once.
+        let successes = self.successes.load(Ordering::Relaxed);
+        let failures = self.failures.load(Ordering::Relaxed);
+        // Writer only: plain loads and stores, no read-modify-write needed.
+        let last_successes = self.swept.0.load(Ordering::Relaxed);
+        let last_failures = self.swept.1.load(Ordering::Relaxed);
+        self.swept.0.store(successes, Ordering::Relaxed);
+        self.swept.1.store(failures, Ordering::Relaxed);
+        (
+            successes.wrapping_sub(last_successes),
+            failures.wrapping_sub(last_failures),
+        )
+    }
+
+    /// Writer only: lowers the ejection multiplier by `by` (intervals spent not ejected).
+    pub(crate) fn decay_ejections(&self, by: u32) {
+        let times = self.ejections();
+        if times > 0 {
+            // Relaxed, as every writer-only field (see `ejected_until`).
+            self.ejections
+                .store(times.saturating_sub(by), Ordering::Relaxed);
+        }
+    }
+
     /// A request on this backend succeeded after `latency`.
     pub(crate) fn report_success(&self, latency: Duration) {
+        if self.feedback.counting() {
+            // Relaxed: a count, read by the sweep (see `take_interval`).
+            self.successes.fetch_add(1, Ordering::Relaxed);
+        }
         // Load first: avoid dirtying the line when there is nothing to reset.
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.clear_failures();
@@ -412,6 +469,10 @@ impl State {
 
     /// A request on this backend failed.
     pub(crate) fn report_failure(&self) {
+        if self.feedback.counting() {
+            // Relaxed: as in `report_success`.
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
         // Relaxed RMW: exact counting; saturates instead of wrapping after 2^32 failures.
         let before = self
             .consecutive_failures
