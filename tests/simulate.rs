@@ -296,17 +296,24 @@ fn passive_health_ejects_a_silently_failed_backend() {
             let changes: Vec<&str> = o.moves.iter().map(|m| m.change).collect();
             assert_eq!(changes, ["join"], "{}", o.policy);
         }
-        // Without health rules the failed backend keeps its share of picks until the end:
-        // hundreds of errors. With them, it is ejected after 5 failures in a row (a few more
-        // may be in flight when it is), for longer than the run lasts.
-        assert!(b.errors > 200, "{}: {} errors", b.policy, b.errors);
+        // With the health rules, the failed backend is ejected after 5 failures in a row (a
+        // few more may be in flight when it is), for longer than the run lasts.
         assert!(a.errors <= 20, "{}: {} errors", a.policy, a.errors);
+        assert!(a.failed <= b.failed, "{}", a.policy);
+        if b.policy == "peak-ewma" {
+            // Without them, Peak EWMA's failure penalty alone keeps it off: each failure
+            // costs it 5 s in the estimate, so it is tried again only as that decays.
+            assert!(b.errors <= 100, "{}: {} errors", b.policy, b.errors);
+            continue;
+        }
+        // The others, without rules, keep giving it its share of picks until the end:
+        // hundreds of errors.
+        assert!(b.errors > 200, "{}: {} errors", b.policy, b.errors);
         assert!(
             a.errors + a.timeouts < b.errors + b.timeouts,
             "{}: {a:?} {b:?}",
             a.policy
         );
-        assert!(a.failed <= b.failed, "{}", a.policy);
     }
     // Least connections without health is a black hole: the failed backend answers at once,
     // so it always has the fewest in flight and takes most picks.

@@ -95,13 +95,16 @@ impl<T> Pick<T> {
         self.started = UNTRACKED;
     }
 
-    /// Reports that the request failed, and releases the slot. Enough failures in a row eject
-    /// the backend if outlier detection is configured
-    /// ([`HealthConfig`](crate::HealthConfig)). For [`PeakEwma`](crate::PeakEwma), the time
-    /// the pick was held counts as a latency observation, as for a pick dropped without a
-    /// report (see below).
-    pub fn failure(self) {
+    /// Reports that the request failed, and releases the slot. Failures eject the backend if
+    /// outlier detection is configured ([`HealthConfig`](crate::HealthConfig)). For
+    /// [`PeakEwma`](crate::PeakEwma), the failure is a latency observation of the time the
+    /// pick was held or the policy's failure penalty (5 s by default), whichever is more.
+    pub fn failure(mut self) {
         self.entry.state.report_failure();
+        if self.started != UNTRACKED {
+            self.entry.state.observe_failure(self.started);
+            self.started = UNTRACKED;
+        }
     }
 }
 

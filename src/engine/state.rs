@@ -38,6 +38,8 @@ pub(crate) struct Feedback {
 pub(crate) struct LatencyTracking {
     pub(crate) decay_ns: f64,
     pub(crate) default_ns: f64,
+    /// The least latency a failure counts as (0: the time the pick was held).
+    pub(crate) failure_penalty_ns: f64,
 }
 
 impl Feedback {
@@ -526,6 +528,18 @@ impl State {
             let now = self.feedback.now_ns();
             let held = Duration::from_nanos(now.saturating_sub(started));
             self.observe_latency_at(held, now, tracking);
+        }
+    }
+
+    /// A pick taken at `started` failed: the time it was held is a latency observation, or
+    /// the failure penalty if that is more (Linkerd's), so that a backend that fails fast
+    /// stops looking cheap.
+    pub(crate) fn observe_failure(&self, started: u64) {
+        if let Some(tracking) = self.feedback.latency {
+            let now = self.feedback.now_ns();
+            let held = now.saturating_sub(started) as f64;
+            let latency = held.max(tracking.failure_penalty_ns);
+            self.observe_latency_at(Duration::from_nanos(latency as u64), now, tracking);
         }
     }
 

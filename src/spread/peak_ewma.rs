@@ -27,9 +27,15 @@
 //! lose one observation; an EWMA tolerates that, and it keeps reports lock-free (tower and
 //! Finagle lock per backend on every report).
 //!
-//! A pick dropped without a report (a timeout, a cancellation) or reported as a failure counts
-//! the time it was held as a latency (see [`Pick`](crate::Pick)), so a hung backend never
-//! looks cheaper than the time it already took. Choices therefore depend on the clock: a seed
+//! A pick dropped without a report (a timeout, a cancellation) counts the time it was held as
+//! a latency (see [`Pick`](crate::Pick)), so a hung backend never looks cheaper than the time
+//! it already took. A failure counts as the time held or `failure_penalty` (5 s by default,
+//! Linkerd's), whichever is more: a backend that fails fast (1 ms errors, 429s) would
+//! otherwise look like the cheapest of all and draw more traffic the more it fails. After a
+//! failure its estimate decays from the penalty with `decay`, and successes pull it down, so
+//! a backend that failed once is tried again within seconds to a minute (about
+//! ln(penalty / others' latency) x `decay` if nothing else is loaded); set the penalty to
+//! zero to count only the time held. Choices therefore depend on the clock: a seed
 //! replays them exactly only on a [`ManualClock`](crate::ManualClock).
 //!
 //! Cost: O(1) per pick (as P2C, plus one `exp` and one clock read); one clock read, two `exp`
@@ -75,6 +81,7 @@ pub struct PeakEwma<T> {
 pub struct PeakEwmaConfig {
     decay: Duration,
     default_latency: Duration,
+    failure_penalty: Duration,
 }
 
 impl Default for PeakEwmaConfig {
@@ -82,6 +89,7 @@ impl Default for PeakEwmaConfig {
         PeakEwmaConfig {
             decay: Duration::from_secs(10),
             default_latency: Duration::from_millis(10),
+            failure_penalty: Duration::from_secs(5),
         }
     }
 }
@@ -143,6 +151,13 @@ impl Builder<PeakEwmaConfig> {
         self
     }
 
+    /// The least latency a failure counts as (default 5 s, Linkerd's; zero counts only the
+    /// time the pick was held).
+    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
+        self.config.failure_penalty = penalty;
+        self
+    }
+
     /// The estimate of a backend not yet observed (default 10 ms).
     pub fn default_latency(mut self, latency: Duration) -> Self {
         self.config.default_latency = latency;
@@ -161,6 +176,7 @@ impl Builder<PeakEwmaConfig> {
         let PeakEwmaConfig {
             decay,
             default_latency,
+            failure_penalty,
         } = self.config;
         if decay.is_zero() {
             return Err(Error::config("decay", "must be above zero"));
@@ -171,6 +187,7 @@ impl Builder<PeakEwmaConfig> {
         let tracking = LatencyTracking {
             decay_ns: decay.as_nanos() as f64,
             default_ns: default_latency.as_nanos() as f64,
+            failure_penalty_ns: failure_penalty.as_nanos() as f64,
         };
         let policy = TwoChoices::new(self.seed_or_entropy(), PeakCost { tracking });
         Ok(PeakEwma {
