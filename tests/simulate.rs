@@ -53,6 +53,10 @@ fn run_some(config: &Config, wanted: impl Fn(&str) -> bool) -> Vec<Outcome> {
                     bound: None,
                     clock: Some(clock),
                     health,
+                    // As the program does: the intermittent scenario's "before" has no
+                    // Peak EWMA failure penalty.
+                    failure_penalty: (config.intermittent && !config.statistical)
+                        .then_some(std::time::Duration::ZERO),
                 };
                 (p.build)(backends, options)
             };
@@ -470,6 +474,41 @@ fn retries_that_avoid_tried_backends_rescue_the_hashing_policies() {
             "{}: {} failed, the load-aware policies {worst_load_aware}",
             a.policy,
             a.failed
+        );
+    }
+}
+
+#[test]
+fn statistical_rules_catch_an_intermittent_failure_that_runs_of_five_miss() {
+    // b-flaky fails 10% of what it serves, b-rejecting turns away 20% fast: 5 failures in a
+    // row are rare, the success-rate rule sees both.
+    // Long enough for several 10 s sweeps after the onset.
+    let config = Config {
+        requests: 250_000,
+        backends: 8,
+        flaky_share: 0.1,
+        reject_share: 0.2,
+        ..small()
+    };
+    let wanted = |n: &str| n == "weighted-round-robin" || n == "random";
+    let before = run_some(&config.intermittent(false), wanted);
+    let after = run_some(&config.intermittent(true), wanted);
+    let (flaky, _) = config.intermittent_victims();
+    let from = Workload::new(&config).span.mul_f64(0.3);
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((b.in_flight_after, a.in_flight_after), (0, 0));
+        assert!(b.errors > 0, "{}: the failures happen", b.policy);
+        assert!(
+            a.errors * 2 < b.errors,
+            "{}: {} errors before, {} after",
+            a.policy,
+            b.errors,
+            a.errors
+        );
+        assert!(
+            a.ejected_share(flaky, from) > b.ejected_share(flaky, from),
+            "{}",
+            a.policy
         );
     }
 }

@@ -5,6 +5,8 @@
 //! plain code, not a library module.
 #![allow(dead_code)] // each including program uses a different part of this file
 
+use std::time::Duration;
+
 use lbkit::WeightedRoundRobin;
 use lbkit::{Backend, Balancer, Error, HealthConfig, ManualClock};
 use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
@@ -23,6 +25,8 @@ pub struct Options {
     /// Passive-health rules (outlier detection, panic threshold, slow start) to apply, read
     /// on [`Options::clock`] if one is given. `None`: none.
     pub health: Option<HealthConfig>,
+    /// Peak EWMA's failure penalty; `None` leaves the policy's default (5 s).
+    pub failure_penalty: Option<Duration>,
 }
 
 /// A boxed balancer, or the library's reason for refusing the backends or options.
@@ -109,9 +113,15 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             name: "peak-ewma",
             hashing: false,
             bounded: false,
-            build: |b, o| match o.seed {
-                Some(seed) => boxed(PeakEwma::with_seed(b, seed)?, &o),
-                None => boxed(PeakEwma::new(b)?, &o),
+            build: |b, o| {
+                let mut builder = PeakEwma::builder();
+                if let Some(seed) = o.seed {
+                    builder = builder.seed(seed);
+                }
+                if let Some(penalty) = o.failure_penalty {
+                    builder = builder.failure_penalty(penalty);
+                }
+                boxed(builder.build(b)?, &o)
             },
         },
         hashing!("ring", HashRing::builder()),

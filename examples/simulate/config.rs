@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use lbkit::{HealthConfig, OutlierDetection, SlowStart};
+use lbkit::{
+    FailurePercentageEjection, HealthConfig, OutlierDetection, SlowStart, SuccessRateEjection,
+};
 
 /// Everything that defines a run. [`Config::default`] is the README's scenario.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +48,15 @@ pub struct Config {
     /// Whether the failure goes unannounced: the backend is not set `Down` but answers every
     /// request with an error after `error_time`.
     pub silent_failure: bool,
+    /// Whether the failure is intermittent instead: at 30% of the run one backend starts
+    /// failing [`Config::flaky_share`] of the requests it serves (an error after the work), and
+    /// another rejects [`Config::reject_share`] of its requests after `error_time` (a 429),
+    /// both unannounced.
+    pub intermittent: bool,
+    /// The share of its responses the flaky backend fails.
+    pub flaky_share: f64,
+    /// The share of its requests the rejecting backend turns away fast.
+    pub reject_share: f64,
     /// How long a failed backend takes to answer with an error.
     pub error_time: Duration,
     /// The client gives up on an attempt after this long; `None`: it waits forever.
@@ -57,6 +68,10 @@ pub struct Config {
     pub avoid_tried: bool,
     /// Whether the balancer applies [`health_rules`] (passive health).
     pub health: bool,
+    /// Whether the health rules include the statistical ejection rules (success rate and
+    /// failure percentage, gRFC A50's defaults; [`statistical_rules`]) and Peak EWMA keeps its
+    /// failure penalty (off otherwise, to show what the consecutive rule alone does).
+    pub statistical: bool,
     /// Whether one backend joins at 70% of the run.
     pub join: bool,
     /// Keys routed before and after each membership change to count moves.
@@ -86,9 +101,13 @@ impl Default for Config {
             silent_failure: false,
             error_time: Duration::from_millis(1),
             timeout: None,
+            intermittent: false,
+            flaky_share: 0.3,
+            reject_share: 0.5,
             attempts: 3,
             avoid_tried: true,
             health: false,
+            statistical: false,
             join: true,
             probe_keys: 10_000,
             samples: 200,
@@ -123,6 +142,9 @@ impl Config {
         }
         if self.attempts == 0 {
             return Err("attempts must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.flaky_share) || !(0.0..=1.0).contains(&self.reject_share) {
+            return Err("flaky and reject shares must be between 0 and 1".into());
         }
         if self.error_time.is_zero() || self.timeout.is_some_and(|t| t.is_zero()) {
             return Err("the error time and the timeout must be above zero".into());
@@ -159,6 +181,28 @@ impl Config {
         let normal = (self.backends - self.slow_backends).max(1);
         (normal / 4, (normal / 2).max(normal.min(2) - 1))
     }
+
+    /// With [`Config::intermittent`]: the flaky backend (the one that fails otherwise) and
+    /// the rejecting one (another normal-speed backend, distinct when possible).
+    pub fn intermittent_victims(&self) -> (usize, usize) {
+        let normal = (self.backends - self.slow_backends).max(1);
+        (self.victims().0, (normal * 3 / 4).min(normal - 1))
+    }
+
+    /// The intermittent-failure scenario: the failure intermittent and unannounced, no
+    /// slowdown, attempts time out after 1 s; `statistical` adds the statistical ejection
+    /// rules (and Peak EWMA's failure penalty) to the consecutive-failure rule.
+    pub fn intermittent(&self, statistical: bool) -> Config {
+        Config {
+            intermittent: true,
+            silent_failure: true,
+            slowdown: None,
+            timeout: self.timeout.or(Some(Duration::from_secs(1))),
+            health: true,
+            statistical,
+            ..self.clone()
+        }
+    }
 }
 
 /// The passive-health rules the simulator applies with [`Config::health`] (its clock is set
@@ -166,12 +210,25 @@ impl Config {
 /// (at most 300 s), never more than 20% of the set; ignore health below 50% healthy; ramp a
 /// joining or returning backend's weight from 10% over 10 s.
 pub fn health_rules() -> HealthConfig {
+    health_rules_with(false)
+}
+
+/// [`health_rules`] with the statistical ejection rules too: success rate (stdev factor
+/// 1.9, at least 5 backends with 100 reports in a 10 s interval) and failure percentage
+/// (above 85%, 50 reports), gRFC A50's defaults.
+pub fn statistical_rules() -> HealthConfig {
+    health_rules_with(true)
+}
+
+fn health_rules_with(statistical: bool) -> HealthConfig {
     HealthConfig::new()
         .outlier_detection(OutlierDetection {
             consecutive_failures: 5,
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 20.0,
+            success_rate: statistical.then(SuccessRateEjection::default),
+            failure_percentage: statistical.then(FailurePercentageEjection::default),
             ..OutlierDetection::default()
         })
         .panic_threshold(0.5)

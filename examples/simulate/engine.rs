@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use lbkit::{Backend, Balancer, Error, Health, HealthConfig, ManualClock, Pick, Request};
 
-use crate::config::{health_rules, Config};
+use crate::config::{health_rules, statistical_rules, Config};
 use crate::fleet::{self, backend_id, Queued, Server};
 use crate::report::{Move, Outcome};
 use crate::workload::Workload;
@@ -125,7 +125,11 @@ impl<'a> Simulation<'a> {
             .collect();
         let backends = fleet::backends(&servers);
         let clock = ManualClock::new();
-        let health = config.health.then(health_rules);
+        let health = match (config.health, config.statistical) {
+            (false, _) => None,
+            (true, false) => Some(health_rules()),
+            (true, true) => Some(statistical_rules()),
+        };
         Ok(Simulation {
             config,
             workload,
@@ -202,7 +206,10 @@ impl<'a> Simulation<'a> {
                     Event::Served { backend } => {
                         if !self.servers[backend].broken {
                             self.served(backend, now);
-                            if current {
+                            if current && self.flaked(slot, backend) {
+                                self.errors += 1;
+                                self.fail(slot, now);
+                            } else if current {
                                 self.succeed(slot, now);
                             }
                         }
@@ -288,7 +295,10 @@ impl<'a> Simulation<'a> {
             generation,
             arrival,
         };
-        if server.broken {
+        let rejects = self.servers[backend].rejects;
+        let rejected = rejects > 0.0 && self.chance(arrival, attempt, 1) < rejects;
+        let server = &mut self.servers[backend];
+        if server.broken || rejected {
             let at = now + self.config.error_time;
             self.events
                 .push(Reverse((at, slot, generation, Event::Error)));
@@ -328,6 +338,22 @@ impl<'a> Simulation<'a> {
         self.servers[job.backend].in_flight -= 1;
         self.generations[slot] = self.generations[slot].wrapping_add(1);
         job
+    }
+
+    /// A draw in [0, 1) for try `attempt` of `arrival`, replayed by the same seed.
+    fn chance(&self, arrival: usize, attempt: usize, salt: u64) -> f64 {
+        let key = self.config.seed ^ ((arrival as u64) << 8) ^ attempt as u64;
+        (lbkit::hash::mix(key, salt) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Whether the current attempt in `slot`, served by `backend`, comes back as an error
+    /// (the backend is flaky).
+    fn flaked(&self, slot: usize, backend: usize) -> bool {
+        let flaky = self.servers[backend].flaky;
+        flaky > 0.0
+            && self.jobs[slot]
+                .as_ref()
+                .is_some_and(|job| self.chance(job.arrival, job.attempt, 2) < flaky)
     }
 
     /// The request in `slot` succeeded.
@@ -405,6 +431,12 @@ impl<'a> Simulation<'a> {
             Change::Slow => {
                 let factor = self.config.slowdown.unwrap_or(1.0);
                 self.servers[slowing].slow_down(factor);
+            }
+            Change::Fail if self.config.intermittent => {
+                // Unannounced and partial: the balancer sees only the errors.
+                let (flaky, rejecting) = self.config.intermittent_victims();
+                self.servers[flaky].flaky = self.config.flaky_share;
+                self.servers[rejecting].rejects = self.config.reject_share;
             }
             Change::Fail => {
                 self.servers[failing].fail();

@@ -84,6 +84,10 @@ pub struct Server {
     pub up: bool,
     /// Whether it failed: it serves nothing and answers every request with an error.
     pub broken: bool,
+    /// The share of the responses it serves that are errors (an intermittent failure).
+    pub flaky: f64,
+    /// The share of its requests it rejects at once (429s), without serving them.
+    pub rejects: f64,
     /// Attempts the clients are waiting on here (queued, in service, or about to error).
     pub in_flight: usize,
     /// Requests in service, abandoned ones included.
@@ -106,6 +110,8 @@ impl Server {
             },
             up: true,
             broken: false,
+            flaky: 0.0,
+            rejects: 0.0,
             in_flight: 0,
             busy: 0,
             workers: config.workers,

@@ -81,6 +81,13 @@ output:
                       the --silent-failure --timeout 1000 scenario for the request policies,
                       ring, maglev and jump (all with --policies), before -> after the health
                       rules)
+  --intermittent      also print the intermittent-failure table: at 30% one backend starts
+                      failing 30% of its responses and another rejects half its requests
+                      in 1 ms, unannounced, no slowdown; the request policies with the
+                      consecutive-failure rule alone (and Peak EWMA without its failure
+                      penalty) -> with the statistical rules (and the penalty)
+  --flaky-share X     the share of responses the flaky backend fails [0.3]
+  --reject-share X    the share of requests the rejecting backend turns away [0.5]
   --out DIR           folder for the charts [target/simulate]
   --no-charts         print the table only
   -h, --help          this text
@@ -93,6 +100,7 @@ struct Args {
     out: PathBuf,
     charts: bool,
     health_table: bool,
+    intermittent_table: bool,
 }
 
 /// The policies of the passive-health table (all of them with `--policies`), with the bounded
@@ -117,6 +125,7 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         out: PathBuf::from("target/simulate"),
         charts: true,
         health_table: true,
+        intermittent_table: false,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -158,8 +167,11 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
                 c.timeout = Some(Duration::from_millis(ms));
             }
             "--attempts" => c.attempts = num(&flag, value()?)?,
+            "--flaky-share" => c.flaky_share = num(&flag, value()?)?,
+            "--reject-share" => c.reject_share = num(&flag, value()?)?,
             "--passive-health" => *c = c.passive(true),
             "--no-health-table" => a.health_table = false,
+            "--intermittent" => a.intermittent_table = true,
             "--no-keys" => c.keys = 0,
             "--no-cache" => c.cache = 0,
             "--policies" => {
@@ -374,6 +386,10 @@ fn run_rows(
             let options = Options {
                 clock: Some(clock),
                 health,
+                // The intermittent table's "before": the consecutive-failure rule alone, so
+                // Peak EWMA without its failure penalty too.
+                failure_penalty: (config.intermittent && !config.statistical)
+                    .then_some(Duration::ZERO),
                 ..options.clone()
             };
             build(backends, options)
@@ -389,6 +405,42 @@ fn run_rows(
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// The intermittent-failure table: the request policies, consecutive-failure rule alone ->
+/// with the statistical rules (see `--intermittent`).
+fn intermittent_table(args: &Args, config: &Config, workload: &Workload) -> Result<(), String> {
+    let rows: Vec<Row> = rows(args)?
+        .into_iter()
+        .filter(|(name, ..)| {
+            args.policies.is_some() || policies::find::<usize>(name).is_some_and(|p| !p.hashing)
+        })
+        .collect();
+    let before = config.intermittent(false);
+    let after = config.intermittent(true);
+    let (flaky, rejecting) = config.intermittent_victims();
+    println!(
+        "\nintermittent failures: the same run, but at {:.1} s {} starts failing {:.0}% of its \
+         responses and {} rejects {:.0}% of its requests after {} ms (unannounced); no slowdown\n\
+         {}\n\
+         before: 5 failures in a row eject (Peak EWMA without its failure penalty)\n\
+         after: that, and success-rate and failure-percentage ejection (gRFC A50 defaults), \
+         Peak EWMA's 5 s penalty\n",
+        workload.span.mul_f64(0.3).as_secs_f64(),
+        backend_id(flaky),
+        config.flaky_share * 100.0,
+        backend_id(rejecting),
+        config.reject_share * 100.0,
+        config.error_time.as_millis(),
+        client(&before).split(';').next().unwrap_or_default(),
+    );
+    let pairs = run_rows("intermittent before", &before, workload, &rows)?
+        .into_iter()
+        .zip(run_rows("intermittent after", &after, workload, &rows)?)
+        .collect::<Vec<_>>();
+    let failed = Some((flaky, workload.span.mul_f64(0.3)));
+    print!("{}", report::health_table(&pairs, &[], failed));
+    Ok(())
 }
 
 fn simulate(args: &Args) -> Result<(), String> {
@@ -460,6 +512,9 @@ fn simulate(args: &Args) -> Result<(), String> {
             Vec::new()
         };
         print!("{}", report::health_table(&pairs, &fresh, failed));
+    }
+    if args.intermittent_table && config.fail {
+        intermittent_table(args, config, &workload)?;
     }
     if !args.charts {
         eprintln!("simulate: done in {:.1} s", started.elapsed().as_secs_f64());
