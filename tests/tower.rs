@@ -683,6 +683,40 @@ fn a_broken_inner_service_sets_its_backend_down_until_replaced() {
 }
 
 #[test]
+fn a_service_one_handle_finds_broken_is_dropped_by_every_handle() {
+    // Two handles, each with its own ready clone of a and b. Handle 1 finds a broken; handle
+    // 2, past the panic threshold (a down makes b the only healthy one of two), would still
+    // send to its clone of a unless it drops it at its next poll_ready.
+    let task = Task::new();
+    let lb = Arc::new(
+        RoundRobin::builder()
+            .health(HealthConfig::new().panic_threshold(1.0))
+            .build(Vec::new())
+            .unwrap(),
+    );
+    let m = mocks(&["a", "b"]);
+    let mut one = balance(Arc::clone(&lb), NoKey, &m);
+    let mut two = one.clone();
+    assert!(matches!(task.ready(&mut one), Poll::Ready(Ok(()))));
+    assert!(matches!(task.ready(&mut two), Poll::Ready(Ok(()))));
+    m[0].state.broken.store(true, Ordering::SeqCst);
+    m[0].state.not_ready.store(true, Ordering::SeqCst);
+    // Handle 1 polls its clone of a (not ready yet after a call) and finds it broken.
+    let _ = send(&task, &mut one, "x");
+    let _ = send(&task, &mut one, "x");
+    assert_eq!(lb.status()[0].health(), Health::Down);
+    let calls = m[0].calls();
+    for _ in 0..6 {
+        assert_eq!(send(&task, &mut two, "x").unwrap(), "b");
+    }
+    assert_eq!(
+        m[0].calls(),
+        calls,
+        "handle 2 never calls the broken service"
+    );
+}
+
+#[test]
 fn the_layer_builds_a_balance_from_a_discover_stream() {
     let task = Task::new();
     let lb = Arc::new(RoundRobin::new(Vec::new()).unwrap());

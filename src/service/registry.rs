@@ -283,14 +283,24 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
     }
 
     /// A handle found the service `generation` of `id` broken: sets the backend down, once.
-    /// The service stays unusable for every handle until a new one is inserted under `id`.
+    /// The service stays unusable for every handle until a new one is inserted under `id`: the
+    /// change is published like a membership change, so every other handle drops its clone at
+    /// its next `poll_ready` (and a task waiting on one is woken to do so).
     pub(super) fn mark_broken(&self, id: &str, generation: u64) {
         let mut registry = self.shared.registry.lock();
-        if let Some(r) = registry.services.get_mut(id) {
-            if r.generation == generation && !r.broken {
-                r.broken = true;
-                let _ = self.shared.balancer.set_health(id, Health::Down);
-            }
+        let Some(r) = registry.services.get_mut(id) else {
+            return;
+        };
+        if r.generation != generation || r.broken {
+            return;
+        }
+        r.broken = true;
+        let _ = self.shared.balancer.set_health(id, Health::Down);
+        let waiting = self.shared.changes.publish();
+        drop(registry);
+        // Outside the lock, as in `edit`.
+        for waker in waiting {
+            waker.wake();
         }
     }
 
