@@ -202,9 +202,11 @@ fn run_sweep<T>(
         let candidates = with_volume(&counts, rule.request_volume);
         if !candidates.is_empty() && candidates.len() >= rule.minimum_hosts as usize {
             for &i in &candidates {
-                let failed = (1.0 - rate(counts[i])) * 100.0;
-                let outlier =
-                    failed > f64::from(rule.threshold) && members[i].state.ejected_until() == 0;
+                // Failures above `threshold` percent, compared exactly in integers.
+                let (ok, failed) = counts[i];
+                let over = u128::from(failed) * 100
+                    > u128::from(rule.threshold) * (u128::from(ok) + u128::from(failed));
+                let outlier = over && members[i].state.ejected_until() == 0;
                 if outlier && room(ejected) && draw(i) < u64::from(rule.enforcement_percentage) {
                     eject_now(i, &mut ejected);
                 }
