@@ -28,5 +28,5 @@ fi
 exec cargo mutants --no-shuffle -j 1 --timeout-multiplier 3 "${files[@]}" "$@" -- \
     --lib --test reliability --test health --test model --test hashing_model \
     --test hashing_api --test stress --test presets --test engine --test bounded_loads --test steering --test ejection_regressions \
-    --test statistical_ejection --test failure_penalty \
+    --test statistical_ejection --test failure_penalty --test failure_classes \
     -- --skip hash_ring_accepts_any_weights

@@ -35,6 +35,15 @@
 //!   last. Reports count only while a statistical rule is on; picks dropped without a report
 //!   count for nothing. Cost: `cargo bench --bench pick`, groups `report/100`
 //!   (`round-robin+statistical`) and `sweep/1000`.
+//! * **Kinds of failure** ([`Failure`], reported with
+//!   [`Pick::failure_of`](crate::Pick::failure_of)): a local-origin failure (no answer: refused,
+//!   reset, timed out), an error answer (a 5xx; what [`Pick::failure`](crate::Pick::failure)
+//!   reports), or an overload answer (a 429, perhaps with a retry-after).
+//!   [`OutlierDetection::counted`] says which kinds count toward ejection: all but overload
+//!   answers by default, since a backend shedding load is working and ejecting it moves its
+//!   load onto the others ([`FailureClasses::all`] counts every one, as gRPC does). A kind not
+//!   counted is a success for the rules: it ends a run of failures (as a non-5xx answer ends
+//!   Envoy's `consecutive_5xx` run) and counts as a success in the interval.
 //! * **Panic threshold** (Envoy's): when fewer than this share of the backends that could
 //!   serve (weight above 0, not draining) are healthy (up and not ejected), health is ignored
 //!   and every one of them is eligible again, rather than crushing the survivors. Backends
@@ -269,6 +278,10 @@ pub struct OutlierDetection {
     pub success_rate: Option<SuccessRateEjection>,
     /// Failure-percentage ejection (default off).
     pub failure_percentage: Option<FailurePercentageEjection>,
+    /// Which kinds of failure ([`Failure`]) count toward every rule above (default: all but
+    /// overload answers). A failure of a kind not counted counts as a success for the rules
+    /// (it ends a run of failures, as a non-5xx answer ends Envoy's `consecutive_5xx` run).
+    pub counted: FailureClasses,
 }
 
 impl Default for OutlierDetection {
@@ -281,6 +294,7 @@ impl Default for OutlierDetection {
             interval: Duration::from_secs(10),
             success_rate: None,
             failure_percentage: None,
+            counted: FailureClasses::default(),
         }
     }
 }
@@ -289,6 +303,85 @@ impl OutlierDetection {
     /// Whether a statistical rule is on, so that a sweep runs every `interval`.
     pub(crate) fn sweeps(&self) -> bool {
         self.success_rate.is_some() || self.failure_percentage.is_some()
+    }
+}
+
+/// What kind of failure a request ended in, reported with
+/// [`Pick::failure_of`](crate::Pick::failure_of) (Envoy's split of the errors outlier detection
+/// sees). [`Pick::failure`](crate::Pick::failure) reports [`Failure::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// No answer came: the connection was refused or reset, or the attempt timed out
+    /// (Envoy's local-origin errors).
+    LocalOrigin,
+    /// The backend answered with an error: a 5xx, a gRPC `INTERNAL` or `UNAVAILABLE`.
+    Error,
+    /// The backend answered that it is overloaded (an HTTP 429, a gRPC `RESOURCE_EXHAUSTED`),
+    /// perhaps with how long to wait before trying it again. For
+    /// [`PeakEwma`](crate::PeakEwma) the wait, if given, is a latency observation (the
+    /// failure penalty's floor).
+    Overloaded {
+        /// The backend's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Which kinds of [`Failure`] count toward outlier ejection ([`OutlierDetection::counted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureClasses {
+    /// [`Failure::LocalOrigin`] (default counted).
+    pub local_origin: bool,
+    /// [`Failure::Error`] (default counted).
+    pub error: bool,
+    /// [`Failure::Overloaded`] (default not counted: a backend that sheds load is working,
+    /// and ejecting it moves its load onto the others).
+    pub overloaded: bool,
+}
+
+impl Default for FailureClasses {
+    fn default() -> Self {
+        FailureClasses {
+            local_origin: true,
+            error: true,
+            overloaded: false,
+        }
+    }
+}
+
+impl FailureClasses {
+    /// Every kind counts (gRPC's view: any non-OK status is a failure).
+    pub fn all() -> Self {
+        FailureClasses {
+            local_origin: true,
+            error: true,
+            overloaded: true,
+        }
+    }
+
+    /// Whether `failure` is of a kind that counts.
+    pub fn counts(&self, failure: Failure) -> bool {
+        match failure {
+            Failure::LocalOrigin => self.local_origin,
+            Failure::Error => self.error,
+            Failure::Overloaded { .. } => self.overloaded,
+        }
+    }
+
+    /// As bits, for the report path: local origin 1, error 2, overloaded 4.
+    pub(crate) fn bits(&self) -> u8 {
+        u8::from(self.local_origin) | u8::from(self.error) << 1 | u8::from(self.overloaded) << 2
+    }
+}
+
+impl Failure {
+    /// The bit of [`FailureClasses::bits`] for this kind.
+    pub(crate) fn bit(&self) -> u8 {
+        match self {
+            Failure::LocalOrigin => 1,
+            Failure::Error => 2,
+            Failure::Overloaded { .. } => 4,
+        }
     }
 }
 

@@ -115,7 +115,8 @@ pub use engine::pick::{Member, Pick};
 pub use error::{Error, NoPick};
 pub use hash::{jump_hash, HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 pub use health::{
-    FailurePercentageEjection, HealthConfig, OutlierDetection, SlowStart, SuccessRateEjection,
+    Failure, FailureClasses, FailurePercentageEjection, HealthConfig, OutlierDetection, SlowStart,
+    SuccessRateEjection,
 };
 pub use request::Request;
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};

@@ -460,6 +460,7 @@ fn extreme_durations_and_clocks_saturate() {
                             minimum_hosts: 0,
                             request_volume: 0,
                         }),
+                        counted: lbkit::FailureClasses::all(),
                     })
                     .slow_start(SlowStart {
                         window: Duration::MAX,

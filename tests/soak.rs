@@ -215,6 +215,7 @@ fn soak(policy: Policy, seed: u64, duration: Duration, pickers: usize) -> Figure
                 minimum_hosts: 3,
                 ..lbkit::FailurePercentageEjection::default()
             }),
+            ..OutlierDetection::default()
         })
         .panic_threshold(0.3)
         .slow_start(SlowStart::new(Duration::from_millis(50)));

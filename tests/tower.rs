@@ -500,6 +500,32 @@ fn a_classifier_turns_responses_into_failures() {
     assert!(lb.status().iter().any(|s| s.id() == "c" && s.is_ejected()));
 }
 
+#[test]
+fn overload_answers_are_not_counted_for_ejection_by_default() {
+    let task = Task::new();
+    let clock = ManualClock::new();
+    let lb = Arc::new(
+        RoundRobin::builder()
+            .health(outliers(&clock))
+            .build(Vec::new())
+            .unwrap(),
+    );
+    let m = mocks(&["a", "b", "c"]);
+    // "c" answers 429 every time: a backend shedding load, not a broken one.
+    let mut s = balance(Arc::clone(&lb), NoKey, &m).classify(|r: &&'static str| {
+        if *r == "c" {
+            Outcome::Overloaded(Some(Duration::from_secs(1)))
+        } else {
+            Outcome::Success
+        }
+    });
+    for _ in 0..30 {
+        send(&task, &mut s, "x").unwrap();
+    }
+    assert_eq!(m[2].calls(), 10);
+    assert!(lb.status().iter().all(|s| !s.is_ejected()));
+}
+
 /// poll_ready (must be ready) + call.
 fn call<S>(task: &Task, s: &mut S, req: &str) -> S::Future
 where

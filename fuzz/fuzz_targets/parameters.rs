@@ -115,6 +115,11 @@ fn health(u: &mut Unstructured<'_>, clock: &ManualClock) -> Result<(HealthConfig
             } else {
                 None
             },
+            counted: lbkit::FailureClasses {
+                local_origin: u.arbitrary()?,
+                error: u.arbitrary()?,
+                overloaded: u.arbitrary()?,
+            },
         };
         let statistical = o.success_rate.is_some() || o.failure_percentage.is_some();
         valid &= o.consecutive_failures >= 1

@@ -71,6 +71,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             .collect();
         let sweep = Sweep::start(&members, &config, now);
         feedback.set_counting(sweep.next_at != NEVER);
+        feedback.set_counted(counted(&config));
         let snapshot = build(
             &policy,
             members.into(),
@@ -449,6 +450,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 .filter(|o| o.sweeps())
                 .map(|o| o.interval)
         };
+        self.feedback.set_counted(counted(&config));
         let (before, after) = (sweeps(&writer.config), sweeps(&config));
         writer.config = config;
         match (before, after) {
@@ -561,6 +563,14 @@ impl<'a> Avoided<'a> {
             .any(|(a, &h)| h == hash && *a == id())
             || rest.contains(&id())
     }
+}
+
+/// The kinds of failure that count toward ejection under `config`.
+fn counted(config: &HealthConfig) -> crate::health::FailureClasses {
+    config
+        .outlier_detection
+        .map(|o| o.counted)
+        .unwrap_or_default()
 }
 
 /// Writer only: stores each member's cap into its state, once the snapshot carrying them is

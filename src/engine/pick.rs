@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::engine::entry::Entry;
 use crate::engine::state::State;
+use crate::health::Failure;
 
 /// One request in flight on one backend: a guard that gives the slot back when dropped.
 ///
@@ -95,14 +96,47 @@ impl<T> Pick<T> {
         self.started = UNTRACKED;
     }
 
-    /// Reports that the request failed, and releases the slot. Failures eject the backend if
-    /// outlier detection is configured ([`HealthConfig`](crate::HealthConfig)). For
+    /// Reports that the request failed with an error answer ([`Failure::Error`]), and
+    /// releases the slot: the same as `failure_of(Failure::Error)`. Failures eject the
+    /// backend if outlier detection is configured ([`HealthConfig`](crate::HealthConfig)). For
     /// [`PeakEwma`](crate::PeakEwma), the failure is a latency observation of the time the
     /// pick was held or the policy's failure penalty (5 s by default), whichever is more.
-    pub fn failure(mut self) {
-        self.entry.state.report_failure();
+    pub fn failure(self) {
+        self.failure_of(Failure::Error);
+    }
+
+    /// Reports that the request failed, and how ([`Failure`]), and releases the slot.
+    ///
+    /// A kind that outlier detection counts ([`OutlierDetection::counted`]; all but
+    /// [`Failure::Overloaded`] by default) is a failure for every ejection rule; another kind
+    /// is a success for them. Every kind is a failure for [`PeakEwma`](crate::PeakEwma)'s
+    /// estimate (as [`failure`](Pick::failure) says), and an overload answer's `retry_after`
+    /// is a floor on that observation too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lbkit::{Backend, Balancer, Failure, LeastConnections, Request};
+    /// let lb = LeastConnections::new([Backend::new("a", ())])?;
+    /// let pick = lb.pick(&Request::new()).unwrap();
+    /// // An HTTP 429 with `Retry-After: 2`.
+    /// pick.failure_of(Failure::Overloaded { retry_after: Some(Duration::from_secs(2)) });
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    ///
+    /// [`OutlierDetection::counted`]: crate::OutlierDetection::counted
+    pub fn failure_of(mut self, kind: Failure) {
+        let state = &self.entry.state;
+        if state.counts(kind) {
+            state.report_failure();
+        } else {
+            state.report_success_to_rules();
+        }
         if self.started != UNTRACKED {
-            self.entry.state.observe_failure(self.started);
+            let floor = match kind {
+                Failure::Overloaded { retry_after } => retry_after,
+                _ => None,
+            };
+            state.observe_failure(self.started, floor);
             self.started = UNTRACKED;
         }
     }

@@ -12,6 +12,7 @@ use crate::backend::Health;
 use crate::clock::Clock;
 use crate::engine::sync::Ordering;
 use crate::engine::sync::{ArcSwap, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+use crate::health::{Failure, FailureClasses};
 
 /// What every state of one balancer shares: the clock, what reports must do, and the flag
 /// that asks for a rebuild.
@@ -31,6 +32,8 @@ pub(crate) struct Feedback {
     dirty: AtomicBool,
     /// Whether reports are counted per backend for the statistical ejection rules.
     counting: AtomicBool,
+    /// The kinds of failure that count toward ejection ([`FailureClasses::bits`]).
+    counted: AtomicU8,
 }
 
 /// Peak-EWMA parameters, in nanoseconds.
@@ -55,7 +58,21 @@ impl Feedback {
             latency,
             dirty: AtomicBool::new(false),
             counting: AtomicBool::new(false),
+            counted: AtomicU8::new(FailureClasses::default().bits()),
         }
+    }
+
+    /// Writer only: the kinds of failure that count toward ejection.
+    pub(crate) fn set_counted(&self, counted: FailureClasses) {
+        // Relaxed: a report that reads the old value classifies one failure by the old rules.
+        self.counted.store(counted.bits(), Ordering::Relaxed);
+    }
+
+    /// Whether a failure of this kind counts toward ejection.
+    #[inline]
+    pub(crate) fn counts(&self, failure: Failure) -> bool {
+        // Relaxed: see `set_counted`.
+        self.counted.load(Ordering::Relaxed) & failure.bit() != 0
     }
 
     /// Writer only: whether reports are counted for the statistical ejection rules.
@@ -456,6 +473,21 @@ impl State {
 
     /// A request on this backend succeeded after `latency`.
     pub(crate) fn report_success(&self, latency: Duration) {
+        self.report_success_to_rules();
+        if let Some(tracking) = self.feedback.latency {
+            self.observe_latency(latency, tracking);
+        }
+    }
+
+    /// Whether a failure of this kind counts toward ejection.
+    #[inline]
+    pub(crate) fn counts(&self, failure: Failure) -> bool {
+        self.feedback.counts(failure)
+    }
+
+    /// A success as the ejection rules see it: the run of failures ends, and the statistical
+    /// rules count one success. (Also a failure of a kind that does not count.)
+    pub(crate) fn report_success_to_rules(&self) {
         if self.feedback.counting() {
             // Relaxed: a count, read by the sweep (see `take_interval`).
             self.successes.fetch_add(1, Ordering::Relaxed);
@@ -463,9 +495,6 @@ impl State {
         // Load first: avoid dirtying the line when there is nothing to reset.
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.clear_failures();
-        }
-        if let Some(tracking) = self.feedback.latency {
-            self.observe_latency(latency, tracking);
         }
     }
 
@@ -534,11 +563,12 @@ impl State {
     /// A pick taken at `started` failed: the time it was held is a latency observation, or
     /// the failure penalty if that is more (Linkerd's), so that a backend that fails fast
     /// stops looking cheap.
-    pub(crate) fn observe_failure(&self, started: u64) {
+    pub(crate) fn observe_failure(&self, started: u64, floor: Option<Duration>) {
         if let Some(tracking) = self.feedback.latency {
             let now = self.feedback.now_ns();
             let held = now.saturating_sub(started) as f64;
-            let latency = held.max(tracking.failure_penalty_ns);
+            let floor = floor.map_or(0.0, |d| d.as_nanos() as f64);
+            let latency = held.max(tracking.failure_penalty_ns).max(floor);
             self.observe_latency_at(Duration::from_nanos(latency as u64), now, tracking);
         }
     }

@@ -6,13 +6,18 @@ pub enum Outcome {
     /// The backend served the request: reported with its latency
     /// ([`Pick::success`](crate::Pick::success)).
     Success,
-    /// The backend failed the request ([`Pick::failure`](crate::Pick::failure)): counts
-    /// toward outlier ejection.
+    /// The backend failed the request ([`Pick::failure`](crate::Pick::failure), an error
+    /// answer): counts toward outlier ejection.
     Failure,
+    /// The backend answered that it is overloaded (an HTTP 429), perhaps with a
+    /// `Retry-After`: [`Failure::Overloaded`](crate::Failure::Overloaded), which outlier
+    /// ejection does not count by default.
+    Overloaded(Option<std::time::Duration>),
 }
 
 /// Tells successful responses from failed ones. An `Err` from the inner service is always a
-/// failure; this decides for the `Ok` responses.
+/// failure, reported as [`Failure::LocalOrigin`](crate::Failure::LocalOrigin) (no answer came:
+/// the connection failed, was reset, or timed out); this decides for the `Ok` responses.
 ///
 /// Implemented for every `Fn(&Response) -> Outcome`, and by [`OkIsSuccess`] (the default).
 pub trait Classify<Response> {

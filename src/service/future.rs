@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 
 use super::{Classify, MarkServed, NoSteer, Outcome, Unavailable};
-use crate::{Clock, Pick};
+use crate::{Clock, Failure, Pick};
 
 /// A request in flight: the pick, and when it started.
 struct Outstanding {
@@ -99,7 +99,11 @@ where
             }
             match result.as_ref().map(|r| this.classify.classify(r)) {
                 Ok(Outcome::Success) => pick.success(clock.now().saturating_sub(start)),
-                Ok(Outcome::Failure) | Err(_) => pick.failure(),
+                Ok(Outcome::Failure) => pick.failure(),
+                Ok(Outcome::Overloaded(retry_after)) => {
+                    pick.failure_of(Failure::Overloaded { retry_after })
+                }
+                Err(_) => pick.failure_of(Failure::LocalOrigin),
             }
         }
         Poll::Ready(result.map_err(Into::into))

@@ -130,10 +130,12 @@
 //! 3. The [`Pick`] is held by the [`ResponseFuture`] until the inner response future
 //!    completes, so least connections, P2C, [`PeakEwma`](crate::PeakEwma) and bounded loads
 //!    see the real load. On completion the pick reports [`Pick::success`] with the latency
-//!    (measured on the [`Clock`] given to [`Balance::with_clock`]) or [`Pick::failure`]: an
-//!    `Err` of the inner service, or a response that the [`Classify`] of
-//!    [`Balance::classify`] calls a failure (an HTTP 5xx, say). Failures feed outlier
-//!    ejection ([`HealthConfig`](crate::HealthConfig)). Dropping the response future before
+//!    (measured on the [`Clock`] given to [`Balance::with_clock`]) or a failure
+//!    ([`Pick::failure_of`]): an `Err` of the inner service is a local-origin failure (no
+//!    answer came), a response that the [`Classify`] of [`Balance::classify`] calls a
+//!    failure is an error answer (an HTTP 5xx, say), and one it calls overloaded is an
+//!    overload answer (a 429, with its `Retry-After`). Failures feed outlier ejection
+//!    ([`HealthConfig`](crate::HealthConfig); overload answers only if it counts them). Dropping the response future before
 //!    it completes (a timeout, a cancelled request) releases the pick without a report.
 //!
 //! # Retries, sticky sessions, and which backend served
@@ -276,6 +278,7 @@
 //! [`Pick`]: crate::Pick
 //! [`Pick::success`]: crate::Pick::success
 //! [`Pick::failure`]: crate::Pick::failure
+//! [`Pick::failure_of`]: crate::Pick::failure_of
 //! [`Clock`]: crate::Clock
 //! [`Service`]: tower::Service
 //! [`Discover`]: tower::discover::Discover
