@@ -554,3 +554,31 @@ fn every_policy_ejects_by_success_rate() {
         assert!(lb.status().iter().all(|s| s.in_flight() == 0));
     }
 }
+
+#[test]
+fn a_new_interval_counts_from_the_last_sweep_as_grpc_go_restarts_its_timer() {
+    // grpc-go TestDurationOfInterval: an 8 s interval, then 5 s later a 9 s one: the next
+    // sweep comes 9 s after the last (at 9 s), not 9 s after the change.
+    let clock = ManualClock::new();
+    let rules = |interval: u64| OutlierDetection {
+        interval: Duration::from_secs(interval),
+        failure_percentage: Some(failure_percentage(50, 3, 3)),
+        ..rules(100.0)
+    };
+    let config = HealthConfig::new().clock(clock.clone());
+    let lb = RoundRobin::builder()
+        .health(config.clone().outlier_detection(rules(8)))
+        .build((0..3).map(|i| Backend::new(format!("h{i}"), ())))
+        .unwrap();
+    report(&lb, "h0", 5, 0);
+    report(&lb, "h1", 5, 0);
+    report(&lb, "h2", 0, 5);
+    clock.set(Duration::from_secs(5));
+    // The same clock (a clone of the configuration): the sweeps go on, rescheduled.
+    lb.set_health_config(config.outlier_detection(rules(9)))
+        .unwrap();
+    clock.set(Duration::from_millis(8_999));
+    assert!(ejected(&lb).is_empty(), "no sweep before 9 s");
+    clock.set(Duration::from_secs(9));
+    assert_eq!(ejected(&lb), ids(&["h2"]), "the sweep at 9 s");
+}
