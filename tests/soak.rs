@@ -264,7 +264,13 @@ fn soak(policy: Policy, seed: u64, duration: Duration, pickers: usize) -> Figure
                         match rng.below(4) {
                             0 => drop(p),
                             // Backends 0 to 3 fail half their requests.
-                            _ if n < 4 && rng.below(2) == 0 => p.failure(),
+                            _ if n < 4 && rng.below(2) == 0 => p.failure_of(
+                                [
+                                    lbkit::Failure::LocalOrigin,
+                                    lbkit::Failure::Error,
+                                    lbkit::Failure::Overloaded { retry_after: None },
+                                ][rng.below(3) as usize],
+                            ),
                             _ => p.success(Duration::from_micros(100 * (n as u64 + 1))),
                         }
                     }

@@ -68,7 +68,7 @@ use std::time::Duration;
 
 use arbitrary::{Result, Unstructured};
 use lbkit::{
-    Backend, Balancer, Error, HashRing, Health, HealthConfig, Maglev, ManualClock,
+    Backend, Balancer, Error, Failure, HashRing, Health, HealthConfig, Maglev, ManualClock,
     OutlierDetection, Pick, Preset, PresetRing, Rendezvous, Request, SlowStart,
 };
 use libfuzzer_sys::fuzz_target;
@@ -80,6 +80,17 @@ use common::POLICIES;
 /// Ids are mostly from a small alphabet, so that updates overlap and `set_health` hits.
 const IDS: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
 
+/// The kinds of failure a report can be: two counted by the default classes, one not.
+const KINDS: [Failure; 3] = [
+    Failure::LocalOrigin,
+    Failure::Error,
+    Failure::Overloaded { retry_after: None },
+];
+
+/// Whether the default `FailureClasses` count this kind (documented: all but overloads).
+fn counted(kind: Failure) -> bool {
+    !matches!(kind, Failure::Overloaded { .. })
+}
 fn id(u: &mut Unstructured<'_>) -> Result<String> {
     Ok(match u.int_in_range(0..=15u8)? {
         0 => String::new(),
@@ -873,8 +884,11 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                             p.success(duration(u)?);
                         }
                         _ => {
-                            report(&mut model, p.id(), true);
-                            p.failure();
+                            // Every kind of failure; an overload answer is not counted by
+                            // the default classes, so the model sees a success.
+                            let kind = *u.choose(&KINDS)?;
+                            report(&mut model, p.id(), counted(kind));
+                            p.failure_of(kind);
                         }
                     }
                 }
@@ -889,8 +903,9 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 for _ in 0..u.int_in_range(0..=8u8)? {
                     pick(lb, &mut model, &mut held, &Request::new());
                     if let Some(p) = held.pop() {
-                        report(&mut model, p.id(), true);
-                        p.failure();
+                        let kind = *u.choose(&KINDS)?;
+                        report(&mut model, p.id(), counted(kind));
+                        p.failure_of(kind);
                     }
                 }
             }

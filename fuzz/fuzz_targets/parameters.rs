@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use arbitrary::{Result, Unstructured};
 use lbkit::{
-    Backend, Balancer, Error, HashRing, HealthConfig, JumpHash, Maglev, ManualClock,
-    OutlierDetection, PeakEwma, Preset, PresetRing, Rendezvous, Request, SlowStart,
-    SuccessRateEjection, FailurePercentageEjection,
+    Backend, Balancer, Error, FailurePercentageEjection, HashRing, HealthConfig, JumpHash, Maglev,
+    ManualClock, OutlierDetection, PeakEwma, Preset, PresetRing, Rendezvous, Request, SlowStart,
+    SuccessRateEjection,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -299,7 +299,14 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 let p = lb.pick(&Request::new()).expect("a backend is eligible");
                 match u.int_in_range(0..=2u8)? {
                     0 => p.success(duration(u)?),
-                    1 => p.failure(),
+                    1 => {
+                        let retry_after = Some(duration(u)?);
+                        p.failure_of(*u.choose(&[
+                            lbkit::Failure::LocalOrigin,
+                            lbkit::Failure::Error,
+                            lbkit::Failure::Overloaded { retry_after },
+                        ])?)
+                    }
                     _ => clock.advance(duration(u)?),
                 }
                 // Picks end up eligible again once ejections can end: jump far ahead.
