@@ -743,6 +743,23 @@ fn a_service_one_handle_finds_broken_is_dropped_by_every_handle() {
 }
 
 #[test]
+fn a_handle_that_finds_its_last_service_broken_waits_for_the_next_change() {
+    // Found by the tower fuzz target: finding a service broken publishes a change, and the
+    // handle that found it must wait from that change on (not wake itself at once and miss
+    // the next one).
+    let task = Task::new();
+    let lb = Arc::new(RoundRobin::new(Vec::new()).unwrap());
+    let m = mocks(&["a"]);
+    m[0].state.broken.store(true, Ordering::SeqCst);
+    let mut s = balance(Arc::clone(&lb), NoKey, &m);
+    assert!(task.ready(&mut s).is_pending(), "no usable service left");
+    assert!(!task.woken(), "no wake-up of its own");
+    s.membership().insert("b", Mock::new("b")).unwrap();
+    assert!(task.woken(), "woken by the membership change");
+    assert!(matches!(task.ready(&mut s), Poll::Ready(Ok(()))));
+}
+
+#[test]
 fn the_layer_builds_a_balance_from_a_discover_stream() {
     let task = Task::new();
     let lb = Arc::new(RoundRobin::new(Vec::new()).unwrap());

@@ -278,8 +278,17 @@ where
         if let Some(error) = self.poll_discovery(cx) {
             return Poll::Ready(Err(error));
         }
-        self.services.sync(&self.membership);
-        self.services.poll_unready(cx, &self.membership);
+        // A service found broken while polling publishes a change (so that every handle drops
+        // it): sync again, so that this handle waits from the version it has seen rather than
+        // waking itself at once. A few rounds at most; past them the wait below wakes the
+        // task at once, which is correct, only less efficient.
+        for _ in 0..4 {
+            self.services.sync(&self.membership);
+            self.services.poll_unready(cx, &self.membership);
+            if !self.membership.changed_since(self.services.seen()) {
+                break;
+            }
+        }
         if self.services.all_ready() {
             // Every service is ready: any eligible backend will do (and with none, `call`
             // fails fast).
