@@ -87,10 +87,7 @@ pub(crate) fn apply_outlier_rules<T>(
         return;
     };
     let cap = ((members.len() as f64 * rules.max_ejection_percent / 100.0).floor() as usize).max(1);
-    let mut ejected = members
-        .iter()
-        .filter(|e| e.state.ejected_until() != 0)
-        .count();
+    let mut ejected = count_ejected(members);
     let base = nanos(rules.base_ejection_time);
     let max = nanos(rules.max_ejection_time);
     for e in members {
@@ -125,6 +122,14 @@ pub(crate) fn apply_outlier_rules<T>(
             s.end_ejection(s.ejected_until(), ramp);
         }
     }
+}
+
+/// How many of `members` are ejected now.
+fn count_ejected<T>(members: &[Arc<Entry<T>>]) -> usize {
+    members
+        .iter()
+        .filter(|e| e.state.ejected_until() != 0)
+        .count()
 }
 
 /// Ejects `s` from `from` as its `times`-th ejection: for `base x times`, at most `max`.
@@ -164,10 +169,7 @@ fn run_sweep<T>(
         u32::try_from((now.saturating_sub(sweep.last_at) / interval).max(1)).unwrap_or(u32::MAX);
     let counts: Vec<(u64, u64)> = members.iter().map(|e| e.state.take_interval()).collect();
     let total = members.len();
-    let mut ejected = members
-        .iter()
-        .filter(|e| e.state.ejected_until() != 0)
-        .count();
+    let mut ejected = count_ejected(members);
     let base = nanos(rules.base_ejection_time);
     let max = nanos(rules.max_ejection_time);
     // gRFC A50: no ejection once the ejected share has reached the cap, checked before each
