@@ -582,3 +582,25 @@ fn a_new_interval_counts_from_the_last_sweep_as_grpc_go_restarts_its_timer() {
     clock.set(Duration::from_secs(9));
     assert_eq!(ejected(&lb), ids(&["h2"]), "the sweep at 9 s");
 }
+
+#[test]
+fn the_cap_counts_ejections_of_earlier_sweeps() {
+    // 10 hosts, cap 10%: h3 is ejected at the first sweep (the first is always allowed); at
+    // the next, h3 still out (10% ejected), h7 failing everything is not.
+    let clock = ManualClock::new();
+    let lb = balancer(
+        10,
+        &clock,
+        OutlierDetection {
+            failure_percentage: Some(failure_percentage(50, 5, 5)),
+            ..rules(10.0)
+        },
+    );
+    let mut counts = vec![(10, 0); 10];
+    counts[3] = (0, 10);
+    assert_eq!(interval(&lb, &clock, &counts), ids(&["h3"]));
+    let mut counts = vec![(10, 0); 10];
+    counts[3] = (0, 0);
+    counts[7] = (0, 10);
+    assert_eq!(interval(&lb, &clock, &counts), ids(&["h3"]));
+}
