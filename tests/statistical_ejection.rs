@@ -604,3 +604,38 @@ fn the_cap_counts_ejections_of_earlier_sweeps() {
     counts[7] = (0, 10);
     assert_eq!(interval(&lb, &clock, &counts), ids(&["h3"]));
 }
+
+#[test]
+fn a_late_sweep_decays_the_multiplier_by_every_interval_it_covers() {
+    let clock = ManualClock::new();
+    let lb = balancer(
+        3,
+        &clock,
+        OutlierDetection {
+            failure_percentage: Some(failure_percentage(50, 3, 3)),
+            ..rules(100.0)
+        },
+    );
+    let bad = [(5, 0), (5, 0), (0, 5)];
+    let at = |clock: &ManualClock, secs: u64| {
+        clock.set(Duration::from_secs(secs));
+        drop(lb.pick(&Request::new()));
+    };
+    // Ejected twice: 30 s from 10 s, then 60 s from 50 s (the multiplier is 2).
+    assert_eq!(interval(&lb, &clock, &bad), ids(&["h2"]));
+    at(&clock, 40);
+    assert_eq!(interval(&lb, &clock, &bad), ids(&["h2"]));
+    at(&clock, 110);
+    assert!(ejected(&lb).is_empty());
+    // No pick for 30 s: the one at 140 runs one sweep over three intervals, and the
+    // multiplier falls by three (to 0), so the next ejection lasts 30 s again.
+    at(&clock, 140);
+    assert_eq!(interval(&lb, &clock, &bad), ids(&["h2"]));
+    at(&clock, 150 + 29);
+    assert_eq!(ejected(&lb), ids(&["h2"]));
+    at(&clock, 150 + 30);
+    assert!(
+        ejected(&lb).is_empty(),
+        "30 s: the late sweep decayed the multiplier fully"
+    );
+}
