@@ -27,6 +27,9 @@ pub struct Options {
     pub health: Option<HealthConfig>,
     /// Peak EWMA's failure penalty; `None` leaves the policy's default (5 s).
     pub failure_penalty: Option<Duration>,
+    /// Least connections' and P2C's failure penalty (failures weigh as requests in flight,
+    /// fading with this time constant); `None` leaves it off, their default.
+    pub failure_load: Option<Duration>,
 }
 
 /// A boxed balancer, or the library's reason for refusing the backends or options.
@@ -98,15 +101,27 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             name: "least-connections",
             hashing: false,
             bounded: false,
-            build: |b, o| boxed(LeastConnections::new(b)?, &o),
+            build: |b, o| {
+                let mut builder = LeastConnections::builder();
+                if let Some(penalty) = o.failure_load {
+                    builder = builder.failure_penalty(penalty);
+                }
+                boxed(builder.build(b)?, &o)
+            },
         },
         Policy {
             name: "p2c",
             hashing: false,
             bounded: false,
-            build: |b, o| match o.seed {
-                Some(seed) => boxed(PowerOfTwoChoices::with_seed(b, seed)?, &o),
-                None => boxed(PowerOfTwoChoices::new(b)?, &o),
+            build: |b, o| {
+                let mut builder = PowerOfTwoChoices::builder();
+                if let Some(seed) = o.seed {
+                    builder = builder.seed(seed);
+                }
+                if let Some(penalty) = o.failure_load {
+                    builder = builder.failure_penalty(penalty);
+                }
+                boxed(builder.build(b)?, &o)
             },
         },
         Policy {

@@ -85,7 +85,8 @@ output:
                       failing 30% of its responses and another rejects half its requests
                       in 1 ms, unannounced, no slowdown; the request policies with the
                       consecutive-failure rule alone (and Peak EWMA without its failure
-                      penalty) -> with the statistical rules (and the penalty)
+                      penalty) -> with the statistical rules (and the penalties: Peak
+                      EWMA 5 s, least connections and P2C 1 s)
   --flaky-share X     the share of responses the flaky backend fails [0.3]
   --reject-share X    the share of requests the rejecting backend turns away [0.5]
   --out DIR           folder for the charts [target/simulate]
@@ -390,6 +391,9 @@ fn run_rows(
                 // Peak EWMA without its failure penalty too.
                 failure_penalty: (config.intermittent && !config.statistical)
                     .then_some(Duration::ZERO),
+                // And its "after": least connections and P2C weigh failures as load.
+                failure_load: (config.intermittent && config.statistical)
+                    .then_some(Duration::from_secs(1)),
                 ..options.clone()
             };
             build(backends, options)
@@ -425,7 +429,7 @@ fn intermittent_table(args: &Args, config: &Config, workload: &Workload) -> Resu
          {}\n\
          before: 5 failures in a row eject (Peak EWMA without its failure penalty)\n\
          after: that, and success-rate and failure-percentage ejection (gRFC A50 defaults), \
-         Peak EWMA's 5 s penalty\n",
+         Peak EWMA's 5 s penalty, least connections' and P2C's 1 s failure penalty\n",
         workload.span.mul_f64(0.3).as_secs_f64(),
         backend_id(flaky),
         config.flaky_share * 100.0,

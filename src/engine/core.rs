@@ -56,6 +56,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             Arc::clone(&config.clock),
             config.outlier_detection.map(|o| o.consecutive_failures),
             policy.latency_tracking(),
+            policy.failure_load(),
         ));
         let now = feedback.now_ns();
         let backends = sorted_and_checked(backends.into_iter().collect())?;

@@ -45,4 +45,10 @@ pub(crate) trait Policy<T>: Send + Sync + 'static {
     fn latency_tracking(&self) -> Option<LatencyTracking> {
         None
     }
+
+    /// Whether reported failures weigh on load as requests in flight, and the time constant
+    /// with which they fade (see [`State::failure_load`](crate::engine::state::State::failure_load)).
+    fn failure_load(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

@@ -28,6 +28,9 @@ pub(crate) struct Feedback {
     failure_threshold: AtomicU32,
     /// The peak-EWMA time constant and starting latency, when latency is tracked.
     latency: Option<LatencyTracking>,
+    /// The time constant, in milliseconds, with which a failure's weight as a request in
+    /// flight fades, when failures weigh on load (see [`State::failure_load`]).
+    failure_load_ms: Option<f64>,
     /// Set by a report that may change who is eligible; cleared by the rebuild applying it.
     dirty: AtomicBool,
     /// Whether reports are counted per backend for the statistical ejection rules.
@@ -50,8 +53,10 @@ impl Feedback {
         clock: Arc<dyn Clock>,
         failure_threshold: Option<u32>,
         latency: Option<LatencyTracking>,
+        failure_load: Option<Duration>,
     ) -> Self {
         Feedback {
+            failure_load_ms: failure_load.map(|d| d.as_secs_f64() * 1e3),
             cheap_clock: AtomicBool::new(clock.is_cheap()),
             clock: ArcSwap::from_pointee(clock),
             failure_threshold: AtomicU32::new(failure_threshold.unwrap_or(u32::MAX)),
@@ -197,8 +202,21 @@ pub(crate) struct State {
     failures: AtomicU64,
     /// Writer only: `successes` and `failures` at the last sweep of those rules.
     swept: (AtomicU64, AtomicU64),
+    /// Recent failures as load, when failures weigh on load: the clock in milliseconds at the
+    /// last failure (high 40 bits) and the faded weight then, in [`FAILURE_UNIT`]s of one
+    /// request in flight (low 24 bits). See [`State::failure_load`].
+    recent_failures: AtomicU64,
     feedback: Arc<Feedback>,
 }
+
+/// One request in flight in the units of [`State::failure_load`] (a failure weighs one).
+pub(crate) const FAILURE_UNIT: u64 = 1 << 10;
+
+/// Bits of [`State::recent_failures`] that hold the weight (the rest hold the time).
+const LOAD_BITS: u32 = 24;
+const LOAD_MASK: u64 = (1 << LOAD_BITS) - 1;
+/// The time kept beside the weight, in milliseconds, wraps after 2^40 ms (34 years).
+const STAMP_MASK: u64 = (1 << (64 - LOAD_BITS)) - 1;
 
 impl State {
     /// A fresh state at `now_ns`, ramping up from there if `ramp`.
@@ -221,6 +239,7 @@ impl State {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             swept: (AtomicU64::new(0), AtomicU64::new(0)),
+            recent_failures: AtomicU64::new(0),
             feedback: Arc::clone(feedback),
         }
     }
@@ -523,6 +542,43 @@ impl State {
         }
     }
 
+    /// The clock in milliseconds (for [`State::failure_load`]).
+    #[inline]
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.feedback.now_ns() / 1_000_000
+    }
+
+    /// Recent failures as load, in [`FAILURE_UNIT`]s of one request in flight, at the clock
+    /// time `now_ms()` gives (asked only if there are any): each failure weighs one request,
+    /// fading as exp(-age / time constant), so that in all it weighs as one request held for
+    /// the time constant. 0 when failures do not weigh on load.
+    #[inline]
+    pub(crate) fn failure_load(&self, now_ms: impl FnOnce() -> u64) -> u64 {
+        // Relaxed: advisory, like the in-flight count it is added to.
+        let packed = self.recent_failures.load(Ordering::Relaxed);
+        match self.feedback.failure_load_ms {
+            Some(tau) if packed & LOAD_MASK != 0 => faded(packed, now_ms() & STAMP_MASK, tau),
+            _ => 0,
+        }
+    }
+
+    /// A failure (of any kind) on this backend: one more request's weight of recent failures,
+    /// if failures weigh on load. Reads the clock only then.
+    pub(crate) fn add_failure_load(&self) {
+        let Some(tau) = self.feedback.failure_load_ms else {
+            return;
+        };
+        let now = self.now_ms() & STAMP_MASK;
+        // Relaxed RMW: exact (no failure is lost to a racing one); nothing else is published
+        // through the value.
+        let _ = self
+            .recent_failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
+                let weight = (faded(packed, now, tau) + FAILURE_UNIT).min(LOAD_MASK);
+                Some(((packed >> LOAD_BITS).max(now) << LOAD_BITS) | weight)
+            });
+    }
+
     /// Writer only: restarts the latency estimate at the default (after the clock changed).
     pub(crate) fn reset_latency(&self, now_ns: u64) {
         let score = self
@@ -599,12 +655,26 @@ impl State {
     }
 }
 
+/// The weight of `packed` (see [`State::recent_failures`]) faded to `now_ms`, with time
+/// constant `tau_ms`.
+#[inline]
+fn faded(packed: u64, now_ms: u64, tau_ms: f64) -> u64 {
+    let weight = packed & LOAD_MASK;
+    let age = now_ms.saturating_sub(packed >> LOAD_BITS);
+    if weight == 0 || age == 0 {
+        return weight;
+    }
+    // Truncates: a weight below one unit is gone.
+    (weight as f64 * (-(age as f64) / tau_ms).exp()) as u64
+}
+
 #[cfg(test)]
 impl Default for State {
     /// A state of its own, for unit tests of the machinery that reads states.
     fn default() -> Self {
         let feedback = Arc::new(Feedback::new(
             Arc::new(crate::clock::ManualClock::new()),
+            None,
             None,
             None,
         ));

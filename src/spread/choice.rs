@@ -4,11 +4,14 @@
 //! [`PowerOfTwoChoices`](crate::PowerOfTwoChoices) and [`PeakEwma`](crate::PeakEwma) are
 //! [`TwoChoices`] with their own [`Cost`].
 
+use std::cell::Cell;
+use std::time::Duration;
+
 use crate::engine::alias::{draw_distinct, draw_where, AliasTable};
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Eligible, Snapshot, View};
-use crate::engine::state::LatencyTracking;
+use crate::engine::state::{LatencyTracking, State, FAILURE_UNIT};
 use crate::error::Error;
 use crate::placement::{splitmix64, GAMMA};
 use crate::request::Request;
@@ -16,13 +19,60 @@ use crate::request::Request;
 /// Whether `a` carries less load per unit of weight than `b`, exactly (a/w_a < b/w_b as
 /// a x w_b < b x w_a, widened to 128 bits). Weights are above 0 for eligible backends.
 #[inline]
-pub(crate) fn lighter(
-    a_in_flight: usize,
-    a_weight: u64,
-    b_in_flight: usize,
-    b_weight: u64,
-) -> bool {
-    (a_in_flight as u128) * u128::from(b_weight) < (b_in_flight as u128) * u128::from(a_weight)
+pub(crate) fn lighter(a_load: u64, a_weight: u64, b_load: u64, b_weight: u64) -> bool {
+    u128::from(a_load) * u128::from(b_weight) < u128::from(b_load) * u128::from(a_weight)
+}
+
+/// A failure penalty as configured: `None` (off) or at least 1 ms (the resolution of the
+/// time kept with recent failures).
+pub(crate) fn check_failure_penalty(penalty: Option<Duration>) -> Result<Option<Duration>, Error> {
+    match penalty {
+        Some(d) if d < Duration::from_millis(1) => Err(Error::config(
+            "failure_penalty",
+            format!("must be at least 1 ms, got {d:?}"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// How the load-aware request policies read a backend's load during one pick: its requests
+/// in flight, plus its recent failures when failures weigh on load (then in
+/// [`FAILURE_UNIT`]s, and the clock read at most once per pick, only if some candidate has
+/// recent failures).
+pub(crate) struct Loads {
+    failures: bool,
+    now_ms: Cell<Option<u64>>,
+}
+
+impl Loads {
+    /// Loads for one pick; `failures`: whether recent failures count.
+    #[inline]
+    pub(crate) fn new(failures: bool) -> Self {
+        Loads {
+            failures,
+            now_ms: Cell::new(None),
+        }
+    }
+
+    /// The load of `state`, in units consistent across one pick.
+    #[inline]
+    pub(crate) fn of(&self, state: &State) -> u64 {
+        let in_flight = state.in_flight() as u64;
+        if !self.failures {
+            return in_flight;
+        }
+        let recent = state.failure_load(|| match self.now_ms.get() {
+            Some(now) => now,
+            None => {
+                let now = state.now_ms();
+                self.now_ms.set(Some(now));
+                now
+            }
+        });
+        in_flight
+            .saturating_mul(FAILURE_UNIT)
+            .saturating_add(recent)
+    }
 }
 
 /// How two candidates are compared: the lighter (cheaper) one wins.
@@ -34,15 +84,28 @@ pub(crate) trait Cost: Send + Sync + 'static {
     fn latency_tracking(&self) -> Option<LatencyTracking> {
         None
     }
+
+    /// Whether failures weigh on load for this comparison (see [`Loads`]).
+    fn failure_load(&self) -> Option<Duration> {
+        None
+    }
 }
 
-/// Requests in flight per unit of weight, compared exactly in integers.
-pub(crate) struct InFlightPerWeight;
+/// Requests in flight per unit of weight, compared exactly in integers; with a failure
+/// penalty, recent failures count as requests in flight (see [`Loads`]).
+pub(crate) struct InFlightPerWeight {
+    pub(crate) failure_penalty: Option<Duration>,
+}
 
 impl Cost for InFlightPerWeight {
     #[inline]
     fn lighter(&self, a: &Eligible, b: &Eligible) -> bool {
-        lighter(a.state.in_flight(), a.weight, b.state.in_flight(), b.weight)
+        let loads = Loads::new(self.failure_penalty.is_some());
+        lighter(loads.of(&a.state), a.weight, loads.of(&b.state), b.weight)
+    }
+
+    fn failure_load(&self) -> Option<Duration> {
+        self.failure_penalty
     }
 }
 
@@ -115,6 +178,10 @@ impl<T, L: Cost> Policy<T> for TwoChoices<L> {
 
     fn latency_tracking(&self) -> Option<LatencyTracking> {
         self.load.latency_tracking()
+    }
+
+    fn failure_load(&self) -> Option<Duration> {
+        self.load.failure_load()
     }
 
     #[inline]

@@ -8,6 +8,13 @@
 //! threads can read the same counts and choose the same backend, as in every least-connections
 //! balancer that does not lock.
 //!
+//! **Failures as load** ([`Builder::failure_penalty`], off by default): a backend that fails
+//! fast (connection refused, `429`) holds its requests only briefly, so it looks idle and
+//! attracts more traffic. With a failure penalty `d`, each reported failure (of any kind)
+//! weighs as one more request in flight, fading as exp(-age / `d`): in all, as one request
+//! held for `d`. A backend that only fails stops drawing traffic before any ejection; one
+//! that recovers is back to its share within a few `d`.
+//!
 //! Cost: O(n) per pick (one load per eligible backend, each on its own cache line); O(n) per
 //! update. Choose it for long-lived connections (WebSockets, streams, database sessions) and
 //! mixed request costs; beyond a few hundred backends prefer
@@ -21,7 +28,7 @@ use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Eligible, Snapshot, View};
 use crate::error::Error;
 use crate::request::Request;
-use crate::spread::choice::lighter;
+use crate::spread::choice::{check_failure_penalty, lighter, Loads};
 
 /// Weighted least connections, ties broken round-robin.
 ///
@@ -44,7 +51,7 @@ impl<T: Send + Sync + 'static> LeastConnections<T> {
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
     /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
-        Builder::new(LeastConnectionsConfig).build(backends)
+        Builder::new(LeastConnectionsConfig::default()).build(backends)
     }
 }
 
@@ -53,21 +60,47 @@ impl LeastConnections<()> {
     /// any `T` (this is a function of `LeastConnections<()>` only so that `LeastConnections::builder()` needs no type
     /// annotation).
     pub fn builder() -> Builder<LeastConnectionsConfig> {
-        Builder::new(LeastConnectionsConfig)
+        Builder::new(LeastConnectionsConfig::default())
     }
 }
 
 impl Builder<LeastConnectionsConfig> {
+    /// Makes each reported failure weigh as one more request in flight, fading with time
+    /// constant `penalty` (see the [module docs](crate::spread::least_connections)); off by
+    /// default. A penalty below 1 ms is an error at `build`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lbkit::{Backend, Balancer, LeastConnections, Request};
+    /// let lb = LeastConnections::builder()
+    ///     .failure_penalty(Duration::from_secs(1))
+    ///     .build([Backend::new("a", ()), Backend::new("b", ())])?;
+    /// let pick = lb.pick(&Request::new()).unwrap();
+    /// let failed = pick.id().to_owned();
+    /// pick.failure();
+    /// // Both are idle, but the one that just failed weighs as one request in flight.
+    /// for _ in 0..4 {
+    ///     assert_ne!(lb.pick(&Request::new()).unwrap().id(), failed);
+    /// }
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    pub fn failure_penalty(mut self, penalty: std::time::Duration) -> Self {
+        self.config.failure_penalty = Some(penalty);
+        self
+    }
+
     /// Builds the balancer over `backends`.
     ///
     /// # Errors
-    /// As [`LeastConnections::new`], and [`Error::InvalidConfig`] for a health rule out of range.
+    /// As [`LeastConnections::new`], and [`Error::InvalidConfig`] for a failure penalty
+    /// below 1 ms or a health rule out of range.
     pub fn build<T: Send + Sync + 'static>(
         self,
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<LeastConnections<T>, Error> {
         let policy = FewestInFlight {
             cursor: Sequence::counter(0),
+            failure_penalty: check_failure_penalty(self.config.failure_penalty)?,
         };
         Ok(LeastConnections {
             core: Core::new(policy, backends, self.health)?,
@@ -77,14 +110,18 @@ impl Builder<LeastConnectionsConfig> {
 
 impl_balancer!(LeastConnections);
 
-/// The configuration of [`LeastConnections`], the type parameter of [`LeastConnections::builder`]'s [`Builder`]:
-/// none of its own.
-#[derive(Debug, Clone, Copy, Default)]
+/// The configuration of [`LeastConnections`], the type parameter of
+/// [`LeastConnections::builder`]'s [`Builder`]: the failure penalty
+/// ([`Builder::failure_penalty`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct LeastConnectionsConfig;
+pub struct LeastConnectionsConfig {
+    failure_penalty: Option<std::time::Duration>,
+}
 
 pub(crate) struct FewestInFlight {
     cursor: Sequence,
+    failure_penalty: Option<std::time::Duration>,
 }
 
 impl FewestInFlight {
@@ -92,23 +129,28 @@ impl FewestInFlight {
     /// scanning from `start`: the first of the lightest in scan order. An idle backend
     /// cannot be beaten, so the scan stops there.
     #[inline]
-    fn scan(eligible: &[Eligible], start: usize, accept: impl Fn(usize) -> bool) -> Option<usize> {
+    fn scan(
+        eligible: &[Eligible],
+        start: usize,
+        loads: &Loads,
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         let n = eligible.len();
         let mut order = (start..n).chain(0..start);
         let mut best = order.find(|&p| accept(eligible[p].index))?;
-        let (mut best_in_flight, mut best_weight) =
-            (eligible[best].state.in_flight(), eligible[best].weight);
+        let (mut best_load, mut best_weight) =
+            (loads.of(&eligible[best].state), eligible[best].weight);
         for p in order {
-            if best_in_flight == 0 {
+            if best_load == 0 {
                 break;
             }
             let e = &eligible[p];
             if !accept(e.index) {
                 continue;
             }
-            let in_flight = e.state.in_flight();
-            if lighter(in_flight, e.weight, best_in_flight, best_weight) {
-                (best, best_in_flight, best_weight) = (p, in_flight, e.weight);
+            let load = loads.of(&e.state);
+            if lighter(load, e.weight, best_load, best_weight) {
+                (best, best_load, best_weight) = (p, load, e.weight);
             }
         }
         Some(best)
@@ -121,6 +163,10 @@ impl<T> Policy<T> for FewestInFlight {
 
     fn build(&self, _: &View<'_, T>) -> Result<(), Error> {
         Ok(())
+    }
+
+    fn failure_load(&self) -> Option<std::time::Duration> {
+        self.failure_penalty
     }
 
     /// The lightest; those not accepted are left out of the scan.
@@ -136,7 +182,8 @@ impl<T> Policy<T> for FewestInFlight {
             return None;
         }
         let start = (self.cursor.next() % n as u64) as usize;
-        Some(snap.eligible[Self::scan(&snap.eligible, start, accept)?].index)
+        let loads = Loads::new(self.failure_penalty.is_some());
+        Some(snap.eligible[Self::scan(&snap.eligible, start, &loads, accept)?].index)
     }
 
     fn choose_n(
@@ -153,13 +200,14 @@ impl<T> Policy<T> for FewestInFlight {
         }
         let start = (self.cursor.next() % len as u64) as usize;
         // Read every count once, then order by load, ties by distance from the rotating start.
-        let mut order: Vec<(usize, usize, u64)> = (0..len)
+        let loads = Loads::new(self.failure_penalty.is_some());
+        let mut order: Vec<(usize, u64, u64)> = (0..len)
             .map(|k| (start + k) % len)
             .filter(|&p| accept(snap.eligible[p].index))
             .map(|p| {
                 (
                     p,
-                    snap.eligible[p].state.in_flight(),
+                    loads.of(&snap.eligible[p].state),
                     snap.eligible[p].weight,
                 )
             })

@@ -10,6 +10,11 @@
 //! rejects the first backend and, if the first carries most of the weight, falls back to an
 //! exact linear draw. Seeded by [`Builder::seed`] (or [`PowerOfTwoChoices::with_seed`]).
 //!
+//! **Failures as load** ([`Builder::failure_penalty`], off by default): as for
+//! [`LeastConnections`](crate::LeastConnections), each reported failure then weighs as one
+//! more request in flight, fading with the penalty as time constant, so that a backend that
+//! fails fast stops winning comparisons before any ejection.
+//!
 //! Cost: O(1) per pick (two random values, two alias lookups, two counter loads); O(n) per
 //! update. Choose it as the default request balancer, and over least connections beyond a few
 //! hundred backends. This is the policy Envoy, Finagle, linkerd and tower use by default.
@@ -18,7 +23,7 @@ use crate::backend::Backend;
 use crate::builder::{Builder, Seedable};
 use crate::engine::core::{impl_balancer, Core};
 use crate::error::Error;
-use crate::spread::choice::{InFlightPerWeight, TwoChoices};
+use crate::spread::choice::{check_failure_penalty, InFlightPerWeight, TwoChoices};
 
 /// Power of two choices over weighted candidates.
 ///
@@ -42,7 +47,7 @@ impl<T: Send + Sync + 'static> PowerOfTwoChoices<T> {
     /// [`Error::EmptyId`], [`Error::DuplicateId`], [`Error::TooManyBackends`], and
     /// [`Error::InvalidConfig`] for a backend's `max_in_flight` of 0.
     pub fn new(backends: impl IntoIterator<Item = Backend<T>>) -> Result<Self, Error> {
-        Builder::new(PowerOfTwoChoicesConfig).build(backends)
+        Builder::new(PowerOfTwoChoicesConfig::default()).build(backends)
     }
 
     /// A P2C balancer whose choices replay exactly for a given seed: the shortcut for
@@ -54,7 +59,7 @@ impl<T: Send + Sync + 'static> PowerOfTwoChoices<T> {
         backends: impl IntoIterator<Item = Backend<T>>,
         seed: u64,
     ) -> Result<Self, Error> {
-        Builder::new(PowerOfTwoChoicesConfig)
+        Builder::new(PowerOfTwoChoicesConfig::default())
             .seed(seed)
             .build(backends)
     }
@@ -66,29 +71,43 @@ impl PowerOfTwoChoices<()> {
     /// `PowerOfTwoChoices<()>` only so that `PowerOfTwoChoices::builder()` needs no type
     /// annotation).
     pub fn builder() -> Builder<PowerOfTwoChoicesConfig> {
-        Builder::new(PowerOfTwoChoicesConfig)
+        Builder::new(PowerOfTwoChoicesConfig::default())
     }
 }
 
 /// The configuration of [`PowerOfTwoChoices`], the type parameter of
-/// [`PowerOfTwoChoices::builder`]'s [`Builder`]: none of its own.
-#[derive(Debug, Clone, Copy, Default)]
+/// [`PowerOfTwoChoices::builder`]'s [`Builder`]: the failure penalty
+/// ([`Builder::failure_penalty`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct PowerOfTwoChoicesConfig;
+pub struct PowerOfTwoChoicesConfig {
+    failure_penalty: Option<std::time::Duration>,
+}
 
 impl Seedable for PowerOfTwoChoicesConfig {}
 
 impl Builder<PowerOfTwoChoicesConfig> {
+    /// Makes each reported failure weigh as one more request in flight, fading with time
+    /// constant `penalty` (see the [module docs](crate::spread::power_of_two)); off by
+    /// default. A penalty below 1 ms is an error at `build`.
+    pub fn failure_penalty(mut self, penalty: std::time::Duration) -> Self {
+        self.config.failure_penalty = Some(penalty);
+        self
+    }
+
     /// Builds the balancer over `backends`.
     ///
     /// # Errors
-    /// As [`PowerOfTwoChoices::new`], and [`Error::InvalidConfig`] for a health rule out of
-    /// range.
+    /// As [`PowerOfTwoChoices::new`], and [`Error::InvalidConfig`] for a failure penalty
+    /// below 1 ms or a health rule out of range.
     pub fn build<T: Send + Sync + 'static>(
         self,
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<PowerOfTwoChoices<T>, Error> {
-        let policy = TwoChoices::new(self.seed_or_entropy(), InFlightPerWeight);
+        let cost = InFlightPerWeight {
+            failure_penalty: check_failure_penalty(self.config.failure_penalty)?,
+        };
+        let policy = TwoChoices::new(self.seed_or_entropy(), cost);
         Ok(PowerOfTwoChoices {
             core: Core::new(policy, backends, self.health)?,
         })

@@ -109,6 +109,24 @@ fn peak_ewma<T: Send + Sync + 'static>(
         .build(b)
 }
 
+fn least_connections_failure_penalty<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+) -> Result<LeastConnections<T>, Error> {
+    LeastConnections::builder()
+        .failure_penalty(std::time::Duration::from_millis(50))
+        .build(b)
+}
+
+fn p2c_failure_penalty<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<PowerOfTwoChoices<T>, Error> {
+    PowerOfTwoChoices::builder()
+        .seed(seed)
+        .failure_penalty(std::time::Duration::from_millis(50))
+        .build(b)
+}
+
 fn bounded_maglev<T: Send + Sync + 'static>(
     b: Vec<Backend<T>>,
     seed: u64,
@@ -239,6 +257,19 @@ pub const POLICIES: &[Policy] = &[
         Oracle::PowerOfTwoChoices
     ),
     policy!("PeakEwma", peak_ewma, seeded, Oracle::PeakEwma),
+    // Failures as load: the exact in-flight oracles hold until a failure is reported (the
+    // suites that check oracles report none); tests/failure_load.rs checks the penalty.
+    policy!(
+        "LeastConnections+failure_penalty",
+        least_connections_failure_penalty,
+        Oracle::LeastConnections
+    ),
+    policy!(
+        "PowerOfTwoChoices+failure_penalty",
+        p2c_failure_penalty,
+        seeded,
+        Oracle::PowerOfTwoChoices
+    ),
     policy!("First", First::new, Oracle::First),
     // Hashing policies spread requests without a key at random: seeded, like Random.
     policy!(hashing "HashRing", ring, seeded, Oracle::None),
