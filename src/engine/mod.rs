@@ -19,6 +19,9 @@
 //!   passive health, [`rules`]) take one mutex in the [`Core`](core::Core), build a whole new
 //!   snapshot and swap it in. Picks never wait for that lock: a pick that finds a rebuild due
 //!   only tries it.
+//! * [`subset`] is the pure arithmetic of subsetting (Finagle's deterministic aperture, gRFC
+//!   A68's rendezvous subsetting): which backends one client of a fleet keeps, and how much
+//!   of each. It uses only the pinned placement hash.
 //!
 //! Imports run one way: `core` uses `snapshot`, `policy`, `rules`, `pick`, `entry` and
 //! `state`; nothing here imports a policy. Atomics, the writer lock and the snapshot pointer
@@ -33,4 +36,8 @@ pub(crate) mod rules;
 pub(crate) mod sequence;
 pub(crate) mod snapshot;
 pub(crate) mod state;
+// The pure arithmetic of subsetting (issue #14); the stage that applies it when a set is
+// built comes next, so nothing calls it yet outside its tests.
+#[allow(dead_code)]
+pub(crate) mod subset;
 pub(crate) mod sync;
