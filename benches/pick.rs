@@ -15,7 +15,8 @@
 //!   the failure run. Beside them, the same policies' plain pick + drop, and `floor/clock`:
 //!   one read of `MonotonicClock` (the clock passive health and Peak EWMA use by default).
 //!   `round-robin+statistical`: the same with success-rate and failure-percentage ejection
-//!   on, whose reports are also counted per backend.
+//!   on, whose reports are also counted per backend. `weighted-round-robin+soft`: weighted
+//!   round robin with soft health on (each success and its latency counted) beside it plain.
 //!
 //! * `steering/100`: per-request steering and caps beside the plain pick of the same policy,
 //!   for round robin and a hashing policy (`HashRing`, keyed requests): `plain`, `avoid2` (a
@@ -24,7 +25,11 @@
 //!
 //! * `sweep/1000`: the statistical ejection rules' sweep over 1000 backends, each with
 //!   enough reports: a pick that finds it due (the clock moved one interval), which runs the
-//!   sweep and rebuilds; beside it a pick after a health change, which only rebuilds.
+//!   sweep and rebuilds; beside it a pick after a health change, which only rebuilds; and
+//!   soft health's sweep the same way (weighted round robin, whose rebuild is its schedule).
+//!
+//! `least-connections+failure_penalty` and `p2c+failure_penalty` in the pick groups: the
+//! policies with failures weighing as load, no failure reported (the option's cost to a pick).
 //!
 //! Read ratios, not absolute times: `cargo bench --bench pick`, then compare each policy's
 //! estimate with `floor/fetch_add` of the same group.
@@ -36,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lbkit::{Backend, Balancer, LeastConnections, Pick, PowerOfTwoChoices, Random, Request};
-use lbkit::{FailurePercentageEjection, Health, ManualClock, SuccessRateEjection};
+use lbkit::{FailurePercentageEjection, Health, ManualClock, SoftHealth, SuccessRateEjection};
 use lbkit::{HashRing, HealthConfig, OutlierDetection, PeakEwma, RoundRobin, WeightedRoundRobin};
 
 type Make = fn(Vec<Backend<u64>>) -> Box<dyn Balancer<u64>>;
@@ -53,6 +58,24 @@ fn policies() -> Vec<(&'static str, Make)> {
         }),
         ("p2c", |b| {
             Box::new(PowerOfTwoChoices::with_seed(b, 1).unwrap())
+        }),
+        // Failures as load, with no failure reported: what the option costs a pick.
+        ("least-connections+failure_penalty", |b| {
+            Box::new(
+                LeastConnections::builder()
+                    .failure_penalty(Duration::from_secs(1))
+                    .build(b)
+                    .unwrap(),
+            )
+        }),
+        ("p2c+failure_penalty", |b| {
+            Box::new(
+                PowerOfTwoChoices::builder()
+                    .seed(1)
+                    .failure_penalty(Duration::from_secs(1))
+                    .build(b)
+                    .unwrap(),
+            )
         }),
     ]
 }
@@ -215,6 +238,18 @@ fn reports(c: &mut Criterion) {
     g.bench_function("round-robin+statistical/pick+success", |b| {
         b.iter(|| black_box(statistical.pick(&req)).unwrap().success(latency))
     });
+    // Soft health counts each success and its latency: two relaxed adds more per report.
+    let weighted = WeightedRoundRobin::new(backends(n)).unwrap();
+    g.bench_function("weighted-round-robin/pick+success", |b| {
+        b.iter(|| black_box(weighted.pick(&req)).unwrap().success(latency))
+    });
+    let soft = WeightedRoundRobin::builder()
+        .health(HealthConfig::new().soft_health(SoftHealth::default()))
+        .build(backends(n))
+        .unwrap();
+    g.bench_function("weighted-round-robin+soft/pick+success", |b| {
+        b.iter(|| black_box(soft.pick(&req)).unwrap().success(latency))
+    });
     g.finish();
 }
 
@@ -271,6 +306,42 @@ fn sweep(c: &mut Criterion) {
             let health = if up { Health::Up } else { Health::Draining };
             plain.set_health("10.0.0.0:8080", health).unwrap();
             drop(black_box(plain.pick(&req)))
+        })
+    });
+    // Soft health's sweep: every backend judged (20 successes each an interval, one in
+    // twenty slower), then weighted round robin's schedule rebuilt.
+    let soft_clock = ManualClock::new();
+    let soft = WeightedRoundRobin::builder()
+        .health(
+            HealthConfig::new()
+                .clock(soft_clock.clone())
+                .soft_health(SoftHealth::default()),
+        )
+        .build(backends(n))
+        .unwrap();
+    let total: u32 = backends(n).iter().map(|b| b.weight()).sum();
+    g.bench_function("weighted-round-robin/pick+soft-sweep+rebuild", |b| {
+        b.iter_batched(
+            || {
+                for i in 0..20 * total {
+                    let ms = if i % 20 == 0 { 40 } else { 10 };
+                    soft.pick(&req).unwrap().success(Duration::from_millis(ms));
+                }
+            },
+            |()| {
+                soft_clock.advance(Duration::from_secs(1));
+                drop(black_box(soft.pick(&req)))
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    let weighted = WeightedRoundRobin::new(backends(n)).unwrap();
+    g.bench_function("weighted-round-robin/set_health+rebuild", |b| {
+        b.iter(|| {
+            up = !up;
+            let health = if up { Health::Up } else { Health::Draining };
+            weighted.set_health("10.0.0.0:8080", health).unwrap();
+            drop(black_box(weighted.pick(&req)))
         })
     });
     g.finish();

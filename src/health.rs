@@ -48,6 +48,11 @@
 //!   serve (weight above 0, not draining) are healthy (up and not ejected), health is ignored
 //!   and every one of them is eligible again, rather than crushing the survivors. Backends
 //!   that are draining or of weight 0 stay out: that was the operator's decision.
+//! * **Soft health** ([`SoftHealth`], beyond Envoy and gRPC): a multiplier on each backend's
+//!   effective weight, lowered at once for a backend slower or failing more than its peers
+//!   (by how much worse it is, never below a floor) and raised gradually once it is as good
+//!   again, with a band between the two where it holds. A slow backend sheds load without
+//!   being ejected, so it does not flap in and out.
 //! * **Slow start** ([`SlowStart`], Envoy's formula): a backend that joins by an update (not
 //!   the initial set) or returns from ejection ramps its effective weight from
 //!   `weight x min_weight_percent` to `weight` over `window`, as
@@ -79,6 +84,7 @@ pub struct HealthConfig {
     pub(crate) outlier_detection: Option<OutlierDetection>,
     pub(crate) panic_threshold: Option<f64>,
     pub(crate) slow_start: Option<SlowStart>,
+    pub(crate) soft_health: Option<SoftHealth>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -95,6 +101,7 @@ impl HealthConfig {
             outlier_detection: None,
             panic_threshold: None,
             slow_start: None,
+            soft_health: None,
             clock: Arc::new(MonotonicClock::new()),
         }
     }
@@ -118,6 +125,23 @@ impl HealthConfig {
     #[must_use]
     pub fn slow_start(mut self, ramp: SlowStart) -> Self {
         self.slow_start = Some(ramp);
+        self
+    }
+
+    /// Lowers the weight of backends slower or failing more than their peers, gradually and
+    /// without ejecting them (see [`SoftHealth`]).
+    #[must_use]
+    pub fn soft_health(mut self, rules: SoftHealth) -> Self {
+        self.soft_health = Some(rules);
+        self
+    }
+
+    /// Switches soft health off (given to
+    /// [`set_health_config`](crate::Balancer::set_health_config), this gives every backend
+    /// its full weight at once).
+    #[must_use]
+    pub fn without_soft_health(mut self) -> Self {
+        self.soft_health = None;
         self
     }
 
@@ -195,6 +219,9 @@ impl HealthConfig {
                     r.enforcement_percentage,
                 )?;
             }
+        }
+        if let Some(h) = &self.soft_health {
+            h.validate()?;
         }
         if let Some(share) = self.panic_threshold {
             if !(0.0..=1.0).contains(&share) {
@@ -438,6 +465,115 @@ impl Default for FailurePercentageEjection {
             minimum_hosts: 5,
             request_volume: 50,
         }
+    }
+}
+
+/// Soft, peer-relative health: a multiplier on each backend's effective weight, in
+/// `[floor, 1]`, recomputed every `interval` from how the backend's mean latency and failure
+/// share compare with its peers', so that a slow or error-prone backend gets less traffic
+/// without being ejected (binary ejection lets a slow backend keep its full share until its
+/// timeouts eject it, then flaps it back).
+///
+/// Every `interval`, among the backends with at least `request_volume` reports in it, and
+/// only if at least `minimum_hosts` have (else every multiplier recovers):
+///
+/// * the peers' level is the median of those backends' mean latencies (over successes
+///   reported with [`Pick::success`](crate::Pick::success)) and the median of their failure
+///   shares (the kinds [`OutlierDetection::counted`] counts; all but overload answers without
+///   outlier detection);
+/// * a backend is **worse** when its mean latency is above `latency_tolerance x` the median
+///   latency, or its failure share above the median share `+ failure_tolerance`. Its
+///   multiplier is cut at once, by at least half and by as much as it is worse: times
+///   `min(1/2, median latency / its latency, (its success share / the median success
+///   share)^2)` (only the terms it is worse on), never below `floor`;
+/// * a backend is **as good** when its mean latency is at most the middle of the tolerance
+///   band (`(1 + latency_tolerance) / 2 x` the median) and its failure share at most the
+///   median `+ failure_tolerance / 2`: its multiplier recovers, times 3/2 per interval, up to
+///   1; between the two it holds (the hysteresis that keeps it from flapping);
+/// * a backend without the volume (including one ejected, or one whose multiplier left it
+///   too few requests to judge) recovers as one as good does: the floor keeps a share
+///   that shows a recovery, and no evidence lets the weight climb back.
+///
+/// The multiplier scales the effective weight (after slow start), so it acts through every
+/// policy that uses weights: the weighted request policies and P2C, least connections and
+/// Peak EWMA (which compare load per weight), and the hashing policies' bounded loads (the
+/// backend's capacity shrinks, so its keys spill to the next backends sooner; a hashing policy
+/// without a bound, [`RoundRobin`](crate::RoundRobin), [`JumpHash`](crate::JumpHash) and
+/// [`First`](crate::First) ignore weights and so this rule). It never makes a backend
+/// ineligible. Cost: with soft health on, a success report makes two relaxed adds (the
+/// count, and the latency and its count packed in one word), a failure one; the sweep is
+/// O(n log n) over the set, run by the first pick that finds it due, as the statistical
+/// ejection rules' sweep is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SoftHealth {
+    /// How often the multipliers are recomputed (default 1 s).
+    pub interval: Duration,
+    /// The fewest reports in the interval for a backend to be judged (default 20).
+    pub request_volume: u32,
+    /// The fewest backends with that volume for any to be judged (default 3).
+    pub minimum_hosts: u32,
+    /// The least multiplier, in (0, 1] (default 0.05).
+    pub floor: f64,
+    /// How many times the peers' median latency a backend's mean may reach before its
+    /// multiplier is cut, at least 1 (default 1.5).
+    pub latency_tolerance: f64,
+    /// How far above the peers' median failure share a backend's may be before its
+    /// multiplier is cut, in [0, 1] (default 0.05).
+    pub failure_tolerance: f64,
+}
+
+impl Default for SoftHealth {
+    fn default() -> Self {
+        SoftHealth {
+            interval: Duration::from_secs(1),
+            request_volume: 20,
+            minimum_hosts: 3,
+            floor: 0.05,
+            latency_tolerance: 1.5,
+            failure_tolerance: 0.05,
+        }
+    }
+}
+
+impl SoftHealth {
+    fn validate(&self) -> Result<(), Error> {
+        if self.interval.is_zero() {
+            return Err(Error::config("soft_health.interval", "must be above zero"));
+        }
+        if self.request_volume == 0 {
+            return Err(Error::config(
+                "soft_health.request_volume",
+                "must be at least 1",
+            ));
+        }
+        if self.minimum_hosts == 0 {
+            return Err(Error::config(
+                "soft_health.minimum_hosts",
+                "must be at least 1",
+            ));
+        }
+        if !(self.floor > 0.0 && self.floor <= 1.0) {
+            return Err(Error::config(
+                "soft_health.floor",
+                format!("{} is not in (0, 1]", self.floor),
+            ));
+        }
+        if !(self.latency_tolerance.is_finite() && self.latency_tolerance >= 1.0) {
+            return Err(Error::config(
+                "soft_health.latency_tolerance",
+                format!(
+                    "{} is not a finite number of at least 1",
+                    self.latency_tolerance
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.failure_tolerance) {
+            return Err(Error::config(
+                "soft_health.failure_tolerance",
+                format!("{} is not in [0, 1]", self.failure_tolerance),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -116,7 +116,7 @@ pub use error::{Error, NoPick};
 pub use hash::{jump_hash, HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 pub use health::{
     Failure, FailureClasses, FailurePercentageEjection, HealthConfig, OutlierDetection, SlowStart,
-    SuccessRateEjection,
+    SoftHealth, SuccessRateEjection,
 };
 pub use request::Request;
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};

@@ -13,6 +13,7 @@ pub struct Status {
     pub(crate) in_flight: usize,
     pub(crate) health: Health,
     pub(crate) ejected: bool,
+    pub(crate) soft_weight: u32,
 }
 
 impl Status {
@@ -39,6 +40,12 @@ impl Status {
     /// Whether outlier detection has ejected the backend for now.
     pub fn is_ejected(&self) -> bool {
         self.ejected
+    }
+
+    /// The soft-health multiplier on the backend's weight, in `[floor, 1]`; 1 without soft
+    /// health ([`SoftHealth`](crate::SoftHealth)).
+    pub fn soft_health(&self) -> f64 {
+        f64::from(self.soft_weight) / f64::from(crate::engine::state::FULL_SOFT_WEIGHT)
     }
 
     /// Whether the backend can receive new picks: `Up`, not ejected, and a weight above 0

@@ -527,3 +527,39 @@ fn statistical_rules_catch_an_intermittent_failure_that_runs_of_five_miss() {
         );
     }
 }
+
+#[test]
+fn soft_health_sheds_a_slow_backend_without_ejecting_it() {
+    // b-slow turns 4x slower half-way; weighted round robin keeps its share unless something
+    // cuts it: with the ejection rules alone its attempts time out and it is ejected, again
+    // and again; with soft health its weight falls instead, and it is never ejected.
+    let config = Config {
+        requests: 200_000,
+        backends: 8,
+        ..small()
+    };
+    let wanted = |n: &str| n == "weighted-round-robin";
+    let before = run_some(&config.slow_backend(false), wanted);
+    let after = run_some(&config.slow_backend(true), wanted);
+    let (_, slow) = config.victims();
+    let from = Workload::new(&config).span.mul_f64(0.5);
+    let table = report::soft_table(
+        &before
+            .iter()
+            .cloned()
+            .zip(after.iter().cloned())
+            .collect::<Vec<_>>(),
+        slow,
+        from,
+    );
+    let (b, a) = (&before[0], &after[0]);
+    assert_eq!((b.in_flight_after, a.in_flight_after), (0, 0));
+    assert!(
+        b.timeouts > 0,
+        "the slowdown hurts without soft health:\n{table}"
+    );
+    assert!(b.ejected_share(slow, from) > 0.0, "{table}");
+    assert_eq!(a.ejected_share(slow, from), 0.0, "{table}");
+    assert!(a.timeouts * 10 <= b.timeouts, "{table}");
+    assert!(a.quantile(0.999) < b.quantile(0.999), "{table}");
+}

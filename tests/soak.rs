@@ -218,7 +218,13 @@ fn soak(policy: Policy, seed: u64, duration: Duration, pickers: usize) -> Figure
             ..OutlierDetection::default()
         })
         .panic_threshold(0.3)
-        .slow_start(SlowStart::new(Duration::from_millis(50)));
+        .slow_start(SlowStart::new(Duration::from_millis(50)))
+        // Soft health re-weighs concurrently with the pickers too.
+        .soft_health(lbkit::SoftHealth {
+            interval: Duration::from_millis(20),
+            request_volume: 5,
+            ..lbkit::SoftHealth::default()
+        });
     let lb: Lb = (policy.new)(starting_set(), seed).expect("a valid set");
     lb.set_health_config(health).expect("valid rules");
     let lb: Arc<Lb> = Arc::new(lb);

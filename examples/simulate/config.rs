@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use lbkit::{
-    FailurePercentageEjection, HealthConfig, OutlierDetection, SlowStart, SuccessRateEjection,
+    FailurePercentageEjection, HealthConfig, OutlierDetection, SlowStart, SoftHealth,
+    SuccessRateEjection,
 };
 
 /// Everything that defines a run. [`Config::default`] is the README's scenario.
@@ -72,6 +73,8 @@ pub struct Config {
     /// failure percentage, gRFC A50's defaults; [`statistical_rules`]) and Peak EWMA keeps its
     /// failure penalty (off otherwise, to show what the consecutive rule alone does).
     pub statistical: bool,
+    /// Whether the health rules include soft health ([`lbkit::SoftHealth`]'s defaults).
+    pub soft: bool,
     /// Whether one backend joins at 70% of the run.
     pub join: bool,
     /// Keys routed before and after each membership change to count moves.
@@ -108,6 +111,7 @@ impl Default for Config {
             avoid_tried: true,
             health: false,
             statistical: false,
+            soft: false,
             join: true,
             probe_keys: 10_000,
             samples: 200,
@@ -166,6 +170,18 @@ impl Config {
         }
     }
 
+    /// The slow-backend scenario of soft health's comparison: one backend slows down
+    /// (unannounced) and none fails, attempts time out after 1 s (unless a timeout is set),
+    /// the health rules on; `soft` adds soft health to them.
+    pub fn slow_backend(&self, soft: bool) -> Config {
+        Config {
+            fail: false,
+            slowdown: self.slowdown.or(Some(4.0)),
+            soft,
+            ..self.passive(true)
+        }
+    }
+
     /// Backend `i`'s slowness at the start.
     pub fn slowness(&self, i: usize) -> f64 {
         if i >= self.backends - self.slow_backends && i < self.backends {
@@ -218,6 +234,24 @@ pub fn health_rules() -> HealthConfig {
 /// (above 85%, 50 reports), gRFC A50's defaults.
 pub fn statistical_rules() -> HealthConfig {
     health_rules_with(true)
+}
+
+/// The health rules of `config`: none, [`health_rules`] or [`statistical_rules`], with soft
+/// health's defaults added when [`Config::soft`].
+pub fn rules_of(config: &Config) -> Option<HealthConfig> {
+    if !config.health {
+        return None;
+    }
+    let rules = if config.statistical {
+        statistical_rules()
+    } else {
+        health_rules()
+    };
+    Some(if config.soft {
+        rules.soft_health(SoftHealth::default())
+    } else {
+        rules
+    })
 }
 
 fn health_rules_with(statistical: bool) -> HealthConfig {

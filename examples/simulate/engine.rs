@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use lbkit::{Backend, Balancer, Error, Health, HealthConfig, ManualClock, Pick, Request};
 
-use crate::config::{health_rules, statistical_rules, Config};
+use crate::config::{rules_of, Config};
 use crate::fleet::{self, backend_id, Queued, Server};
 use crate::report::{Move, Outcome};
 use crate::workload::Workload;
@@ -125,11 +125,7 @@ impl<'a> Simulation<'a> {
             .collect();
         let backends = fleet::backends(&servers);
         let clock = ManualClock::new();
-        let health = match (config.health, config.statistical) {
-            (false, _) => None,
-            (true, false) => Some(health_rules()),
-            (true, true) => Some(statistical_rules()),
-        };
+        let health = rules_of(config);
         Ok(Simulation {
             config,
             workload,

@@ -87,6 +87,10 @@ output:
                       consecutive-failure rule alone (and Peak EWMA without its failure
                       penalty) -> with the statistical rules (and the penalties: Peak
                       EWMA 5 s, least connections and P2C 1 s)
+  --soft-health       also print the soft-health table: no failure, one backend slows down
+                      4x at 50% (unannounced), attempts time out after 1 s; policies with
+                      the passive-health rules -> with soft health added (SoftHealth's
+                      defaults)
   --flaky-share X     the share of responses the flaky backend fails [0.3]
   --reject-share X    the share of requests the rejecting backend turns away [0.5]
   --out DIR           folder for the charts [target/simulate]
@@ -102,6 +106,7 @@ struct Args {
     charts: bool,
     health_table: bool,
     intermittent_table: bool,
+    soft_table: bool,
 }
 
 /// The policies of the passive-health table (all of them with `--policies`), with the bounded
@@ -127,6 +132,7 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         charts: true,
         health_table: true,
         intermittent_table: false,
+        soft_table: false,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -173,6 +179,7 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
             "--passive-health" => *c = c.passive(true),
             "--no-health-table" => a.health_table = false,
             "--intermittent" => a.intermittent_table = true,
+            "--soft-health" => a.soft_table = true,
             "--no-keys" => c.keys = 0,
             "--no-cache" => c.cache = 0,
             "--policies" => {
@@ -447,6 +454,52 @@ fn intermittent_table(args: &Args, config: &Config, workload: &Workload) -> Resu
     Ok(())
 }
 
+/// The policies of the soft-health table, with the bounded rings and Maglev: the policies
+/// that use weights (with `--policies`, those named).
+const SOFT_TABLE: &[&str] = &[
+    "weighted-round-robin",
+    "random",
+    "least-connections",
+    "p2c",
+    "peak-ewma",
+];
+
+/// The soft-health table: a slow backend, the health rules alone -> with soft health (see
+/// `--soft-health`).
+fn soft_table(args: &Args, config: &Config, workload: &Workload) -> Result<(), String> {
+    let rows: Vec<Row> = rows(args)?
+        .into_iter()
+        .filter(|(name, ..)| {
+            args.policies.is_some()
+                || SOFT_TABLE.contains(&name.as_str())
+                || name.starts_with("ring+")
+                || name.starts_with("maglev+")
+        })
+        .collect();
+    let before = config.slow_backend(false);
+    let after = config.slow_backend(true);
+    let (_, slow) = config.victims();
+    let from = workload.span.mul_f64(0.5);
+    println!(
+        "\nsoft health: the same run, but no backend fails and at {:.1} s {} turns {}x slower \
+         (unannounced)\n{}\n\
+         before: the passive-health rules (5 failures in a row eject, panic threshold, slow \
+         start)\n\
+         after: those and soft health (SoftHealth's defaults: 1 s interval, latency tolerance \
+         1.5x the median, floor 0.05)\n",
+        from.as_secs_f64(),
+        backend_id(slow),
+        before.slowdown.unwrap_or(4.0),
+        client(&before).split(';').next().unwrap_or_default(),
+    );
+    let pairs = run_rows("soft health before", &before, workload, &rows)?
+        .into_iter()
+        .zip(run_rows("soft health after", &after, workload, &rows)?)
+        .collect::<Vec<_>>();
+    print!("{}", report::soft_table(&pairs, slow, from));
+    Ok(())
+}
+
 fn simulate(args: &Args) -> Result<(), String> {
     let rows = rows(args)?;
     let config = &args.config;
@@ -519,6 +572,9 @@ fn simulate(args: &Args) -> Result<(), String> {
     }
     if args.intermittent_table && config.fail {
         intermittent_table(args, config, &workload)?;
+    }
+    if args.soft_table {
+        soft_table(args, config, &workload)?;
     }
     if !args.charts {
         eprintln!("simulate: done in {:.1} s", started.elapsed().as_secs_f64());

@@ -242,3 +242,50 @@ pub fn health_table(
     }
     out
 }
+
+/// The soft-health table: per policy, p99, p99.9, timeouts and failed requests, and the share
+/// of the time after `from` that `backend` was ejected, each before -> after.
+pub fn soft_table(pairs: &[(Outcome, Outcome)], backend: usize, from: Duration) -> String {
+    let name_width = pairs
+        .iter()
+        .map(|(o, _)| o.policy.len())
+        .max()
+        .unwrap_or(0)
+        .max("policy".len());
+    let ejected = format!("{} ejected", backend_id(backend));
+    let columns = [
+        "p99 ms",
+        "p99.9 ms",
+        "timeouts",
+        "failed requests",
+        &ejected,
+    ];
+    let mut header = format!("{:<name_width$}", "policy");
+    for c in columns {
+        header.push_str(&format!(" {c:>17}"));
+    }
+    let mut out = header.clone();
+    out.push('\n');
+    out.push_str(&"-".repeat(header.len()));
+    out.push('\n');
+    for (before, after) in pairs {
+        let share = |o: &Outcome| format!("{:.0}%", o.ejected_share(backend, from) * 100.0);
+        let cells = [
+            (millis(before.quantile(0.99)), millis(after.quantile(0.99))),
+            (
+                millis(before.quantile(0.999)),
+                millis(after.quantile(0.999)),
+            ),
+            (before.timeouts.to_string(), after.timeouts.to_string()),
+            (before.failed.to_string(), after.failed.to_string()),
+            (share(before), share(after)),
+        ];
+        let mut row = format!("{:<name_width$}", before.policy);
+        for (b, a) in cells {
+            row.push_str(&format!(" {:>17}", format!("{b} -> {a}")));
+        }
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
+}

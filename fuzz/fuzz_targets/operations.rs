@@ -69,7 +69,7 @@ use std::time::Duration;
 use arbitrary::{Result, Unstructured};
 use lbkit::{
     Backend, Balancer, Error, Failure, HashRing, Health, HealthConfig, Maglev, ManualClock,
-    OutlierDetection, Pick, Preset, PresetRing, Rendezvous, Request, SlowStart,
+    OutlierDetection, Pick, Preset, PresetRing, Rendezvous, Request, SlowStart, SoftHealth,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -181,6 +181,7 @@ struct Rules {
     detection: Option<OutlierDetection>,
     panic: Option<f64>,
     slow_start: Option<SlowStart>,
+    soft: Option<SoftHealth>,
 }
 
 /// Percentages of the set that make the cap's rounding matter for small sets.
@@ -250,6 +251,38 @@ fn rules(u: &mut Unstructured<'_>) -> Result<(Rules, bool)> {
         2 => r.slow_start = Some(SlowStart::new(Duration::from_millis(100))),
         _ => r.slow_start = Some(SlowStart::new(Duration::from_secs(1))),
     }
+    // Soft health changes weights only, never who is eligible: the model's eligibility is
+    // unchanged by it, and the accounting must hold through its sweeps.
+    match u.int_in_range(0..=2u8)? {
+        0 => {}
+        1 => {
+            let soft = SoftHealth {
+                interval: duration(u)?,
+                request_volume: u.int_in_range(0..=3)?,
+                minimum_hosts: u.int_in_range(0..=3)?,
+                floor: float(u)?,
+                latency_tolerance: float(u)? * 2.0,
+                failure_tolerance: float(u)? / 2.0,
+            };
+            valid &= !soft.interval.is_zero()
+                && soft.request_volume >= 1
+                && soft.minimum_hosts >= 1
+                && soft.floor > 0.0
+                && soft.floor <= 1.0
+                && soft.latency_tolerance.is_finite()
+                && soft.latency_tolerance >= 1.0
+                && (0.0..=1.0).contains(&soft.failure_tolerance);
+            r.soft = Some(soft);
+        }
+        _ => {
+            r.soft = Some(SoftHealth {
+                interval: Duration::from_millis(100),
+                request_volume: 2,
+                minimum_hosts: 2,
+                ..SoftHealth::default()
+            })
+        }
+    }
     Ok((r, valid))
 }
 
@@ -263,6 +296,9 @@ fn apply(mut config: HealthConfig, rules: &Rules) -> HealthConfig {
     }
     if let Some(s) = rules.slow_start {
         config = config.slow_start(s);
+    }
+    if let Some(s) = rules.soft {
+        config = config.soft_health(s);
     }
     config
 }
@@ -919,6 +955,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                         detection: next.detection.or(model.rules.detection),
                         panic: next.panic.or(model.rules.panic),
                         slow_start: next.slow_start.or(model.rules.slow_start),
+                        soft: next.soft.or(model.rules.soft),
                     };
                     (apply(config.clone(), &next), merged)
                 } else {

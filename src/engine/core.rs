@@ -12,7 +12,9 @@ use crate::engine::pick::{Member, Pick};
 use crate::engine::policy::Policy;
 use crate::engine::rules::{apply_outlier_rules, effective_weight, Sweep};
 use crate::engine::snapshot::{Eligible, IdIndex, Snapshot, View};
+use crate::engine::soft::{apply_soft_health, SoftSweep};
 use crate::engine::state::{nanos, Feedback, State, NEVER};
+use crate::engine::state::{COUNT_LATENCY, COUNT_OUTCOMES};
 use crate::engine::sync::{ArcSwap, Guard, Mutex};
 use crate::error::{Error, NoPick};
 use crate::health::HealthConfig;
@@ -33,6 +35,34 @@ struct Writer {
     config: HealthConfig,
     /// The statistical ejection rules' intervals.
     sweep: Sweep,
+    /// Soft health's intervals.
+    soft: SoftSweep,
+}
+
+impl Writer {
+    /// The next time a sweep is due (a time-based change for the snapshot).
+    fn next_sweep(&self) -> u64 {
+        self.sweep.next_at.min(self.soft.next_at)
+    }
+
+    /// What reports must count for the sweeps that are on.
+    fn counting(&self) -> u8 {
+        let mut counting = 0;
+        if self.sweep.next_at != NEVER || self.soft.next_at != NEVER {
+            counting |= COUNT_OUTCOMES;
+        }
+        if self.soft.next_at != NEVER {
+            counting |= COUNT_LATENCY;
+        }
+        counting
+    }
+
+    /// The rules that act on reports and time: ejections (and the statistical sweep), then
+    /// soft health.
+    fn apply_rules<T>(&mut self, members: &[Arc<Entry<T>>], now: u64) {
+        apply_outlier_rules(members, &self.config, now, &mut self.sweep);
+        apply_soft_health(members, &self.config, now, &mut self.soft);
+    }
 }
 
 /// The shared body of every balancer: one policy, one snapshot pointer, one writer lock.
@@ -71,7 +101,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             })
             .collect();
         let sweep = Sweep::start(&members, &config, now);
-        feedback.set_counting(sweep.next_at != NEVER);
+        let soft = SoftSweep::start(&members, &config, now);
         feedback.set_counted(counted(&config));
         let snapshot = build(
             &policy,
@@ -79,19 +109,22 @@ impl<T, P: Policy<T>> Core<T, P> {
             None,
             None,
             &config,
-            sweep.next_at,
+            sweep.next_at.min(soft.next_at),
             now,
         )?;
         publish_caps(&snapshot);
+        let writer = Writer {
+            retired: AHashMap::new(),
+            config,
+            sweep,
+            soft,
+        };
+        feedback.set_counting(writer.counting());
         Ok(Core {
             policy,
             current: ArcSwap::from_pointee(snapshot),
             feedback,
-            writer: Mutex::new(Writer {
-                retired: AHashMap::new(),
-                config,
-                sweep,
-            }),
+            writer: Mutex::new(writer),
         })
     }
 
@@ -142,7 +175,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         let now = self.feedback.now_ns();
         self.feedback.take_dirty();
         let current = self.current.load_full();
-        apply_outlier_rules(&current.members, &writer.config, now, &mut writer.sweep);
+        writer.apply_rules(&current.members, now);
         // Same members: only a policy table can fail, and it did not for this set before.
         if let Ok(snapshot) = build(
             &self.policy,
@@ -150,7 +183,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             Some(&current.table),
             Some(Arc::clone(&current.ids)),
             &writer.config,
-            writer.sweep.next_at,
+            writer.next_sweep(),
             now,
         ) {
             self.current.store(Arc::new(snapshot));
@@ -342,7 +375,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             None,
             None,
             &writer.config,
-            writer.sweep.next_at,
+            writer.next_sweep(),
             now,
         ) {
             Ok(snapshot) => snapshot,
@@ -399,7 +432,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             Some(&current.table),
             Some(Arc::clone(&current.ids)),
             &writer.config,
-            writer.sweep.next_at,
+            writer.next_sweep(),
             now,
         ) {
             Ok(snapshot) => {
@@ -453,23 +486,27 @@ impl<T, P: Policy<T>> Core<T, P> {
         };
         self.feedback.set_counted(counted(&config));
         let (before, after) = (sweeps(&writer.config), sweeps(&config));
+        let soft = |c: &HealthConfig| c.soft_health.map(|h| h.interval);
+        let (soft_before, soft_after) = (soft(&writer.config), soft(&config));
         writer.config = config;
         match (before, after) {
             (Some(_), Some(interval)) if !new_clock => writer.sweep.reschedule(interval, now),
-            _ => {
-                writer.sweep = Sweep::start(&current.members, &writer.config, now);
-                self.feedback.set_counting(writer.sweep.next_at != NEVER);
-            }
+            _ => writer.sweep = Sweep::start(&current.members, &writer.config, now),
         }
+        match (soft_before, soft_after) {
+            (Some(_), Some(interval)) if !new_clock => writer.soft.reschedule(interval, now),
+            _ => writer.soft = SoftSweep::start(&current.members, &writer.config, now),
+        }
+        self.feedback.set_counting(writer.counting());
         let writer = &mut *writer;
-        apply_outlier_rules(&current.members, &writer.config, now, &mut writer.sweep);
+        writer.apply_rules(&current.members, now);
         let snapshot = build(
             &self.policy,
             current.members.clone(),
             None,
             Some(Arc::clone(&current.ids)),
             &writer.config,
-            writer.sweep.next_at,
+            writer.next_sweep(),
             now,
         )?;
         self.current.store(Arc::new(snapshot));
@@ -490,6 +527,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 in_flight: e.state.in_flight(),
                 health: e.state.health(),
                 ejected: e.state.ejected_until() != 0,
+                soft_weight: e.state.soft_weight(),
             })
             .collect()
     }

@@ -35,6 +35,7 @@ pub(crate) mod policy;
 pub(crate) mod rules;
 pub(crate) mod sequence;
 pub(crate) mod snapshot;
+pub(crate) mod soft;
 pub(crate) mod state;
 // The pure arithmetic of subsetting (issue #14); the stage that applies it when a set is
 // built comes next, so nothing calls it yet outside its tests.

@@ -10,9 +10,9 @@ use crate::engine::state::{State, FULL_WEIGHT, NEVER};
 use crate::health::{HealthConfig, OutlierDetection};
 use crate::placement::{id_hash, mix};
 
-/// Effective weights are scaled by this while slow start is configured, so that a ramp has
-/// resolution even for weight 1.
-const SLOW_START_SCALE: u64 = 1000;
+/// Effective weights are scaled by this while slow start or soft health is configured, so
+/// that a ramp or a multiplier has resolution even for weight 1.
+const WEIGHT_SCALE: u64 = 1000;
 
 /// When the statistical ejection rules ran last and run next (writer only).
 #[derive(Debug, Clone, Copy)]
@@ -245,29 +245,43 @@ fn rate((ok, failed): (u64, u64)) -> f64 {
     ok as f64 / (ok + failed) as f64
 }
 
-/// The weight a pick sees: the weight itself, or under slow start the weight scaled by
-/// [`SLOW_START_SCALE`] and ramped. Lowers `refresh_at` to the ramp's next step.
+/// The weight a pick sees: the weight itself, or under slow start or soft health the weight
+/// scaled by [`WEIGHT_SCALE`], ramped, and times the soft-health multiplier (at least 1).
+/// Lowers `refresh_at` to the ramp's next step.
 pub(crate) fn effective_weight<T>(
     e: &Entry<T>,
     config: &HealthConfig,
     now: u64,
     refresh_at: &mut u64,
 ) -> u64 {
+    let weight = ramped_weight(e, config, now, refresh_at);
+    if config.soft_health.is_none() {
+        return weight;
+    }
+    let soft = u128::from(e.state.soft_weight());
+    // At most `weight`: the multiplier is at most 1.
+    ((u128::from(weight) * soft) >> 16).max(1) as u64
+}
+
+/// The weight before soft health: scaled (if a rule needs the resolution) and ramped.
+fn ramped_weight<T>(e: &Entry<T>, config: &HealthConfig, now: u64, refresh_at: &mut u64) -> u64 {
     let weight = u64::from(e.weight);
     let Some(slow_start) = config.slow_start else {
-        return weight;
+        return if config.soft_health.is_some() {
+            weight * WEIGHT_SCALE
+        } else {
+            weight
+        };
     };
     let start = e.state.ramp_start();
     let window = u64::try_from(slow_start.window.as_nanos()).unwrap_or(u64::MAX);
     let elapsed = now.saturating_sub(start);
     if start == FULL_WEIGHT || elapsed >= window {
-        return weight * SLOW_START_SCALE;
+        return weight * WEIGHT_SCALE;
     }
     // Re-weigh 32 times over the window.
     let step = (window / 32).max(1);
     *refresh_at = (*refresh_at).min(now.saturating_add(step).min(start.saturating_add(window)));
     let factor = slow_start.factor(std::time::Duration::from_nanos(elapsed));
-    ((weight * SLOW_START_SCALE) as f64 * factor)
-        .round()
-        .max(1.0) as u64
+    ((weight * WEIGHT_SCALE) as f64 * factor).round().max(1.0) as u64
 }

@@ -33,8 +33,9 @@ pub(crate) struct Feedback {
     failure_load_ms: Option<f64>,
     /// Set by a report that may change who is eligible; cleared by the rebuild applying it.
     dirty: AtomicBool,
-    /// Whether reports are counted per backend for the statistical ejection rules.
-    counting: AtomicBool,
+    /// What reports count per backend for the rules that sweep: [`COUNT_OUTCOMES`] (the
+    /// statistical ejection rules, soft health), [`COUNT_LATENCY`] (soft health).
+    counting: AtomicU8,
     /// The kinds of failure that count toward ejection ([`FailureClasses::bits`]).
     counted: AtomicU8,
 }
@@ -62,7 +63,7 @@ impl Feedback {
             failure_threshold: AtomicU32::new(failure_threshold.unwrap_or(u32::MAX)),
             latency,
             dirty: AtomicBool::new(false),
-            counting: AtomicBool::new(false),
+            counting: AtomicU8::new(0),
             counted: AtomicU8::new(FailureClasses::default().bits()),
         }
     }
@@ -80,15 +81,16 @@ impl Feedback {
         self.counted.load(Ordering::Relaxed) & failure.bit() != 0
     }
 
-    /// Writer only: whether reports are counted for the statistical ejection rules.
-    pub(crate) fn set_counting(&self, counting: bool) {
+    /// Writer only: what reports count for the rules that sweep ([`COUNT_OUTCOMES`],
+    /// [`COUNT_LATENCY`]).
+    pub(crate) fn set_counting(&self, counting: u8) {
         // Relaxed: a report that reads the old value counts once more or less, in the interval
         // that the change of rules starts anyway.
         self.counting.store(counting, Ordering::Relaxed);
     }
 
     #[inline]
-    fn counting(&self) -> bool {
+    fn counting(&self) -> u8 {
         // Relaxed: see `set_counting`.
         self.counting.load(Ordering::Relaxed)
     }
@@ -147,11 +149,35 @@ pub(crate) fn nanos(clock: &dyn Clock) -> u64 {
     u64::try_from(clock.now().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// [`Feedback::set_counting`]: reports count successes and failures.
+pub(crate) const COUNT_OUTCOMES: u8 = 1;
+/// [`Feedback::set_counting`]: successes count their latency too.
+pub(crate) const COUNT_LATENCY: u8 = 2;
+
+/// A soft-health multiplier of 1: the backend's full weight (see [`State::soft_weight`]).
+pub(crate) const FULL_SOFT_WEIGHT: u32 = 1 << 16;
+
+/// [`State::latencies`] packs the count of latencies in the bits from here up.
+const LATENCY_COUNT_SHIFT: u32 = 44;
+
 /// "Not ramping": the value of [`State::ramp_start`] for a backend at full weight.
 pub(crate) const FULL_WEIGHT: u64 = u64::MAX;
 
 /// "No time-based change due": a refresh time that never comes.
 pub(crate) const NEVER: u64 = u64::MAX;
+
+/// One backend's reports in a soft-health interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SoftCounts {
+    /// Successes as the rules see them (with failures of kinds not counted).
+    pub(crate) successes: u64,
+    /// Failures of the kinds counted.
+    pub(crate) failures: u64,
+    /// Successes reported with a latency.
+    pub(crate) timed: u64,
+    /// The sum of their latencies, in microseconds.
+    pub(crate) latency_us: u64,
+}
 
 /// What [`State::revive`] changed, to undo it.
 pub(crate) struct Revival {
@@ -162,6 +188,7 @@ pub(crate) struct Revival {
     failures: u32,
     tripped_at: u64,
     ramp_start: u64,
+    soft_weight: u32,
 }
 
 /// One backend's counters. Fields written only by the writer (under its lock) are marked so.
@@ -202,6 +229,15 @@ pub(crate) struct State {
     failures: AtomicU64,
     /// Writer only: `successes` and `failures` at the last sweep of those rules.
     swept: (AtomicU64, AtomicU64),
+    /// The latencies of successes reported since the state was made, counted while soft
+    /// health is on: their count times 2^44 plus their sum in microseconds, wrapping (an
+    /// interval's difference decodes exactly while it holds under 2^20 successes and 2^44 us).
+    latencies: AtomicU64,
+    /// Writer only: `successes`, `failures` and `latencies` at the last soft-health sweep.
+    soft_seen: [AtomicU64; 3],
+    /// Writer only: the soft-health multiplier on the effective weight, in 2^-16 units
+    /// ([`FULL_SOFT_WEIGHT`] when healthy).
+    soft_weight: AtomicU32,
     /// Recent failures as load, when failures weigh on load: the clock in milliseconds at the
     /// last failure (high 40 bits) and the faded weight then, in [`FAILURE_UNIT`]s of one
     /// request in flight (low 24 bits). See [`State::failure_load`].
@@ -239,6 +275,9 @@ impl State {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             swept: (AtomicU64::new(0), AtomicU64::new(0)),
+            latencies: AtomicU64::new(0),
+            soft_seen: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            soft_weight: AtomicU32::new(FULL_SOFT_WEIGHT),
             recent_failures: AtomicU64::new(0),
             feedback: Arc::clone(feedback),
         }
@@ -403,7 +442,7 @@ impl State {
 
     /// Writer only: a removed backend whose picks are still held joins again as a new
     /// backend would: `Up`, not ejected and never ejected before (multiplier 0), with no run
-    /// of failures, ramping from `now` if `ramp`. (Only the held picks' in-flight count
+    /// of failures, its full soft-health weight, ramping from `now` if `ramp`. (Only the held picks' in-flight count
     /// carries over.) Returns what [`State::undo_revive`] restores if the update fails.
     pub(crate) fn revive(&self, now: u64, ramp: bool) -> Revival {
         // Relaxed loads and stores, as every writer-only field (see `ejected_until`); the
@@ -416,8 +455,10 @@ impl State {
             failures: self.consecutive_failures.load(Ordering::Relaxed),
             tripped_at: self.tripped_at.load(Ordering::Relaxed),
             ramp_start: self.ramp_start(),
+            soft_weight: self.soft_weight(),
         };
         self.set_health(Health::Up);
+        self.set_soft_weight(FULL_SOFT_WEIGHT);
         self.forget_ejections();
         self.clear_failures();
         self.restart_ramp(if ramp { now } else { FULL_WEIGHT });
@@ -436,6 +477,7 @@ impl State {
             .store(saved.failures, Ordering::Relaxed);
         self.tripped_at.store(saved.tripped_at, Ordering::Relaxed);
         self.restart_ramp(saved.ramp_start);
+        self.set_soft_weight(saved.soft_weight);
     }
 
     pub(crate) fn consecutive_failures(&self) -> u32 {
@@ -480,6 +522,41 @@ impl State {
         )
     }
 
+    /// Writer only: the successes, failures, and latencies of successes (count, sum in
+    /// microseconds) reported since the last call, for soft health's interval.
+    pub(crate) fn take_soft_interval(&self) -> SoftCounts {
+        // Relaxed: as in `take_interval`.
+        let now = [
+            self.successes.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+            self.latencies.load(Ordering::Relaxed),
+        ];
+        let mut diff = [0u64; 3];
+        for ((seen, now), diff) in self.soft_seen.iter().zip(now).zip(&mut diff) {
+            // Writer only: plain loads and stores.
+            *diff = now.wrapping_sub(seen.load(Ordering::Relaxed));
+            seen.store(now, Ordering::Relaxed);
+        }
+        SoftCounts {
+            successes: diff[0],
+            failures: diff[1],
+            timed: diff[2] >> LATENCY_COUNT_SHIFT,
+            latency_us: diff[2] & ((1 << LATENCY_COUNT_SHIFT) - 1),
+        }
+    }
+
+    /// Writer only: the soft-health multiplier, in 2^-16 units of the weight.
+    pub(crate) fn soft_weight(&self) -> u32 {
+        // Relaxed, as every writer-only field (see `ejected_until`).
+        self.soft_weight.load(Ordering::Relaxed)
+    }
+
+    /// Writer only: sets the soft-health multiplier (published by the snapshot that follows).
+    pub(crate) fn set_soft_weight(&self, weight: u32) {
+        // Relaxed, as every writer-only field (see `ejected_until`).
+        self.soft_weight.store(weight, Ordering::Relaxed);
+    }
+
     /// Writer only: lowers the ejection multiplier by `by` (intervals spent not ejected).
     pub(crate) fn decay_ejections(&self, by: u32) {
         let times = self.ejections();
@@ -493,6 +570,14 @@ impl State {
     /// A request on this backend succeeded after `latency`.
     pub(crate) fn report_success(&self, latency: Duration) {
         self.report_success_to_rules();
+        if self.feedback.counting() & COUNT_LATENCY != 0 {
+            let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+            let us = us.min((1 << LATENCY_COUNT_SHIFT) - 1);
+            // Relaxed: a count, read by the sweep (see `take_soft_interval`); one add for the
+            // count and the sum together, wrapping by design.
+            self.latencies
+                .fetch_add((1 << LATENCY_COUNT_SHIFT) + us, Ordering::Relaxed);
+        }
         if let Some(tracking) = self.feedback.latency {
             self.observe_latency(latency, tracking);
         }
@@ -507,7 +592,7 @@ impl State {
     /// A success as the ejection rules see it: the run of failures ends, and the statistical
     /// rules count one success. (Also a failure of a kind that does not count.)
     pub(crate) fn report_success_to_rules(&self) {
-        if self.feedback.counting() {
+        if self.feedback.counting() & COUNT_OUTCOMES != 0 {
             // Relaxed: a count, read by the sweep (see `take_interval`).
             self.successes.fetch_add(1, Ordering::Relaxed);
         }
@@ -519,7 +604,7 @@ impl State {
 
     /// A request on this backend failed.
     pub(crate) fn report_failure(&self) {
-        if self.feedback.counting() {
+        if self.feedback.counting() & COUNT_OUTCOMES != 0 {
             // Relaxed: as in `report_success`.
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
