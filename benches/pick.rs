@@ -26,7 +26,7 @@
 //! * `sweep/1000`: the statistical ejection rules' sweep over 1000 backends, each with
 //!   enough reports: a pick that finds it due (the clock moved one interval), which runs the
 //!   sweep and rebuilds; beside it a pick after a health change, which only rebuilds; and
-//!   soft health's sweep the same way (weighted round robin, whose rebuild is its schedule).
+//!   soft health's sweep the same way (P2C, whose rebuild is O(n) whatever the weights).
 //!
 //! `least-connections+failure_penalty` and `p2c+failure_penalty` in the pick groups: the
 //! policies with failures weighing as load, no failure reported (the option's cost to a pick).
@@ -309,9 +309,11 @@ fn sweep(c: &mut Criterion) {
         })
     });
     // Soft health's sweep: every backend judged (20 successes each an interval, one in
-    // twenty slower), then weighted round robin's schedule rebuilt.
+    // twenty slower), then the snapshot rebuilt. P2C, whose rebuild (an alias table) is O(n)
+    // whatever the weights, beside its rebuild alone, so that the difference is the sweep.
     let soft_clock = ManualClock::new();
-    let soft = WeightedRoundRobin::builder()
+    let soft = PowerOfTwoChoices::builder()
+        .seed(1)
         .health(
             HealthConfig::new()
                 .clock(soft_clock.clone())
@@ -319,13 +321,19 @@ fn sweep(c: &mut Criterion) {
         )
         .build(backends(n))
         .unwrap();
-    let total: u32 = backends(n).iter().map(|b| b.weight()).sum();
-    g.bench_function("weighted-round-robin/pick+soft-sweep+rebuild", |b| {
+    g.bench_function("p2c/pick+soft-sweep+rebuild", |b| {
         b.iter_batched(
             || {
-                for i in 0..20 * total {
-                    let ms = if i % 20 == 0 { 40 } else { 10 };
-                    soft.pick(&req).unwrap().success(Duration::from_millis(ms));
+                for status in soft.status() {
+                    for i in 0..20 {
+                        let ms = if i == 0 && status.weight() == 4 {
+                            40
+                        } else {
+                            10
+                        };
+                        let pick = soft.pick(&Request::new().prefer(status.id())).unwrap();
+                        pick.success(Duration::from_millis(ms));
+                    }
                 }
             },
             |()| {
@@ -335,13 +343,13 @@ fn sweep(c: &mut Criterion) {
             criterion::BatchSize::PerIteration,
         )
     });
-    let weighted = WeightedRoundRobin::new(backends(n)).unwrap();
-    g.bench_function("weighted-round-robin/set_health+rebuild", |b| {
+    let p2c = PowerOfTwoChoices::with_seed(backends(n), 1).unwrap();
+    g.bench_function("p2c/set_health+rebuild", |b| {
         b.iter(|| {
             up = !up;
             let health = if up { Health::Up } else { Health::Draining };
-            weighted.set_health("10.0.0.0:8080", health).unwrap();
-            drop(black_box(weighted.pick(&req)))
+            p2c.set_health("10.0.0.0:8080", health).unwrap();
+            drop(black_box(p2c.pick(&req)))
         })
     });
     g.finish();

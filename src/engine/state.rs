@@ -193,56 +193,62 @@ pub(crate) struct Revival {
 
 /// One backend's counters. Fields written only by the writer (under its lock) are marked so.
 ///
-/// Aligned to a 64-byte line of its own: two threads picking different backends never share
-/// a line. (128 would also keep adjacent-line prefetch apart, but inside an `Arc` it doubles
+/// Aligned to 64-byte lines of its own: two threads picking different backends never share
+/// a line. Laid out in order (`repr(C)`) so that what a pick or a report touches (the
+/// in-flight count and cap, the failure run, recent failures, the latency score, the feedback
+/// pointer, the success count) sits on the first line, and what only the writer's rules and
+/// sweeps read on the lines after. (128 would also keep adjacent-line prefetch apart, but inside an `Arc` it doubles
 /// the memory to 256 bytes per backend, and at 1000 backends the misses that cost more are
 /// those of a working set that no longer fits the cache.)
 #[derive(Debug)]
-#[repr(align(64))]
+#[repr(C, align(64))]
 pub(crate) struct State {
+    // The first line: what every pick and report touches.
     in_flight: AtomicUsize,
     /// The backend's hard cap on picks held at once, 0 for none. Written by the writer
     /// (under its lock) after a snapshot with the new value is built and before it is
     /// published; read by every acquire on the same cache line as `in_flight`.
     max_in_flight: AtomicU32,
-    health: AtomicU8,
     consecutive_failures: AtomicU32,
+    /// Recent failures as load, when failures weigh on load: the clock in milliseconds at the
+    /// last failure (high 40 bits) and the faded weight then, in [`FAILURE_UNIT`]s of one
+    /// request in flight (low 24 bits). See [`State::failure_load`].
+    recent_failures: AtomicU64,
+    /// Peak EWMA as a log score: ln(cost in ns) + stamp / decay (see `PeakEwma`).
+    score: AtomicU64,
+    /// Clock nanoseconds of the last latency observation.
+    stamp: AtomicU64,
+    feedback: Arc<Feedback>,
+    /// Successes and failures reported since the state was made, counted while the
+    /// statistical ejection rules are on.
+    successes: AtomicU64,
+    health: AtomicU8,
+    // The second: failure counts and the writer's rules.
+    failures: AtomicU64,
+    /// The latencies of successes reported since the state was made, counted while soft
+    /// health is on: their count times 2^44 plus their sum in microseconds, wrapping (an
+    /// interval's difference decodes exactly while it holds under 2^20 successes and 2^44 us).
+    latencies: AtomicU64,
     /// Writer only: the end of the current ejection in clock nanoseconds, 0 if not ejected.
     ejected_until: AtomicU64,
     /// One more than the clock nanoseconds of the report that crossed the failure threshold (0
     /// if none since the run was cleared): an ejection runs from then, not from the rebuild
     /// that applies it.
     tripped_at: AtomicU64,
-    /// Writer only: the ejection multiplier (how many times ejected, decayed).
-    ejections: AtomicU32,
     /// Writer only: when the last ejection ended.
     returned_at: AtomicU64,
     /// Writer only: when the slow-start ramp began, or [`FULL_WEIGHT`].
     ramp_start: AtomicU64,
-    /// Peak EWMA as a log score: ln(cost in ns) + stamp / decay (see `PeakEwma`).
-    score: AtomicU64,
-    /// Clock nanoseconds of the last latency observation.
-    stamp: AtomicU64,
-    /// Successes and failures reported since the state was made, counted while the
-    /// statistical ejection rules are on.
-    successes: AtomicU64,
-    failures: AtomicU64,
-    /// Writer only: `successes` and `failures` at the last sweep of those rules.
-    swept: (AtomicU64, AtomicU64),
-    /// The latencies of successes reported since the state was made, counted while soft
-    /// health is on: their count times 2^44 plus their sum in microseconds, wrapping (an
-    /// interval's difference decodes exactly while it holds under 2^20 successes and 2^44 us).
-    latencies: AtomicU64,
-    /// Writer only: `successes`, `failures` and `latencies` at the last soft-health sweep.
-    soft_seen: [AtomicU64; 3],
+    /// Writer only: the ejection multiplier (how many times ejected, decayed).
+    ejections: AtomicU32,
     /// Writer only: the soft-health multiplier on the effective weight, in 2^-16 units
     /// ([`FULL_SOFT_WEIGHT`] when healthy).
     soft_weight: AtomicU32,
-    /// Recent failures as load, when failures weigh on load: the clock in milliseconds at the
-    /// last failure (high 40 bits) and the faded weight then, in [`FAILURE_UNIT`]s of one
-    /// request in flight (low 24 bits). See [`State::failure_load`].
-    recent_failures: AtomicU64,
-    feedback: Arc<Feedback>,
+    // The third: what only the sweeps read.
+    /// Writer only: `successes` and `failures` at the last sweep of those rules.
+    swept: (AtomicU64, AtomicU64),
+    /// Writer only: `successes`, `failures` and `latencies` at the last soft-health sweep.
+    soft_seen: [AtomicU64; 3],
 }
 
 /// One request in flight in the units of [`State::failure_load`] (a failure weighs one).
@@ -641,9 +647,13 @@ impl State {
     pub(crate) fn failure_load(&self, now_ms: impl FnOnce() -> u64) -> u64 {
         // Relaxed: advisory, like the in-flight count it is added to.
         let packed = self.recent_failures.load(Ordering::Relaxed);
+        if packed & LOAD_MASK == 0 {
+            // The common case, decided on this line alone.
+            return 0;
+        }
         match self.feedback.failure_load_ms {
-            Some(tau) if packed & LOAD_MASK != 0 => faded(packed, now_ms() & STAMP_MASK, tau),
-            _ => 0,
+            Some(tau) => faded(packed, now_ms() & STAMP_MASK, tau),
+            None => 0,
         }
     }
 
@@ -764,5 +774,29 @@ impl Default for State {
             None,
         ));
         State::new(&feedback, 0, false)
+    }
+}
+
+#[cfg(all(test, not(lbkit_loom)))]
+mod layout {
+    use super::State;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn what_picks_and_reports_touch_shares_the_first_line() {
+        for end in [
+            offset_of!(State, in_flight) + 8,
+            offset_of!(State, max_in_flight) + 4,
+            offset_of!(State, consecutive_failures) + 4,
+            offset_of!(State, recent_failures) + 8,
+            offset_of!(State, score) + 8,
+            offset_of!(State, stamp) + 8,
+            offset_of!(State, feedback) + 8,
+            offset_of!(State, successes) + 8,
+            offset_of!(State, health) + 1,
+        ] {
+            assert!(end <= 64, "{end}");
+        }
+        assert_eq!(size_of::<State>(), 192);
     }
 }

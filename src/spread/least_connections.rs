@@ -26,6 +26,7 @@ use crate::engine::core::{impl_balancer, Core};
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Eligible, Snapshot, View};
+use crate::engine::state::State;
 use crate::error::Error;
 use crate::request::Request;
 use crate::spread::choice::{check_failure_penalty, lighter, Loads};
@@ -132,14 +133,13 @@ impl FewestInFlight {
     fn scan(
         eligible: &[Eligible],
         start: usize,
-        loads: &Loads,
+        load: impl Fn(&State) -> u64,
         accept: impl Fn(usize) -> bool,
     ) -> Option<usize> {
         let n = eligible.len();
         let mut order = (start..n).chain(0..start);
         let mut best = order.find(|&p| accept(eligible[p].index))?;
-        let (mut best_load, mut best_weight) =
-            (loads.of(&eligible[best].state), eligible[best].weight);
+        let (mut best_load, mut best_weight) = (load(&eligible[best].state), eligible[best].weight);
         for p in order {
             if best_load == 0 {
                 break;
@@ -148,7 +148,7 @@ impl FewestInFlight {
             if !accept(e.index) {
                 continue;
             }
-            let load = loads.of(&e.state);
+            let load = load(&e.state);
             if lighter(load, e.weight, best_load, best_weight) {
                 (best, best_load, best_weight) = (p, load, e.weight);
             }
@@ -182,8 +182,14 @@ impl<T> Policy<T> for FewestInFlight {
             return None;
         }
         let start = (self.cursor.next() % n as u64) as usize;
-        let loads = Loads::new(self.failure_penalty.is_some());
-        Some(snap.eligible[Self::scan(&snap.eligible, start, &loads, accept)?].index)
+        // Two loops, so that the plain one reads nothing but the counts.
+        let best = if self.failure_penalty.is_some() {
+            let loads = Loads::new(true);
+            Self::scan(&snap.eligible, start, |s| loads.of(s), accept)
+        } else {
+            Self::scan(&snap.eligible, start, |s| s.in_flight() as u64, accept)
+        };
+        Some(snap.eligible[best?].index)
     }
 
     fn choose_n(
