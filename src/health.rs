@@ -43,7 +43,10 @@
 //!   answers by default, since a backend shedding load is working and ejecting it moves its
 //!   load onto the others ([`FailureClasses::all`] counts every one, as gRPC does). A kind not
 //!   counted is a success for the rules: it ends a run of failures (as a non-5xx answer ends
-//!   Envoy's `consecutive_5xx` run) and counts as a success in the interval.
+//!   Envoy's `consecutive_5xx` run) and counts as a success in the interval. With
+//!   [`OutlierDetection::consecutive_local_origin_failures`] (Envoy's
+//!   `split_external_local_origin_errors`), local-origin failures are counted apart instead:
+//!   their own run and threshold, ended by any answer, and invisible to the other rules.
 //! * **Panic threshold** (Envoy's): when fewer than this share of the backends that could
 //!   serve (weight above 0, not draining) are healthy (up and not ejected), health is ignored
 //!   and every one of them is eligible again, rather than crushing the survivors. Backends
@@ -187,6 +190,12 @@ impl HealthConfig {
             if o.consecutive_failures == 0 {
                 return Err(Error::config("consecutive_failures", "must be at least 1"));
             }
+            if o.consecutive_local_origin_failures == Some(0) {
+                return Err(Error::config(
+                    "consecutive_local_origin_failures",
+                    "must be at least 1",
+                ));
+            }
             if o.base_ejection_time.is_zero() {
                 return Err(Error::config("base_ejection_time", "must be above zero"));
             }
@@ -309,6 +318,14 @@ pub struct OutlierDetection {
     /// overload answers). A failure of a kind not counted counts as a success for the rules
     /// (it ends a run of failures, as a non-5xx answer ends Envoy's `consecutive_5xx` run).
     pub counted: FailureClasses,
+    /// Local-origin failures counted apart (Envoy's `split_external_local_origin_errors`
+    /// with `consecutive_local_origin_failure`; default off): with `Some(k)`, `k`
+    /// [`Failure::LocalOrigin`] reports in a row eject the backend, any answer (a success, an
+    /// error or an overload answer: the connection worked) ends that run, and local-origin
+    /// failures no longer count toward the rules above, neither as failures nor as successes
+    /// (they neither extend nor end a run of answered failures, and the statistical rules see
+    /// only answers). `Some(0)` is an error.
+    pub consecutive_local_origin_failures: Option<u32>,
 }
 
 impl Default for OutlierDetection {
@@ -322,6 +339,7 @@ impl Default for OutlierDetection {
             success_rate: None,
             failure_percentage: None,
             counted: FailureClasses::default(),
+            consecutive_local_origin_failures: None,
         }
     }
 }

@@ -144,3 +144,101 @@ fn every_kind_costs_peak_ewma_and_retry_after_is_a_floor() {
     }
     assert!(lb.status().iter().all(|s| s.in_flight() == 0));
 }
+
+fn split(local: u32) -> OutlierDetection {
+    OutlierDetection {
+        consecutive_local_origin_failures: Some(local),
+        ..OutlierDetection::default()
+    }
+}
+
+#[test]
+fn local_origin_failures_counted_apart_eject_on_their_own_threshold() {
+    let clock = ManualClock::new();
+    let lb = balancer(&clock, split(3));
+    // Three local-origin failures in a row: ejected (the answered rule needs five).
+    report(&lb, "a", &[Some(Failure::LocalOrigin); 3]);
+    assert!(ejected(&lb, "a"));
+    // Two, then any answer (here an error answer: the connection worked), then two: the
+    // answer ended the local-origin run.
+    let l = Some(Failure::LocalOrigin);
+    report(&lb, "b", &[l, l, Some(Failure::Error), l, l]);
+    assert!(!ejected(&lb, "b"));
+    report(&lb, "c", &[l, l, Some(OVERLOADED), l, l, None, l, l]);
+    assert!(!ejected(&lb, "c"));
+}
+
+#[test]
+fn local_origin_failures_counted_apart_neither_extend_nor_end_an_answered_run() {
+    let clock = ManualClock::new();
+    let lb = balancer(&clock, split(10));
+    let (e, l) = (Some(Failure::Error), Some(Failure::LocalOrigin));
+    // Four errors, two local-origin failures, one error: five answered failures in a row.
+    report(&lb, "a", &[e, e, e, e, l, l, e]);
+    assert!(ejected(&lb, "a"));
+    // Without the split, the same reports are seven failures in a row, and four local-origin
+    // failures among four errors count too.
+    let lb = balancer(&clock, OutlierDetection::default());
+    report(&lb, "b", &[e, e, l, l]);
+    assert!(!ejected(&lb, "b"));
+    report(&lb, "b", &[e]);
+    assert!(ejected(&lb, "b"));
+    // With the split, four local-origin failures and four errors eject nothing.
+    let lb = balancer(&clock, split(5));
+    report(&lb, "c", &[e, l, e, l, e, l, e, l]);
+    assert!(!ejected(&lb, "c"));
+}
+
+#[test]
+fn local_origin_failures_counted_apart_are_not_seen_by_the_statistical_rules() {
+    let clock = ManualClock::new();
+    let rules = OutlierDetection {
+        failure_percentage: Some(FailurePercentageEjection {
+            threshold: 50,
+            minimum_hosts: 1,
+            request_volume: 9,
+            ..FailurePercentageEjection::default()
+        }),
+        consecutive_failures: u32::MAX,
+        max_ejection_percent: 100.0,
+        ..split(u32::MAX)
+    };
+    let lb = balancer(&clock, rules);
+    // Two local-origin failures to each success: 67% of the requests failed, but for the
+    // statistical rules "a" has 9 answers, all successes.
+    let mut kinds = Vec::new();
+    for _ in 0..9 {
+        kinds.extend([Some(Failure::LocalOrigin), Some(Failure::LocalOrigin), None]);
+    }
+    report(&lb, "a", &kinds);
+    // And "b": 10 errors among 10 answers: 100% failures.
+    report(&lb, "b", &[Some(Failure::Error); 10]);
+    clock.advance(Duration::from_secs(10));
+    lb.pick(&Request::new())
+        .unwrap()
+        .success(Duration::from_millis(1));
+    assert!(!ejected(&lb, "a"));
+    assert!(ejected(&lb, "b"));
+    // Without the split, "a"'s 18 local-origin failures of 27 (67%) eject it.
+    let lb = balancer(
+        &clock,
+        OutlierDetection {
+            consecutive_local_origin_failures: None,
+            ..rules
+        },
+    );
+    report(&lb, "a", &kinds);
+    clock.advance(Duration::from_secs(10));
+    lb.pick(&Request::new())
+        .unwrap()
+        .success(Duration::from_millis(1));
+    assert!(ejected(&lb, "a"));
+}
+
+#[test]
+fn a_local_origin_threshold_of_zero_is_a_typed_error() {
+    let built = RoundRobin::builder()
+        .health(HealthConfig::new().outlier_detection(split(0)))
+        .build([Backend::new("a", ())]);
+    assert!(matches!(built, Err(lbkit::Error::InvalidConfig { .. })));
+}

@@ -376,6 +376,42 @@ fn non_finite_and_negative_health_parameters_are_typed_errors() {
                 "min_weight_percent",
             );
         }
+        let soft = |f: fn(f64) -> lbkit::SoftHealth| HealthConfig::new().soft_health(f(x));
+        let floor = soft(|x| lbkit::SoftHealth {
+            floor: x,
+            ..lbkit::SoftHealth::default()
+        });
+        if x > 0.0 && x <= 1.0 {
+            lb.set_health_config(floor).unwrap();
+        } else {
+            check(&format!("floor {x}"), floor, "soft_health.floor");
+        }
+        let latency = soft(|x| lbkit::SoftHealth {
+            latency_tolerance: x,
+            ..lbkit::SoftHealth::default()
+        });
+        if x.is_finite() && x >= 1.0 {
+            lb.set_health_config(latency).unwrap();
+        } else {
+            check(
+                &format!("latency_tolerance {x}"),
+                latency,
+                "soft_health.latency_tolerance",
+            );
+        }
+        let failures = soft(|x| lbkit::SoftHealth {
+            failure_tolerance: x,
+            ..lbkit::SoftHealth::default()
+        });
+        if in_share {
+            lb.set_health_config(failures).unwrap();
+        } else {
+            check(
+                &format!("failure_tolerance {x}"),
+                failures,
+                "soft_health.failure_tolerance",
+            );
+        }
         lb.set_health_config(HealthConfig::new()).unwrap();
         assert_eq!(summary(&lb), before);
     }
@@ -461,6 +497,7 @@ fn extreme_durations_and_clocks_saturate() {
                             request_volume: 0,
                         }),
                         counted: lbkit::FailureClasses::all(),
+                        consecutive_local_origin_failures: Some(1),
                     })
                     .slow_start(SlowStart {
                         window: Duration::MAX,

@@ -18,7 +18,7 @@ use arbitrary::{Result, Unstructured};
 use lbkit::{
     Backend, Balancer, Error, FailurePercentageEjection, HashRing, HealthConfig, JumpHash, Maglev,
     ManualClock, OutlierDetection, PeakEwma, Preset, PresetRing, Rendezvous, Request, SlowStart,
-    SuccessRateEjection,
+    SoftHealth, SuccessRateEjection,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -120,6 +120,11 @@ fn health(u: &mut Unstructured<'_>, clock: &ManualClock) -> Result<(HealthConfig
                 error: u.arbitrary()?,
                 overloaded: u.arbitrary()?,
             },
+            consecutive_local_origin_failures: if u.arbitrary()? {
+                Some(small(u)?)
+            } else {
+                None
+            },
         };
         let statistical = o.success_rate.is_some() || o.failure_percentage.is_some();
         valid &= o.consecutive_failures >= 1
@@ -132,7 +137,8 @@ fn health(u: &mut Unstructured<'_>, clock: &ManualClock) -> Result<(HealthConfig
             })
             && o.failure_percentage.map_or(true, |r| {
                 r.threshold <= 100 && r.enforcement_percentage <= 100
-            });
+            })
+            && o.consecutive_local_origin_failures != Some(0);
         config = config.outlier_detection(o);
     }
     if u.arbitrary()? {
@@ -151,6 +157,25 @@ fn health(u: &mut Unstructured<'_>, clock: &ManualClock) -> Result<(HealthConfig
             && s.aggression > 0.0
             && pct(s.min_weight_percent);
         config = config.slow_start(s);
+    }
+    if u.arbitrary()? {
+        let s = SoftHealth {
+            interval: duration(u)?,
+            request_volume: small(u)?,
+            minimum_hosts: small(u)?,
+            floor: float(u)?,
+            latency_tolerance: float(u)?,
+            failure_tolerance: float(u)?,
+        };
+        valid &= !s.interval.is_zero()
+            && s.request_volume >= 1
+            && s.minimum_hosts >= 1
+            && s.floor > 0.0
+            && s.floor <= 1.0
+            && s.latency_tolerance.is_finite()
+            && s.latency_tolerance >= 1.0
+            && (0.0..=1.0).contains(&s.failure_tolerance);
+        config = config.soft_health(s);
     }
     Ok((config, valid))
 }

@@ -103,6 +103,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         let sweep = Sweep::start(&members, &config, now);
         let soft = SoftSweep::start(&members, &config, now);
         feedback.set_counted(counted(&config));
+        feedback.set_local_threshold(local_threshold(&config));
         let snapshot = build(
             &policy,
             members.into(),
@@ -460,7 +461,10 @@ impl<T, P: Policy<T>> Core<T, P> {
             config.outlier_detection.map(|o| o.consecutive_failures),
         );
         let current = self.current.load_full();
-        let threshold = |c: &HealthConfig| c.outlier_detection.map(|o| o.consecutive_failures);
+        let threshold = |c: &HealthConfig| {
+            c.outlier_detection
+                .map(|o| (o.consecutive_failures, o.consecutive_local_origin_failures))
+        };
         let new_threshold = threshold(&writer.config) != threshold(&config);
         for e in current.members.iter() {
             let s = &e.state;
@@ -485,6 +489,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 .map(|o| o.interval)
         };
         self.feedback.set_counted(counted(&config));
+        self.feedback.set_local_threshold(local_threshold(&config));
         let (before, after) = (sweeps(&writer.config), sweeps(&config));
         let soft = |c: &HealthConfig| c.soft_health.map(|h| h.interval);
         let (soft_before, soft_after) = (soft(&writer.config), soft(&config));
@@ -605,6 +610,13 @@ impl<'a> Avoided<'a> {
 }
 
 /// The kinds of failure that count toward ejection under `config`.
+/// Local-origin failures in a row that eject, if counted apart.
+fn local_threshold(config: &HealthConfig) -> Option<u32> {
+    config
+        .outlier_detection
+        .and_then(|o| o.consecutive_local_origin_failures)
+}
+
 fn counted(config: &HealthConfig) -> crate::health::FailureClasses {
     config
         .outlier_detection

@@ -126,12 +126,7 @@ impl<T> Pick<T> {
     /// [`OutlierDetection::counted`]: crate::OutlierDetection::counted
     pub fn failure_of(mut self, kind: Failure) {
         let state = &self.entry.state;
-        state.add_failure_load();
-        if state.counts(kind) {
-            state.report_failure();
-        } else {
-            state.report_success_to_rules();
-        }
+        state.report_failure_of(kind);
         if self.started != UNTRACKED {
             let floor = match kind {
                 Failure::Overloaded { retry_after } => retry_after,

@@ -92,7 +92,7 @@ pub(crate) fn apply_outlier_rules<T>(
     let max = nanos(rules.max_ejection_time);
     for e in members {
         let s = &e.state;
-        if s.ejected_until() != 0 || s.consecutive_failures() < rules.consecutive_failures {
+        if s.ejected_until() != 0 || !s.tripped(rules.consecutive_failures) {
             continue;
         }
         if ejected >= cap {

@@ -38,6 +38,12 @@ pub(crate) struct Feedback {
     counting: AtomicU8,
     /// The kinds of failure that count toward ejection ([`FailureClasses::bits`]).
     counted: AtomicU8,
+    /// Local-origin failures in a row that eject, when they are counted apart; 0 (never a
+    /// valid threshold) when they are not ([`OutlierDetection::consecutive_local_origin_failures`]).
+    ///
+    /// [`OutlierDetection::consecutive_local_origin_failures`]:
+    ///     crate::OutlierDetection::consecutive_local_origin_failures
+    local_threshold: AtomicU32,
 }
 
 /// Peak-EWMA parameters, in nanoseconds.
@@ -65,6 +71,7 @@ impl Feedback {
             dirty: AtomicBool::new(false),
             counting: AtomicU8::new(0),
             counted: AtomicU8::new(FailureClasses::default().bits()),
+            local_threshold: AtomicU32::new(0),
         }
     }
 
@@ -79,6 +86,21 @@ impl Feedback {
     pub(crate) fn counts(&self, failure: Failure) -> bool {
         // Relaxed: see `set_counted`.
         self.counted.load(Ordering::Relaxed) & failure.bit() != 0
+    }
+
+    /// Writer only: local-origin failures in a row that eject, counted apart (`None`: they
+    /// are not counted apart).
+    pub(crate) fn set_local_threshold(&self, threshold: Option<u32>) {
+        // Relaxed: as in `reconfigure`.
+        self.local_threshold
+            .store(threshold.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Local-origin failures in a row that eject; 0 when not counted apart.
+    #[inline]
+    pub(crate) fn local_threshold(&self) -> u32 {
+        // Relaxed: as in `reconfigure`.
+        self.local_threshold.load(Ordering::Relaxed)
     }
 
     /// Writer only: what reports count for the rules that sweep ([`COUNT_OUTCOMES`],
@@ -186,6 +208,7 @@ pub(crate) struct Revival {
     ejections: u32,
     returned_at: u64,
     failures: u32,
+    local_failures: u32,
     tripped_at: u64,
     ramp_start: u64,
     soft_weight: u32,
@@ -210,6 +233,9 @@ pub(crate) struct State {
     /// published; read by every acquire on the same cache line as `in_flight`.
     max_in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
+    /// Local-origin failures in a row, while they are counted apart.
+    local_failures: AtomicU32,
+    health: AtomicU8,
     /// Recent failures as load, when failures weigh on load: the clock in milliseconds at the
     /// last failure (high 40 bits) and the faded weight then, in [`FAILURE_UNIT`]s of one
     /// request in flight (low 24 bits). See [`State::failure_load`].
@@ -222,7 +248,6 @@ pub(crate) struct State {
     /// Successes and failures reported since the state was made, counted while the
     /// statistical ejection rules are on.
     successes: AtomicU64,
-    health: AtomicU8,
     // The second: failure counts and the writer's rules.
     failures: AtomicU64,
     /// The latencies of successes reported since the state was made, counted while soft
@@ -271,6 +296,7 @@ impl State {
             max_in_flight: AtomicU32::new(0),
             health: AtomicU8::new(Health::Up.to_u8()),
             consecutive_failures: AtomicU32::new(0),
+            local_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             tripped_at: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
@@ -459,6 +485,7 @@ impl State {
             ejections: self.ejections(),
             returned_at: self.returned_at(),
             failures: self.consecutive_failures.load(Ordering::Relaxed),
+            local_failures: self.local_failures.load(Ordering::Relaxed),
             tripped_at: self.tripped_at.load(Ordering::Relaxed),
             ramp_start: self.ramp_start(),
             soft_weight: self.soft_weight(),
@@ -481,6 +508,8 @@ impl State {
         self.returned_at.store(saved.returned_at, Ordering::Relaxed);
         self.consecutive_failures
             .store(saved.failures, Ordering::Relaxed);
+        self.local_failures
+            .store(saved.local_failures, Ordering::Relaxed);
         self.tripped_at.store(saved.tripped_at, Ordering::Relaxed);
         self.restart_ramp(saved.ramp_start);
         self.set_soft_weight(saved.soft_weight);
@@ -495,7 +524,72 @@ impl State {
     fn clear_failures(&self) {
         // Relaxed: a report racing with this store may be lost, which only delays ejection.
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.local_failures.store(0, Ordering::Relaxed);
         self.tripped_at.store(0, Ordering::Relaxed);
+    }
+
+    /// Local-origin failures in a row (while counted apart).
+    pub(crate) fn local_failures(&self) -> u32 {
+        // Relaxed: as `consecutive_failures`.
+        self.local_failures.load(Ordering::Relaxed)
+    }
+
+    /// Whether a run of failures has reached a threshold: `consecutive` answered failures, or
+    /// the local-origin threshold (if local-origin failures are counted apart).
+    pub(crate) fn tripped(&self, consecutive: u32) -> bool {
+        let local = self.feedback.local_threshold();
+        self.consecutive_failures() >= consecutive || (local != 0 && self.local_failures() >= local)
+    }
+
+    /// A request ended in a failure of `kind`: to each rule as it counts that kind.
+    pub(crate) fn report_failure_of(&self, kind: Failure) {
+        self.add_failure_load();
+        let local_threshold = self.feedback.local_threshold();
+        if local_threshold != 0 {
+            if kind == Failure::LocalOrigin {
+                self.report_local_failure(local_threshold);
+                return;
+            }
+            // An answer: the connection worked.
+            self.end_local_run();
+        }
+        if self.counts(kind) {
+            self.report_failure();
+        } else {
+            self.report_success_to_rules();
+        }
+    }
+
+    /// A local-origin failure counted apart: one more in the run; the report that reaches
+    /// `threshold` asks for a rebuild, as in `report_failure`.
+    fn report_local_failure(&self, threshold: u32) {
+        // Relaxed RMW: exact counting, saturating.
+        let before = self
+            .local_failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .unwrap_or(u32::MAX);
+        if before.saturating_add(1) == threshold {
+            self.trip();
+        }
+    }
+
+    /// Ends a run of local-origin failures (an answer came back).
+    #[inline]
+    fn end_local_run(&self) {
+        // Load first: avoid dirtying the line when there is nothing to reset. Relaxed: a
+        // racing failure may be lost, which only delays ejection.
+        if self.local_failures.load(Ordering::Relaxed) != 0 {
+            self.local_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A run crossed its threshold now: the ejection runs from here; ask for a rebuild.
+    fn trip(&self) {
+        // Relaxed: ordered for the rebuild by the Release below.
+        self.tripped_at
+            .store(self.feedback.now_ns().saturating_add(1), Ordering::Relaxed);
+        // Release: publishes the count to the rebuild (see `take_dirty`).
+        self.feedback.dirty.store(true, Ordering::Release);
     }
 
     /// Forgets when the threshold was crossed, keeping the failure count.
@@ -604,8 +698,10 @@ impl State {
         }
         // Load first: avoid dirtying the line when there is nothing to reset.
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
-            self.clear_failures();
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.tripped_at.store(0, Ordering::Relaxed);
         }
+        self.end_local_run();
     }
 
     /// A request on this backend failed.
@@ -625,11 +721,7 @@ impl State {
         // starts at the rebuild that frees room, which the ending ejection schedules), so a
         // failure storm past the cap, or on a removed backend, costs no rebuild per pick.
         if before.saturating_add(1) == self.feedback.failure_threshold() {
-            // Relaxed: ordered for the rebuild by the Release below.
-            self.tripped_at
-                .store(self.feedback.now_ns().saturating_add(1), Ordering::Relaxed);
-            // Release: publishes the count above to the rebuild (see `take_dirty`).
-            self.feedback.dirty.store(true, Ordering::Release);
+            self.trip();
         }
     }
 
@@ -788,6 +880,7 @@ mod layout {
             offset_of!(State, in_flight) + 8,
             offset_of!(State, max_in_flight) + 4,
             offset_of!(State, consecutive_failures) + 4,
+            offset_of!(State, local_failures) + 4,
             offset_of!(State, recent_failures) + 8,
             offset_of!(State, score) + 8,
             offset_of!(State, stamp) + 8,
