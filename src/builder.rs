@@ -8,6 +8,8 @@
 //! * [`health`](Builder::health) on every policy (passive health: outlier ejection, panic
 //!   threshold, slow start; it can be changed later through
 //!   [`Balancer::set_health_config`](crate::Balancer::set_health_config));
+//! * [`subset`](Builder::subset) on every policy (subsetting for large fleets; it can be
+//!   changed later through [`Balancer::set_subset`](crate::Balancer::set_subset));
 //! * [`seed`](Builder::seed) on the policies that draw random numbers ([`Seedable`]), so
 //!   their choices replay exactly;
 //! * [`load_factor`](Builder::load_factor) on the hashing policies that offer bounded loads
@@ -38,6 +40,7 @@
 
 use crate::engine::sequence::entropy_seed;
 use crate::health::HealthConfig;
+use crate::subset::Subset;
 
 /// Configures one policy; made by the policy's `builder()`, ended by `build(backends)`.
 ///
@@ -50,6 +53,7 @@ pub struct Builder<C> {
     pub(crate) health: HealthConfig,
     seed: Option<u64>,
     pub(crate) load_factor: Option<f64>,
+    pub(crate) subset: Subset,
 }
 
 /// Marks the policies whose builder has [`Builder::seed`]: they draw random numbers (a
@@ -66,6 +70,7 @@ impl<C> Builder<C> {
             health: HealthConfig::new(),
             seed: None,
             load_factor: None,
+            subset: Subset::All,
         }
     }
 
@@ -74,6 +79,14 @@ impl<C> Builder<C> {
     /// names the first value out of range.
     pub fn health(mut self, config: HealthConfig) -> Self {
         self.health = config;
+        self
+    }
+
+    /// Uses only a subset of the backends this client is given (deterministic aperture or
+    /// rendezvous subsetting; see [`crate::subset`]); every backend by default. It can be
+    /// changed later through [`Balancer::set_subset`](crate::Balancer::set_subset).
+    pub fn subset(mut self, subset: Subset) -> Self {
+        self.subset = subset;
         self
     }
 

@@ -100,6 +100,7 @@ mod request;
 pub mod service;
 pub mod spread;
 mod status;
+pub mod subset;
 
 /// Hooks for the loom models of tests/loom.rs: built only under `--cfg lbkit_loom`, never part
 /// of the public API.
@@ -122,6 +123,7 @@ pub use request::Request;
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};
 pub use status::Status;
+pub use subset::{Aperture, RendezvousSubset, Subset};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -216,11 +218,33 @@ pub trait Balancer<T>: Send + Sync {
     /// [`Error::InvalidConfig`] naming the first value out of range; then nothing changes.
     fn set_health_config(&self, config: HealthConfig) -> Result<(), Error>;
 
-    /// Every backend's id, weight, in-flight count and health, in id order.
+    /// Replaces the [subset](crate::subset) rule: which backends of the set this client uses
+    /// (deterministic aperture, rendezvous subsetting, or all). A new coordinate (this client's
+    /// index or the fleet's size changed) is an update like any other: atomic, in-flight
+    /// picks still counted, states of the backends that stay kept.
+    ///
+    /// ```
+    /// use lbkit::{Aperture, Backend, Balancer, RoundRobin, Subset};
+    /// let lb = RoundRobin::new((0..40).map(|i| Backend::new(format!("b{i}"), ())))?;
+    /// assert_eq!(lb.status().len(), 40);
+    /// lb.set_subset(Subset::Aperture(Aperture::new(3, 20)))?;
+    /// assert!(lb.status().len() < 40);
+    /// assert!(lb.set_subset(Subset::Aperture(Aperture::new(20, 20))).is_err());
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for `peer_count` 0 (or above 2^32 - 1), `peer_index >=
+    /// peer_count`, a `min_aperture` or `subset_size` of 0; then nothing changes.
+    fn set_subset(&self, subset: Subset) -> Result<(), Error>;
+
+    /// Every backend's id, weight, in-flight count and health, in id order (under a
+    /// [subset](crate::subset), the subset's backends, with their coverage).
     fn status(&self) -> Vec<Status>;
 
-    /// The current backends and their values, in id order, as the latest update gave them:
-    /// no second copy of the set to keep in step with the balancer.
+    /// The current backends and their values, in id order, as the latest update gave them
+    /// (under a [subset](crate::subset), the subset's): no second copy of the set to keep in
+    /// step with the balancer.
     fn backends(&self) -> Vec<Member<T>>;
 }
 

@@ -14,6 +14,7 @@ pub struct Status {
     pub(crate) health: Health,
     pub(crate) ejected: bool,
     pub(crate) soft_weight: u32,
+    pub(crate) coverage: u32,
 }
 
 impl Status {
@@ -46,6 +47,12 @@ impl Status {
     /// health ([`SoftHealth`](crate::SoftHealth)).
     pub fn soft_health(&self) -> f64 {
         f64::from(self.soft_weight) / f64::from(crate::engine::state::FULL_SOFT_WEIGHT)
+    }
+
+    /// How much of the backend this client covers under a [subset](crate::subset), in
+    /// `(0, 1]` (its effective weight is scaled by it); 1 without a subset.
+    pub fn coverage(&self) -> f64 {
+        f64::from(self.coverage) / f64::from(crate::engine::subset::COVERAGE_SCALE)
     }
 
     /// Whether the backend can receive new picks: `Up`, not ejected, and a weight above 0

@@ -15,12 +15,14 @@ use crate::engine::snapshot::{Eligible, IdIndex, Snapshot, View};
 use crate::engine::soft::{apply_soft_health, SoftSweep};
 use crate::engine::state::{nanos, Feedback, State, NEVER};
 use crate::engine::state::{COUNT_LATENCY, COUNT_OUTCOMES};
+use crate::engine::subset::COVERAGE_SCALE;
 use crate::engine::sync::{ArcSwap, Guard, Mutex};
 use crate::error::{Error, NoPick};
 use crate::health::HealthConfig;
 use crate::placement::id_hash;
 use crate::request::Request;
 use crate::status::Status;
+use crate::subset::Subset;
 
 /// The most backends one set may hold: 2^22 (4,194,304). The bound makes every sum of
 /// effective weights fit in a `u64` (weights below 2^32, times 1000 under slow start, times
@@ -28,7 +30,7 @@ use crate::status::Status;
 pub const MAX_BACKENDS: usize = 1 << 22;
 
 /// What the writer lock guards.
-struct Writer {
+struct Writer<T> {
     /// The states of removed backends that still have picks held, so that a backend removed
     /// and added back before they drop keeps counting them.
     retired: AHashMap<Arc<str>, Weak<State>>,
@@ -37,9 +39,17 @@ struct Writer {
     sweep: Sweep,
     /// Soft health's intervals.
     soft: SoftSweep,
+    /// Every backend of the set, sorted by id: the subset's members and the others, whose
+    /// states (health, what reports taught) are kept for when they enter it.
+    universe: Box<[Arc<Entry<T>>]>,
+    /// This client's subset rule.
+    subset: Subset,
+    /// The subset of `universe`: `(index, coverage in parts of 2^16)`, by index; `None` for
+    /// every backend at full coverage.
+    selection: Option<Vec<(usize, u32)>>,
 }
 
-impl Writer {
+impl<T> Writer<T> {
     /// The next time a sweep is due (a time-based change for the snapshot).
     fn next_sweep(&self) -> u64 {
         self.sweep.next_at.min(self.soft.next_at)
@@ -59,10 +69,44 @@ impl Writer {
 
     /// The rules that act on reports and time: ejections (and the statistical sweep), then
     /// soft health.
-    fn apply_rules<T>(&mut self, members: &[Arc<Entry<T>>], now: u64) {
+    fn apply_rules(&mut self, members: &[Arc<Entry<T>>], now: u64) {
         apply_outlier_rules(members, &self.config, now, &mut self.sweep);
         apply_soft_health(members, &self.config, now, &mut self.soft);
     }
+
+    /// The members a snapshot has now, and their coverage (`None`: full): the subset, or
+    /// every backend when there is no subset or none of the subset can take a pick (down,
+    /// draining, of weight 0 or ejected).
+    fn members(&self) -> (Box<[Arc<Entry<T>>]>, Option<Box<[u32]>>) {
+        let Some(selection) = &self.selection else {
+            return (self.universe.clone(), None);
+        };
+        let can_serve = |e: &Arc<Entry<T>>| {
+            e.weight > 0 && e.state.health() == Health::Up && e.state.ejected_until() == 0
+        };
+        if !selection.iter().any(|&(i, _)| can_serve(&self.universe[i])) {
+            return (self.universe.clone(), None);
+        }
+        let members = selection
+            .iter()
+            .map(|&(i, _)| Arc::clone(&self.universe[i]))
+            .collect();
+        let coverage = selection.iter().map(|&(_, c)| c).collect();
+        (members, Some(coverage))
+    }
+
+    /// The backend with this id, in the whole set.
+    fn find(&self, id: &str) -> Option<&Arc<Entry<T>>> {
+        self.universe
+            .binary_search_by(|e| (*e.id).cmp(id))
+            .ok()
+            .map(|i| &self.universe[i])
+    }
+}
+
+/// Whether two member lists are the same entries (so a table built for one serves the other).
+fn same_members<T>(a: &[Arc<Entry<T>>], b: &[Arc<Entry<T>>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
 }
 
 /// The shared body of every balancer: one policy, one snapshot pointer, one writer lock.
@@ -70,7 +114,7 @@ pub(crate) struct Core<T, P: Policy<T>> {
     pub(crate) policy: P,
     current: ArcSwap<Snapshot<T, P::Table>>,
     feedback: Arc<Feedback>,
-    writer: Mutex<Writer>,
+    writer: Mutex<Writer<T>>,
 }
 
 impl<T, P: Policy<T>> Core<T, P> {
@@ -80,8 +124,10 @@ impl<T, P: Policy<T>> Core<T, P> {
         policy: P,
         backends: impl IntoIterator<Item = Backend<T>>,
         config: HealthConfig,
+        subset: Subset,
     ) -> Result<Self, Error> {
         config.validate()?;
+        subset.validate()?;
         let feedback = Arc::new(Feedback::new(
             Arc::clone(&config.clock),
             config.outlier_detection.map(|o| o.consecutive_failures),
@@ -104,22 +150,28 @@ impl<T, P: Policy<T>> Core<T, P> {
         let soft = SoftSweep::start(&members, &config, now);
         feedback.set_counted(counted(&config));
         feedback.set_local_threshold(local_threshold(&config));
-        let snapshot = build(
-            &policy,
-            members.into(),
-            None,
-            None,
-            &config,
-            sweep.next_at.min(soft.next_at),
-            now,
-        )?;
-        publish_caps(&snapshot);
+        let selection = subset.select(members.iter().map(|e| &*e.id))?;
         let writer = Writer {
             retired: AHashMap::new(),
             config,
             sweep,
             soft,
+            universe: members.into(),
+            subset,
+            selection,
         };
+        let (members, coverage) = writer.members();
+        let snapshot = build(
+            &policy,
+            members,
+            coverage,
+            None,
+            None,
+            &writer.config,
+            writer.next_sweep(),
+            now,
+        )?;
+        publish_caps(&snapshot);
         feedback.set_counting(writer.counting());
         Ok(Core {
             policy,
@@ -177,18 +229,35 @@ impl<T, P: Policy<T>> Core<T, P> {
         self.feedback.take_dirty();
         let current = self.current.load_full();
         writer.apply_rules(&current.members, now);
-        // Same members: only a policy table can fail, and it did not for this set before.
-        if let Ok(snapshot) = build(
+        // Same members (unless a subset fell back to the whole set, or came back): only a
+        // policy table can fail, and it did not for this set before.
+        if let Ok(snapshot) = self.rebuild(writer, &current, true, now) {
+            self.current.store(Arc::new(snapshot));
+        }
+    }
+
+    /// A snapshot of the writer's members now, keeping `current`'s table (if `keep_table` and
+    /// the policy's table does not depend on health) and id index when the members are the
+    /// same entries.
+    fn rebuild(
+        &self,
+        writer: &Writer<T>,
+        current: &Snapshot<T, P::Table>,
+        keep_table: bool,
+        now: u64,
+    ) -> Result<Snapshot<T, P::Table>, Error> {
+        let (members, coverage) = writer.members();
+        let same = same_members(&members, &current.members);
+        build(
             &self.policy,
-            current.members.clone(),
-            Some(&current.table),
-            Some(Arc::clone(&current.ids)),
+            members,
+            coverage,
+            (same && keep_table).then_some(&current.table),
+            same.then(|| Arc::clone(&current.ids)),
             &writer.config,
             writer.next_sweep(),
             now,
-        ) {
-            self.current.store(Arc::new(snapshot));
-        }
+        )
     }
 
     /// A pick for `request`, or why there is none (see [`NoPick`]).
@@ -331,7 +400,7 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// reference to a caller's value goes to `released`, to be dropped after the lock.
     fn update_locked(
         &self,
-        writer: &mut Writer,
+        writer: &mut Writer<T>,
         backends: Vec<(usize, Backend<T>)>,
         released: &mut Released<T, P::Table>,
     ) -> Result<(), Error> {
@@ -346,8 +415,8 @@ impl<T, P: Policy<T>> Core<T, P> {
         let members: Vec<Arc<Entry<T>>> = backends
             .into_iter()
             .map(|(position, b)| {
-                let state = if let Some(i) = current.find(&b.id) {
-                    Arc::clone(&current.members[i].state)
+                let state = if let Some(e) = writer.find(&b.id) {
+                    Arc::clone(&e.state)
                 } else if let Some(state) = writer.retired.get(&b.id).and_then(Weak::upgrade) {
                     // Picks are still held from before its removal: keep counting them.
                     revived.push(Arc::clone(&state));
@@ -370,17 +439,29 @@ impl<T, P: Policy<T>> Core<T, P> {
         for (state, health) in &given {
             state.set_health(*health);
         }
-        let snapshot = match build(
-            &self.policy,
-            members.into(),
-            None,
-            None,
-            &writer.config,
-            writer.next_sweep(),
-            now,
-        ) {
+        // The subset of the new set (the rule was checked when it was set).
+        let selection = writer.subset.select(members.iter().map(|e| &*e.id));
+        let universe: Box<[Arc<Entry<T>>]> = members.into();
+        let old_universe = std::mem::replace(&mut writer.universe, universe);
+        let old_selection = std::mem::replace(&mut writer.selection, None);
+        let snapshot = match selection.and_then(|selection| {
+            writer.selection = selection;
+            let (members, coverage) = writer.members();
+            build(
+                &self.policy,
+                members,
+                coverage,
+                None,
+                None,
+                &writer.config,
+                writer.next_sweep(),
+                now,
+            )
+        }) {
             Ok(snapshot) => snapshot,
             Err(e) => {
+                writer.universe = old_universe;
+                writer.selection = old_selection;
                 for ((state, _), health) in given.iter().zip(before).rev() {
                     state.set_health(health);
                 }
@@ -390,16 +471,19 @@ impl<T, P: Policy<T>> Core<T, P> {
                 return Err(e);
             }
         };
-        for old in current.members.iter() {
-            if snapshot.find(&old.id).is_none() {
+        for old in old_universe.iter() {
+            if writer.find(&old.id).is_none() {
                 writer
                     .retired
                     .insert(Arc::clone(&old.id), Arc::downgrade(&old.state));
             }
         }
-        writer
-            .retired
-            .retain(|id, state| state.strong_count() > 0 && snapshot.find(id).is_none());
+        let universe = std::mem::take(&mut writer.universe);
+        writer.retired.retain(|id, state| {
+            state.strong_count() > 0 && universe.binary_search_by(|e| (*e.id).cmp(id)).is_err()
+        });
+        writer.universe = universe;
+        released.entries.extend(old_universe.iter().cloned());
         publish_caps(&snapshot);
         released
             .snapshots
@@ -412,14 +496,17 @@ impl<T, P: Policy<T>> Core<T, P> {
         Ok(())
     }
 
-    /// Sets one backend's health. Error: no backend has this id; then nothing changes.
+    /// Sets one backend's health (one of the subset or not). Error: no backend has this id;
+    /// then nothing changes.
     pub(crate) fn set_health(&self, id: &str, health: Health) -> Result<(), Error> {
         let writer = self.writer.lock();
         let current = self.current.load_full();
-        let index = current
-            .find(id)
-            .ok_or_else(|| Error::UnknownId(id.to_owned()))?;
-        let state = &current.members[index].state;
+        let state = Arc::clone(
+            &writer
+                .find(id)
+                .ok_or_else(|| Error::UnknownId(id.to_owned()))?
+                .state,
+        );
         let before = state.health();
         if before == health {
             return Ok(());
@@ -427,16 +514,9 @@ impl<T, P: Policy<T>> Core<T, P> {
         // The clock before any change: if it panics, nothing has changed.
         let now = self.feedback.now_ns();
         state.set_health(health);
-        match build(
-            &self.policy,
-            current.members.clone(),
-            Some(&current.table),
-            Some(Arc::clone(&current.ids)),
-            &writer.config,
-            writer.next_sweep(),
-            now,
-        ) {
+        match self.rebuild(&writer, &current, true, now) {
             Ok(snapshot) => {
+                publish_caps(&snapshot);
                 self.current.store(Arc::new(snapshot));
                 Ok(())
             }
@@ -445,6 +525,46 @@ impl<T, P: Policy<T>> Core<T, P> {
                 Err(e)
             }
         }
+    }
+
+    /// Replaces the subset rule. Error: a value out of range; then nothing changes.
+    pub(crate) fn set_subset(&self, subset: Subset) -> Result<(), Error> {
+        subset.validate()?;
+        let mut released = Released::default();
+        let result = {
+            let mut writer = self.writer.lock();
+            let writer = &mut *writer;
+            let current = self.current.load_full();
+            released.snapshots.push(Arc::clone(&current));
+            // The clock before any change: if it panics, nothing has changed.
+            let now = self.feedback.now_ns();
+            subset
+                .select(writer.universe.iter().map(|e| &*e.id))
+                .and_then(|selection| {
+                    let old = std::mem::replace(&mut writer.selection, selection);
+                    let old_subset = std::mem::replace(&mut writer.subset, subset);
+                    match self.rebuild(writer, &current, true, now) {
+                        Ok(snapshot) => Ok(snapshot),
+                        Err(e) => {
+                            writer.selection = old;
+                            writer.subset = old_subset;
+                            Err(e)
+                        }
+                    }
+                })
+                .map(|snapshot| {
+                    publish_caps(&snapshot);
+                    released
+                        .snapshots
+                        .push(self.current.swap(Arc::new(snapshot)));
+                    if writer.config.outlier_detection.is_some() {
+                        // A different set of members: the ejection cap may have room.
+                        self.feedback.mark_dirty();
+                    }
+                })
+        };
+        drop(released);
+        result
     }
 
     /// Replaces the health configuration. A new clock restarts everything measured in time
@@ -466,7 +586,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 .map(|o| (o.consecutive_failures, o.consecutive_local_origin_failures))
         };
         let new_threshold = threshold(&writer.config) != threshold(&config);
-        for e in current.members.iter() {
+        for e in writer.universe.iter() {
             let s = &e.state;
             if new_clock || config.outlier_detection.is_none() {
                 s.forget_ejections();
@@ -496,24 +616,17 @@ impl<T, P: Policy<T>> Core<T, P> {
         writer.config = config;
         match (before, after) {
             (Some(_), Some(interval)) if !new_clock => writer.sweep.reschedule(interval, now),
-            _ => writer.sweep = Sweep::start(&current.members, &writer.config, now),
+            _ => writer.sweep = Sweep::start(&writer.universe, &writer.config, now),
         }
         match (soft_before, soft_after) {
             (Some(_), Some(interval)) if !new_clock => writer.soft.reschedule(interval, now),
-            _ => writer.soft = SoftSweep::start(&current.members, &writer.config, now),
+            _ => writer.soft = SoftSweep::start(&writer.universe, &writer.config, now),
         }
         self.feedback.set_counting(writer.counting());
         let writer = &mut *writer;
         writer.apply_rules(&current.members, now);
-        let snapshot = build(
-            &self.policy,
-            current.members.clone(),
-            None,
-            Some(Arc::clone(&current.ids)),
-            &writer.config,
-            writer.next_sweep(),
-            now,
-        )?;
+        let snapshot = self.rebuild(writer, &current, false, now)?;
+        publish_caps(&snapshot);
         self.current.store(Arc::new(snapshot));
         Ok(())
     }
@@ -523,16 +636,18 @@ impl<T, P: Policy<T>> Core<T, P> {
     }
 
     pub(crate) fn status(&self) -> Vec<Status> {
-        self.load()
-            .members
+        let snap = self.load();
+        snap.members
             .iter()
-            .map(|e| Status {
+            .enumerate()
+            .map(|(i, e)| Status {
                 id: Arc::clone(&e.id),
                 weight: e.weight,
                 in_flight: e.state.in_flight(),
                 health: e.state.health(),
                 ejected: e.state.ejected_until() != 0,
                 soft_weight: e.state.soft_weight(),
+                coverage: snap.coverage.as_ref().map_or(COVERAGE_SCALE, |c| c[i]),
             })
             .collect()
     }
@@ -677,9 +792,11 @@ fn sorted_and_checked<T>(backends: Vec<Backend<T>>) -> Result<Vec<(usize, Backen
 /// Builds a snapshot at clock time `now`: who is eligible (health, ejection, the panic
 /// threshold) and with what effective weight (slow start). `previous` is the table to keep if
 /// the policy's table does not depend on those; `ids`, the id index of the same members.
+#[allow(clippy::too_many_arguments)] // each is one input of the snapshot
 fn build<T, P: Policy<T>>(
     policy: &P,
     members: Box<[Arc<Entry<T>>]>,
+    coverage: Option<Box<[u32]>>,
     previous: Option<&Arc<P::Table>>,
     ids: Option<Arc<IdIndex>>,
     config: &HealthConfig,
@@ -716,7 +833,13 @@ fn build<T, P: Policy<T>>(
         .filter(|(i, _)| is_eligible[*i])
         .map(|(index, e)| Eligible {
             index,
-            weight: effective_weight(e, config, now, &mut refresh_at),
+            weight: effective_weight(
+                e,
+                coverage.as_ref().map(|c| c[index]),
+                config,
+                now,
+                &mut refresh_at,
+            ),
             state: Arc::clone(&e.state),
         })
         .collect();
@@ -754,6 +877,7 @@ fn build<T, P: Policy<T>>(
         preferable,
         ids,
         tracks_latency: policy.latency_tracking().is_some(),
+        coverage,
     })
 }
 
@@ -789,6 +913,10 @@ macro_rules! impl_balancer {
 
             fn set_health_config(&self, config: $crate::HealthConfig) -> Result<(), $crate::Error> {
                 self.core.set_health_config(config)
+            }
+
+            fn set_subset(&self, subset: $crate::Subset) -> Result<(), $crate::Error> {
+                self.core.set_subset(subset)
             }
 
             fn status(&self) -> Vec<$crate::Status> {
@@ -893,7 +1021,13 @@ mod tests {
     /// rebuild"); an update does rebuild it.
     #[test]
     fn a_health_change_keeps_a_table_that_ignores_health() {
-        let core = Core::new(Counting::default(), set(&["a", "b"]), HealthConfig::new()).unwrap();
+        let core = Core::new(
+            Counting::default(),
+            set(&["a", "b"]),
+            HealthConfig::new(),
+            Subset::All,
+        )
+        .unwrap();
         let builds = || core.policy.0.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(builds(), 1);
         core.set_health("a", Health::Down).unwrap();
@@ -924,7 +1058,7 @@ mod tests {
     /// bounded under id churn.
     #[test]
     fn the_retired_map_holds_exactly_the_removed_backends_with_held_picks() {
-        let core = Core::new(LowestId, set(&["a"]), HealthConfig::new()).unwrap();
+        let core = Core::new(LowestId, set(&["a"]), HealthConfig::new(), Subset::All).unwrap();
         let held = core.try_pick(&Request::new()).unwrap();
         assert_eq!(held.id(), "a");
         // Churn through ids nobody holds: none of them stays.

@@ -37,8 +37,5 @@ pub(crate) mod sequence;
 pub(crate) mod snapshot;
 pub(crate) mod soft;
 pub(crate) mod state;
-// The pure arithmetic of subsetting (issue #14); the stage that applies it when a set is
-// built comes next, so nothing calls it yet outside its tests.
-#[allow(dead_code)]
 pub(crate) mod subset;
 pub(crate) mod sync;

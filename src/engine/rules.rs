@@ -245,29 +245,46 @@ fn rate((ok, failed): (u64, u64)) -> f64 {
     ok as f64 / (ok + failed) as f64
 }
 
-/// The weight a pick sees: the weight itself, or under slow start or soft health the weight
-/// scaled by [`WEIGHT_SCALE`], ramped, and times the soft-health multiplier (at least 1).
+/// The weight a pick sees: the weight itself, or under slow start, soft health or a subset
+/// the weight scaled by [`WEIGHT_SCALE`], ramped, times the soft-health multiplier and the
+/// subset coverage (at least 1).
 /// Lowers `refresh_at` to the ramp's next step.
 pub(crate) fn effective_weight<T>(
     e: &Entry<T>,
+    coverage: Option<u32>,
     config: &HealthConfig,
     now: u64,
     refresh_at: &mut u64,
 ) -> u64 {
-    let weight = ramped_weight(e, config, now, refresh_at);
-    if config.soft_health.is_none() {
-        return weight;
+    let scaled = config.soft_health.is_some() || coverage.is_some();
+    let mut weight = u128::from(ramped_weight(e, config, scaled, now, refresh_at));
+    if config.soft_health.is_some() {
+        // At most `weight`: the multiplier is at most 1.
+        weight = (weight * u128::from(e.state.soft_weight())) >> 16;
     }
-    let soft = u128::from(e.state.soft_weight());
-    // At most `weight`: the multiplier is at most 1.
-    ((u128::from(weight) * soft) >> 16).max(1) as u64
+    if let Some(coverage) = coverage {
+        // At most `weight`: coverage is at most 2^16.
+        weight = (weight * u128::from(coverage)) >> 16;
+    }
+    if scaled {
+        weight.max(1) as u64
+    } else {
+        weight as u64
+    }
 }
 
-/// The weight before soft health: scaled (if a rule needs the resolution) and ramped.
-fn ramped_weight<T>(e: &Entry<T>, config: &HealthConfig, now: u64, refresh_at: &mut u64) -> u64 {
+/// The weight before soft health and coverage: scaled by [`WEIGHT_SCALE`] (if a rule needs
+/// the resolution) and ramped.
+fn ramped_weight<T>(
+    e: &Entry<T>,
+    config: &HealthConfig,
+    scaled: bool,
+    now: u64,
+    refresh_at: &mut u64,
+) -> u64 {
     let weight = u64::from(e.weight);
     let Some(slow_start) = config.slow_start else {
-        return if config.soft_health.is_some() {
+        return if scaled {
             weight * WEIGHT_SCALE
         } else {
             weight

@@ -46,6 +46,9 @@ pub(crate) struct Snapshot<T, X> {
     /// Whether picks note when they start, so that one dropped or failed without a latency
     /// report still feeds the latency estimate ([`PeakEwma`](crate::PeakEwma)).
     pub(crate) tracks_latency: bool,
+    /// Under a subset, how much of each member this client covers, in parts of 2^16 (see
+    /// [`crate::subset`]); `None`: every member fully.
+    pub(crate) coverage: Option<Box<[u32]>>,
 }
 
 impl<T, X> Snapshot<T, X> {
@@ -63,11 +66,6 @@ impl<T, X> Snapshot<T, X> {
     #[inline]
     pub(crate) fn has_room(&self, index: usize) -> bool {
         self.states[index].has_room()
-    }
-
-    /// The index of the member with this id (a binary search: for writers).
-    pub(crate) fn find(&self, id: &str) -> Option<usize> {
-        self.members.binary_search_by(|e| (*e.id).cmp(id)).ok()
     }
 
     /// The index of the member with this id, by its hash (for picks): one hash of `id`,

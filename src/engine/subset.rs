@@ -116,6 +116,7 @@ pub(crate) struct Fraction {
 
 impl Fraction {
     /// `numerator / denominator`, or `None` for a denominator of 0.
+    #[cfg_attr(not(test), allow(dead_code))] // the ported Finagle tests use it
     pub(crate) fn new(numerator: u64, denominator: u64) -> Option<Self> {
         (denominator > 0).then_some(Fraction {
             numerator,
@@ -124,16 +125,19 @@ impl Fraction {
     }
 
     /// The numerator, over [`Fraction::denominator`].
+    #[cfg_attr(not(test), allow(dead_code))] // the ported Finagle tests use it
     pub(crate) fn numerator(self) -> u64 {
         self.numerator
     }
 
     /// The denominator (above 0).
+    #[cfg_attr(not(test), allow(dead_code))] // the ported Finagle tests use it
     pub(crate) fn denominator(self) -> u64 {
         self.denominator
     }
 
     /// The nearest `f64` (two correctly rounded conversions and one division).
+    #[cfg_attr(not(test), allow(dead_code))] // the ported Finagle tests use it
     pub(crate) fn to_f64(self) -> f64 {
         self.numerator as f64 / self.denominator as f64
     }
@@ -177,6 +181,7 @@ impl Window {
     /// Errors: [`Error::InvalidConfig`] (`"window"`) for a `turn` of 0, `start >= turn`
     /// (Finagle's "offset must be between [0, 1.0)") or `length > turn` ("width must be
     /// between [0, 1.0]").
+    #[cfg_attr(not(test), allow(dead_code))] // the ported Finagle tests use it
     pub(crate) fn new(start: u64, length: u64, turn: u64) -> Result<Self, Error> {
         if turn == 0 {
             return Err(Error::config(
@@ -212,6 +217,7 @@ impl Window {
     }
 
     /// How long the arc is, in `[0, 1]` turns (Finagle's `width`).
+    #[cfg_attr(not(test), allow(dead_code))] // the ported Finagle tests use it
     pub(crate) fn length(&self) -> Fraction {
         Fraction {
             numerator: self.length,
@@ -246,11 +252,6 @@ impl Ring {
             });
         }
         Ok(Ring { size: size as u64 })
-    }
-
-    /// How many indices the ring has.
-    pub(crate) fn size(&self) -> usize {
-        self.size as usize
     }
 
     /// The index that owns the point `at` (in `[0, 1)` turns): `floor(at x size)`. `None` for a
@@ -379,6 +380,7 @@ impl Coordinate {
 
     /// This client's own slice of the peer ring: its offset and the unit width `1 /
     /// peer_count` (Finagle's `Coord.offset` and `Coord.unitWidth`).
+    #[cfg_attr(not(test), allow(dead_code))] // the ported Finagle tests use it
     pub(crate) fn slice(&self) -> Window {
         self.window(1)
     }
@@ -504,6 +506,7 @@ pub(crate) fn aperture_width(
 /// Errors: [`Error::InvalidConfig`] for a `peer_count` of 0 or above [`MAX_PEERS`],
 /// `peer_index >= peer_count`, a `min_aperture` of 0; [`Error::TooManyBackends`] for more than
 /// [`MAX_BACKENDS`] servers.
+#[cfg_attr(not(test), allow(dead_code))] // the ported Finagle tests use it
 pub(crate) fn aperture_subset(
     peer_index: usize,
     peer_count: usize,

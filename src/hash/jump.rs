@@ -159,7 +159,7 @@ impl Builder<JumpHashConfig> {
     ) -> Result<JumpHash<T>, Error> {
         let policy = self.hashed(Jump)?;
         Ok(JumpHash {
-            core: Core::new(policy, backends, self.health)?,
+            core: Core::new(policy, backends, self.health, self.subset)?,
         })
     }
 }
@@ -170,11 +170,10 @@ impl Placement for Jump {
     type Table = Buckets;
 
     fn build(&self, members: &[Node]) -> Result<Buckets, Error> {
-        let mut buckets = vec![0u32; members.len()];
-        for (index, m) in members.iter().enumerate() {
-            // Positions are a permutation of 0..n; n <= MAX_BACKENDS = u32::MAX.
-            buckets[m.position] = index as u32;
-        }
+        // Buckets in list order: by position, which is a permutation of 0..n, or (under a
+        // subset) increasing with gaps; n <= MAX_BACKENDS < u32::MAX.
+        let mut buckets: Vec<u32> = (0..members.len() as u32).collect();
+        buckets.sort_unstable_by_key(|&index| members[index as usize].position);
         Ok(Buckets {
             members: buckets.into(),
         })

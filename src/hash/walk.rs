@@ -440,7 +440,13 @@ mod tests {
                         .with_health(Health::Down),
                 ];
                 let policy = Builder::new(()).hashed(InOrder).unwrap();
-                let core = Core::new(policy, backends, HealthConfig::new()).unwrap();
+                let core = Core::new(
+                    policy,
+                    backends,
+                    HealthConfig::new(),
+                    crate::subset::Subset::All,
+                )
+                .unwrap();
                 let snap = core.load();
                 let (a, b, z) = (0, 1, 2);
                 assert_eq!(snap.is_eligible[..], [true, w_b > 0, false]);

@@ -75,7 +75,7 @@ impl Builder<FirstConfig> {
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<First<T>, Error> {
         Ok(First {
-            core: Core::new(InListOrder, backends, self.health)?,
+            core: Core::new(InListOrder, backends, self.health, self.subset)?,
         })
     }
 }
