@@ -77,7 +77,7 @@ impl<T> Writer<T> {
     /// The members a snapshot has now, and their coverage (`None`: full): the subset, or
     /// every backend when there is no subset or none of the subset can take a pick (down,
     /// draining, of weight 0 or ejected).
-    fn members(&self) -> (Box<[Arc<Entry<T>>]>, Option<Box<[u32]>>) {
+    fn members(&self) -> Members<T> {
         let Some(selection) = &self.selection else {
             return (self.universe.clone(), None);
         };
@@ -103,6 +103,9 @@ impl<T> Writer<T> {
             .map(|i| &self.universe[i])
     }
 }
+
+/// A snapshot's members and their coverage under a subset (`None`: full).
+type Members<T> = (Box<[Arc<Entry<T>>]>, Option<Box<[u32]>>);
 
 /// Whether two member lists are the same entries (so a table built for one serves the other).
 fn same_members<T>(a: &[Arc<Entry<T>>], b: &[Arc<Entry<T>>]) -> bool {
@@ -443,7 +446,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         let selection = writer.subset.select(members.iter().map(|e| &*e.id));
         let universe: Box<[Arc<Entry<T>>]> = members.into();
         let old_universe = std::mem::replace(&mut writer.universe, universe);
-        let old_selection = std::mem::replace(&mut writer.selection, None);
+        let old_selection = writer.selection.take();
         let snapshot = match selection.and_then(|selection| {
             writer.selection = selection;
             let (members, coverage) = writer.members();
