@@ -31,6 +31,11 @@
 //! `least-connections+failure_penalty` and `p2c+failure_penalty` in the pick groups: the
 //! policies with failures weighing as load, no failure reported (the option's cost to a pick).
 //!
+//! * `subset`: a pick through a subset (client 0 of 100 over 1000 backends, aperture 12)
+//!   beside a pick over a set of the subset's size, for P2C and a hash ring; and
+//!   `set_subset` over 10,000 backends (choosing the subset and rebuilding the snapshot of
+//!   it), deterministic aperture and rendezvous.
+//!
 //! Read ratios, not absolute times: `cargo bench --bench pick`, then compare each policy's
 //! estimate with `floor/fetch_add` of the same group.
 
@@ -40,6 +45,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use lbkit::{Aperture, RendezvousSubset, Subset};
 use lbkit::{Backend, Balancer, LeastConnections, Pick, PowerOfTwoChoices, Random, Request};
 use lbkit::{FailurePercentageEjection, Health, ManualClock, SoftHealth, SuccessRateEjection};
 use lbkit::{HashRing, HealthConfig, OutlierDetection, PeakEwma, RoundRobin, WeightedRoundRobin};
@@ -422,12 +428,73 @@ fn steering(c: &mut Criterion) {
     g.finish();
 }
 
+/// Subsetting: a pick through a subset against a pick over a set of the subset's size, and
+/// the cost of choosing a subset of 10,000 backends (`set_subset`, which also rebuilds the
+/// snapshot of the subset).
+fn subsets(c: &mut Criterion) {
+    let mut g = c.benchmark_group("subset");
+    floor(&mut g);
+    let req = Request::new();
+    // Client 0 of 100 over 1000 servers, aperture 12: a window of 12 servers' worth (12 or 13
+    // backends, the edges partly covered).
+    let aperture = Subset::Aperture(Aperture::new(0, 100));
+    let through = PowerOfTwoChoices::builder()
+        .seed(1)
+        .subset(aperture)
+        .build(backends(1000))
+        .unwrap();
+    let size = through.status().len();
+    let flat = PowerOfTwoChoices::with_seed(backends(size), 1).unwrap();
+    g.bench_function(format!("p2c/{size}"), |b| {
+        b.iter(|| drop(black_box(flat.pick(&req))))
+    });
+    g.bench_function(format!("p2c/aperture-{size}-of-1000"), |b| {
+        b.iter(|| drop(black_box(through.pick(&req))))
+    });
+    let ring_through = HashRing::builder()
+        .seed(1)
+        .subset(aperture)
+        .build(backends(1000))
+        .unwrap();
+    let ring_flat = HashRing::builder().seed(1).build(backends(size)).unwrap();
+    let mut k = 0u64;
+    g.bench_function(format!("ring/{size}"), |b| {
+        b.iter(|| {
+            k = k.wrapping_add(1);
+            drop(black_box(ring_flat.pick(&Request::with_hash(k))))
+        })
+    });
+    g.bench_function(format!("ring/aperture-{size}-of-1000"), |b| {
+        b.iter(|| {
+            k = k.wrapping_add(1);
+            drop(black_box(ring_through.pick(&Request::with_hash(k))))
+        })
+    });
+    let many = PowerOfTwoChoices::with_seed(backends(10_000), 1).unwrap();
+    let mut i = 0;
+    g.bench_function("set_subset/aperture/10000", |b| {
+        b.iter(|| {
+            i = (i + 1) % 100;
+            many.set_subset(Subset::Aperture(Aperture::new(i, 100)))
+                .unwrap()
+        })
+    });
+    g.bench_function("set_subset/rendezvous/10000", |b| {
+        b.iter(|| {
+            i += 1;
+            many.set_subset(Subset::Rendezvous(RendezvousSubset::new(12).salt(i as u64)))
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = single_thread, two_threads_at_once, reports, steering, sweep
+    targets = single_thread, two_threads_at_once, reports, steering, sweep, subsets
 }
 criterion_main!(benches);
