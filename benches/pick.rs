@@ -31,7 +31,8 @@
 //! `least-connections+failure_penalty` and `p2c+failure_penalty` in the pick groups: the
 //! policies with failures weighing as load, no failure reported (the option's cost to a pick).
 //!
-//! * `subset`: a pick through a subset (client 0 of 100 over 1000 backends, aperture 12)
+//! * `subset`: a pick through a subset (client 0 of 100 over 1000 backends, aperture 12: 20
+//!   backends)
 //!   beside a pick over a set of the subset's size, for P2C and a hash ring; and
 //!   `set_subset` over 10,000 backends (choosing the subset and rebuilding the snapshot of
 //!   it), deterministic aperture and rendezvous.
@@ -435,8 +436,8 @@ fn subsets(c: &mut Criterion) {
     let mut g = c.benchmark_group("subset");
     floor(&mut g);
     let req = Request::new();
-    // Client 0 of 100 over 1000 servers, aperture 12: a window of 12 servers' worth (12 or 13
-    // backends, the edges partly covered).
+    // Client 0 of 100 over 1000 servers, aperture 12: a window of ceil(12 x 100 / 1000) = 2
+    // client slices, 20 servers.
     let aperture = Subset::Aperture(Aperture::new(0, 100));
     let through = PowerOfTwoChoices::builder()
         .seed(1)

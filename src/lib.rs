@@ -60,6 +60,9 @@
 //!   a [`Backend`] can have a hard cap on picks held at once
 //!   ([`with_max_in_flight`](Backend::with_max_in_flight)), never exceeded. Every policy
 //!   honours them, and [`Balancer::try_pick`] says why no backend was found ([`NoPick`]).
+//! * **Subsetting.** With a [`Subset`] (deterministic aperture or rendezvous subsetting), one
+//!   client of a large fleet uses only its share of the set ([`subset`]); the subset is
+//!   chosen when a set is built, so every policy and every guarantee above holds over it.
 //! * **Errors.** Bad input gets a typed [`Error`] and changes nothing. An empty set is not an
 //!   error: `pick` returns `None`.
 //! * **Determinism.** Randomised policies take a seed (`X::builder().seed(s)`, or the
