@@ -221,7 +221,7 @@ pub trait Balancer<T>: Send + Sync {
     /// [`Error::InvalidConfig`] naming the first value out of range; then nothing changes.
     fn set_health_config(&self, config: HealthConfig) -> Result<(), Error>;
 
-    /// Replaces the [subset](crate::subset) rule: which backends of the set this client uses
+    /// Replaces the subset rule ([subsetting](crate::subset)): which backends of the set this client uses
     /// (deterministic aperture, rendezvous subsetting, or all). A new coordinate (this client's
     /// index or the fleet's size changed) is an update like any other: atomic, in-flight
     /// picks still counted, states of the backends that stay kept.
@@ -242,11 +242,11 @@ pub trait Balancer<T>: Send + Sync {
     fn set_subset(&self, subset: Subset) -> Result<(), Error>;
 
     /// Every backend's id, weight, in-flight count and health, in id order (under a
-    /// [subset](crate::subset), the subset's backends, with their coverage).
+    /// [subsetting](crate::subset) rule, the subset's backends, with their coverage).
     fn status(&self) -> Vec<Status>;
 
     /// The current backends and their values, in id order, as the latest update gave them
-    /// (under a [subset](crate::subset), the subset's): no second copy of the set to keep in
+    /// (under a [subsetting](crate::subset) rule, the subset's): no second copy of the set to keep in
     /// step with the balancer.
     fn backends(&self) -> Vec<Member<T>>;
 }

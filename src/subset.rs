@@ -15,7 +15,7 @@
 //!   fleet every server is covered the same number of times. A server at a window's edge is
 //!   partly covered: its effective weight is scaled by the covered fraction (as slow start
 //!   scales it), so the client's load on it is proportional to its coverage. Servers are
-//!   placed on the ring by their pinned [`id_hash`](crate::hash::id_hash), never by list
+//!   placed on the ring by their pinned [`crate::hash::id_hash`], never by list
 //!   order, so every client agrees without coordination. Positions are exact fractions (no
 //!   floating point), which also fixes a rounding of Finagle's that sometimes takes one slice
 //!   too many.
