@@ -309,3 +309,37 @@ fn every_policy_picks_only_inside_its_subset() {
         assert_eq!(lb.status().len(), 50, "{}", policy.name);
     }
 }
+
+#[test]
+fn a_subset_change_or_update_the_policy_rejects_changes_nothing() {
+    // A Maglev table of 7 slots takes at most 7 backends: the subset of 3 fits, the whole set
+    // of 20 does not.
+    let lb = lbkit::Maglev::builder()
+        .table_size(7)
+        .subset(Subset::Rendezvous(RendezvousSubset::new(3).salt(1)))
+        .build(servers(20))
+        .unwrap();
+    let before = subset_of(&lb);
+    let held = lb.pick(&Request::with_hash(1)).unwrap();
+    for subset in [
+        Subset::All,
+        Subset::Rendezvous(RendezvousSubset::new(10).salt(1)),
+    ] {
+        assert!(matches!(
+            lb.set_subset(subset),
+            Err(Error::InvalidConfig { .. })
+        ));
+        assert_eq!(subset_of(&lb), before, "{subset:?}");
+    }
+    // An update whose subset still fits is taken, whatever the whole set's size.
+    lb.update(servers(30)).unwrap();
+    assert_eq!(lb.status().len(), 3);
+    // A subset of 8 (more than the table's 7 slots) is refused, and nothing changes.
+    let now = subset_of(&lb);
+    assert!(lb
+        .set_subset(Subset::Rendezvous(RendezvousSubset::new(8).salt(1)))
+        .is_err());
+    assert_eq!(subset_of(&lb), now);
+    drop(held);
+    assert!(lb.status().iter().all(|s| s.in_flight() == 0));
+}
