@@ -10,6 +10,8 @@
 //!   [`Balancer::set_health_config`](crate::Balancer::set_health_config));
 //! * [`subset`](Builder::subset) on every policy (subsetting for large fleets; it can be
 //!   changed later through [`Balancer::set_subset`](crate::Balancer::set_subset));
+//! * [`observer`](Builder::observer) on every policy (events: ejections, panic mode,
+//!   updates, ...);
 //! * [`seed`](Builder::seed) on the policies that draw random numbers ([`Seedable`]), so
 //!   their choices replay exactly;
 //! * [`load_factor`](Builder::load_factor) on the hashing policies that offer bounded loads
@@ -40,7 +42,9 @@
 
 use crate::engine::sequence::entropy_seed;
 use crate::health::HealthConfig;
+use crate::observe::{Observer, Watcher};
 use crate::subset::Subset;
+use std::sync::Arc;
 
 /// Configures one policy; made by the policy's `builder()`, ended by `build(backends)`.
 ///
@@ -54,6 +58,7 @@ pub struct Builder<C> {
     seed: Option<u64>,
     pub(crate) load_factor: Option<f64>,
     pub(crate) subset: Subset,
+    pub(crate) observer: Option<Watcher>,
 }
 
 /// Marks the policies whose builder has [`Builder::seed`]: they draw random numbers (a
@@ -71,6 +76,7 @@ impl<C> Builder<C> {
             seed: None,
             load_factor: None,
             subset: Subset::All,
+            observer: None,
         }
     }
 
@@ -87,6 +93,14 @@ impl<C> Builder<C> {
     /// changed later through [`Balancer::set_subset`](crate::Balancer::set_subset).
     pub fn subset(mut self, subset: Subset) -> Self {
         self.subset = subset;
+        self
+    }
+
+    /// Tells `observer` of every change in where traffic goes (ejections, returns, panic
+    /// mode, slow starts that end, updates, soft-health weights, subset changes; see
+    /// [`crate::observe`]).
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observer = Some(Watcher(Arc::new(observer)));
         self
     }
 

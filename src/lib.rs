@@ -96,6 +96,7 @@ mod engine;
 mod error;
 pub mod hash;
 pub mod health;
+pub mod observe;
 mod placement;
 mod request;
 #[cfg(feature = "tower")]
@@ -122,6 +123,7 @@ pub use health::{
     Failure, FailureClasses, FailurePercentageEjection, HealthConfig, OutlierDetection, SlowStart,
     SoftHealth, SuccessRateEjection,
 };
+pub use observe::{Ejection, Event, Observer};
 pub use request::Request;
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};

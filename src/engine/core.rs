@@ -10,15 +10,16 @@ use crate::backend::{Backend, Health};
 use crate::engine::entry::Entry;
 use crate::engine::pick::{Member, Pick};
 use crate::engine::policy::Policy;
-use crate::engine::rules::{apply_outlier_rules, effective_weight, Sweep};
+use crate::engine::rules::{apply_outlier_rules, effective_weight, is_ramping, Sweep};
 use crate::engine::snapshot::{Eligible, IdIndex, Snapshot, View};
 use crate::engine::soft::{apply_soft_health, SoftSweep};
-use crate::engine::state::{nanos, Feedback, State, NEVER};
+use crate::engine::state::{nanos, Feedback, State, FULL_SOFT_WEIGHT, NEVER};
 use crate::engine::state::{COUNT_LATENCY, COUNT_OUTCOMES};
 use crate::engine::subset::COVERAGE_SCALE;
 use crate::engine::sync::{ArcSwap, Guard, Mutex};
 use crate::error::{Error, NoPick};
 use crate::health::HealthConfig;
+use crate::observe::{Ejection, Event, Watcher};
 use crate::placement::id_hash;
 use crate::request::Request;
 use crate::status::Status;
@@ -118,6 +119,8 @@ pub(crate) struct Core<T, P: Policy<T>> {
     current: ArcSwap<Snapshot<T, P::Table>>,
     feedback: Arc<Feedback>,
     writer: Mutex<Writer<T>>,
+    /// Told of every change, after the writer lock is released.
+    observer: Option<Watcher>,
 }
 
 impl<T, P: Policy<T>> Core<T, P> {
@@ -128,6 +131,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         backends: impl IntoIterator<Item = Backend<T>>,
         config: HealthConfig,
         subset: Subset,
+        observer: Option<Watcher>,
     ) -> Result<Self, Error> {
         config.validate()?;
         subset.validate()?;
@@ -181,6 +185,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             current: ArcSwap::from_pointee(snapshot),
             feedback,
             writer: Mutex::new(writer),
+            observer,
         })
     }
 
@@ -222,20 +227,39 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// another writer holds the lock (it will publish a fresh snapshot anyway).
     #[cold]
     fn refresh(&self) {
-        let Some(mut writer) = self.writer.try_lock() else {
-            return;
-        };
-        let writer = &mut *writer;
-        // The clock first: if it panics, nothing was taken or changed, and a later pick
-        // tries again.
-        let now = self.feedback.now_ns();
-        self.feedback.take_dirty();
-        let current = self.current.load_full();
-        writer.apply_rules(&current.members, now);
-        // Same members (unless a subset fell back to the whole set, or came back): only a
-        // policy table can fail, and it did not for this set before.
-        if let Ok(snapshot) = self.rebuild(writer, &current, true, now) {
+        let events = {
+            let Some(mut writer) = self.writer.try_lock() else {
+                return;
+            };
+            let writer = &mut *writer;
+            // The clock first: if it panics, nothing was taken or changed, and a later pick
+            // tries again.
+            let now = self.feedback.now_ns();
+            self.feedback.take_dirty();
+            let current = self.current.load_full();
+            let before = self.before(&current);
+            writer.apply_rules(&current.members, now);
+            // Same members (unless a subset fell back to the whole set, or came back): only a
+            // policy table can fail, and it did not for this set before.
+            let Ok(snapshot) = self.rebuild(writer, &current, true, now) else {
+                return;
+            };
+            let events = changes(before, &snapshot, None);
             self.current.store(Arc::new(snapshot));
+            events
+        };
+        self.tell(&events);
+    }
+
+    /// The members' state before a change, if an observer will be told of it.
+    fn before(&self, current: &Snapshot<T, P::Table>) -> Option<Before> {
+        self.observer.as_ref().map(|_| Before::of(current))
+    }
+
+    /// Tells the observer of `events`; called with no lock held.
+    fn tell(&self, events: &[Event]) {
+        if let Some(observer) = &self.observer {
+            observer.tell(events);
         }
     }
 
@@ -395,7 +419,9 @@ impl<T, P: Policy<T>> Core<T, P> {
             let mut writer = self.writer.lock();
             self.update_locked(&mut writer, backends, &mut released)
         };
+        let events = std::mem::take(&mut released.events);
         drop(released);
+        self.tell(&events);
         result
     }
 
@@ -410,6 +436,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         let current = self.current.load_full();
         released.snapshots.push(Arc::clone(&current));
         let now = self.feedback.now_ns();
+        let watched = self.before(&current);
         let ramp = writer.config.slow_start.is_some();
         let mut revived = Vec::new();
         // Health given with a backend (`Backend::with_health`), applied to its state, and what
@@ -486,6 +513,19 @@ impl<T, P: Policy<T>> Core<T, P> {
             state.strong_count() > 0 && universe.binary_search_by(|e| (*e.id).cmp(id)).is_err()
         });
         writer.universe = universe;
+        if watched.is_some() {
+            let kept = old_universe
+                .iter()
+                .filter(|e| writer.find(&e.id).is_some())
+                .count();
+            let counts = (
+                writer.universe.len() - kept,
+                old_universe.len() - kept,
+                kept,
+            );
+            let update = Some((counts, writer.selection.is_some()));
+            released.events = changes(watched, &snapshot, update);
+        }
         released.entries.extend(old_universe.iter().cloned());
         publish_caps(&snapshot);
         released
@@ -516,11 +556,15 @@ impl<T, P: Policy<T>> Core<T, P> {
         }
         // The clock before any change: if it panics, nothing has changed.
         let now = self.feedback.now_ns();
+        let watched = self.before(&current);
         state.set_health(health);
         match self.rebuild(&writer, &current, true, now) {
             Ok(snapshot) => {
                 publish_caps(&snapshot);
+                let events = changes(watched, &snapshot, None);
                 self.current.store(Arc::new(snapshot));
+                drop(writer);
+                self.tell(&events);
                 Ok(())
             }
             Err(e) => {
@@ -541,6 +585,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             released.snapshots.push(Arc::clone(&current));
             // The clock before any change: if it panics, nothing has changed.
             let now = self.feedback.now_ns();
+            let before = self.before(&current);
             subset
                 .select(writer.universe.iter().map(|e| &*e.id))
                 .and_then(|selection| {
@@ -557,6 +602,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 })
                 .map(|snapshot| {
                     publish_caps(&snapshot);
+                    released.events = changes(before, &snapshot, None);
                     released
                         .snapshots
                         .push(self.current.swap(Arc::new(snapshot)));
@@ -566,7 +612,9 @@ impl<T, P: Policy<T>> Core<T, P> {
                     }
                 })
         };
+        let events = std::mem::take(&mut released.events);
         drop(released);
+        self.tell(&events);
         result
     }
 
@@ -575,7 +623,8 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// Error: a value out of range (see [`HealthConfig`]); then nothing changes.
     pub(crate) fn set_health_config(&self, config: HealthConfig) -> Result<(), Error> {
         config.validate()?;
-        let mut writer = self.writer.lock();
+        let mut guard = self.writer.lock();
+        let writer = &mut *guard;
         let new_clock = !Arc::ptr_eq(&writer.config.clock, &config.clock);
         // The new clock before any change: if it panics, nothing has changed.
         let now = nanos(&*config.clock);
@@ -584,6 +633,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             config.outlier_detection.map(|o| o.consecutive_failures),
         );
         let current = self.current.load_full();
+        let watched = self.before(&current);
         let threshold = |c: &HealthConfig| {
             c.outlier_detection
                 .map(|o| (o.consecutive_failures, o.consecutive_local_origin_failures))
@@ -630,7 +680,10 @@ impl<T, P: Policy<T>> Core<T, P> {
         writer.apply_rules(&current.members, now);
         let snapshot = self.rebuild(writer, &current, false, now)?;
         publish_caps(&snapshot);
+        let events = changes(watched, &snapshot, None);
         self.current.store(Arc::new(snapshot));
+        drop(guard);
+        self.tell(&events);
         Ok(())
     }
 
@@ -660,6 +713,8 @@ impl<T, P: Policy<T>> Core<T, P> {
 struct Released<T, X> {
     snapshots: Vec<Arc<Snapshot<T, X>>>,
     entries: Vec<Arc<Entry<T>>>,
+    /// For the observer, told after the lock.
+    events: Vec<Event>,
 }
 
 impl<T, X> Default for Released<T, X> {
@@ -667,6 +722,7 @@ impl<T, X> Default for Released<T, X> {
         Released {
             snapshots: Vec::new(),
             entries: Vec::new(),
+            events: Vec::new(),
         }
     }
 }
@@ -792,6 +848,99 @@ fn sorted_and_checked<T>(backends: Vec<Backend<T>>) -> Result<Vec<(usize, Backen
     Ok(backends)
 }
 
+/// The members' state before a change, for the observer.
+struct Before {
+    /// By id: the end of the ejection (0: none), whether ramping, the soft-health weight.
+    members: AHashMap<Arc<str>, (u64, bool, u32)>,
+    panic: Option<(usize, usize)>,
+}
+
+impl Before {
+    fn of<T, X>(snap: &Snapshot<T, X>) -> Self {
+        Before {
+            members: snap
+                .members
+                .iter()
+                .zip(snap.ramping.iter())
+                .map(|(e, &ramping)| {
+                    let s = &e.state;
+                    (
+                        Arc::clone(&e.id),
+                        (s.ejected_until(), ramping, s.soft_weight()),
+                    )
+                })
+                .collect(),
+            panic: snap.panic,
+        }
+    }
+}
+
+/// What changed from `before` to `after`, as events. `update`: for an update, the backends
+/// added, removed and kept, and whether a subset rule is in force.
+fn changes<T, X>(
+    before: Option<Before>,
+    after: &Snapshot<T, X>,
+    update: Option<((usize, usize, usize), bool)>,
+) -> Vec<Event> {
+    let Some(before) = before else {
+        return Vec::new();
+    };
+    let mut events = Vec::new();
+    if let Some(((added, removed, kept), _)) = update {
+        events.push(Event::Updated {
+            added,
+            removed,
+            kept,
+        });
+    }
+    let mut same_members = before.members.len() == after.members.len();
+    for (i, (e, &ramping)) in after.members.iter().zip(after.ramping.iter()).enumerate() {
+        let Some(&(until, was_ramping, soft)) = before.members.get(&e.id) else {
+            same_members = false;
+            continue;
+        };
+        let s = &e.state;
+        let id = || Arc::clone(&e.id);
+        match (until, s.ejected_until()) {
+            (0, 0) => {}
+            (0, now) => events.push(Event::Ejected {
+                id: id(),
+                why: s.ejected_by().unwrap_or(Ejection::ConsecutiveFailures),
+                until: std::time::Duration::from_nanos(now),
+            }),
+            (_, 0) => events.push(Event::Returned { id: id() }),
+            _ => {}
+        }
+        if was_ramping && !ramping && after.is_eligible[i] {
+            events.push(Event::SlowStartDone { id: id() });
+        }
+        if s.soft_weight() != soft {
+            events.push(Event::SoftWeight {
+                id: id(),
+                multiplier: f64::from(s.soft_weight()) / f64::from(FULL_SOFT_WEIGHT),
+            });
+        }
+    }
+    match (before.panic, after.panic) {
+        (None, Some((healthy, could))) => events.push(Event::PanicEntered { healthy, could }),
+        (Some(_), None) => {
+            let (healthy, could) = after.healthy;
+            events.push(Event::PanicLeft { healthy, could });
+        }
+        _ => {}
+    }
+    let subset_in_force = match update {
+        Some((_, subset)) => subset,
+        None => true,
+    };
+    if !same_members && subset_in_force {
+        events.push(Event::SubsetChanged {
+            members: after.members.len(),
+        });
+    }
+    events
+}
+
 /// Builds a snapshot at clock time `now`: who is eligible (health, ejection, the panic
 /// threshold) and with what effective weight (slow start). `previous` is the table to keep if
 /// the policy's table does not depend on those; `ids`, the id index of the same members.
@@ -824,11 +973,11 @@ fn build<T, P: Policy<T>>(
             could && e.state.health() == Health::Up && until == 0
         })
         .collect();
-    let panic = config.panic_threshold.is_some_and(|share| {
-        let could = could.iter().filter(|&&c| c).count();
-        let healthy = healthy.iter().filter(|&&h| h).count();
-        (healthy as f64) < share * could as f64
-    });
+    let could_count = could.iter().filter(|&&c| c).count();
+    let healthy_count = healthy.iter().filter(|&&h| h).count();
+    let panic = config
+        .panic_threshold
+        .is_some_and(|share| (healthy_count as f64) < share * could_count as f64);
     let is_eligible: Box<[bool]> = if panic { could.into() } else { healthy.into() };
     let eligible: Box<[Eligible]> = members
         .iter()
@@ -868,7 +1017,15 @@ fn build<T, P: Policy<T>>(
             health != Health::Down && (draining || e.state.ejected_until() == 0)
         })
         .collect();
+    let ramping = members
+        .iter()
+        .enumerate()
+        .map(|(i, e)| is_eligible[i] && is_ramping(e, config, now))
+        .collect();
     Ok(Snapshot {
+        panic: panic.then_some((healthy_count, could_count)),
+        healthy: (healthy_count, could_count),
+        ramping,
         members,
         states,
         eligible,
@@ -1029,6 +1186,7 @@ mod tests {
             set(&["a", "b"]),
             HealthConfig::new(),
             Subset::All,
+            None,
         )
         .unwrap();
         let builds = || core.policy.0.load(std::sync::atomic::Ordering::Relaxed);
@@ -1061,7 +1219,14 @@ mod tests {
     /// bounded under id churn.
     #[test]
     fn the_retired_map_holds_exactly_the_removed_backends_with_held_picks() {
-        let core = Core::new(LowestId, set(&["a"]), HealthConfig::new(), Subset::All).unwrap();
+        let core = Core::new(
+            LowestId,
+            set(&["a"]),
+            HealthConfig::new(),
+            Subset::All,
+            None,
+        )
+        .unwrap();
         let held = core.try_pick(&Request::new()).unwrap();
         assert_eq!(held.id(), "a");
         // Churn through ids nobody holds: none of them stays.

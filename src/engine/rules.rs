@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::engine::entry::Entry;
 use crate::engine::state::{State, FULL_WEIGHT, NEVER};
 use crate::health::{HealthConfig, OutlierDetection};
+use crate::observe::Ejection;
 use crate::placement::{id_hash, mix};
 
 /// Effective weights are scaled by this while slow start or soft health is configured, so
@@ -114,7 +115,12 @@ pub(crate) fn apply_outlier_rules<T>(
             .ejections()
             .saturating_sub(u32::try_from(served).unwrap_or(u32::MAX))
             .saturating_add(1);
-        eject(s, tripped, times, base, max);
+        let why = if s.consecutive_failures() >= rules.consecutive_failures {
+            Ejection::ConsecutiveFailures
+        } else {
+            Ejection::LocalOriginFailures
+        };
+        eject(s, tripped, times, base, max, why);
         ejected += 1;
         if s.ejected_until() <= now {
             // Served in full already (no pick came to apply it): back at once, ramping from
@@ -133,12 +139,12 @@ fn count_ejected<T>(members: &[Arc<Entry<T>>]) -> usize {
 }
 
 /// Ejects `s` from `from` as its `times`-th ejection: for `base x times`, at most `max`.
-fn eject(s: &State, from: u64, times: u32, base: u64, max: u64) {
+fn eject(s: &State, from: u64, times: u32, base: u64, max: u64, why: Ejection) {
     let length = base.saturating_mul(u64::from(times)).min(max);
     // Between 1 (0 means "not ejected") and NEVER - 1: an end at NEVER would read as "no
     // change due" and never be checked for, even once the clock reached it.
     let until = from.saturating_add(length).clamp(1, NEVER - 1);
-    s.eject(until, times);
+    s.eject(until, times, why);
 }
 
 /// Ends the ejections whose time is up.
@@ -179,9 +185,9 @@ fn run_sweep<T>(
     };
     // The enforcement draw, uniform in 0..100: replayable from the sweep count and the id.
     let draw = |i: usize| mix(id_hash(&members[i].id), sweep.count) % 100;
-    let eject_now = |i: usize, ejected: &mut usize| {
+    let eject_now = |i: usize, ejected: &mut usize, why: Ejection| {
         let s = &members[i].state;
-        eject(s, now, s.ejections().saturating_add(1), base, max);
+        eject(s, now, s.ejections().saturating_add(1), base, max, why);
         *ejected += 1;
     };
     if let Some(rule) = rules.success_rate {
@@ -195,7 +201,7 @@ fn run_sweep<T>(
             for (&i, &r) in candidates.iter().zip(&rates) {
                 let outlier = r < threshold && members[i].state.ejected_until() == 0;
                 if outlier && room(ejected) && draw(i) < u64::from(rule.enforcement_percentage) {
-                    eject_now(i, &mut ejected);
+                    eject_now(i, &mut ejected, Ejection::SuccessRate);
                 }
             }
         }
@@ -210,7 +216,7 @@ fn run_sweep<T>(
                     > u128::from(rule.threshold) * (u128::from(ok) + u128::from(failed));
                 let outlier = over && members[i].state.ejected_until() == 0;
                 if outlier && room(ejected) && draw(i) < u64::from(rule.enforcement_percentage) {
-                    eject_now(i, &mut ejected);
+                    eject_now(i, &mut ejected, Ejection::FailurePercentage);
                 }
             }
         }
@@ -271,6 +277,16 @@ pub(crate) fn effective_weight<T>(
     } else {
         weight as u64
     }
+}
+
+/// Whether `e`'s slow-start ramp is not over at `now`.
+pub(crate) fn is_ramping<T>(e: &Entry<T>, config: &HealthConfig, now: u64) -> bool {
+    let Some(slow_start) = config.slow_start else {
+        return false;
+    };
+    let start = e.state.ramp_start();
+    let window = u64::try_from(slow_start.window.as_nanos()).unwrap_or(u64::MAX);
+    start != FULL_WEIGHT && now.saturating_sub(start) < window
 }
 
 /// The weight before soft health and coverage: scaled by [`WEIGHT_SCALE`] (if a rule needs

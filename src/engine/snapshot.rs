@@ -46,6 +46,14 @@ pub(crate) struct Snapshot<T, X> {
     /// Whether picks note when they start, so that one dropped or failed without a latency
     /// report still feeds the latency estimate ([`PeakEwma`](crate::PeakEwma)).
     pub(crate) tracks_latency: bool,
+    /// `Some((healthy, could))` while the panic threshold made every member that could serve
+    /// eligible (see [`crate::health`]).
+    pub(crate) panic: Option<(usize, usize)>,
+    /// Members up and not ejected, and members that could serve (weight above 0, not
+    /// draining).
+    pub(crate) healthy: (usize, usize),
+    /// `ramping[i]`: `members[i]` is eligible and its slow-start ramp is not over.
+    pub(crate) ramping: Box<[bool]>,
     /// Under a subset, how much of each member this client covers, in parts of 2^16 (see
     /// [`crate::subset`]); `None`: every member fully.
     pub(crate) coverage: Option<Box<[u32]>>,

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::engine::sync::Ordering;
 use crate::engine::sync::{ArcSwap, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 use crate::health::{Failure, FailureClasses};
+use crate::observe::Ejection;
 
 /// What every state of one balancer shares: the clock, what reports must do, and the flag
 /// that asks for a rebuild.
@@ -266,6 +267,8 @@ pub(crate) struct State {
     ramp_start: AtomicU64,
     /// Writer only: the ejection multiplier (how many times ejected, decayed).
     ejections: AtomicU32,
+    /// Writer only: why the last ejection happened ([`Ejection::to_u8`]; 0 if never).
+    ejected_by: AtomicU8,
     /// Writer only: the soft-health multiplier on the effective weight, in 2^-16 units
     /// ([`FULL_SOFT_WEIGHT`] when healthy).
     soft_weight: AtomicU32,
@@ -300,6 +303,7 @@ impl State {
             ejected_until: AtomicU64::new(0),
             tripped_at: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            ejected_by: AtomicU8::new(0),
             returned_at: AtomicU64::new(0),
             ramp_start: AtomicU64::new(if ramp { now_ns } else { FULL_WEIGHT }),
             score: AtomicU64::new(score.to_bits()),
@@ -416,6 +420,12 @@ impl State {
         self.ejected_until.load(Ordering::Relaxed)
     }
 
+    /// Writer only: why the backend was last ejected.
+    pub(crate) fn ejected_by(&self) -> Option<Ejection> {
+        // Relaxed, as every writer-only field (see `ejected_until`).
+        Ejection::from_u8(self.ejected_by.load(Ordering::Relaxed))
+    }
+
     /// Writer only: how many times the backend was ejected (the decayed multiplier).
     pub(crate) fn ejections(&self) -> u32 {
         self.ejections.load(Ordering::Relaxed)
@@ -433,8 +443,9 @@ impl State {
 
     /// Writer only: ejects the backend until `until` (clock nanoseconds, above 0) as its
     /// `times`-th ejection, and forgets its run of failures.
-    pub(crate) fn eject(&self, until: u64, times: u32) {
+    pub(crate) fn eject(&self, until: u64, times: u32, why: Ejection) {
         // Relaxed, as every writer-only field (see `ejected_until`).
+        self.ejected_by.store(why.to_u8(), Ordering::Relaxed);
         self.ejections.store(times, Ordering::Relaxed);
         self.ejected_until.store(until, Ordering::Relaxed);
         self.clear_failures();

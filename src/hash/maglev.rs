@@ -204,7 +204,7 @@ impl Builder<MaglevConfig> {
         }
         let policy = self.hashed(MaglevPlacement { size })?;
         Ok(Maglev {
-            core: Core::new(policy, backends, self.health, self.subset)?,
+            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
         })
     }
 }

@@ -272,7 +272,7 @@ impl Builder<HashRingConfig> {
             weight_unit,
         })?;
         Ok(HashRing {
-            core: Core::new(policy, backends, self.health, self.subset)?,
+            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
         })
     }
 }

@@ -445,6 +445,7 @@ mod tests {
                     backends,
                     HealthConfig::new(),
                     crate::subset::Subset::All,
+                    None,
                 )
                 .unwrap();
                 let snap = core.load();

@@ -75,7 +75,13 @@ impl Builder<FirstConfig> {
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<First<T>, Error> {
         Ok(First {
-            core: Core::new(InListOrder, backends, self.health, self.subset)?,
+            core: Core::new(
+                InListOrder,
+                backends,
+                self.health,
+                self.subset,
+                self.observer,
+            )?,
         })
     }
 }

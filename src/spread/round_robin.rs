@@ -67,7 +67,7 @@ impl Builder<RoundRobinConfig> {
             cursor: Sequence::counter(0),
         };
         Ok(RoundRobin {
-            core: Core::new(policy, backends, self.health, self.subset)?,
+            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
         })
     }
 }

@@ -93,7 +93,7 @@ impl Builder<WeightedRoundRobinConfig> {
             cursor: Sequence::counter(0),
         };
         Ok(WeightedRoundRobin {
-            core: Core::new(policy, backends, self.health, self.subset)?,
+            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
         })
     }
 }

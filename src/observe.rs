@@ -1,0 +1,167 @@
+//! Seeing what a balancer does: an [`Observer`] is told of every change in where traffic
+//! goes (ejections and returns, panic mode, slow starts that end, updates, soft-health
+//! weights, subset changes).
+//!
+//! Events are found by the writer-side code that makes the change (an update, a health
+//! change, or the rebuild that applies reports and time, which the first pick that finds it
+//! due runs) and delivered **after** the writer lock is released, on the thread that made the
+//! change: an observer may call back into the balancer (`update`, `status`, even
+//! `set_health`) without deadlock, and no pick waits for it. A rebuild is run by a pick, so an
+//! observer should be quick (count, log, send to a channel); the picks of other threads are
+//! never held up by it. Without an observer, nothing is collected.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use lbkit::{Backend, Balancer, Event, Health, RoundRobin};
+//!
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let log = Arc::clone(&seen);
+//! let lb = RoundRobin::builder()
+//!     .observer(move |event: &Event| log.lock().unwrap().push(event.clone()))
+//!     .build([Backend::new("a", ()), Backend::new("b", ())])?;
+//! lb.update(vec![Backend::new("b", ()), Backend::new("c", ())])?;
+//! assert_eq!(
+//!     seen.lock().unwrap().last(),
+//!     Some(&Event::Updated { added: 1, removed: 1, kept: 1 })
+//! );
+//! # Ok::<(), lbkit::Error>(())
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Told of the changes in a balancer (see the [module docs](crate::observe)). Any
+/// `Fn(&Event) + Send + Sync` is one.
+pub trait Observer: Send + Sync + 'static {
+    /// One change. Called after the writer lock is released, on the thread that made it.
+    fn event(&self, event: &Event);
+}
+
+impl<F: Fn(&Event) + Send + Sync + 'static> Observer for F {
+    fn event(&self, event: &Event) {
+        self(event)
+    }
+}
+
+/// A balancer's observer, shared with its builder.
+#[derive(Clone)]
+pub(crate) struct Watcher(pub(crate) Arc<dyn Observer>);
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+impl Watcher {
+    /// Tells the observer of `events`, in order.
+    pub(crate) fn tell(&self, events: &[Event]) {
+        for event in events {
+            self.0.event(event);
+        }
+    }
+}
+
+/// Why outlier detection ejected a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ejection {
+    /// Failures in a row ([`OutlierDetection::consecutive_failures`]).
+    ///
+    /// [`OutlierDetection::consecutive_failures`]: crate::OutlierDetection::consecutive_failures
+    ConsecutiveFailures,
+    /// Local-origin failures in a row, counted apart
+    /// ([`OutlierDetection::consecutive_local_origin_failures`]).
+    ///
+    /// [`OutlierDetection::consecutive_local_origin_failures`]:
+    ///     crate::OutlierDetection::consecutive_local_origin_failures
+    LocalOriginFailures,
+    /// Success-rate ejection ([`SuccessRateEjection`](crate::SuccessRateEjection)).
+    SuccessRate,
+    /// Failure-percentage ejection
+    /// ([`FailurePercentageEjection`](crate::FailurePercentageEjection)).
+    FailurePercentage,
+}
+
+impl Ejection {
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            Ejection::ConsecutiveFailures => 1,
+            Ejection::LocalOriginFailures => 2,
+            Ejection::SuccessRate => 3,
+            Ejection::FailurePercentage => 4,
+        }
+    }
+
+    pub(crate) fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Ejection::ConsecutiveFailures,
+            2 => Ejection::LocalOriginFailures,
+            3 => Ejection::SuccessRate,
+            4 => Ejection::FailurePercentage,
+            _ => return None,
+        })
+    }
+}
+
+/// A change in where traffic goes.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Outlier detection ejected a backend, for `why`, until the clock reads `until`.
+    Ejected {
+        /// The backend.
+        id: Arc<str>,
+        /// Which rule.
+        why: Ejection,
+        /// When the ejection ends, on the balancer's clock ([`Clock::now`](crate::Clock::now)).
+        until: Duration,
+    },
+    /// An ejected backend returned (its time was up, or outlier detection was switched off).
+    Returned {
+        /// The backend.
+        id: Arc<str>,
+    },
+    /// Too few backends were healthy: the panic threshold made every backend that is not
+    /// draining eligible.
+    PanicEntered {
+        /// Backends up and not ejected.
+        healthy: usize,
+        /// Backends that could serve (weight above 0, not draining).
+        could: usize,
+    },
+    /// Enough backends are healthy again: health counts again.
+    PanicLeft {
+        /// Backends up and not ejected.
+        healthy: usize,
+        /// Backends that could serve.
+        could: usize,
+    },
+    /// A backend's slow-start ramp ended: it has its full weight.
+    SlowStartDone {
+        /// The backend.
+        id: Arc<str>,
+    },
+    /// An update was applied: how many backends joined, left and stayed.
+    Updated {
+        /// Backends that joined.
+        added: usize,
+        /// Backends that left.
+        removed: usize,
+        /// Backends that stayed.
+        kept: usize,
+    },
+    /// Soft health moved a backend's weight multiplier.
+    SoftWeight {
+        /// The backend.
+        id: Arc<str>,
+        /// The new multiplier, in `[floor, 1]`.
+        multiplier: f64,
+    },
+    /// The backends this client uses changed (a new subset rule, an update that moved the
+    /// subset, or a subset that fell back to the whole set or came back from it).
+    SubsetChanged {
+        /// How many backends the client uses now.
+        members: usize,
+    },
+}

@@ -1,0 +1,272 @@
+//! Events (`Builder::observer`): each rule's sequence under a `ManualClock`, and an observer
+//! that calls back into the balancer from inside the callback.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use lbkit::{
+    Aperture, Backend, Balancer, Ejection, Event, Failure, FailurePercentageEjection, Health,
+    HealthConfig, ManualClock, OutlierDetection, Request, RoundRobin, SlowStart, SoftHealth,
+    Subset, WeightedRoundRobin,
+};
+
+type Log = Arc<Mutex<Vec<Event>>>;
+
+fn recorder() -> (Log, impl Fn(&Event) + Send + Sync + 'static) {
+    let log: Log = Arc::default();
+    let sink = Arc::clone(&log);
+    (log, move |e: &Event| sink.lock().unwrap().push(e.clone()))
+}
+
+fn take(log: &Log) -> Vec<Event> {
+    std::mem::take(&mut *log.lock().unwrap())
+}
+
+fn ids(n: usize) -> Vec<Backend<()>> {
+    (0..n).map(|i| Backend::new(format!("b{i}"), ())).collect()
+}
+
+fn fail(lb: &dyn Balancer<()>, id: &str, n: usize, kind: Failure) {
+    for _ in 0..n {
+        lb.pick(&Request::new().prefer(id))
+            .unwrap()
+            .failure_of(kind);
+    }
+}
+
+#[test]
+fn an_ejection_and_its_return() {
+    let clock = ManualClock::new();
+    let (log, observer) = recorder();
+    let lb = RoundRobin::builder()
+        .health(
+            HealthConfig::new()
+                .clock(clock.clone())
+                .outlier_detection(OutlierDetection::default()),
+        )
+        .observer(observer)
+        .build(ids(10))
+        .unwrap();
+    clock.advance(Duration::from_secs(5));
+    fail(&lb, "b3", 5, Failure::Error);
+    // The fifth failure asks for a rebuild; the next pick runs it.
+    drop(lb.pick(&Request::new()));
+    assert_eq!(
+        take(&log),
+        [Event::Ejected {
+            id: "b3".into(),
+            why: Ejection::ConsecutiveFailures,
+            until: Duration::from_secs(35),
+        }]
+    );
+    clock.advance(Duration::from_secs(30));
+    drop(lb.pick(&Request::new()));
+    assert_eq!(take(&log), [Event::Returned { id: "b3".into() }]);
+    // Ejected again: base x 2 (its multiplier did not decay in no time).
+    fail(&lb, "b3", 5, Failure::Error);
+    drop(lb.pick(&Request::new()));
+    assert_eq!(
+        take(&log),
+        [Event::Ejected {
+            id: "b3".into(),
+            why: Ejection::ConsecutiveFailures,
+            until: Duration::from_secs(35 + 60),
+        }]
+    );
+}
+
+#[test]
+fn every_rule_names_itself() {
+    let clock = ManualClock::new();
+    let (log, observer) = recorder();
+    let lb = RoundRobin::builder()
+        .health(
+            HealthConfig::new()
+                .clock(clock.clone())
+                .outlier_detection(OutlierDetection {
+                    consecutive_local_origin_failures: Some(2),
+                    failure_percentage: Some(FailurePercentageEjection {
+                        minimum_hosts: 1,
+                        request_volume: 10,
+                        ..FailurePercentageEjection::default()
+                    }),
+                    max_ejection_percent: 100.0,
+                    ..OutlierDetection::default()
+                }),
+        )
+        .observer(observer)
+        .build(ids(10))
+        .unwrap();
+    fail(&lb, "b1", 2, Failure::LocalOrigin);
+    drop(lb.pick(&Request::new()));
+    // Nine errors and a success: 90% failures, never five in a row.
+    for i in 0..10 {
+        let pick = lb.pick(&Request::new().prefer("b2")).unwrap();
+        if i == 4 {
+            pick.success(Duration::from_millis(1));
+        } else {
+            pick.failure();
+        }
+    }
+    clock.advance(Duration::from_secs(10));
+    drop(lb.pick(&Request::new()));
+    let whys: Vec<(String, Ejection)> = take(&log)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Ejected { id, why, .. } => Some((id.to_string(), why)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        whys,
+        [
+            ("b1".to_owned(), Ejection::LocalOriginFailures),
+            ("b2".to_owned(), Ejection::FailurePercentage)
+        ]
+    );
+}
+
+#[test]
+fn panic_entered_and_left() {
+    let (log, observer) = recorder();
+    let lb = RoundRobin::builder()
+        .health(HealthConfig::new().panic_threshold(0.5))
+        .observer(observer)
+        .build(ids(4))
+        .unwrap();
+    lb.set_health("b0", Health::Down).unwrap();
+    lb.set_health("b1", Health::Down).unwrap();
+    assert!(take(&log).is_empty(), "2 of 4 healthy: not below half");
+    lb.set_health("b2", Health::Down).unwrap();
+    assert_eq!(
+        take(&log),
+        [Event::PanicEntered {
+            healthy: 1,
+            could: 4
+        }]
+    );
+    lb.set_health("b0", Health::Up).unwrap();
+    assert_eq!(
+        take(&log),
+        [Event::PanicLeft {
+            healthy: 2,
+            could: 4
+        }]
+    );
+}
+
+#[test]
+fn slow_start_done_and_updates() {
+    let clock = ManualClock::new();
+    let (log, observer) = recorder();
+    let lb = WeightedRoundRobin::builder()
+        .health(
+            HealthConfig::new()
+                .clock(clock.clone())
+                .slow_start(SlowStart::new(Duration::from_secs(10))),
+        )
+        .observer(observer)
+        .build(ids(3))
+        .unwrap();
+    lb.update(ids(4)).unwrap();
+    assert_eq!(
+        take(&log),
+        [Event::Updated {
+            added: 1,
+            removed: 0,
+            kept: 3
+        }]
+    );
+    // The ramp moves in steps; the one that ends it says so, once.
+    for _ in 0..12 {
+        clock.advance(Duration::from_secs(1));
+        drop(lb.pick(&Request::new()));
+    }
+    assert_eq!(take(&log), [Event::SlowStartDone { id: "b3".into() }]);
+    lb.update(ids(2)).unwrap();
+    assert_eq!(
+        take(&log),
+        [Event::Updated {
+            added: 0,
+            removed: 2,
+            kept: 2
+        }]
+    );
+}
+
+#[test]
+fn soft_weights_and_subsets() {
+    let clock = ManualClock::new();
+    let (log, observer) = recorder();
+    let lb = WeightedRoundRobin::builder()
+        .health(
+            HealthConfig::new()
+                .clock(clock.clone())
+                .soft_health(SoftHealth::default()),
+        )
+        .observer(observer)
+        .build(ids(4))
+        .unwrap();
+    for _ in 0..400 {
+        let pick = lb.pick(&Request::new()).unwrap();
+        let ms = if pick.id() == "b3" { 40 } else { 10 };
+        pick.success(Duration::from_millis(ms));
+    }
+    clock.advance(Duration::from_secs(1));
+    drop(lb.pick(&Request::new()));
+    assert_eq!(
+        take(&log),
+        [Event::SoftWeight {
+            id: "b3".into(),
+            multiplier: 0.25
+        }]
+    );
+    lb.set_subset(Subset::Aperture(Aperture::new(0, 4).min_aperture(1)))
+        .unwrap();
+    let events = take(&log);
+    assert!(
+        matches!(events.as_slice(), [Event::SubsetChanged { members }] if *members < 4),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn an_observer_may_call_back_into_the_balancer() {
+    // The observer holds the balancer (through a Weak set after it is built) and calls
+    // `status`, `update` and `set_health` from inside its callback: on an update, a health
+    // change, and a rebuild that a pick runs. Nothing deadlocks.
+    let clock = ManualClock::new();
+    let slot: Arc<OnceLock<std::sync::Weak<dyn Balancer<()>>>> = Arc::default();
+    let seen = Arc::new(Mutex::new(0usize));
+    let (inner, count) = (Arc::clone(&slot), Arc::clone(&seen));
+    let lb: Arc<dyn Balancer<()>> = Arc::new(
+        RoundRobin::builder()
+            .health(
+                HealthConfig::new()
+                    .clock(clock.clone())
+                    .outlier_detection(OutlierDetection::default()),
+            )
+            .observer(move |event: &Event| {
+                *count.lock().unwrap() += 1;
+                let Some(lb) = inner.get().and_then(std::sync::Weak::upgrade) else {
+                    return;
+                };
+                let _ = lb.status();
+                if let Event::Ejected { id, .. } = event {
+                    // React by draining it, and by replacing the set.
+                    lb.set_health(id, Health::Draining).unwrap();
+                    lb.update(ids(6)).unwrap();
+                }
+            })
+            .build(ids(5))
+            .unwrap(),
+    );
+    slot.set(Arc::downgrade(&lb)).ok().unwrap();
+    fail(&*lb, "b1", 5, Failure::Error);
+    drop(lb.pick(&Request::new()));
+    // Ejected, then the observer's own update (which it is told of too).
+    assert!(*seen.lock().unwrap() >= 2);
+    assert_eq!(lb.status().len(), 6);
+    let b1 = lb.status().into_iter().find(|s| s.id() == "b1").unwrap();
+    assert_eq!(b1.health(), Health::Draining);
+}
