@@ -218,3 +218,29 @@ fn the_table_has_a_row_per_mode() {
         assert!(table.contains(mode.name()));
     }
 }
+
+/// Counts that do not divide: 200 clients, 170 servers, a window of `k = ceil(12 x 200 / 170)`
+/// = 15 peer slices. Client `i`'s window `[i/N, (i + k)/N)` touches server `j`'s arc
+/// `[j/M, (j + 1)/M)` when the window's start falls in an interval of `k/N + 1/M` turns, which
+/// holds `k + N/M` = 16.2 peer starts: so every server is in 16 or 17 subsets (above
+/// `clients x aperture / servers` = 14.1, since edge servers are partly covered), and the
+/// load, which follows coverage, stays within 1.2 of the mean.
+#[test]
+fn aperture_with_counts_that_do_not_divide() {
+    let config = Config {
+        servers: 170,
+        ..small()
+    };
+    let o = sim::run(&config, Mode::Aperture).unwrap();
+    let k = slices(&config, config.servers);
+    assert_eq!(k, 15);
+    let starts = k as f64 + config.clients as f64 / config.servers as f64;
+    for (server, &held) in o.in_subsets.iter().enumerate() {
+        assert!(
+            held as f64 >= starts.floor() && held as f64 <= starts.ceil(),
+            "server {server}: in {held} subsets, expected {starts:.1} rounded"
+        );
+    }
+    assert!(o.load_max() <= 1.2, "load max/mean {:.3}", o.load_max());
+    assert_eq!(o.in_flight_after, 0);
+}
