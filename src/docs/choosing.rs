@@ -88,7 +88,14 @@
 //! # Then, for any policy
 //!
 //! * If a backend can fail without service discovery saying so, report outcomes and add
-//!   passive health: [`passive_health`](super::passive_health).
+//!   passive health: [`passive_health`](super::passive_health). If backends can turn slow
+//!   without failing, add soft health ([`SoftHealth`](crate::SoftHealth)); if they can fail
+//!   fast, give least connections or P2C a failure penalty.
+//! * If thousands of clients share thousands of backends, give each client a subset
+//!   ([`subset`](crate::subset)): deterministic aperture for even load, rendezvous
+//!   subsetting for the least churn.
+//! * To watch ejections, panic mode and updates as they happen, give the builder an
+//!   [`observer`](crate::observe).
 //! * If keys come from untrusted clients, read [`hash_flooding`](super::hash_flooding).
 //! * Costs per pick and per update are in each policy's docs, and measured in
 //!   `benches/README.md`.
