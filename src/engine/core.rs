@@ -241,7 +241,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             writer.apply_rules(&current.members, now);
             // Same members (unless a subset fell back to the whole set, or came back): only a
             // policy table can fail, and it did not for this set before.
-            let Ok(snapshot) = self.rebuild(writer, &current, true, now) else {
+            let Ok(snapshot) = self.rebuild(writer, &current, now) else {
                 return;
             };
             let events = changes(before, &snapshot, None);
@@ -263,14 +263,12 @@ impl<T, P: Policy<T>> Core<T, P> {
         }
     }
 
-    /// A snapshot of the writer's members now, keeping `current`'s table (if `keep_table` and
-    /// the policy's table does not depend on health) and id index when the members are the
-    /// same entries.
+    /// A snapshot of the writer's members now, keeping `current`'s table (if the policy's
+    /// table does not depend on health) and id index when the members are the same entries.
     fn rebuild(
         &self,
         writer: &Writer<T>,
         current: &Snapshot<T, P::Table>,
-        keep_table: bool,
         now: u64,
     ) -> Result<Snapshot<T, P::Table>, Error> {
         let (members, coverage) = writer.members();
@@ -279,7 +277,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             &self.policy,
             members,
             coverage,
-            (same && keep_table).then_some(&current.table),
+            same.then_some(&current.table),
             same.then(|| Arc::clone(&current.ids)),
             &writer.config,
             writer.next_sweep(),
@@ -558,7 +556,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         let now = self.feedback.now_ns();
         let watched = self.before(&current);
         state.set_health(health);
-        match self.rebuild(&writer, &current, true, now) {
+        match self.rebuild(&writer, &current, now) {
             Ok(snapshot) => {
                 publish_caps(&snapshot);
                 let events = changes(watched, &snapshot, None);
@@ -591,7 +589,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 .and_then(|selection| {
                     let old = std::mem::replace(&mut writer.selection, selection);
                     let old_subset = std::mem::replace(&mut writer.subset, subset);
-                    match self.rebuild(writer, &current, true, now) {
+                    match self.rebuild(writer, &current, now) {
                         Ok(snapshot) => Ok(snapshot),
                         Err(e) => {
                             writer.selection = old;
@@ -678,7 +676,8 @@ impl<T, P: Policy<T>> Core<T, P> {
         self.feedback.set_counting(writer.counting());
         let writer = &mut *writer;
         writer.apply_rules(&current.members, now);
-        let snapshot = self.rebuild(writer, &current, false, now)?;
+        // A policy whose table does not depend on health keeps it: no rule changes it.
+        let snapshot = self.rebuild(writer, &current, now)?;
         publish_caps(&snapshot);
         let events = changes(watched, &snapshot, None);
         self.current.store(Arc::new(snapshot));
