@@ -100,7 +100,7 @@ impl<C> Builder<C> {
     /// mode, slow starts that end, updates, soft-health weights, subset changes; see
     /// [`crate::observe`]).
     pub fn observer(mut self, observer: impl Observer) -> Self {
-        self.observer = Some(Watcher(Arc::new(observer)));
+        self.observer = Some(Watcher::new(Arc::new(observer)));
         self
     }
 

@@ -518,8 +518,8 @@ impl Default for FailurePercentageEjection {
 /// backend's capacity shrinks, so its keys spill to the next backends sooner; a hashing policy
 /// without a bound, [`RoundRobin`](crate::RoundRobin), [`JumpHash`](crate::JumpHash) and
 /// [`First`](crate::First) ignore weights and so this rule). It never makes a backend
-/// ineligible. Cost: with soft health on, a success report makes two relaxed adds (the
-/// count, and the latency and its count packed in one word), a failure one; the sweep is
+/// ineligible. Cost: with soft health on, a success report makes three relaxed adds (the
+/// count, the latency sum, the count of latencies), a failure one; the sweep is
 /// O(n log n) over the set, run by the first pick that finds it due, as the statistical
 /// ejection rules' sweep is.
 #[derive(Debug, Clone, Copy, PartialEq)]

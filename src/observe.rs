@@ -4,11 +4,14 @@
 //!
 //! Events are found by the writer-side code that makes the change (an update, a health
 //! change, or the rebuild that applies reports and time, which the first pick that finds it
-//! due runs) and delivered **after** the writer lock is released, on the thread that made the
-//! change: an observer may call back into the balancer (`update`, `status`, even
-//! `set_health`) without deadlock, and no pick waits for it. A rebuild is run by a pick, so an
-//! observer should be quick (count, log, send to a channel); the picks of other threads are
-//! never held up by it. Without an observer, nothing is collected.
+//! due runs), queued in the order the changes were made, and delivered **after** the writer
+//! lock is released, by the thread that made the change (or, if another thread is already
+//! delivering, by that one). The observer is called by one thread at a time, in order, never
+//! nested, and with no lock held: it may call back into the balancer (`update`, `status`,
+//! even `set_health`) without deadlock, and the events of such a call are told after the
+//! callback returns. A rebuild is run by a pick, so an observer should be quick (count, log,
+//! send to a channel); the picks of other threads are never held up by it. Without an
+//! observer, nothing is collected.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
@@ -27,8 +30,11 @@
 //! # Ok::<(), lbkit::Error>(())
 //! ```
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::engine::sync::{AtomicBool, Mutex, Ordering};
 
 /// Told of the changes in a balancer (see the [module docs](crate::observe)). Any
 /// `Fn(&Event) + Send + Sync` is one.
@@ -43,9 +49,23 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Observer for F {
     }
 }
 
-/// A balancer's observer, shared with its builder.
-#[derive(Clone)]
-pub(crate) struct Watcher(pub(crate) Arc<dyn Observer>);
+/// A balancer's observer and its queue of events. Writers queue events under the writer
+/// lock (so the queue is in the order the changes were made); after releasing it, each writer
+/// delivers: one thread at a time drains the queue, calling the observer with no lock held. A
+/// writer that finds another draining leaves its events to it, so an observer that calls back
+/// into the balancer never waits for itself, and events are told in order.
+pub(crate) struct Watcher {
+    observer: Arc<dyn Observer>,
+    queue: Mutex<VecDeque<Event>>,
+    draining: AtomicBool,
+}
+
+impl Clone for Watcher {
+    /// The same observer, with a queue of its own (one per balancer).
+    fn clone(&self) -> Self {
+        Watcher::new(Arc::clone(&self.observer))
+    }
+}
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,10 +74,44 @@ impl std::fmt::Debug for Watcher {
 }
 
 impl Watcher {
-    /// Tells the observer of `events`, in order.
-    pub(crate) fn tell(&self, events: &[Event]) {
-        for event in events {
-            self.0.event(event);
+    pub(crate) fn new(observer: Arc<dyn Observer>) -> Self {
+        Watcher {
+            observer,
+            queue: Mutex::new(VecDeque::new()),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues `events` (called under the writer lock).
+    pub(crate) fn enqueue(&self, events: Vec<Event>) {
+        if !events.is_empty() {
+            self.queue.lock().extend(events);
+        }
+    }
+
+    /// Tells the observer of every queued event, in order, unless another thread (or an
+    /// outer call on this one) is doing it; called with no lock held.
+    pub(crate) fn deliver(&self) {
+        loop {
+            // Acquire: pairs with the Release below, so a drainer sees the events queued
+            // before the previous drainer gave up the role.
+            if self.draining.swap(true, Ordering::Acquire) {
+                return;
+            }
+            loop {
+                // The queue lock only around the pop: never held while the observer runs.
+                let next = self.queue.lock().pop_front();
+                let Some(event) = next else {
+                    break;
+                };
+                self.observer.event(&event);
+            }
+            self.draining.store(false, Ordering::Release);
+            // An event queued after the last pop and before the store above found the role
+            // taken and left it to us: look again.
+            if self.queue.lock().is_empty() {
+                return;
+            }
         }
     }
 }

@@ -235,6 +235,7 @@ fn an_observer_may_call_back_into_the_balancer() {
     // The observer holds the balancer (through a Weak set after it is built) and calls
     // `status`, `update` and `set_health` from inside its callback: on an update, a health
     // change, and a rebuild that a pick runs. Nothing deadlocks.
+    static DEPTH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let clock = ManualClock::new();
     let slot: Arc<OnceLock<std::sync::Weak<dyn Balancer<()>>>> = Arc::default();
     let seen = Arc::new(Mutex::new(0usize));
@@ -247,6 +248,9 @@ fn an_observer_may_call_back_into_the_balancer() {
                     .outlier_detection(OutlierDetection::default()),
             )
             .observer(move |event: &Event| {
+                // Never nested: the events of the calls below come after this one returns.
+                let depth = DEPTH.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                assert_eq!(depth, 0, "the observer was called from inside itself");
                 *count.lock().unwrap() += 1;
                 let Some(lb) = inner.get().and_then(std::sync::Weak::upgrade) else {
                     return;
@@ -257,6 +261,7 @@ fn an_observer_may_call_back_into_the_balancer() {
                     lb.set_health(id, Health::Draining).unwrap();
                     lb.update(ids(6)).unwrap();
                 }
+                DEPTH.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             })
             .build(ids(5))
             .unwrap(),
@@ -264,7 +269,7 @@ fn an_observer_may_call_back_into_the_balancer() {
     slot.set(Arc::downgrade(&lb)).ok().unwrap();
     fail(&*lb, "b1", 5, Failure::Error);
     drop(lb.pick(&Request::new()));
-    // Ejected, then the observer's own update (which it is told of too).
+    // Ejected, then what the observer's own calls changed (the update at least), in order.
     assert!(*seen.lock().unwrap() >= 2);
     assert_eq!(lb.status().len(), 6);
     let b1 = lb.status().into_iter().find(|s| s.id() == "b1").unwrap();

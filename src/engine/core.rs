@@ -78,16 +78,24 @@ impl<T> Writer<T> {
     /// The members a snapshot has now, and their coverage (`None`: full): the subset, or
     /// every backend when there is no subset or none of the subset can take a pick (down,
     /// draining, of weight 0 or ejected).
-    fn members(&self) -> Members<T> {
+    fn members(&self) -> (Members<T>, bool) {
         let Some(selection) = &self.selection else {
-            return (self.universe.clone(), None);
+            return ((self.universe.clone(), None), false);
         };
         let can_serve = |e: &Arc<Entry<T>>| {
             e.weight > 0 && e.state.health() == Health::Up && e.state.ejected_until() == 0
         };
         if !selection.iter().any(|&(i, _)| can_serve(&self.universe[i])) {
-            return (self.universe.clone(), None);
+            return ((self.universe.clone(), None), true);
         }
+        (self.selected(), false)
+    }
+
+    /// The subset's members and coverage, whether they can serve or not.
+    fn selected(&self) -> Members<T> {
+        let Some(selection) = &self.selection else {
+            return (self.universe.clone(), None);
+        };
         let members = selection
             .iter()
             .map(|&(i, _)| Arc::clone(&self.universe[i]))
@@ -111,6 +119,35 @@ type Members<T> = (Box<[Arc<Entry<T>>]>, Option<Box<[u32]>>);
 /// Whether two member lists are the same entries (so a table built for one serves the other).
 fn same_members<T>(a: &[Arc<Entry<T>>], b: &[Arc<Entry<T>>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
+/// The snapshot of the writer's members at `now`, keeping `current`'s table (if the policy's
+/// table does not depend on health) and id index when the members are the same entries. A fallback to the whole
+/// set that the policy cannot build keeps the subset instead (its table was built before).
+fn build_members<T, P: Policy<T>>(
+    policy: &P,
+    writer: &Writer<T>,
+    current: Option<&Snapshot<T, P::Table>>,
+    now: u64,
+) -> Result<Snapshot<T, P::Table>, Error> {
+    let attempt = |(members, coverage): Members<T>| {
+        let same = current.filter(|c| same_members(&members, &c.members));
+        build(
+            policy,
+            members,
+            coverage,
+            same.map(|c| &c.table),
+            same.map(|c| Arc::clone(&c.ids)),
+            &writer.config,
+            writer.next_sweep(),
+            now,
+        )
+    };
+    let (members, fell_back) = writer.members();
+    match attempt(members) {
+        Err(e) if fell_back => attempt(writer.selected()).map_err(|_| e),
+        result => result,
+    }
 }
 
 /// The shared body of every balancer: one policy, one snapshot pointer, one writer lock.
@@ -167,17 +204,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             subset,
             selection,
         };
-        let (members, coverage) = writer.members();
-        let snapshot = build(
-            &policy,
-            members,
-            coverage,
-            None,
-            None,
-            &writer.config,
-            writer.next_sweep(),
-            now,
-        )?;
+        let snapshot = build_members(&policy, &writer, None, now)?;
         publish_caps(&snapshot);
         feedback.set_counting(writer.counting());
         Ok(Core {
@@ -227,7 +254,7 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// another writer holds the lock (it will publish a fresh snapshot anyway).
     #[cold]
     fn refresh(&self) {
-        let events = {
+        {
             let Some(mut writer) = self.writer.try_lock() else {
                 return;
             };
@@ -244,11 +271,10 @@ impl<T, P: Policy<T>> Core<T, P> {
             let Ok(snapshot) = self.rebuild(writer, &current, now) else {
                 return;
             };
-            let events = changes(before, &snapshot, None);
+            self.enqueue(changes(before, &snapshot, None));
             self.current.store(Arc::new(snapshot));
-            events
-        };
-        self.tell(&events);
+        }
+        self.deliver();
     }
 
     /// The members' state before a change, if an observer will be told of it.
@@ -256,10 +282,19 @@ impl<T, P: Policy<T>> Core<T, P> {
         self.observer.as_ref().map(|_| Before::of(current))
     }
 
-    /// Tells the observer of `events`; called with no lock held.
-    fn tell(&self, events: &[Event]) {
+    /// Queues `events` for the observer: called under the writer lock, so the queue holds
+    /// every change in the order the writers made them.
+    fn enqueue(&self, events: Vec<Event>) {
         if let Some(observer) = &self.observer {
-            observer.tell(events);
+            observer.enqueue(events);
+        }
+    }
+
+    /// Tells the observer of the queued events; called with no lock held (see
+    /// [`Watcher::deliver`]).
+    fn deliver(&self) {
+        if let Some(observer) = &self.observer {
+            observer.deliver();
         }
     }
 
@@ -271,18 +306,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         current: &Snapshot<T, P::Table>,
         now: u64,
     ) -> Result<Snapshot<T, P::Table>, Error> {
-        let (members, coverage) = writer.members();
-        let same = same_members(&members, &current.members);
-        build(
-            &self.policy,
-            members,
-            coverage,
-            same.then_some(&current.table),
-            same.then(|| Arc::clone(&current.ids)),
-            &writer.config,
-            writer.next_sweep(),
-            now,
-        )
+        build_members(&self.policy, writer, Some(current), now)
     }
 
     /// A pick for `request`, or why there is none (see [`NoPick`]).
@@ -415,11 +439,12 @@ impl<T, P: Policy<T>> Core<T, P> {
         let mut released = Released::default();
         let result = {
             let mut writer = self.writer.lock();
-            self.update_locked(&mut writer, backends, &mut released)
+            let result = self.update_locked(&mut writer, backends, &mut released);
+            self.enqueue(std::mem::take(&mut released.events));
+            result
         };
-        let events = std::mem::take(&mut released.events);
         drop(released);
-        self.tell(&events);
+        self.deliver();
         result
     }
 
@@ -474,17 +499,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         let old_selection = writer.selection.take();
         let snapshot = match selection.and_then(|selection| {
             writer.selection = selection;
-            let (members, coverage) = writer.members();
-            build(
-                &self.policy,
-                members,
-                coverage,
-                None,
-                None,
-                &writer.config,
-                writer.next_sweep(),
-                now,
-            )
+            build_members(&self.policy, writer, None, now)
         }) {
             Ok(snapshot) => snapshot,
             Err(e) => {
@@ -559,10 +574,10 @@ impl<T, P: Policy<T>> Core<T, P> {
         match self.rebuild(&writer, &current, now) {
             Ok(snapshot) => {
                 publish_caps(&snapshot);
-                let events = changes(watched, &snapshot, None);
+                self.enqueue(changes(watched, &snapshot, None));
                 self.current.store(Arc::new(snapshot));
                 drop(writer);
-                self.tell(&events);
+                self.deliver();
                 Ok(())
             }
             Err(e) => {
@@ -600,7 +615,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 })
                 .map(|snapshot| {
                     publish_caps(&snapshot);
-                    released.events = changes(before, &snapshot, None);
+                    self.enqueue(changes(before, &snapshot, None));
                     released
                         .snapshots
                         .push(self.current.swap(Arc::new(snapshot)));
@@ -610,9 +625,8 @@ impl<T, P: Policy<T>> Core<T, P> {
                     }
                 })
         };
-        let events = std::mem::take(&mut released.events);
         drop(released);
-        self.tell(&events);
+        self.deliver();
         result
     }
 
@@ -652,6 +666,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             }
             if new_clock {
                 s.reset_latency(now);
+                s.forget_failure_load();
             }
         }
         let sweeps = |c: &HealthConfig| {
@@ -679,10 +694,10 @@ impl<T, P: Policy<T>> Core<T, P> {
         // A policy whose table does not depend on health keeps it: no rule changes it.
         let snapshot = self.rebuild(writer, &current, now)?;
         publish_caps(&snapshot);
-        let events = changes(watched, &snapshot, None);
+        self.enqueue(changes(watched, &snapshot, None));
         self.current.store(Arc::new(snapshot));
         drop(guard);
-        self.tell(&events);
+        self.deliver();
         Ok(())
     }
 

@@ -117,7 +117,7 @@ fn verdicts(rules: &SoftHealth, counts: &[SoftCounts]) -> Vec<Verdict> {
     let failure_share = |c: &SoftCounts| c.failures as f64 / (c.successes + c.failures) as f64;
     // A backend with volume but no timed success has no latency to compare (all failures,
     // or a caller that reports no latencies): the failure share judges it alone.
-    let latency = |c: &SoftCounts| (c.timed > 0).then(|| c.latency_us as f64 / c.timed as f64);
+    let latency = |c: &SoftCounts| (c.timed > 0).then(|| c.latency_ns as f64 / c.timed as f64);
     let median_latency = median(judged.iter().filter_map(|&i| latency(&counts[i])).collect());
     let median_failures =
         median(judged.iter().map(|&i| failure_share(&counts[i])).collect()).unwrap_or(0.0);
@@ -169,7 +169,7 @@ mod tests {
             successes,
             failures,
             timed: successes,
-            latency_us: successes * latency_ms * 1000,
+            latency_ns: successes * latency_ms * 1_000_000,
         }
     }
 

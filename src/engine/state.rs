@@ -180,9 +180,6 @@ pub(crate) const COUNT_LATENCY: u8 = 2;
 /// A soft-health multiplier of 1: the backend's full weight (see [`State::soft_weight`]).
 pub(crate) const FULL_SOFT_WEIGHT: u32 = 1 << 16;
 
-/// [`State::latencies`] packs the count of latencies in the bits from here up.
-const LATENCY_COUNT_SHIFT: u32 = 44;
-
 /// "Not ramping": the value of [`State::ramp_start`] for a backend at full weight.
 pub(crate) const FULL_WEIGHT: u64 = u64::MAX;
 
@@ -198,8 +195,8 @@ pub(crate) struct SoftCounts {
     pub(crate) failures: u64,
     /// Successes reported with a latency.
     pub(crate) timed: u64,
-    /// The sum of their latencies, in microseconds.
-    pub(crate) latency_us: u64,
+    /// The sum of their latencies, in nanoseconds.
+    pub(crate) latency_ns: u64,
 }
 
 /// What [`State::revive`] changed, to undo it.
@@ -213,6 +210,7 @@ pub(crate) struct Revival {
     tripped_at: u64,
     ramp_start: u64,
     soft_weight: u32,
+    recent_failures: u64,
 }
 
 /// One backend's counters. Fields written only by the writer (under its lock) are marked so.
@@ -251,10 +249,12 @@ pub(crate) struct State {
     successes: AtomicU64,
     // The second: failure counts and the writer's rules.
     failures: AtomicU64,
-    /// The latencies of successes reported since the state was made, counted while soft
-    /// health is on: their count times 2^44 plus their sum in microseconds, wrapping (an
-    /// interval's difference decodes exactly while it holds under 2^20 successes and 2^44 us).
+    /// The sum of the latencies of successes reported since the state was made, in
+    /// nanoseconds (each at most 2^50), counted while soft health is on; wrapping, so an
+    /// interval's difference is exact.
     latencies: AtomicU64,
+    /// How many successes `latencies` sums.
+    timed: AtomicU64,
     /// Writer only: the end of the current ejection in clock nanoseconds, 0 if not ejected.
     ejected_until: AtomicU64,
     /// One more than the clock nanoseconds of the report that crossed the failure threshold (0
@@ -275,8 +275,9 @@ pub(crate) struct State {
     // The third: what only the sweeps read.
     /// Writer only: `successes` and `failures` at the last sweep of those rules.
     swept: (AtomicU64, AtomicU64),
-    /// Writer only: `successes`, `failures` and `latencies` at the last soft-health sweep.
-    soft_seen: [AtomicU64; 3],
+    /// Writer only: `successes`, `failures`, `latencies` and `timed` at the last soft-health
+    /// sweep.
+    soft_seen: [AtomicU64; 4],
 }
 
 /// One request in flight in the units of [`State::failure_load`] (a failure weighs one).
@@ -312,7 +313,8 @@ impl State {
             failures: AtomicU64::new(0),
             swept: (AtomicU64::new(0), AtomicU64::new(0)),
             latencies: AtomicU64::new(0),
-            soft_seen: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            timed: AtomicU64::new(0),
+            soft_seen: Default::default(),
             soft_weight: AtomicU32::new(FULL_SOFT_WEIGHT),
             recent_failures: AtomicU64::new(0),
             feedback: Arc::clone(feedback),
@@ -500,6 +502,7 @@ impl State {
             tripped_at: self.tripped_at.load(Ordering::Relaxed),
             ramp_start: self.ramp_start(),
             soft_weight: self.soft_weight(),
+            recent_failures: self.recent_failures.swap(0, Ordering::Relaxed),
         };
         self.set_health(Health::Up);
         self.set_soft_weight(FULL_SOFT_WEIGHT);
@@ -524,6 +527,15 @@ impl State {
         self.tripped_at.store(saved.tripped_at, Ordering::Relaxed);
         self.restart_ramp(saved.ramp_start);
         self.set_soft_weight(saved.soft_weight);
+        self.recent_failures
+            .store(saved.recent_failures, Ordering::Relaxed);
+    }
+
+    /// Writer only: forgets recent failures as load (after the clock changed: their stamp
+    /// is on the old clock).
+    pub(crate) fn forget_failure_load(&self) {
+        // Relaxed: advisory, as in `failure_load`.
+        self.recent_failures.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn consecutive_failures(&self) -> u32 {
@@ -641,8 +653,9 @@ impl State {
             self.successes.load(Ordering::Relaxed),
             self.failures.load(Ordering::Relaxed),
             self.latencies.load(Ordering::Relaxed),
+            self.timed.load(Ordering::Relaxed),
         ];
-        let mut diff = [0u64; 3];
+        let mut diff = [0u64; 4];
         for ((seen, now), diff) in self.soft_seen.iter().zip(now).zip(&mut diff) {
             // Writer only: plain loads and stores.
             *diff = now.wrapping_sub(seen.load(Ordering::Relaxed));
@@ -651,8 +664,8 @@ impl State {
         SoftCounts {
             successes: diff[0],
             failures: diff[1],
-            timed: diff[2] >> LATENCY_COUNT_SHIFT,
-            latency_us: diff[2] & ((1 << LATENCY_COUNT_SHIFT) - 1),
+            timed: diff[3],
+            latency_ns: diff[2],
         }
     }
 
@@ -682,12 +695,14 @@ impl State {
     pub(crate) fn report_success(&self, latency: Duration) {
         self.report_success_to_rules();
         if self.feedback.counting() & COUNT_LATENCY != 0 {
-            let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-            let us = us.min((1 << LATENCY_COUNT_SHIFT) - 1);
-            // Relaxed: a count, read by the sweep (see `take_soft_interval`); one add for the
-            // count and the sum together, wrapping by design.
-            self.latencies
-                .fetch_add((1 << LATENCY_COUNT_SHIFT) + us, Ordering::Relaxed);
+            // Nanoseconds, so that a median under a microsecond is not 0; at most 2^50 ns (13
+            // days) each, so 2^14 of them fit before a sum wraps within one interval.
+            let ns = u64::try_from(latency.as_nanos())
+                .unwrap_or(u64::MAX)
+                .min(1 << 50);
+            // Relaxed: counts, read by the sweep (see `take_soft_interval`), wrapping by design.
+            self.latencies.fetch_add(ns, Ordering::Relaxed);
+            self.timed.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(tracking) = self.feedback.latency {
             self.observe_latency(latency, tracking);
