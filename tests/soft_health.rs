@@ -281,3 +281,58 @@ fn every_policy_keeps_its_guarantees_with_soft_health() {
         );
     }
 }
+
+#[test]
+fn the_sweep_runs_when_due_and_only_then() {
+    let clock = ManualClock::new();
+    let lb = WeightedRoundRobin::builder()
+        .health(config(&clock).outlier_detection(lbkit::OutlierDetection {
+            consecutive_failures: 1,
+            max_ejection_percent: 100.0,
+            ..lbkit::OutlierDetection::default()
+        }))
+        .build(IDS.map(|id| Backend::new(id, ())))
+        .unwrap();
+    serve(&lb, 400, 40);
+    // Half an interval on, a failure asks for a rebuild: that rebuild must not sweep early.
+    clock.advance(Duration::from_millis(500));
+    lb.pick(&Request::new().prefer("a")).unwrap().failure();
+    serve(&lb, 4, 40);
+    assert_eq!(
+        multiplier(&lb, "slow"),
+        1.0,
+        "swept before the interval was over"
+    );
+    // Well past the interval (not exactly on it): it runs.
+    clock.advance(Duration::from_millis(1300));
+    serve(&lb, 4, 40);
+    assert_eq!(multiplier(&lb, "slow"), 0.25);
+}
+
+#[test]
+fn a_new_interval_reschedules_the_next_sweep() {
+    let clock = ManualClock::new();
+    let base = config(&clock);
+    let lb = WeightedRoundRobin::builder()
+        .health(base.clone())
+        .build(IDS.map(|id| Backend::new(id, ())))
+        .unwrap();
+    // The configuration in force with a 10 s interval (a clone keeps the clock, and what was
+    // measured): the next sweep is 10 s after the last (the start), not 1 s.
+    lb.set_health_config(base.soft_health(SoftHealth {
+        interval: Duration::from_secs(10),
+        ..SoftHealth::default()
+    }))
+    .unwrap();
+    serve(&lb, 400, 40);
+    clock.advance(Duration::from_secs(2));
+    serve(&lb, 4, 40);
+    assert_eq!(
+        multiplier(&lb, "slow"),
+        1.0,
+        "the old 1 s interval still ran"
+    );
+    clock.advance(Duration::from_secs(9));
+    serve(&lb, 4, 40);
+    assert_eq!(multiplier(&lb, "slow"), 0.25);
+}
