@@ -15,41 +15,9 @@ use std::time::Duration;
 use lbkit::{Aperture, Backend, Balancer, Error, Pick, RendezvousSubset, Request, Subset};
 use lbkit::{LeastConnections, PowerOfTwoChoices, RoundRobin};
 
-/// SplitMix64: tiny, seedable and fixed forever, so a seed replays the same run everywhere
-/// (the same generator as `examples/simulate`).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1), never 0 or 1.
-    pub fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Exponential with mean 1.
-    pub fn exp(&mut self) -> f64 {
-        -self.unit().ln()
-    }
-
-    /// Uniform in `0..n` (`n > 0`; the modulo bias is below 2^-40 for the sizes used here).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
+#[path = "../common/rng.rs"]
+mod rng;
+pub use rng::Rng;
 
 /// One value of `seed` and `stream`, decorrelated: the seed of a client's policy, a
 /// client's rendezvous salt, and so on.

@@ -10,36 +10,9 @@ use std::time::Duration;
 
 use crate::config::Config;
 
-/// SplitMix64: tiny, seedable, and fixed forever (unlike a library RNG whose stream may
-/// change between versions), so a seed replays the same run on every machine.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1), never 0 or 1.
-    pub fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Exponential with mean 1.
-    pub fn exp(&mut self) -> f64 {
-        -self.unit().ln()
-    }
-}
+#[path = "../common/rng.rs"]
+mod rng;
+pub use rng::Rng;
 
 /// One request of the arrival sequence.
 #[derive(Debug, Clone, Copy, PartialEq)]
