@@ -122,8 +122,9 @@ fn same_members<T>(a: &[Arc<Entry<T>>], b: &[Arc<Entry<T>>]) -> bool {
 }
 
 /// The snapshot of the writer's members at `now`, keeping `current`'s table (if the policy's
-/// table does not depend on health) and id index when the members are the same entries. A fallback to the whole
-/// set that the policy cannot build keeps the subset instead (its table was built before).
+/// table does not depend on health) and id index when the members are the same entries. A
+/// fallback to the whole set that the policy cannot build (a table too small for it) keeps the
+/// subset instead, whose table was built before.
 fn build_members<T, P: Policy<T>>(
     policy: &P,
     writer: &Writer<T>,
