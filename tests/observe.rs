@@ -275,3 +275,24 @@ fn an_observer_may_call_back_into_the_balancer() {
     let b1 = lb.status().into_iter().find(|s| s.id() == "b1").unwrap();
     assert_eq!(b1.health(), Health::Draining);
 }
+
+#[test]
+fn a_ramp_that_ends_while_the_backend_is_down_is_told_too() {
+    let clock = ManualClock::new();
+    let (log, observer) = recorder();
+    let lb = WeightedRoundRobin::builder()
+        .health(
+            HealthConfig::new()
+                .clock(clock.clone())
+                .slow_start(SlowStart::new(Duration::from_secs(10))),
+        )
+        .observer(observer)
+        .build(ids(3))
+        .unwrap();
+    lb.update(ids(4)).unwrap();
+    lb.set_health("b3", Health::Down).unwrap();
+    take(&log);
+    clock.advance(Duration::from_secs(12));
+    lb.set_health("b3", Health::Up).unwrap();
+    assert_eq!(take(&log), [Event::SlowStartDone { id: "b3".into() }]);
+}

@@ -909,7 +909,7 @@ fn changes<T, X>(
         });
     }
     let mut same_members = before.members.len() == after.members.len();
-    for (i, (e, &ramping)) in after.members.iter().zip(after.ramping.iter()).enumerate() {
+    for (e, &ramping) in after.members.iter().zip(after.ramping.iter()) {
         let Some(&(until, was_ramping, soft)) = before.members.get(&e.id) else {
             same_members = false;
             continue;
@@ -926,7 +926,7 @@ fn changes<T, X>(
             (_, 0) => events.push(Event::Returned { id: id() }),
             _ => {}
         }
-        if was_ramping && !ramping && after.is_eligible[i] {
+        if was_ramping && !ramping {
             events.push(Event::SlowStartDone { id: id() });
         }
         if s.soft_weight() != soft {
@@ -1032,11 +1032,7 @@ fn build<T, P: Policy<T>>(
             health != Health::Down && (draining || e.state.ejected_until() == 0)
         })
         .collect();
-    let ramping = members
-        .iter()
-        .enumerate()
-        .map(|(i, e)| is_eligible[i] && is_ramping(e, config, now))
-        .collect();
+    let ramping = members.iter().map(|e| is_ramping(e, config, now)).collect();
     Ok(Snapshot {
         panic: panic.then_some((healthy_count, could_count)),
         healthy: (healthy_count, could_count),

@@ -52,7 +52,7 @@ pub(crate) struct Snapshot<T, X> {
     /// Members up and not ejected, and members that could serve (weight above 0, not
     /// draining).
     pub(crate) healthy: (usize, usize),
-    /// `ramping[i]`: `members[i]` is eligible and its slow-start ramp is not over.
+    /// `ramping[i]`: `members[i]`'s slow-start ramp is not over (eligible or not).
     pub(crate) ramping: Box<[bool]>,
     /// Under a subset, how much of each member this client covers, in parts of 2^16 (see
     /// [`crate::subset`]); `None`: every member fully.
