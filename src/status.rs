@@ -15,6 +15,14 @@ pub struct Status {
     pub(crate) ejected: bool,
     pub(crate) soft_weight: u32,
     pub(crate) coverage: u32,
+    /// The weight picks see, in units of `weight_scale` per unit of weight (0 if not
+    /// eligible).
+    pub(crate) effective_weight: u64,
+    pub(crate) weight_scale: u64,
+    /// Clock nanoseconds at which the ejection ends, 0 if not ejected.
+    pub(crate) ejected_until: u64,
+    pub(crate) ejections: u32,
+    pub(crate) consecutive_failures: u32,
 }
 
 impl Status {
@@ -53,6 +61,31 @@ impl Status {
     /// `(0, 1]` (its effective weight is scaled by it); 1 without a subset.
     pub fn coverage(&self) -> f64 {
         f64::from(self.coverage) / f64::from(crate::engine::subset::COVERAGE_SCALE)
+    }
+
+    /// The weight picks see now, in units of the configured weight: the weight itself, or less
+    /// while slow start ramps it, soft health lowers it or a subset covers the backend in
+    /// part; 0 if the backend is not eligible.
+    pub fn effective_weight(&self) -> f64 {
+        self.effective_weight as f64 / self.weight_scale as f64
+    }
+
+    /// When the current ejection ends, on the balancer's clock
+    /// ([`Clock::now`](crate::Clock::now)); `None` if the backend is not ejected.
+    pub fn ejected_until(&self) -> Option<std::time::Duration> {
+        (self.ejected_until != 0).then(|| std::time::Duration::from_nanos(self.ejected_until))
+    }
+
+    /// The ejection multiplier: how many times the backend was ejected, lowered as it serves
+    /// without failing (the next ejection lasts `base_ejection_time` times one more).
+    pub fn ejections(&self) -> u32 {
+        self.ejections
+    }
+
+    /// The backend's current run of failures in a row (of the kinds outlier detection
+    /// counts).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
     }
 
     /// Whether the backend can receive new picks: `Up`, not ejected, and a weight above 0

@@ -296,3 +296,35 @@ fn a_ramp_that_ends_while_the_backend_is_down_is_told_too() {
     lb.set_health("b3", Health::Up).unwrap();
     assert_eq!(take(&log), [Event::SlowStartDone { id: "b3".into() }]);
 }
+
+#[test]
+fn status_shows_the_effective_weight_the_ejection_and_the_failure_run() {
+    let clock = ManualClock::new();
+    let lb = WeightedRoundRobin::builder()
+        .health(
+            HealthConfig::new()
+                .clock(clock.clone())
+                .outlier_detection(OutlierDetection::default())
+                .slow_start(SlowStart::new(Duration::from_secs(10))),
+        )
+        .build(ids(4).into_iter().map(|b| b.with_weight(2)))
+        .unwrap();
+    let line = |id: &str| lb.status().into_iter().find(|s| s.id() == id).unwrap();
+    assert_eq!(line("b0").effective_weight(), 2.0);
+    fail(&lb, "b0", 3, Failure::Error);
+    assert_eq!(line("b0").consecutive_failures(), 3);
+    assert_eq!(line("b0").ejected_until(), None);
+    fail(&lb, "b0", 2, Failure::Error);
+    drop(lb.pick(&Request::new()));
+    let b0 = line("b0");
+    assert_eq!(b0.ejected_until(), Some(Duration::from_secs(30)));
+    assert_eq!((b0.ejections(), b0.consecutive_failures()), (1, 0));
+    assert_eq!(b0.effective_weight(), 0.0, "not eligible");
+    // Back after 30 s, ramping over 10 s (Envoy's weight x max(10%, t / window)): a quarter
+    // in, 2 x 0.25.
+    clock.advance(Duration::from_millis(32_500));
+    drop(lb.pick(&Request::new()));
+    let b0 = line("b0");
+    assert_eq!(b0.ejected_until(), None);
+    assert_eq!(b0.effective_weight(), 0.5);
+}

@@ -10,7 +10,9 @@ use crate::backend::{Backend, Health};
 use crate::engine::entry::Entry;
 use crate::engine::pick::{Member, Pick};
 use crate::engine::policy::Policy;
-use crate::engine::rules::{apply_outlier_rules, effective_weight, is_ramping, Sweep};
+use crate::engine::rules::{
+    apply_outlier_rules, effective_weight, is_ramping, weight_scale, Sweep,
+};
 use crate::engine::snapshot::{Eligible, IdIndex, Snapshot, View};
 use crate::engine::soft::{apply_soft_health, SoftSweep};
 use crate::engine::state::{nanos, Feedback, State, FULL_SOFT_WEIGHT, NEVER};
@@ -719,6 +721,11 @@ impl<T, P: Policy<T>> Core<T, P> {
                 ejected: e.state.ejected_until() != 0,
                 soft_weight: e.state.soft_weight(),
                 coverage: snap.coverage.as_ref().map_or(COVERAGE_SCALE, |c| c[i]),
+                effective_weight: snap.weights[i],
+                weight_scale: snap.weight_scale,
+                ejected_until: e.state.ejected_until(),
+                ejections: e.state.ejections(),
+                consecutive_failures: e.state.consecutive_failures(),
             })
             .collect()
     }
@@ -1034,6 +1041,7 @@ fn build<T, P: Policy<T>>(
         .collect();
     let ramping = members.iter().map(|e| is_ramping(e, config, now)).collect();
     Ok(Snapshot {
+        weight_scale: weight_scale(config, coverage.is_some()),
         panic: panic.then_some((healthy_count, could_count)),
         healthy: (healthy_count, could_count),
         ramping,

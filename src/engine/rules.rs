@@ -279,6 +279,16 @@ pub(crate) fn effective_weight<T>(
     }
 }
 
+/// Effective weights per unit of configured weight under `config` (and a subset's coverage):
+/// [`WEIGHT_SCALE`] while a rule scales them, else 1.
+pub(crate) fn weight_scale(config: &HealthConfig, coverage: bool) -> u64 {
+    if config.slow_start.is_some() || config.soft_health.is_some() || coverage {
+        WEIGHT_SCALE
+    } else {
+        1
+    }
+}
+
 /// Whether `e`'s slow-start ramp is not over at `now`.
 pub(crate) fn is_ramping<T>(e: &Entry<T>, config: &HealthConfig, now: u64) -> bool {
     let Some(slow_start) = config.slow_start else {

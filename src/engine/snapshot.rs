@@ -46,6 +46,9 @@ pub(crate) struct Snapshot<T, X> {
     /// Whether picks note when they start, so that one dropped or failed without a latency
     /// report still feeds the latency estimate ([`PeakEwma`](crate::PeakEwma)).
     pub(crate) tracks_latency: bool,
+    /// Effective weights (in `weights`) per unit of configured weight: 1, or
+    /// [`WEIGHT_SCALE`](crate::engine::rules) while a rule scales them.
+    pub(crate) weight_scale: u64,
     /// `Some((healthy, could))` while the panic threshold made every member that could serve
     /// eligible (see [`crate::health`]).
     pub(crate) panic: Option<(usize, usize)>,
