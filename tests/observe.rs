@@ -334,9 +334,9 @@ fn events_from_many_threads_are_told_in_the_order_of_the_changes() {
     // Four threads flip their own backend Down and Up; with a panic threshold of 0.9 over 8
     // backends any one down enters panic mode and all up leaves it. Told in the order the
     // changes were made, PanicEntered and PanicLeft alternate, starting with PanicEntered.
-    // (A stress test: telling each writer's events after its own unlock, as a first version
-    // did, failed it about one run in three here, when a writer was preempted between its
-    // unlock and its telling; the queue makes the order hold by construction.)
+    // (A stress test, and a weak one: telling each writer's events after its own unlock, as a
+    // first version did, failed it in one of six runs here, when a writer was preempted
+    // between its unlock and its telling; the queue makes the order hold by construction.)
     let (log, observer) = recorder();
     let lb = Arc::new(
         RoundRobin::builder()
