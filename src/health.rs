@@ -420,6 +420,17 @@ impl FailureClasses {
 }
 
 impl Failure {
+    /// The kind's index among the three (local origin 0, error 1, overloaded 2), for counters
+    /// kept by kind.
+    #[inline]
+    pub(crate) fn index(&self) -> usize {
+        match self {
+            Failure::LocalOrigin => 0,
+            Failure::Error => 1,
+            Failure::Overloaded { .. } => 2,
+        }
+    }
+
     /// The bit of [`FailureClasses::bits`] for this kind.
     pub(crate) fn bit(&self) -> u8 {
         match self {

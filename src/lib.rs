@@ -127,7 +127,7 @@ pub use observe::{Ejection, Event, Observer};
 pub use request::Request;
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};
-pub use status::Status;
+pub use status::{FailureCounts, Status};
 pub use subset::{Aperture, RendezvousSubset, Subset};
 
 /// The README's examples, compiled and run as doctests.

@@ -1,11 +1,22 @@
 //! What a balancer reports about each backend.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::backend::Health;
+use crate::engine::state::Counters;
 
 /// One backend's line in [`Balancer::status`](crate::Balancer::status): a point-in-time
 /// reading.
+///
+/// The counters ([`picks`](Status::picks), [`successes`](Status::successes),
+/// [`failures`](Status::failures), [`dropped`](Status::dropped), [`spills`](Status::spills))
+/// run from when the balancer first learned the backend, across updates, health changes and
+/// ejections; a backend removed and added back keeps them if picks on it were still held
+/// meanwhile, and starts again from 0 otherwise (as a new backend). Each is read on its own:
+/// a pick that ends during the reading may show as taken and not yet reported (or reported
+/// and still held), so `picks = in_flight + successes + failures + dropped` holds exactly
+/// once no pick is ending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub(crate) id: Arc<str>,
@@ -23,6 +34,22 @@ pub struct Status {
     pub(crate) ejected_until: u64,
     pub(crate) ejections: u32,
     pub(crate) consecutive_failures: u32,
+    pub(crate) counters: Counters,
+    pub(crate) latency: Option<Duration>,
+    pub(crate) removed: bool,
+}
+
+/// A backend's failures by kind ([`Failure`](crate::Failure)), as
+/// [`Status::failures_by_kind`] counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailureCounts {
+    /// [`Failure::LocalOrigin`](crate::Failure::LocalOrigin): no answer came.
+    pub local_origin: u64,
+    /// [`Failure::Error`](crate::Failure::Error) (and [`Pick::failure`](crate::Pick::failure)).
+    pub error: u64,
+    /// [`Failure::Overloaded`](crate::Failure::Overloaded).
+    pub overloaded: u64,
 }
 
 impl Status {
@@ -58,7 +85,9 @@ impl Status {
     }
 
     /// How much of the backend this client covers under a [subset](crate::subset), in
-    /// `(0, 1]` (its effective weight is scaled by it); 1 without a subset.
+    /// `(0, 1]` (its effective weight is scaled by it); 1 without a subset. 0 for a backend
+    /// outside this client's subset, listed only because picks taken while it was inside are
+    /// still held (such lines come after the members', before the removed backends').
     pub fn coverage(&self) -> f64 {
         f64::from(self.coverage) / f64::from(crate::engine::subset::COVERAGE_SCALE)
     }
@@ -88,9 +117,71 @@ impl Status {
         self.consecutive_failures
     }
 
+    /// Picks taken on the backend (see the counters above).
+    pub fn picks(&self) -> u64 {
+        self.counters.picks
+    }
+
+    /// Picks on the backend that reported [`success`](crate::Pick::success).
+    pub fn successes(&self) -> u64 {
+        self.counters.successes
+    }
+
+    /// Picks on the backend that reported a failure, of any kind
+    /// ([`failure`](crate::Pick::failure), [`failure_of`](crate::Pick::failure_of)).
+    pub fn failures(&self) -> u64 {
+        self.counters.failures.iter().sum()
+    }
+
+    /// The failures by kind.
+    pub fn failures_by_kind(&self) -> FailureCounts {
+        let [local_origin, error, overloaded] = self.counters.failures;
+        FailureCounts {
+            local_origin,
+            error,
+            overloaded,
+        }
+    }
+
+    /// Picks on the backend released without a report (dropped: a timeout, a cancellation,
+    /// or a caller that never reports): the picks taken less those held and those reported.
+    pub fn dropped(&self) -> u64 {
+        self.counters
+            .picks
+            .saturating_sub(self.in_flight as u64)
+            .saturating_sub(self.successes())
+            .saturating_sub(self.failures())
+    }
+
+    /// Under bounded loads ([`load_factor`](crate::Builder::load_factor)), picks whose key's
+    /// first choice this backend was and that went on to the next in the key's order because
+    /// it was above its capacity (counted by `pick`, `try_pick` and the first choice of
+    /// `pick_n`); 0 for the other policies.
+    pub fn spills(&self) -> u64 {
+        self.counters.spills
+    }
+
+    /// The policy's latency estimate for the backend now, where one is kept: the peak-EWMA
+    /// cost of [`PeakEwma`](crate::PeakEwma), decayed to now; `None` for every other policy.
+    pub fn latency(&self) -> Option<Duration> {
+        self.latency
+    }
+
+    /// Whether the backend was removed from the set and is listed only because picks taken
+    /// before are still held: it leaves the list when the last of them is dropped, so a
+    /// caller can see a removed backend drain. Such a line comes after every member's, with
+    /// an effective weight of 0.
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
     /// Whether the backend can receive new picks: `Up`, not ejected, and a weight above 0
     /// (the panic threshold aside, which can make every non-draining backend eligible).
     pub fn is_eligible(&self) -> bool {
-        self.health == Health::Up && self.weight > 0 && !self.ejected
+        self.health == Health::Up
+            && self.weight > 0
+            && !self.ejected
+            && !self.removed
+            && self.coverage > 0
     }
 }

@@ -298,8 +298,22 @@ fn run(kind: Kind, bound: Option<(u64, u64)>, first: Vec<u32>, ops: Vec<Op>) {
         // The counts agree too.
         for s in lb.status() {
             assert_eq!(s.in_flight() as u64, model.in_flight[s.id()], "{}", s.id());
-            assert_eq!(s.health(), model.health[s.id()]);
+            let member = model.members.iter().any(|(id, _)| id == s.id());
+            // A removed backend is listed while picks on it are held, and only then.
+            assert_eq!(s.is_removed(), !member, "{}", s.id());
+            if member {
+                assert_eq!(s.health(), model.health[s.id()]);
+            } else {
+                assert!(s.in_flight() > 0, "{}", s.id());
+            }
         }
+        let listed = lb.status().iter().filter(|s| s.is_removed()).count();
+        let held = model
+            .in_flight
+            .iter()
+            .filter(|(id, n)| **n > 0 && !model.members.iter().any(|(m, _)| m == *id))
+            .count();
+        assert_eq!(listed, held, "removed backends with picks held");
     }
 }
 

@@ -10,7 +10,9 @@
 //! * `status()`: the model's ids in id order, with the model's weight and health, and as
 //!   in-flight count the number of picks the test holds on that id. That includes picks
 //!   taken before the id was removed and added back while they were still held: the core
-//!   keeps the removed backend's counter alive (its `retired` map) and revives it;
+//!   keeps the removed backend's counter alive (its `retired` map) and revives it. Then the
+//!   removed ids on which picks are still held, in id order, with the weight and health they
+//!   had when removed;
 //! * the result of `update` and `set_health`, including the exact error, and that a failed
 //!   call changes nothing.
 //!
@@ -120,6 +122,9 @@ struct Member {
 #[derive(Debug, Default)]
 struct Model {
     members: BTreeMap<String, Member>,
+    /// Removed backends, as they were when removed: listed by `status()` while picks on them
+    /// are held.
+    removed: BTreeMap<String, Member>,
     held: Vec<String>,
 }
 
@@ -138,8 +143,10 @@ impl Model {
     }
 
     fn status(&self) -> Vec<(String, u32, usize, Health)> {
+        let removed = self.removed.iter().filter(|(id, _)| self.in_flight(id) > 0);
         self.members
             .iter()
+            .chain(removed)
             .map(|(id, m)| (id.clone(), m.weight, self.in_flight(id), m.health))
             .collect()
     }
@@ -269,7 +276,13 @@ fn run(
                 prop_assert_eq!(&got, &expected, "{}", ctx);
                 if got.is_ok() {
                     let old = std::mem::take(&mut model.members);
+                    for (id, m) in &old {
+                        if !pairs.iter().any(|p| p.0 == id) {
+                            model.removed.insert(id.clone(), m.clone());
+                        }
+                    }
                     for &(id, weight, value) in &pairs {
+                        model.removed.remove(id);
                         // A backend that stays keeps its health; a new one (also one added
                         // back while picks on it are held) starts Up.
                         let health = old.get(id).map_or(Health::Up, |m| m.health);

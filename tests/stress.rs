@@ -252,6 +252,15 @@ fn reader(name: &str, lb: &dyn Balancer<u32>, done: &AtomicBool) -> usize {
     // Relaxed: as in `churner`.
     while !done.load(Ordering::Relaxed) || reads < 100 {
         let status = lb.status();
+        // Removed backends with picks held come last, each at least one pick.
+        let members = status.iter().take_while(|s| !s.is_removed()).count();
+        assert!(
+            status[members..]
+                .iter()
+                .all(|s| s.is_removed() && s.in_flight() > 0),
+            "{name}: {status:?}"
+        );
+        let status = &status[..members];
         let ids: Vec<(usize, u32)> = status
             .iter()
             .map(|s| (IDS.iter().position(|i| *i == s.id()).unwrap(), s.weight()))
@@ -312,14 +321,22 @@ fn stress(policy: &Policy) {
         "{name}: {last} updates, {reads} reads"
     );
 
-    // Quiet now: each backend counts exactly the picks still held on its id.
+    // Quiet now: each backend counts exactly the picks still held on its id, the members
+    // first, then the removed backends that picks are held on.
     let status = common::summary(&*lb);
     let ids: Vec<&str> = set_of(last).iter().map(|&(i, _)| IDS[i]).collect();
     let mut sorted = ids.clone();
     sorted.sort_unstable();
+    let mut removed: Vec<&str> = held
+        .iter()
+        .map(|p| p.id())
+        .filter(|id| !sorted.contains(id))
+        .collect();
+    removed.sort_unstable();
+    removed.dedup();
     assert_eq!(
         status.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
-        sorted,
+        [&sorted[..], &removed[..]].concat(),
         "{name}"
     );
     for (id, _, in_flight, _) in &status {

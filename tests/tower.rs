@@ -606,8 +606,22 @@ fn feed() -> (tokio::sync::mpsc::UnboundedSender<Discovered>, Feed) {
     (tx, Feed(rx))
 }
 
+/// The members' ids (not the removed backends still listed while requests on them run).
 fn ids(lb: &dyn Balancer<()>) -> Vec<String> {
-    lb.status().iter().map(|s| s.id().to_owned()).collect()
+    lb.status()
+        .iter()
+        .filter(|s| !s.is_removed())
+        .map(|s| s.id().to_owned())
+        .collect()
+}
+
+/// The removed backends that `status` still lists, requests on them running.
+fn removed(lb: &dyn Balancer<()>) -> Vec<String> {
+    lb.status()
+        .iter()
+        .filter(|s| s.is_removed())
+        .map(|s| s.id().to_owned())
+        .collect()
 }
 
 #[test]
@@ -637,10 +651,12 @@ fn discovery_inserts_and_removes_while_requests_are_in_flight() {
         assert_eq!(r.unwrap(), "c", "b holds one request, c none");
     }
     assert_eq!(ids(&*lb), ["b", "c"]);
+    assert_eq!(removed(&*lb), ["a"], "listed while its request runs");
     assert_eq!(a.calls(), calls_a, "a removed backend gets no new request");
     // The request on the removed backend finishes normally.
     a.release();
     assert_eq!(task.poll(&mut on_a).map(Result::unwrap), Poll::Ready("a"));
+    assert!(removed(&*lb).is_empty(), "drained: no longer listed");
 
     // Removed while in flight, then back: its held request still counts, and is released.
     assert_eq!(in_flight(&*lb)["b"], 1);

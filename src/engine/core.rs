@@ -32,11 +32,18 @@ use crate::subset::Subset;
 /// 2^22 backends stays below 2^64), and every index fit in a `u32`.
 pub const MAX_BACKENDS: usize = 1 << 22;
 
+/// A removed backend whose picks are still held: its state (weakly: the picks hold it) and
+/// the weight it had.
+struct Retired {
+    state: Weak<State>,
+    weight: u32,
+}
+
 /// What the writer lock guards.
 struct Writer<T> {
     /// The states of removed backends that still have picks held, so that a backend removed
     /// and added back before they drop keeps counting them.
-    retired: AHashMap<Arc<str>, Weak<State>>,
+    retired: AHashMap<Arc<str>, Retired>,
     config: HealthConfig,
     /// The statistical ejection rules' intervals.
     sweep: Sweep,
@@ -473,7 +480,9 @@ impl<T, P: Policy<T>> Core<T, P> {
             .map(|(position, b)| {
                 let state = if let Some(e) = writer.find(&b.id) {
                     Arc::clone(&e.state)
-                } else if let Some(state) = writer.retired.get(&b.id).and_then(Weak::upgrade) {
+                } else if let Some(state) =
+                    writer.retired.get(&b.id).and_then(|r| r.state.upgrade())
+                {
                     // Picks are still held from before its removal: keep counting them.
                     revived.push(Arc::clone(&state));
                     state
@@ -519,14 +528,19 @@ impl<T, P: Policy<T>> Core<T, P> {
         };
         for old in old_universe.iter() {
             if writer.find(&old.id).is_none() {
-                writer
-                    .retired
-                    .insert(Arc::clone(&old.id), Arc::downgrade(&old.state));
+                writer.retired.insert(
+                    Arc::clone(&old.id),
+                    Retired {
+                        state: Arc::downgrade(&old.state),
+                        weight: old.weight,
+                    },
+                );
             }
         }
         let universe = std::mem::take(&mut writer.universe);
-        writer.retired.retain(|id, state| {
-            state.strong_count() > 0 && universe.binary_search_by(|e| (*e.id).cmp(id)).is_err()
+        writer.retired.retain(|id, retired| {
+            retired.state.strong_count() > 0
+                && universe.binary_search_by(|e| (*e.id).cmp(id)).is_err()
         });
         writer.universe = universe;
         if watched.is_some() {
@@ -709,25 +723,74 @@ impl<T, P: Policy<T>> Core<T, P> {
     }
 
     pub(crate) fn status(&self) -> Vec<Status> {
-        let snap = self.load();
-        snap.members
+        // Rules and time applied first (if due); then, under the writer lock (which a pick
+        // only tries for, to rebuild), the snapshot and the writer's lists agree.
+        drop(self.load());
+        let writer = self.writer.lock();
+        let snap = self.current.load();
+        let now = snap.tracks_latency.then(|| self.feedback.now_ns());
+        let mut lines: Vec<Status> = snap
+            .members
             .iter()
             .enumerate()
             .map(|(i, e)| Status {
-                id: Arc::clone(&e.id),
-                weight: e.weight,
-                in_flight: e.state.in_flight(),
-                health: e.state.health(),
-                ejected: e.state.ejected_until() != 0,
-                soft_weight: e.state.soft_weight(),
                 coverage: snap.coverage.as_ref().map_or(COVERAGE_SCALE, |c| c[i]),
                 effective_weight: snap.weights[i],
                 weight_scale: snap.weight_scale,
-                ejected_until: e.state.ejected_until(),
-                ejections: e.state.ejections(),
-                consecutive_failures: e.state.consecutive_failures(),
+                ..self.line(&e.id, e.weight, &e.state, now)
             })
-            .collect()
+            .collect();
+        // Backends that are no longer members but still hold picks: removed, or outside the
+        // subset.
+        let member = |id: &str| snap.members.binary_search_by(|e| (*e.id).cmp(id)).is_ok();
+        let outside: Vec<Status> = writer
+            .universe
+            .iter()
+            .filter(|e| !member(&e.id) && e.state.in_flight() > 0)
+            .map(|e| Status {
+                coverage: 0,
+                ..self.line(&e.id, e.weight, &e.state, now)
+            })
+            .collect();
+        let mut removed: Vec<Status> = writer
+            .retired
+            .iter()
+            .filter_map(|(id, r)| {
+                let state = r.state.upgrade().filter(|s| s.in_flight() > 0)?;
+                (!member(id)).then(|| Status {
+                    removed: true,
+                    ..self.line(id, r.weight, &state, now)
+                })
+            })
+            .collect();
+        drop(writer);
+        lines.extend(outside);
+        removed.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        lines.extend(removed);
+        lines
+    }
+
+    /// One backend's status line as its state tells it, outside any snapshot: not eligible
+    /// (effective weight 0), fully covered, a member. `now`: the clock, if the policy keeps a
+    /// latency estimate.
+    fn line(&self, id: &Arc<str>, weight: u32, state: &State, now: Option<u64>) -> Status {
+        Status {
+            id: Arc::clone(id),
+            weight,
+            in_flight: state.in_flight(),
+            health: state.health(),
+            ejected: state.ejected_until() != 0,
+            soft_weight: state.soft_weight(),
+            coverage: COVERAGE_SCALE,
+            effective_weight: 0,
+            weight_scale: 1,
+            ejected_until: state.ejected_until(),
+            ejections: state.ejections(),
+            consecutive_failures: state.consecutive_failures(),
+            counters: state.counters(),
+            latency: now.and_then(|now| state.latency_estimate(now)),
+            removed: false,
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::backend::Health;
 use crate::clock::Clock;
 use crate::engine::sync::Ordering;
-use crate::engine::sync::{ArcSwap, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+use crate::engine::sync::{ArcSwap, AtomicBool, AtomicU32, AtomicU64, AtomicU8};
 use crate::health::{Failure, FailureClasses};
 use crate::observe::Ejection;
 
@@ -218,15 +218,18 @@ pub(crate) struct Revival {
 /// Aligned to 64-byte lines of its own: two threads picking different backends never share
 /// a line. Laid out in order (`repr(C)`) so that what a pick or a report touches (the
 /// in-flight count and cap, the failure run, recent failures, the latency score, the feedback
-/// pointer, the success count) sits on the first line, and what only the writer's rules and
-/// sweeps read on the lines after. (128 would also keep adjacent-line prefetch apart, but inside an `Arc` it doubles
-/// the memory to 256 bytes per backend, and at 1000 backends the misses that cost more are
-/// those of a working set that no longer fits the cache.)
+/// pointer, the success count) sits on the first line, and what failures, the writer's rules
+/// and sweeps read on the lines after. Four lines in all (256 bytes), of which picks touch the
+/// first: the working set of a pick over 1000 backends is 64 KB, however many lines follow.
+/// (Aligning to 128 would keep adjacent-line prefetch apart too, at twice the lines a pick
+/// pulls in.)
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct State {
     // The first line: what every pick and report touches.
-    in_flight: AtomicUsize,
+    /// Picks held now (low 32 bits) and picks ever taken, modulo 2^32 (high 32 bits; the
+    /// carries out of them are counted in `pick_wraps`): one RMW counts both.
+    in_flight: AtomicU64,
     /// The backend's hard cap on picks held at once, 0 for none. Written by the writer
     /// (under its lock) after a snapshot with the new value is built and before it is
     /// published; read by every acquire on the same cache line as `in_flight`.
@@ -244,10 +247,12 @@ pub(crate) struct State {
     /// Clock nanoseconds of the last latency observation.
     stamp: AtomicU64,
     feedback: Arc<Feedback>,
-    /// Successes and failures reported since the state was made, counted while the
-    /// statistical ejection rules are on.
+    /// Picks that reported success, since the state was made (a counter for operators).
+    succeeded: AtomicU64,
+    // The second: what the statistical rules and soft health count, and the writer's rules.
+    /// Successes and failures as the ejection rules classify them, reported since the state
+    /// was made, counted while the statistical ejection rules or soft health are on.
     successes: AtomicU64,
-    // The second: failure counts and the writer's rules.
     failures: AtomicU64,
     /// The sum of the latencies of successes reported since the state was made, in
     /// nanoseconds (each at most 2^50), counted while soft health is on; wrapping, so an
@@ -263,21 +268,44 @@ pub(crate) struct State {
     tripped_at: AtomicU64,
     /// Writer only: when the last ejection ended.
     returned_at: AtomicU64,
-    /// Writer only: when the slow-start ramp began, or [`FULL_WEIGHT`].
-    ramp_start: AtomicU64,
     /// Writer only: the ejection multiplier (how many times ejected, decayed).
     ejections: AtomicU32,
-    /// Writer only: why the last ejection happened ([`Ejection::to_u8`]; 0 if never).
-    ejected_by: AtomicU8,
     /// Writer only: the soft-health multiplier on the effective weight, in 2^-16 units
     /// ([`FULL_SOFT_WEIGHT`] when healthy).
     soft_weight: AtomicU32,
-    // The third: what only the sweeps read.
+    // The third: counters of rarer events, and what only the writer reads.
+    /// Picks that reported a failure, by kind ([`Failure::index`]), since the state was made.
+    failed: [AtomicU64; 3],
+    /// Picks whose key's first choice this backend was, and that went on because it was
+    /// above its bounded-loads capacity.
+    spills: AtomicU64,
+    /// Writer only: when the slow-start ramp began, or [`FULL_WEIGHT`].
+    ramp_start: AtomicU64,
+    /// How many times the pick count in `in_flight`'s high bits wrapped past 2^32.
+    pick_wraps: AtomicU32,
+    /// Writer only: why the last ejection happened ([`Ejection::to_u8`]; 0 if never).
+    ejected_by: AtomicU8,
     /// Writer only: `successes` and `failures` at the last sweep of those rules.
     swept: (AtomicU64, AtomicU64),
+    // The fourth: what only the soft-health sweep reads.
     /// Writer only: `successes`, `failures`, `latencies` and `timed` at the last soft-health
     /// sweep.
     soft_seen: [AtomicU64; 4],
+}
+
+/// One in the pick count of [`State::in_flight`]'s high bits.
+const PICK_ONE: u64 = 1 << 32;
+/// The bits of [`State::in_flight`] that count the picks held.
+const HELD_MASK: u64 = PICK_ONE - 1;
+
+/// A backend's counters since its state was made (see [`State::counters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub(crate) picks: u64,
+    pub(crate) successes: u64,
+    /// By kind ([`Failure::index`]).
+    pub(crate) failures: [u64; 3],
+    pub(crate) spills: u64,
 }
 
 /// One request in flight in the units of [`State::failure_load`] (a failure weighs one).
@@ -296,7 +324,7 @@ impl State {
             .latency
             .map_or(0.0, |l| l.default_ns.ln() + now_ns as f64 / l.decay_ns);
         State {
-            in_flight: AtomicUsize::new(0),
+            in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU32::new(0),
             health: AtomicU8::new(Health::Up.to_u8()),
             consecutive_failures: AtomicU32::new(0),
@@ -309,6 +337,10 @@ impl State {
             ramp_start: AtomicU64::new(if ramp { now_ns } else { FULL_WEIGHT }),
             score: AtomicU64::new(score.to_bits()),
             stamp: AtomicU64::new(now_ns),
+            succeeded: AtomicU64::new(0),
+            failed: Default::default(),
+            spills: AtomicU64::new(0),
+            pick_wraps: AtomicU32::new(0),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             swept: (AtomicU64::new(0), AtomicU64::new(0)),
@@ -321,9 +353,10 @@ impl State {
         }
     }
 
-    /// Counts one more pick held, unless the backend is at its cap: then `false`, and
-    /// nothing changed. Without a cap, one plain `fetch_add`; with one, a compare-exchange
-    /// loop that never takes the count above the cap, however many threads acquire at once.
+    /// Counts one more pick held (and taken), unless the backend is at its cap: then
+    /// `false`, and nothing changed. Without a cap, one plain `fetch_add`; with one, a
+    /// compare-exchange loop that never takes the count above the cap, however many threads
+    /// acquire at once.
     #[inline]
     pub(crate) fn try_acquire(&self) -> bool {
         // Relaxed: the cap is published to picks by the snapshot swap that follows its store
@@ -333,34 +366,48 @@ impl State {
         if cap == 0 {
             // Relaxed: the count is a statistic read by later picks; no other memory is
             // published through it, and the atomic RMW alone makes every increment count
-            // exactly once.
-            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            // exactly once. The same RMW counts the pick taken, in the high bits.
+            let before = self.in_flight.fetch_add(PICK_ONE + 1, Ordering::Relaxed);
+            self.carry(before);
             return true;
         }
-        self.acquire_below(cap as usize)
+        self.acquire_below(u64::from(cap))
     }
 
     /// The capped acquire: increments only from a count below `cap`.
     #[inline(never)]
-    fn acquire_below(&self, cap: usize) -> bool {
+    fn acquire_below(&self, cap: u64) -> bool {
         // Relaxed load and compare-exchange: every change of the count is an RMW of this one
         // atomic, so they are totally ordered (its modification order) and each exchange
         // succeeds only from the value it read: no two acquires can both take the last slot.
         // Nothing else is published through the count.
         let mut current = self.in_flight.load(Ordering::Relaxed);
         loop {
-            if current >= cap {
+            if current & HELD_MASK >= cap {
                 return false;
             }
             match self.in_flight.compare_exchange_weak(
                 current,
-                current + 1,
+                current.wrapping_add(PICK_ONE + 1),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return true,
+                Ok(before) => {
+                    self.carry(before);
+                    return true;
+                }
                 Err(now) => current = now,
             }
+        }
+    }
+
+    /// Counts the carry out of the pick count, if the acquire that read `before` wrapped it:
+    /// once every 2^32 picks of one backend.
+    #[inline]
+    fn carry(&self, before: u64) {
+        if before >> 32 == u64::from(u32::MAX) {
+            // Relaxed: a count; see `counters` for a read racing with it.
+            self.pick_wraps.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -389,20 +436,55 @@ impl State {
     /// Counts one more pick held, ignoring any cap (unit tests that set counts directly).
     #[cfg(test)]
     pub(crate) fn acquire(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let before = self.in_flight.fetch_add(PICK_ONE + 1, Ordering::Relaxed);
+        self.carry(before);
     }
 
     #[inline]
     pub(crate) fn release(&self) {
         // Relaxed: as in `acquire`; each release pairs with exactly one acquire of the same
-        // counter (the pick holds the state alive), so the count never goes below zero.
+        // counter (the pick holds the state alive), so the count in the low bits never goes
+        // below zero and never borrows from the pick count.
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Picks held now. At most 2^32 - 1 at once per backend (each holds memory: a `Pick`
+    /// is 16 bytes, 64 GiB for 2^32 of them).
     #[inline]
     pub(crate) fn in_flight(&self) -> usize {
         // Relaxed: a load-balancing decision needs a recent value, not a synchronised one.
-        self.in_flight.load(Ordering::Relaxed)
+        (self.in_flight.load(Ordering::Relaxed) & HELD_MASK) as usize
+    }
+
+    /// The counters since the state was made: picks taken, successes and failures reported,
+    /// spills. Each is read on its own (Relaxed): a pick ending during the read may be
+    /// counted as taken but not yet as reported, or as reported and still held. A read racing
+    /// with the acquire that carries the 2^32nd pick of a backend out of the low word may
+    /// miss that carry (2^32 too few) for the nanoseconds until it is counted.
+    pub(crate) fn counters(&self) -> Counters {
+        // Relaxed: counts, as above. The wraps before the word: a carry counted between the
+        // two reads then belongs to a word read after its wrap (exact); read the other way, a
+        // word from before the wrap could meet the carry's count (2^32 too many).
+        let wraps = self.pick_wraps.load(Ordering::Relaxed);
+        let word = self.in_flight.load(Ordering::Relaxed);
+        Counters {
+            picks: u64::from(wraps) << 32 | word >> 32,
+            successes: self.succeeded.load(Ordering::Relaxed),
+            failures: [
+                self.failed[0].load(Ordering::Relaxed),
+                self.failed[1].load(Ordering::Relaxed),
+                self.failed[2].load(Ordering::Relaxed),
+            ],
+            spills: self.spills.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A pick whose first choice this backend was went on because it was above its
+    /// bounded-loads capacity.
+    #[inline]
+    pub(crate) fn count_spill(&self) {
+        // Relaxed: a count.
+        self.spills.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn health(&self) -> Health {
@@ -566,6 +648,8 @@ impl State {
 
     /// A request ended in a failure of `kind`: to each rule as it counts that kind.
     pub(crate) fn report_failure_of(&self, kind: Failure) {
+        // Relaxed: a count.
+        self.failed[kind.index()].fetch_add(1, Ordering::Relaxed);
         self.add_failure_load();
         let local_threshold = self.feedback.local_threshold();
         if local_threshold != 0 {
@@ -693,6 +777,8 @@ impl State {
 
     /// A request on this backend succeeded after `latency`.
     pub(crate) fn report_success(&self, latency: Duration) {
+        // Relaxed: a count.
+        self.succeeded.fetch_add(1, Ordering::Relaxed);
         self.report_success_to_rules();
         if self.feedback.counting() & COUNT_LATENCY != 0 {
             // Nanoseconds, so that a median under a microsecond is not 0; at most 2^50 ns (13
@@ -860,6 +946,15 @@ impl State {
         self.stamp.store(now, Ordering::Relaxed);
     }
 
+    /// The peak-EWMA latency estimate at clock time `now` (decayed since the last
+    /// observation), if the policy keeps one.
+    pub(crate) fn latency_estimate(&self, now: u64) -> Option<Duration> {
+        let tracking = self.feedback.latency?;
+        let cost = (self.latency_score() - now as f64 / tracking.decay_ns).exp();
+        // Saturates: a cost beyond u64 nanoseconds (584 years) reads as that.
+        Some(Duration::from_nanos(cost as u64))
+    }
+
     /// The peak-EWMA log score (see `observe_latency`).
     #[inline]
     pub(crate) fn latency_score(&self) -> f64 {
@@ -911,11 +1006,20 @@ mod layout {
             offset_of!(State, score) + 8,
             offset_of!(State, stamp) + 8,
             offset_of!(State, feedback) + 8,
-            offset_of!(State, successes) + 8,
+            offset_of!(State, succeeded) + 8,
             offset_of!(State, health) + 1,
         ] {
             assert!(end <= 64, "{end}");
         }
-        assert_eq!(size_of::<State>(), 192);
+        // What the statistical rules count on the second line, not the third.
+        for end in [
+            offset_of!(State, successes) + 8,
+            offset_of!(State, failures) + 8,
+            offset_of!(State, latencies) + 8,
+            offset_of!(State, timed) + 8,
+        ] {
+            assert!(end <= 128, "{end}");
+        }
+        assert_eq!(size_of::<State>(), 256);
     }
 }

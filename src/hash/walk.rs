@@ -130,9 +130,13 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
             None => snap.table.first(key, eligible),
             Some(factor) => {
                 let load = Capacity::new(factor);
-                snap.table
-                    .first(key, |i| eligible(i) && load.has_room(snap, i))
-                    .or_else(|| snap.table.first(key, eligible))
+                let home = Cell::new(None);
+                let chosen = snap
+                    .table
+                    .first(key, |i| within(snap, &load, &home, eligible(i), i))
+                    .or_else(|| snap.table.first(key, eligible));
+                count_spill(snap, home.get(), chosen);
+                chosen
             }
         }
     }
@@ -171,10 +175,18 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
             let free = |i: usize| snap.is_eligible[i] && !is_taken(i) && accept(i);
             let next = match &load {
                 None => snap.table.first(key, free),
-                Some(load) => snap
-                    .table
-                    .first(key, |i| free(i) && load.has_room(snap, i))
-                    .or_else(|| snap.table.first(key, free)),
+                Some(load) => {
+                    let home = Cell::new(None);
+                    let next = snap
+                        .table
+                        .first(key, |i| within(snap, load, &home, free(i), i))
+                        .or_else(|| snap.table.first(key, free));
+                    if out.len() == start {
+                        // The first choice: a spill as `choose` counts it.
+                        count_spill(snap, home.get(), next);
+                    }
+                    next
+                }
             };
             // Every eligible member is offered; none left that is free and accepted.
             let Some(index) = next else { break };
@@ -186,6 +198,40 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
                 // The pick just chosen will be held: it counts in the total of the next one.
                 load.held += 1;
             }
+        }
+    }
+}
+
+/// The bounded-loads test of a walk: whether member `i` (`candidate`: eligible and accepted)
+/// is within its capacity. The first candidate that is not is the key's home, noted in `home`:
+/// the walk spills past it.
+#[inline]
+fn within<T, X>(
+    snap: &Snapshot<T, X>,
+    load: &Capacity,
+    home: &Cell<Option<usize>>,
+    candidate: bool,
+    i: usize,
+) -> bool {
+    if !candidate {
+        return false;
+    }
+    if load.has_room(snap, i) {
+        return true;
+    }
+    if home.get().is_none() {
+        home.set(Some(i));
+    }
+    false
+}
+
+/// Counts a spill on the key's home if the walk passed it for lack of room and chose another
+/// (the fallback walk, when every candidate is full, may come back to the home itself).
+#[inline]
+fn count_spill<T, X>(snap: &Snapshot<T, X>, home: Option<usize>, chosen: Option<usize>) {
+    if let Some(home) = home {
+        if chosen != Some(home) {
+            snap.states[home].count_spill();
         }
     }
 }
