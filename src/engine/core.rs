@@ -710,6 +710,8 @@ impl<T, P: Policy<T>> Core<T, P> {
 
     pub(crate) fn status(&self) -> Vec<Status> {
         let snap = self.load();
+        // Once per call, O(table): counted from the snapshot's table, indexed by member.
+        let shares = self.policy.table_shares(&snap.table, snap.members.len());
         snap.members
             .iter()
             .enumerate()
@@ -726,6 +728,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 ejected_until: e.state.ejected_until(),
                 ejections: e.state.ejections(),
                 consecutive_failures: e.state.consecutive_failures(),
+                table_share: shares.as_ref().and_then(|s| s.get(i).copied()),
             })
             .collect()
     }
