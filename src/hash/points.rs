@@ -148,8 +148,8 @@ impl Preference for Ring {
     }
 
     /// The points each member owns, in one pass over the ring: `Ring::new`'s counts as
-    /// built (see `point_counts` in [`crate::hash::ring`]), or a preset's points after its
-    /// program dropped the duplicates.
+    /// built (see `point_counts` in [`crate::hash::ring`]), or a preset's points as given to
+    /// `Ring::from_points` (nginx's and ketama's with each position kept once).
     fn shares(&self, members: usize) -> Option<Vec<u64>> {
         Some(count_owners(self.owners(), members))
     }
