@@ -37,6 +37,8 @@ pub struct Status {
     pub(crate) counters: Counters,
     pub(crate) latency: Option<Duration>,
     pub(crate) removed: bool,
+    /// Entries owned in the hashing policy's table; `None` without one.
+    pub(crate) table_share: Option<u64>,
 }
 
 /// A backend's failures by kind ([`Failure`](crate::Failure)), as
@@ -173,6 +175,38 @@ impl Status {
     /// an effective weight of 0.
     pub fn is_removed(&self) -> bool {
         self.removed
+    }
+
+    /// The entries the backend owns in the current table of a hashing policy: its ring points
+    /// ([`HashRing`](crate::HashRing); a [`PresetRing`](crate::PresetRing)'s nginx, ketama or
+    /// `ring_hash` continuum points), or its Maglev slots ([`Maglev`](crate::Maglev),
+    /// [`Preset::EnvoyMaglev`](crate::Preset::EnvoyMaglev)). Over the whole set they add up to
+    /// the table's size. A Maglev backend's share of keys is exactly its share of slots; a
+    /// ring backend's is its share of points only in expectation (the arcs between points
+    /// vary in length). Envoy's `min_hashes_per_host` / `max_hashes_per_host` gauges are the
+    /// minimum and maximum of these counts over the set.
+    ///
+    /// The table is built over every backend of the set, healthy or not, so health changes
+    /// and ejections leave it as it is (keys of an ineligible backend walk on past its
+    /// entries); weight 0, or a backend the preset's program gave no point, owns 0. `None`
+    /// for policies without such a table: every request-spreading policy,
+    /// [`JumpHash`](crate::JumpHash) and [`Rendezvous`](crate::Rendezvous); and for the lines
+    /// of backends that are not in the table (removed, or outside the subset, listed while
+    /// picks on them are held).
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, Maglev, RoundRobin};
+    /// let lb = Maglev::builder()
+    ///     .table_size(101)
+    ///     .build([Backend::new("a", ()), Backend::new("b", ()).with_weight(0)])?;
+    /// let shares: Vec<_> = lb.status().iter().map(|s| s.table_share()).collect();
+    /// assert_eq!(shares, [Some(101), Some(0)]);
+    /// let rr = RoundRobin::new([Backend::new("a", ())])?;
+    /// assert_eq!(rr.status()[0].table_share(), None);
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    pub fn table_share(&self) -> Option<u64> {
+        self.table_share
     }
 
     /// Whether the backend can receive new picks: `Up`, not ejected, and a weight above 0

@@ -729,6 +729,8 @@ impl<T, P: Policy<T>> Core<T, P> {
         let writer = self.writer.lock();
         let snap = self.current.load();
         let now = snap.tracks_latency.then(|| self.feedback.now_ns());
+        // Once per call, O(table): counted from the snapshot's table, indexed by member.
+        let shares = self.policy.table_shares(&snap.table, snap.members.len());
         let mut lines: Vec<Status> = snap
             .members
             .iter()
@@ -737,6 +739,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 coverage: snap.coverage.as_ref().map_or(COVERAGE_SCALE, |c| c[i]),
                 effective_weight: snap.weights[i],
                 weight_scale: snap.weight_scale,
+                table_share: shares.as_ref().and_then(|s| s.get(i).copied()),
                 ..self.line(&e.id, e.weight, &e.state, now)
             })
             .collect();
@@ -790,6 +793,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             counters: state.counters(),
             latency: now.and_then(|now| state.latency_estimate(now)),
             removed: false,
+            table_share: None,
         }
     }
 }

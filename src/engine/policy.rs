@@ -41,6 +41,16 @@ pub(crate) trait Policy<T>: Send + Sync + 'static {
         out: &mut Vec<usize>,
     );
 
+    /// For each member index `0..members` (into the snapshot's members), the entries it owns
+    /// in `table`: ring points, Maglev slots or continuum points, for
+    /// [`Status::table_share`](crate::Status::table_share). `None` (the default) for
+    /// policies whose table has no entries per member (every request-spreading policy, jump
+    /// hash, rendezvous). May cost O(table): called by `status()` only, never on a pick.
+    fn table_shares(&self, table: &Self::Table, members: usize) -> Option<Vec<u64>> {
+        let _ = (table, members);
+        None
+    }
+
     /// Whether reports should maintain a peak-EWMA latency estimate, and its parameters.
     fn latency_tracking(&self) -> Option<LatencyTracking> {
         None

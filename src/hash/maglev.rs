@@ -68,7 +68,7 @@ use crate::engine::core::{impl_balancer, Core};
 use crate::engine::sequence::uniform;
 use crate::error::Error;
 use crate::hash::is_prime;
-use crate::hash::walk::{Hashed, Node, Placement, Preference};
+use crate::hash::walk::{count_owners, Hashed, Node, Placement, Preference};
 use crate::placement::mix;
 
 use std::cmp::Ordering;
@@ -487,6 +487,12 @@ impl Preference for Table {
         let start = uniform(mix(key, PROBES), self.members).0;
         (start..self.members).chain(0..start).find(|&m| accept(m))
     }
+
+    /// The slots each member owns, in one pass over the table (all zeros when no member
+    /// has a weight above 0 and the table is empty).
+    fn shares(&self, members: usize) -> Option<Vec<u64>> {
+        Some(count_owners(self.slots.iter().copied(), members))
+    }
 }
 
 #[cfg(test)]
@@ -543,6 +549,14 @@ mod tests {
         let counts = slot_counts(&table, 100);
         assert!(counts.iter().all(|&c| c == 655 || c == 656), "{counts:?}");
         assert_eq!(counts.iter().sum::<usize>(), 65_537);
+        let shares = table.shares(100).unwrap();
+        assert!(shares.iter().zip(&counts).all(|(&s, &c)| s == c as u64));
+    }
+
+    #[test]
+    fn an_empty_table_shares_nothing() {
+        let table = Table::new(&Node::numbered(&[0, 0, 0]), 7);
+        assert_eq!(table.shares(3), Some(vec![0, 0, 0]));
     }
 
     #[test]

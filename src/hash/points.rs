@@ -2,7 +2,7 @@
 //! [`HashRing`](crate::HashRing) (lbkit's own points) and [`PresetRing`](crate::PresetRing)
 //! (nginx's or ketama's points). Not a policy: how a key walks a ring.
 
-use crate::hash::walk::{Node, Preference};
+use crate::hash::walk::{count_owners, Node, Preference};
 use crate::placement::mix;
 
 /// The most points one ring may hold (Envoy's largest ring, 8M entries): about 170 MB.
@@ -146,6 +146,13 @@ impl Preference for Ring {
             .map(|&(_, o)| o as usize)
             .find(|&o| accept(o))
     }
+
+    /// The points each member owns, in one pass over the ring: `Ring::new`'s counts as
+    /// built (see `point_counts` in [`crate::hash::ring`]), or a preset's points as given to
+    /// `Ring::from_points` (nginx's and ketama's with each position kept once).
+    fn shares(&self, members: usize) -> Option<Vec<u64>> {
+        Some(count_owners(self.owners(), members))
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +182,10 @@ mod tests {
         let ring = Ring::new(&Node::numbered(&[1, 2, 0, 3]), &[10, 20, 0, 30]);
         let count = |m: u32| ring.points.iter().filter(|&&(_, o)| o == m).count();
         assert_eq!([count(0), count(1), count(2), count(3)], [10, 20, 0, 30]);
+        // The shares are the same counts, per member index; a member past the last owner
+        // (asked for more members than the ring has) owns 0.
+        assert_eq!(ring.shares(4), Some(vec![10, 20, 0, 30]));
+        assert_eq!(ring.shares(5), Some(vec![10, 20, 0, 30, 0]));
     }
 
     #[test]

@@ -53,7 +53,7 @@ use crate::hash::envoy::{
 };
 use crate::hash::is_prime;
 use crate::hash::points::{Ring, RING_POINT_LIMIT};
-use crate::hash::walk::{Hashed, Node, Placement, Preference};
+use crate::hash::walk::{count_owners, Hashed, Node, Placement, Preference};
 use crate::request::Request;
 
 /// The most servers of weight above 0 a ketama ring accepts: libmemcached gives each about
@@ -420,6 +420,17 @@ impl Preference for PresetTable {
                     .map(|k| ((start + k) % n) as usize)
                     .find(|&i| accept(i))
             }
+        }
+    }
+
+    /// The ring points (nginx, ketama, `ring_hash`) or Maglev slots each member owns, as
+    /// the program built them: a backend the program gave no point (walked after the ring)
+    /// owns 0, and of two ids nginx or ketama hash alike only the one that kept the points
+    /// counts them.
+    fn shares(&self, members: usize) -> Option<Vec<u64>> {
+        match self {
+            PresetTable::Ring { ring, .. } => ring.shares(members),
+            PresetTable::Slots { slots, .. } => Some(count_owners(slots.iter().copied(), members)),
         }
     }
 }

@@ -74,6 +74,37 @@ pub(crate) trait Preference: Send + Sync + 'static {
     /// Contract: `accept` is a pure test during one call (it may be asked about a member more
     /// than once); `None` only after every member of weight above 0 was offered.
     fn first(&self, key: u64, accept: impl FnMut(usize) -> bool) -> Option<usize>;
+
+    /// For each member index `0..members` (an index into the snapshot's members, id order),
+    /// the number of table entries it owns: ring points, Maglev slots, a preset's continuum
+    /// points or slots. `None` (the default) for placements without a table of entries
+    /// (jump hash's buckets, rendezvous's scores).
+    ///
+    /// What the table holds, not what picks see: a member that is not eligible keeps its
+    /// entries (keys walk past them), and a member of weight 0 or one the table gave no
+    /// entry owns 0. Entries are counted as stored: two members' equal ring points (a
+    /// 2^-64 event for lbkit's own ring) each count, though keys reach only the lower id's.
+    ///
+    /// Cost: O(entries + members), one pass over the table and a vector of `members`
+    /// counts. For [`Balancer::status`](crate::Balancer::status) only, never on the pick
+    /// path.
+    fn shares(&self, members: usize) -> Option<Vec<u64>> {
+        let _ = members;
+        None
+    }
+}
+
+/// The number of entries of each member `0..members` in a table whose entries are owned
+/// by `owners` (member indices): the counting pass behind [`Preference::shares`]. An owner
+/// out of range (none is, by construction) is left out rather than trusted.
+pub(crate) fn count_owners(owners: impl Iterator<Item = u32>, members: usize) -> Vec<u64> {
+    let mut counts = vec![0u64; members];
+    for owner in owners {
+        if let Some(count) = counts.get_mut(owner as usize) {
+            *count += 1;
+        }
+    }
+    counts
 }
 
 /// The policy behind every hashing balancer: a placement, an optional load bound, and the
@@ -97,6 +128,11 @@ impl<A: Placement> Hashed<A> {
 impl<T, A: Placement> Policy<T> for Hashed<A> {
     type Table = A::Table;
     const TABLE_USES_HEALTH: bool = false;
+
+    /// The table's entries per member ([`Preference::shares`]).
+    fn table_shares(&self, table: &A::Table, members: usize) -> Option<Vec<u64>> {
+        table.shares(members)
+    }
 
     fn build(&self, view: &View<'_, T>) -> Result<A::Table, Error> {
         let nodes: Vec<Node> = view
