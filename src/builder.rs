@@ -59,6 +59,8 @@ pub struct Builder<C> {
     pub(crate) load_factor: Option<f64>,
     pub(crate) subset: Subset,
     pub(crate) observer: Option<Watcher>,
+    /// The balancer's name, given to [`Builder::name`].
+    name: Option<Arc<str>>,
 }
 
 /// Marks the policies whose builder has [`Builder::seed`]: they draw random numbers (a
@@ -76,7 +78,9 @@ impl<C> Builder<C> {
             seed: None,
             load_factor: None,
             subset: Subset::All,
-            observer: None,
+            // With the `tracing` feature every balancer tells its events.
+            observer: cfg!(feature = "tracing").then(|| Watcher::new(default_name::<C>())),
+            name: None,
         }
     }
 
@@ -99,9 +103,58 @@ impl<C> Builder<C> {
     /// Tells `observer` of every change in where traffic goes (ejections, returns, panic
     /// mode, slow starts that end, updates, soft-health weights, subset changes; see
     /// [`crate::observe`]).
+    ///
+    /// Several observers may be given: each is told every event, in the order they were
+    /// given.
     pub fn observer(mut self, observer: impl Observer) -> Self {
-        self.observer = Some(Watcher::new(Arc::new(observer)));
+        self.watcher().add(Arc::new(observer));
         self
+    }
+
+    /// Names the balancer, for the `balancer` label of its metrics and the field of its
+    /// tracing events (the `metrics` and `tracing` features). By default, the policy's name
+    /// (`"RoundRobin"`, `"HashRing"`, ...): give a name of your own to tell two balancers
+    /// of one policy apart.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        let name = name.into();
+        if let Some(watcher) = &mut self.observer {
+            watcher.name = Arc::clone(&name);
+        }
+        self.name = Some(name);
+        self
+    }
+
+    /// Records the balancer's counters, gauges and events through the
+    /// [`metrics`](https://docs.rs/metrics) facade (the `metrics` feature), to whatever
+    /// recorder the application installed (Prometheus, StatsD, OpenTelemetry, ...). Counters
+    /// and gauges are recorded every `interval` (by the first pick that finds it over: none
+    /// on the picks in between), and whenever
+    /// [`Balancer::export_metrics`](crate::Balancer::export_metrics) is called; events (an
+    /// ejection, panic mode, an update) as they happen. The metrics and their labels are in
+    /// the [table](crate::observe#metrics). An `interval` of 0 is an
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) at `build`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lbkit::{Backend, Balancer, RoundRobin};
+    /// let lb = RoundRobin::builder()
+    ///     .name("checkout")
+    ///     .metrics(Duration::from_secs(1))
+    ///     .build([Backend::new("a", ())])?;
+    /// lb.export_metrics(); // also every second, as picks go
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, interval: std::time::Duration) -> Self {
+        let ns = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        self.watcher().exporter = Some(Arc::new(crate::observe::metrics::Exporter::new(ns)));
+        self
+    }
+
+    /// The watcher, made if there is none yet.
+    fn watcher(&mut self) -> &mut Watcher {
+        let name = self.name.clone().unwrap_or_else(default_name::<C>);
+        self.observer.get_or_insert_with(|| Watcher::new(name))
     }
 
     /// The seed given to [`seed`](Builder::seed), or one drawn from the clock and the process.
@@ -130,4 +183,12 @@ impl<C: LoadBounded> Builder<C> {
         self.load_factor = Some(c);
         self
     }
+}
+
+/// The policy's name, from its configuration type's (`RoundRobinConfig` gives
+/// `"RoundRobin"`).
+fn default_name<C>() -> Arc<str> {
+    let full = std::any::type_name::<C>();
+    let last = full.rsplit("::").next().unwrap_or(full);
+    Arc::from(last.strip_suffix("Config").unwrap_or(last))
 }

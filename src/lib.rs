@@ -244,8 +244,21 @@ pub trait Balancer<T>: Send + Sync {
     fn set_subset(&self, subset: Subset) -> Result<(), Error>;
 
     /// Every backend's id, weight, in-flight count and health, in id order (under a
-    /// [subsetting](crate::subset) rule, the subset's backends, with their coverage).
+    /// [subsetting](crate::subset) rule, the subset's backends, with their coverage), with
+    /// what the balancer counted and learned of it (see [`Status`]). Then the backends that
+    /// are no longer members but still hold picks: those outside the subset (coverage 0),
+    /// then those removed ([`Status::is_removed`]), each in id order, until their last pick
+    /// is dropped.
+    ///
+    /// Cost: one pass over the set, under the writer lock (which picks never wait for).
     fn status(&self) -> Vec<Status>;
+
+    /// Records the balancer's counters and gauges now through the `metrics` facade, if it was
+    /// built with [`Builder::metrics`](crate::Builder::metrics) (the `metrics` feature);
+    /// otherwise does nothing. Picks record them every interval anyway: call this from the
+    /// task that serves scrapes, or on a timer, so that an idle balancer's gauges (picks that
+    /// ended since the last pick) are fresh too.
+    fn export_metrics(&self) {}
 
     /// The current backends and their values, in id order, as the latest update gave them
     /// (under a [subsetting](crate::subset) rule, the subset's): no second copy of the set to keep in

@@ -215,6 +215,16 @@ impl<T, P: Policy<T>> Core<T, P> {
             selection,
         };
         let snapshot = build_members(&policy, &writer, None, now)?;
+        #[cfg(feature = "metrics")]
+        if let Some(exporter) = observer.as_ref().and_then(|w| w.exporter.as_ref()) {
+            if exporter.interval_ns == 0 {
+                return Err(Error::config(
+                    "metrics",
+                    "an export interval of 0 would export on every pick".to_owned(),
+                ));
+            }
+            feedback.start_exports(now);
+        }
         publish_caps(&snapshot);
         feedback.set_counting(writer.counting());
         Ok(Core {
@@ -230,7 +240,11 @@ impl<T, P: Policy<T>> Core<T, P> {
     #[inline]
     pub(crate) fn load(&self) -> Guard<Arc<Snapshot<T, P::Table>>> {
         let snap = self.current.load();
-        if self.feedback.is_dirty() || self.due(snap.refresh_at) {
+        let due_at = snap.refresh_at;
+        // The next export of metrics is due like a time-based rule (NEVER without one).
+        #[cfg(feature = "metrics")]
+        let due_at = due_at.min(self.feedback.export_at());
+        if self.feedback.is_dirty() || self.due(due_at) {
             drop(snap);
             self.refresh();
             return self.current.load();
@@ -260,10 +274,19 @@ impl<T, P: Policy<T>> Core<T, P> {
         self.feedback.now_ns() >= refresh_at
     }
 
-    /// Applies reports and time: ejections, returns, ramps, the panic threshold. Skipped if
-    /// another writer holds the lock (it will publish a fresh snapshot anyway).
+    /// Applies reports and time (ejections, returns, ramps, the panic threshold), tells the
+    /// observers, and records metrics if an export is due.
     #[cold]
     fn refresh(&self) {
+        self.apply_due();
+        self.deliver();
+        #[cfg(feature = "metrics")]
+        self.export_if_due();
+    }
+
+    /// Applies reports and time, if a report or the clock made the snapshot stale. Skipped if
+    /// another writer holds the lock (it will publish a fresh snapshot anyway).
+    fn apply_due(&self) {
         {
             let Some(mut writer) = self.writer.try_lock() else {
                 return;
@@ -272,8 +295,12 @@ impl<T, P: Policy<T>> Core<T, P> {
             // The clock first: if it panics, nothing was taken or changed, and a later pick
             // tries again.
             let now = self.feedback.now_ns();
-            self.feedback.take_dirty();
             let current = self.current.load_full();
+            if !self.feedback.is_dirty() && now < current.refresh_at {
+                // Only an export of metrics was due.
+                return;
+            }
+            self.feedback.take_dirty();
             let before = self.before(&current);
             writer.apply_rules(&current.members, now);
             // Same members (unless a subset fell back to the whole set, or came back): only a
@@ -284,7 +311,44 @@ impl<T, P: Policy<T>> Core<T, P> {
             self.enqueue(changes(before, &snapshot, None));
             self.current.store(Arc::new(snapshot));
         }
-        self.deliver();
+    }
+
+    /// Records metrics if the interval is over and no other thread is recording them: the
+    /// first pick to find it over wins the interval. Skipped (until the next interval) if a
+    /// writer holds the lock: a pick never waits for it.
+    #[cfg(feature = "metrics")]
+    fn export_if_due(&self) {
+        let Some(exporter) = self.observer.as_ref().and_then(|w| w.exporter.as_ref()) else {
+            return;
+        };
+        let now = self.feedback.now_ns();
+        if self.feedback.claim_export(now, exporter.interval_ns) {
+            if let Some(writer) = self.writer.try_lock() {
+                self.export_locked(&writer, exporter);
+            }
+        }
+    }
+
+    /// [`Balancer::export_metrics`](crate::Balancer::export_metrics).
+    pub(crate) fn export_metrics(&self) {
+        #[cfg(feature = "metrics")]
+        if let Some(exporter) = self.observer.as_ref().and_then(|w| w.exporter.as_ref()) {
+            drop(self.load());
+            let writer = self.writer.lock();
+            self.export_locked(&writer, exporter);
+        }
+    }
+
+    /// Records every line through the exporter, under the writer lock (the recorder is
+    /// library code, not the caller's: it does not call back into the balancer).
+    #[cfg(feature = "metrics")]
+    fn export_locked(&self, writer: &Writer<T>, exporter: &crate::observe::metrics::Exporter) {
+        let snap = self.current.load();
+        let lines = self.lines(writer, &snap);
+        let name = self.observer.as_ref().map(|w| &w.name);
+        if let Some(name) = name {
+            exporter.record(name, &lines, snap.panic.is_some());
+        }
     }
 
     /// The members' state before a change, if an observer will be told of it.
@@ -728,47 +792,65 @@ impl<T, P: Policy<T>> Core<T, P> {
         drop(self.load());
         let writer = self.writer.lock();
         let snap = self.current.load();
+        self.lines(&writer, &snap)
+            .into_iter()
+            .map(|(line, _)| line)
+            .collect()
+    }
+
+    /// The status lines of `snap` (the current snapshot, read under the writer lock), each
+    /// with its state's address: the members, then the backends outside the subset and the
+    /// removed ones that still hold picks.
+    fn lines(&self, writer: &Writer<T>, snap: &Snapshot<T, P::Table>) -> Vec<(Status, usize)> {
         let now = snap.tracks_latency.then(|| self.feedback.now_ns());
+        let address = |state: &State| state as *const State as usize;
         // Once per call, O(table): counted from the snapshot's table, indexed by member.
         let shares = self.policy.table_shares(&snap.table, snap.members.len());
-        let mut lines: Vec<Status> = snap
+        let mut lines: Vec<(Status, usize)> = snap
             .members
             .iter()
             .enumerate()
-            .map(|(i, e)| Status {
-                coverage: snap.coverage.as_ref().map_or(COVERAGE_SCALE, |c| c[i]),
-                effective_weight: snap.weights[i],
-                weight_scale: snap.weight_scale,
-                table_share: shares.as_ref().and_then(|s| s.get(i).copied()),
-                ..self.line(&e.id, e.weight, &e.state, now)
+            .map(|(i, e)| {
+                let line = Status {
+                    coverage: snap.coverage.as_ref().map_or(COVERAGE_SCALE, |c| c[i]),
+                    effective_weight: snap.weights[i],
+                    weight_scale: snap.weight_scale,
+                    table_share: shares.as_ref().and_then(|s| s.get(i).copied()),
+                    ..self.line(&e.id, e.weight, &e.state, now)
+                };
+                (line, address(&e.state))
             })
             .collect();
         // Backends that are no longer members but still hold picks: removed, or outside the
         // subset.
         let member = |id: &str| snap.members.binary_search_by(|e| (*e.id).cmp(id)).is_ok();
-        let outside: Vec<Status> = writer
+        let outside = writer
             .universe
             .iter()
             .filter(|e| !member(&e.id) && e.state.in_flight() > 0)
-            .map(|e| Status {
-                coverage: 0,
-                ..self.line(&e.id, e.weight, &e.state, now)
-            })
-            .collect();
-        let mut removed: Vec<Status> = writer
+            .map(|e| {
+                let line = Status {
+                    coverage: 0,
+                    ..self.line(&e.id, e.weight, &e.state, now)
+                };
+                (line, address(&e.state))
+            });
+        lines.extend(outside);
+        let mut removed: Vec<(Status, usize)> = writer
             .retired
             .iter()
             .filter_map(|(id, r)| {
                 let state = r.state.upgrade().filter(|s| s.in_flight() > 0)?;
-                (!member(id)).then(|| Status {
-                    removed: true,
-                    ..self.line(id, r.weight, &state, now)
+                (!member(id)).then(|| {
+                    let line = Status {
+                        removed: true,
+                        ..self.line(id, r.weight, &state, now)
+                    };
+                    (line, address(&state))
                 })
             })
             .collect();
-        drop(writer);
-        lines.extend(outside);
-        removed.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        removed.sort_unstable_by(|a, b| a.0.id.cmp(&b.0.id));
         lines.extend(removed);
         lines
     }
@@ -1167,6 +1249,10 @@ macro_rules! impl_balancer {
 
             fn status(&self) -> Vec<$crate::Status> {
                 self.core.status()
+            }
+
+            fn export_metrics(&self) {
+                self.core.export_metrics()
             }
 
             fn backends(&self) -> Vec<$crate::Member<T>> {

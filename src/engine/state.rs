@@ -34,6 +34,10 @@ pub(crate) struct Feedback {
     failure_load_ms: Option<f64>,
     /// Set by a report that may change who is eligible; cleared by the rebuild applying it.
     dirty: AtomicBool,
+    /// Clock nanoseconds at which the next export of metrics is due ([`NEVER`] without the
+    /// `metrics` feature's exporter); beside `dirty`, which every pick reads.
+    #[cfg(feature = "metrics")]
+    export_at: AtomicU64,
     /// What reports count per backend for the rules that sweep: [`COUNT_OUTCOMES`] (the
     /// statistical ejection rules, soft health), [`COUNT_LATENCY`] (soft health).
     counting: AtomicU8,
@@ -70,6 +74,8 @@ impl Feedback {
             failure_threshold: AtomicU32::new(failure_threshold.unwrap_or(u32::MAX)),
             latency,
             dirty: AtomicBool::new(false),
+            #[cfg(feature = "metrics")]
+            export_at: AtomicU64::new(NEVER),
             counting: AtomicU8::new(0),
             counted: AtomicU8::new(FailureClasses::default().bits()),
             local_threshold: AtomicU32::new(0),
@@ -155,6 +161,40 @@ impl Feedback {
         // AcqRel: pairs with the Release in `report_failure`, so the failure counts it
         // published are visible to the rebuild that follows.
         self.dirty.swap(false, Ordering::AcqRel)
+    }
+
+    /// When the next export of metrics is due ([`NEVER`]: no exporter).
+    #[cfg(feature = "metrics")]
+    #[inline]
+    pub(crate) fn export_at(&self) -> u64 {
+        // Relaxed: a late read only delays an export to a later pick.
+        self.export_at.load(Ordering::Relaxed)
+    }
+
+    /// Whether this caller wins the export due at `now` (if one is): the interval's next is
+    /// set `interval` ahead, so one caller per interval exports.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn claim_export(&self, now: u64, interval: u64) -> bool {
+        // Relaxed: the value orders nothing else; the compare-exchange alone makes one winner.
+        let at = self.export_at.load(Ordering::Relaxed);
+        at != NEVER
+            && now >= at
+            && self
+                .export_at
+                .compare_exchange(
+                    at,
+                    now.saturating_add(interval.max(1)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Starts exporting: the first export is due at once.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn start_exports(&self, now: u64) {
+        // Relaxed: see `export_at`.
+        self.export_at.store(now, Ordering::Relaxed);
     }
 
     pub(crate) fn failure_threshold(&self) -> u32 {

@@ -36,6 +36,11 @@ use std::time::Duration;
 
 use crate::engine::sync::{AtomicBool, Mutex, Ordering};
 
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
+#[cfg(feature = "tracing")]
+mod tracing;
+
 /// Told of the changes in a balancer (see the [module docs](crate::observe)). Any
 /// `Fn(&Event) + Send + Sync` is one.
 pub trait Observer: Send + Sync + 'static {
@@ -49,37 +54,81 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Observer for F {
     }
 }
 
-/// A balancer's observer and its queue of events. Writers queue events under the writer
+/// A balancer's observers and its queue of events. Writers queue events under the writer
 /// lock (so the queue is in the order the changes were made); after releasing it, each writer
-/// delivers: one thread at a time drains the queue, calling the observer with no lock held. A
+/// delivers: one thread at a time drains the queue, calling the observers with no lock held. A
 /// writer that finds another draining leaves its events to it, so an observer that calls back
 /// into the balancer never waits for itself, and events are told in order.
+///
+/// The observers are the caller's ([`Builder::observer`](crate::Builder::observer)), then
+/// the `metrics` feature's exporter and the `tracing` feature's events, when on.
 pub(crate) struct Watcher {
-    observer: Arc<dyn Observer>,
+    observers: Vec<Arc<dyn Observer>>,
+    /// The balancer's name, for metrics labels and tracing fields.
+    pub(crate) name: Arc<str>,
+    /// What the `metrics` feature records, if [`Builder::metrics`](crate::Builder::metrics)
+    /// asked for it.
+    #[cfg(feature = "metrics")]
+    pub(crate) exporter: Option<Arc<metrics::Exporter>>,
     queue: Mutex<VecDeque<Event>>,
     draining: AtomicBool,
 }
 
 impl Clone for Watcher {
-    /// The same observer, with a queue of its own (one per balancer).
+    /// The same observers and settings, with a queue (and a record of what was exported) of
+    /// its own (one per balancer).
     fn clone(&self) -> Self {
-        Watcher::new(Arc::clone(&self.observer))
+        Watcher {
+            observers: self.observers.clone(),
+            name: Arc::clone(&self.name),
+            #[cfg(feature = "metrics")]
+            exporter: self
+                .exporter
+                .as_ref()
+                .map(|e| Arc::new(metrics::Exporter::new(e.interval_ns))),
+            queue: Mutex::new(VecDeque::new()),
+            draining: AtomicBool::new(false),
+        }
     }
 }
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Observer")
+        f.debug_struct("Observers")
+            .field("name", &self.name)
+            .field("observers", &self.observers.len())
+            .finish()
     }
 }
 
 impl Watcher {
-    pub(crate) fn new(observer: Arc<dyn Observer>) -> Self {
+    pub(crate) fn new(name: Arc<str>) -> Self {
         Watcher {
-            observer,
+            observers: Vec::new(),
+            name,
+            #[cfg(feature = "metrics")]
+            exporter: None,
             queue: Mutex::new(VecDeque::new()),
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// Adds an observer, told after those added before.
+    pub(crate) fn add(&mut self, observer: Arc<dyn Observer>) {
+        self.observers.push(observer);
+    }
+
+    /// Tells every observer of one event.
+    fn tell(&self, event: &Event) {
+        for observer in &self.observers {
+            observer.event(event);
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(exporter) = &self.exporter {
+            exporter.event(&self.name, event);
+        }
+        #[cfg(feature = "tracing")]
+        tracing::event(&self.name, event);
     }
 
     /// Queues `events` (called under the writer lock).
@@ -104,7 +153,7 @@ impl Watcher {
                 let Some(event) = next else {
                     break;
                 };
-                self.observer.event(&event);
+                self.tell(&event);
             }
             self.draining.store(false, Ordering::Release);
             // An event queued after the last pop and before the store above found the role
