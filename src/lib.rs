@@ -254,7 +254,7 @@ pub trait Balancer<T>: Send + Sync {
     fn status(&self) -> Vec<Status>;
 
     /// Records the balancer's counters and gauges now through the `metrics` facade, if it was
-    /// built with [`Builder::metrics`](crate::Builder::metrics) (the `metrics` feature);
+    /// built with `Builder::metrics` (the `metrics` feature);
     /// otherwise does nothing. Picks record them every interval anyway: call this from the
     /// task that serves scrapes, or on a timer, so that an idle balancer's gauges (picks that
     /// ended since the last pick) are fresh too.

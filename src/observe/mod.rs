@@ -29,6 +29,63 @@
 //! );
 //! # Ok::<(), lbkit::Error>(())
 //! ```
+//!
+//! # Counters
+//!
+//! Every backend's line in [`Balancer::status`](crate::Balancer::status) counts its picks,
+//! successes, failures by kind, dropped picks and bounded-load spills
+//! ([`Status`](crate::Status)). They cost the pick path nothing it did not pay before: the
+//! pick count shares the in-flight count's atomic word (one add counts both), a report adds
+//! one relaxed increment on the cache line it already writes.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature and `Builder::metrics`, a balancer
+//! records through the [`metrics`](https://docs.rs/metrics) facade to the recorder the
+//! application installed. Counters and gauges every interval (and at
+//! [`Balancer::export_metrics`](crate::Balancer::export_metrics)), events as they happen. The
+//! names and labels are stable:
+//!
+//! | Metric | Kind | Labels | What |
+//! |---|---|---|---|
+//! | `lbkit_picks_total` | counter | `balancer`, `backend` | picks taken |
+//! | `lbkit_successes_total` | counter | `balancer`, `backend` | picks that reported success |
+//! | `lbkit_failures_total` | counter | `balancer`, `backend`, `kind` | picks that reported a failure; `kind` is `local_origin`, `error` or `overloaded` |
+//! | `lbkit_dropped_total` | counter | `balancer`, `backend` | picks released without a report |
+//! | `lbkit_spills_total` | counter | `balancer`, `backend` | picks whose key's first choice was the backend and that went on, above its bounded-loads capacity |
+//! | `lbkit_ejections_total` | counter | `balancer`, `backend`, `reason` | outlier ejections; `reason` is `consecutive_failures`, `local_origin_failures`, `success_rate` or `failure_percentage` |
+//! | `lbkit_returns_total` | counter | `balancer`, `backend` | ejections that ended |
+//! | `lbkit_panics_total` | counter | `balancer` | times panic mode was entered |
+//! | `lbkit_updates_total` | counter | `balancer` | updates of the set applied |
+//! | `lbkit_subset_changes_total` | counter | `balancer` | changes of this client's subset |
+//! | `lbkit_in_flight` | gauge | `balancer`, `backend` | picks held now |
+//! | `lbkit_effective_weight` | gauge | `balancer`, `backend` | the weight picks see, in units of the configured weight (0: not eligible) |
+//! | `lbkit_eligible` | gauge | `balancer`, `backend` | 1 if the backend can take new picks |
+//! | `lbkit_ejected` | gauge | `balancer`, `backend` | 1 while ejected |
+//! | `lbkit_soft_health` | gauge | `balancer`, `backend` | the soft-health multiplier, in `[floor, 1]` |
+//! | `lbkit_latency_seconds` | gauge | `balancer`, `backend` | the latency estimate ([`PeakEwma`](crate::PeakEwma) only) |
+//! | `lbkit_table_share` | gauge | `balancer`, `backend` | ring points or Maglev slots owned (hashing tables only) |
+//! | `lbkit_table_share_min`, `lbkit_table_share_max` | gauge | `balancer` | their least and most over the set (Envoy's `min/max_hashes_per_host`) |
+//! | `lbkit_backends` | gauge | `balancer` | members of the set (or the subset) |
+//! | `lbkit_eligible_backends` | gauge | `balancer` | members that can take new picks |
+//! | `lbkit_panic` | gauge | `balancer` | 1 while in panic mode |
+//!
+//! `balancer` is [`Builder::name`](crate::Builder::name) (by default the policy's name);
+//! `backend` is the backend's id. Counters record their growth since the last export, so a
+//! recorder's totals are exact however often exports run; a backend removed and drained has
+//! its gauges set to 0 once, then is no longer recorded. A removed backend that still holds
+//! picks is recorded (as [`status`](crate::Balancer::status) lists it) until it drains.
+//!
+//! Cost: nothing on the picks between exports (the due check reads a word beside one every
+//! pick already reads); an export is one pass over the set and about twenty recorder calls
+//! per backend, made by the first pick after the interval ends, or by `export_metrics`.
+//!
+//! # Tracing
+//!
+//! With the `tracing` feature, every balancer emits its events as
+//! [`tracing`](https://docs.rs/tracing) events under the target `lbkit`: ejections and panic
+//! mode at `WARN`, returns, the end of panic mode and updates at `INFO`, the rest at `DEBUG`,
+//! with the balancer's name and the backend's id as fields.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -66,7 +123,7 @@ pub(crate) struct Watcher {
     observers: Vec<Arc<dyn Observer>>,
     /// The balancer's name, for metrics labels and tracing fields.
     pub(crate) name: Arc<str>,
-    /// What the `metrics` feature records, if [`Builder::metrics`](crate::Builder::metrics)
+    /// What the `metrics` feature records, if `Builder::metrics`
     /// asked for it.
     #[cfg(feature = "metrics")]
     pub(crate) exporter: Option<Arc<metrics::Exporter>>,

@@ -1,0 +1,355 @@
+//! The `metrics` and `tracing` features (issue #17): what a balancer records through the
+//! `metrics` facade (read back from a debugging recorder installed for this thread only) and
+//! the `tracing` events it emits, under a `ManualClock`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lbkit::{
+    Backend, Balancer, Error, Failure, HashRing, HealthConfig, LeastConnections, ManualClock,
+    OutlierDetection, Pick, Request, RoundRobin,
+};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+
+/// What the recorder holds, summed over snapshots (a snapshot hands over what was recorded
+/// since the last: counters' increments, gauges' last values).
+#[derive(Default)]
+struct Seen {
+    counters: BTreeMap<String, u64>,
+    gauges: BTreeMap<String, f64>,
+}
+
+impl Seen {
+    /// Takes a snapshot: counters add up, gauges set since the last snapshot replace theirs.
+    fn take(&mut self, snapshotter: &Snapshotter) {
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            match value {
+                DebugValue::Counter(n) => *self.counters.entry(name).or_default() += n,
+                DebugValue::Gauge(v) => {
+                    self.gauges.insert(name, v.into_inner());
+                }
+                DebugValue::Histogram(_) => {}
+            }
+        }
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+
+    fn gauge(&self, name: &str) -> Option<f64> {
+        self.gauges.get(name).copied()
+    }
+}
+
+fn backends(n: usize) -> Vec<Backend<()>> {
+    (0..n).map(|i| Backend::new(format!("b{i}"), ())).collect()
+}
+
+/// Per-backend counters equal what was done, however often they are exported (exports record
+/// growth, not totals); events count as they happen; gauges follow.
+#[test]
+fn counters_gauges_and_events_reach_the_recorder() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut seen = Seen::default();
+    let clock = ManualClock::new();
+    metrics::with_local_recorder(&recorder, || {
+        let lb = LeastConnections::builder()
+            .name("api")
+            .metrics(Duration::from_secs(1))
+            .health(
+                HealthConfig::new()
+                    .clock(clock.clone())
+                    .outlier_detection(OutlierDetection::default()),
+            )
+            .build(backends(3))
+            .unwrap();
+        let mut done: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+        let mut held: Vec<Pick<()>> = Vec::new();
+        for i in 0..300u64 {
+            let pick = lb.pick(&Request::new()).unwrap();
+            let tally = done.entry(pick.id().to_owned()).or_default();
+            match i % 4 {
+                0 => {
+                    tally[0] += 1;
+                    pick.success(Duration::from_millis(3));
+                }
+                1 => {
+                    tally[1] += 1;
+                    pick.failure_of(Failure::Overloaded { retry_after: None });
+                }
+                2 => {
+                    tally[2] += 1;
+                    drop(pick);
+                }
+                _ => {
+                    tally[3] += 1;
+                    held.push(pick);
+                }
+            }
+            if i % 50 == 0 {
+                lb.export_metrics();
+                seen.take(&snapshotter);
+            }
+        }
+        lb.export_metrics();
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        for (id, [ok, overloaded, dropped, holding]) in &done {
+            let l = format!("backend={id},balancer=api");
+            assert_eq!(
+                seen.counter(&format!("lbkit_picks_total{{{l}}}")),
+                ok + overloaded + dropped + holding,
+                "{id}"
+            );
+            assert_eq!(seen.counter(&format!("lbkit_successes_total{{{l}}}")), *ok);
+            assert_eq!(
+                seen.counter(&format!("lbkit_failures_total{{{l},kind=overloaded}}")),
+                *overloaded
+            );
+            assert_eq!(
+                seen.counter(&format!("lbkit_failures_total{{{l},kind=error}}")),
+                0
+            );
+            assert_eq!(
+                seen.counter(&format!("lbkit_dropped_total{{{l}}}")),
+                *dropped
+            );
+            assert_eq!(
+                seen.gauge(&format!("lbkit_in_flight{{{l}}}")),
+                Some(*holding as f64)
+            );
+        }
+        // The held picks end as drops: counted as such at the next export.
+        let held_total = held.len() as u64;
+        drop(held);
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        let dropped: u64 = (0..3)
+            .map(|i| seen.counter(&format!("lbkit_dropped_total{{backend=b{i},balancer=api}}")))
+            .sum();
+        let want: u64 = done.values().map(|t| t[2] + t[3]).sum();
+        assert_eq!(dropped, want);
+        assert!(held_total > 0);
+
+        // An ejection and its return.
+        clock.advance(Duration::from_secs(5));
+        for _ in 0..5 {
+            lb.pick(&Request::new().prefer("b1")).unwrap().failure();
+        }
+        drop(lb.pick(&Request::new()));
+        seen.take(&snapshotter);
+        let b1 = "backend=b1,balancer=api";
+        assert_eq!(
+            seen.counter(&format!(
+                "lbkit_ejections_total{{{b1},reason=consecutive_failures}}"
+            )),
+            1
+        );
+        assert_eq!(seen.gauge(&format!("lbkit_ejected{{{b1}}}")), Some(1.0));
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        assert_eq!(seen.gauge(&format!("lbkit_eligible{{{b1}}}")), Some(0.0));
+        assert_eq!(
+            seen.gauge("lbkit_eligible_backends{balancer=api}"),
+            Some(2.0)
+        );
+        assert_eq!(seen.gauge("lbkit_backends{balancer=api}"), Some(3.0));
+        assert_eq!(
+            seen.counter(&format!("lbkit_failures_total{{{b1},kind=error}}")),
+            5
+        );
+        clock.advance(Duration::from_secs(30));
+        drop(lb.pick(&Request::new()));
+        seen.take(&snapshotter);
+        assert_eq!(seen.counter(&format!("lbkit_returns_total{{{b1}}}")), 1);
+        assert_eq!(seen.gauge(&format!("lbkit_ejected{{{b1}}}")), Some(0.0));
+
+        // An update counts; a backend removed is set to 0 once, then forgotten.
+        let keep = lb.pick(&Request::new().prefer("b2")).unwrap();
+        lb.update(backends(2)).unwrap();
+        seen.take(&snapshotter);
+        assert_eq!(seen.counter("lbkit_updates_total{balancer=api}"), 1);
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        let b2 = "backend=b2,balancer=api";
+        assert_eq!(
+            seen.gauge(&format!("lbkit_in_flight{{{b2}}}")),
+            Some(1.0),
+            "draining"
+        );
+        assert_eq!(seen.gauge("lbkit_backends{balancer=api}"), Some(2.0));
+        drop(keep);
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        assert_eq!(
+            seen.gauge(&format!("lbkit_in_flight{{{b2}}}")),
+            Some(0.0),
+            "drained"
+        );
+    });
+}
+
+/// Without `export_metrics`, picks export once per interval: the first pick after the
+/// interval, and none before.
+#[test]
+fn picks_export_once_per_interval() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut seen = Seen::default();
+    let clock = ManualClock::new();
+    metrics::with_local_recorder(&recorder, || {
+        let lb = RoundRobin::builder()
+            .metrics(Duration::from_secs(10))
+            .health(HealthConfig::new().clock(clock.clone()))
+            .build(backends(2))
+            .unwrap();
+        // The first pick exports at once (before its own count).
+        for _ in 0..10 {
+            drop(lb.pick(&Request::new()));
+        }
+        seen.take(&snapshotter);
+        let picks = |seen: &Seen| {
+            seen.counter("lbkit_picks_total{backend=b0,balancer=RoundRobin}")
+                + seen.counter("lbkit_picks_total{backend=b1,balancer=RoundRobin}")
+        };
+        assert_eq!(picks(&seen), 0, "the default name, and nothing counted yet");
+        assert_eq!(seen.gauge("lbkit_backends{balancer=RoundRobin}"), Some(2.0));
+        clock.advance(Duration::from_secs(9));
+        drop(lb.pick(&Request::new()));
+        seen.take(&snapshotter);
+        assert_eq!(picks(&seen), 0, "not yet");
+        clock.advance(Duration::from_secs(1));
+        drop(lb.pick(&Request::new()));
+        seen.take(&snapshotter);
+        assert_eq!(picks(&seen), 11, "the ten, and the one of 9 s");
+    });
+}
+
+/// The hashing table's shares, and their min and max over the set (Envoy's gauges).
+#[test]
+fn table_shares_are_gauges() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut seen = Seen::default();
+    metrics::with_local_recorder(&recorder, || {
+        let lb = HashRing::builder()
+            .points_per_weight(100)
+            .metrics(Duration::from_secs(1))
+            .build([
+                Backend::new("a", ()),
+                Backend::new("b", ()).with_weight(2),
+                Backend::new("c", ()).with_weight(3),
+            ])
+            .unwrap();
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        assert_eq!(
+            seen.gauge("lbkit_table_share{backend=b,balancer=HashRing}"),
+            Some(200.0)
+        );
+        assert_eq!(
+            seen.gauge("lbkit_table_share_min{balancer=HashRing}"),
+            Some(100.0)
+        );
+        assert_eq!(
+            seen.gauge("lbkit_table_share_max{balancer=HashRing}"),
+            Some(300.0)
+        );
+    });
+}
+
+#[test]
+fn an_interval_of_zero_is_refused() {
+    let got = RoundRobin::builder()
+        .metrics(Duration::ZERO)
+        .build(backends(1))
+        .map(|_| ());
+    assert!(matches!(got, Err(Error::InvalidConfig { .. })), "{got:?}");
+}
+
+/// A `tracing` subscriber that keeps each event's level, message and fields.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={:?}", field.name(), value));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push_str(&format!(" {}={}", field.name(), value));
+    }
+}
+
+impl tracing::Subscriber for Events {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        let target = event.metadata().target();
+        self.0
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), format!("{target}:{}", fields.0)));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Ejections and returns as `tracing` events, with the balancer's name and the backend's id,
+/// with no observer configured.
+#[test]
+fn ejections_are_traced() {
+    let events = Events::default();
+    let clock = ManualClock::new();
+    tracing::subscriber::with_default(events.clone(), || {
+        let lb = RoundRobin::builder()
+            .name("edge")
+            .health(
+                HealthConfig::new()
+                    .clock(clock.clone())
+                    .outlier_detection(OutlierDetection::default()),
+            )
+            .build(backends(4))
+            .unwrap();
+        for _ in 0..5 {
+            lb.pick(&Request::new().prefer("b2"))
+                .unwrap()
+                .failure_of(Failure::LocalOrigin);
+        }
+        drop(lb.pick(&Request::new()));
+        clock.advance(Duration::from_secs(30));
+        drop(lb.pick(&Request::new()));
+    });
+    let got = events.0.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, tracing::Level::WARN);
+    assert_eq!(
+        got[0].1,
+        "lbkit: message=backend ejected balancer=edge backend=b2 reason=ConsecutiveFailures until_ms=30000"
+    );
+    assert_eq!(got[1].0, tracing::Level::INFO);
+    assert_eq!(
+        got[1].1,
+        "lbkit: message=backend returned balancer=edge backend=b2"
+    );
+}
