@@ -37,6 +37,9 @@
 //!   `set_subset` over 10,000 backends (choosing the subset and rebuilding the snapshot of
 //!   it), deterministic aperture and rendezvous.
 //!
+//! * `metrics/100` (with the `metrics` feature): round robin and P2C plain and with
+//!   `Builder::metrics` and no recorder installed, pick + drop and pick + success.
+//!
 //! Read ratios, not absolute times: `cargo bench --bench pick`, then compare each policy's
 //! estimate with `floor/fetch_add` of the same group.
 
@@ -490,12 +493,53 @@ fn subsets(c: &mut Criterion) {
     g.finish();
 }
 
+/// The `metrics` feature's price on the pick path: the same policies plain and with
+/// `Builder::metrics` (no recorder installed: the facade's no-op one), pick + drop and
+/// pick + success. The exports themselves run once per interval (1 s here), so a run of
+/// criterion's iterations includes a few.
+#[cfg(feature = "metrics")]
+fn telemetry(c: &mut Criterion) {
+    let n = 100;
+    let mut g = c.benchmark_group(format!("metrics/{n}"));
+    floor(&mut g);
+    let req = Request::new();
+    let latency = Duration::from_micros(900);
+    let plain = RoundRobin::new(backends(n)).unwrap();
+    let measured = RoundRobin::builder()
+        .metrics(Duration::from_secs(1))
+        .build(backends(n))
+        .unwrap();
+    for (name, lb) in [("round-robin", &plain), ("round-robin+metrics", &measured)] {
+        g.bench_function(format!("{name}/pick+drop"), |b| {
+            b.iter(|| drop(black_box(lb.pick(&req))))
+        });
+        g.bench_function(format!("{name}/pick+success"), |b| {
+            b.iter(|| black_box(lb.pick(&req)).unwrap().success(latency))
+        });
+    }
+    let plain = PowerOfTwoChoices::with_seed(backends(n), 1).unwrap();
+    let measured = PowerOfTwoChoices::builder()
+        .seed(1)
+        .metrics(Duration::from_secs(1))
+        .build(backends(n))
+        .unwrap();
+    for (name, lb) in [("p2c", &plain), ("p2c+metrics", &measured)] {
+        g.bench_function(format!("{name}/pick+drop"), |b| {
+            b.iter(|| drop(black_box(lb.pick(&req))))
+        });
+    }
+    g.finish();
+}
+
+#[cfg(not(feature = "metrics"))]
+fn telemetry(_: &mut Criterion) {}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = single_thread, two_threads_at_once, reports, steering, sweep, subsets
+    targets = single_thread, two_threads_at_once, reports, steering, sweep, subsets, telemetry
 }
 criterion_main!(benches);
