@@ -134,6 +134,9 @@ impl<C> Builder<C> {
     /// the [table](crate::observe#metrics). An `interval` of 0 is an
     /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) at `build`.
     ///
+    /// Install the recorder before calling this: the metrics' descriptions (Prometheus's
+    /// `# HELP` lines) go to the recorder installed when it is called.
+    ///
     /// ```
     /// use std::time::Duration;
     /// use lbkit::{Backend, Balancer, RoundRobin};

@@ -13,10 +13,11 @@ use crate::engine::state::Counters;
 /// [`failures`](Status::failures), [`dropped`](Status::dropped), [`spills`](Status::spills))
 /// run from when the balancer first learned the backend, across updates, health changes and
 /// ejections; a backend removed and added back keeps them if picks on it were still held
-/// meanwhile, and starts again from 0 otherwise (as a new backend). Each is read on its own:
-/// a pick that ends during the reading may show as taken and not yet reported (or reported
-/// and still held), so `picks = in_flight + successes + failures + dropped` holds exactly
-/// once no pick is ending.
+/// meanwhile, and starts again from 0 otherwise (as a new backend). The in-flight count and
+/// the picks are one reading, the reports come after it: a pick that ends during the reading
+/// may show as held and reported at once (so `dropped` is never too high, at worst one too
+/// low for the reading), and `picks = in_flight + successes + failures + dropped` holds
+/// exactly once no pick is ending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub(crate) id: Arc<str>,

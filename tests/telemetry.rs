@@ -353,3 +353,96 @@ fn ejections_are_traced() {
         "lbkit: message=backend returned balancer=edge backend=b2"
     );
 }
+
+/// Picks that all report, taken and ended on other threads while this one exports over and
+/// over: no export ever records a dropped pick (a pick taken during a reading is counted as
+/// taken and held together, or not at all).
+#[test]
+fn exports_racing_with_picks_never_count_a_reported_pick_as_dropped() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut seen = Seen::default();
+    let lb = Arc::new(
+        RoundRobin::builder()
+            .name("race")
+            .metrics(Duration::from_secs(3600))
+            .build(backends(2))
+            .unwrap(),
+    );
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (lb, done) = (Arc::clone(&lb), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                // Relaxed: a stop flag.
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let pick = lb.pick(&Request::new()).unwrap();
+                    std::hint::spin_loop();
+                    pick.success(Duration::from_micros(1));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    metrics::with_local_recorder(&recorder, || {
+        for _ in 0..20_000 {
+            lb.export_metrics();
+        }
+    });
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let picks: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    metrics::with_local_recorder(&recorder, || lb.export_metrics());
+    seen.take(&snapshotter);
+    let total = |metric: &str| -> u64 {
+        (0..2)
+            .map(|i| seen.counter(&format!("{metric}{{backend=b{i},balancer=race}}")))
+            .sum()
+    };
+    assert!(picks > 0);
+    assert_eq!(total("lbkit_dropped_total"), 0);
+    assert_eq!(total("lbkit_picks_total"), picks);
+    assert_eq!(total("lbkit_successes_total"), picks);
+}
+
+/// A backend ejected and then removed: once it drains, every gauge of its own reads 0 (not
+/// "ejected" forever).
+#[test]
+fn a_removed_backend_leaves_no_gauge_behind() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut seen = Seen::default();
+    metrics::with_local_recorder(&recorder, || {
+        let lb = HashRing::builder()
+            .name("gone")
+            .metrics(Duration::from_secs(3600))
+            .health(HealthConfig::new().outlier_detection(OutlierDetection::default()))
+            .build(backends(3))
+            .unwrap();
+        for _ in 0..5 {
+            lb.pick(&Request::new().prefer("b0")).unwrap().failure();
+        }
+        drop(lb.pick(&Request::new()));
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        let b0 = "backend=b0,balancer=gone";
+        assert_eq!(seen.gauge(&format!("lbkit_ejected{{{b0}}}")), Some(1.0));
+        assert!(seen.gauge(&format!("lbkit_table_share{{{b0}}}")).unwrap() > 0.0);
+        lb.update(backends(3).split_off(1)).unwrap();
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        for gauge in [
+            "lbkit_ejected",
+            "lbkit_table_share",
+            "lbkit_in_flight",
+            "lbkit_eligible",
+        ] {
+            assert_eq!(
+                seen.gauge(&format!("{gauge}{{{b0}}}")),
+                Some(0.0),
+                "{gauge}"
+            );
+        }
+    });
+}

@@ -859,10 +859,11 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// (effective weight 0), fully covered, a member. `now`: the clock, if the policy keeps a
     /// latency estimate.
     fn line(&self, id: &Arc<str>, weight: u32, state: &State, now: Option<u64>) -> Status {
+        let counters = state.counters();
         Status {
             id: Arc::clone(id),
             weight,
-            in_flight: state.in_flight(),
+            in_flight: counters.held,
             health: state.health(),
             ejected: state.ejected_until() != 0,
             soft_weight: state.soft_weight(),
@@ -872,7 +873,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             ejected_until: state.ejected_until(),
             ejections: state.ejections(),
             consecutive_failures: state.consecutive_failures(),
-            counters: state.counters(),
+            counters,
             latency: now.and_then(|now| state.latency_estimate(now)),
             removed: false,
             table_share: None,

@@ -341,6 +341,9 @@ const HELD_MASK: u64 = PICK_ONE - 1;
 /// A backend's counters since its state was made (see [`State::counters`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
+    /// Picks held, from the same reading of the word as `picks`: a pick taken during the
+    /// reading is in both or in neither.
+    pub(crate) held: usize,
     pub(crate) picks: u64,
     pub(crate) successes: u64,
     /// By kind ([`Failure::index`]).
@@ -496,9 +499,10 @@ impl State {
         (self.in_flight.load(Ordering::Relaxed) & HELD_MASK) as usize
     }
 
-    /// The counters since the state was made: picks taken, successes and failures reported,
-    /// spills. Each is read on its own (Relaxed): a pick ending during the read may be
-    /// counted as taken but not yet as reported, or as reported and still held. A read racing
+    /// The counters since the state was made: picks held and taken, successes and failures
+    /// reported, spills. The first two are one reading; the reports are read after it, so a
+    /// pick ending during the read may count as held and reported at once (never as taken and
+    /// neither held nor reported): picks less held less reported is never too high. A read racing
     /// with the acquire that carries the 2^32nd pick of a backend out of the low word may
     /// miss that carry (2^32 too few) for the nanoseconds until it is counted.
     pub(crate) fn counters(&self) -> Counters {
@@ -508,6 +512,7 @@ impl State {
         let wraps = self.pick_wraps.load(Ordering::Relaxed);
         let word = self.in_flight.load(Ordering::Relaxed);
         Counters {
+            held: (word & HELD_MASK) as usize,
             picks: u64::from(wraps) << 32 | word >> 32,
             successes: self.succeeded.load(Ordering::Relaxed),
             failures: [

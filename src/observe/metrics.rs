@@ -78,9 +78,10 @@ impl Exporter {
                     .saturating_sub(c.successes)
                     .saturating_sub(c.failures.iter().sum())
             };
-            // The dropped count of the last export is recomputed without the picks then held:
-            // as exact as the two readings (a pick held then and dropped since counts now).
-            let held = line.in_flight as u64;
+            // Picks taken, less those held (the same reading) and those reported (read after):
+            // never too high, so a count recorded is never taken back; one too low catches up
+            // at the next export.
+            let held = now.held as u64;
             let dropped_now = dropped(&now, held);
             counter!("lbkit_dropped_total", labels.iter())
                 .increment(dropped_now.saturating_sub(dropped_before));
@@ -93,6 +94,10 @@ impl Exporter {
             gauge!("lbkit_soft_health", labels.iter()).set(line.soft_health());
             if let Some(latency) = line.latency() {
                 gauge!("lbkit_latency_seconds", labels.iter()).set(latency.as_secs_f64());
+            }
+            if line.is_removed() || line.coverage() == 0.0 {
+                // Out of the table while it drains.
+                gauge!("lbkit_table_share", labels.iter()).set(0.0);
             }
             if let Some(share) = line.table_share() {
                 gauge!("lbkit_table_share", labels.iter()).set(share as f64);
@@ -109,16 +114,12 @@ impl Exporter {
                 },
             );
         }
-        // Gone since the last export: their gauges to 0, once.
+        // Gone since the last export (removed and drained): every gauge of theirs to 0, once.
         seen.retain(|id, _| {
             let here = lines.iter().any(|(l, _)| l.id == *id);
             if !here {
                 let labels = labels(&name, id);
-                for gauge in [
-                    "lbkit_in_flight",
-                    "lbkit_effective_weight",
-                    "lbkit_eligible",
-                ] {
+                for gauge in BACKEND_GAUGES {
                     gauge!(gauge, labels.iter()).set(0.0);
                 }
             }
@@ -170,6 +171,17 @@ impl Exporter {
         }
     }
 }
+
+/// Every per-backend gauge: what a backend that is gone has set to 0.
+const BACKEND_GAUGES: [&str; 7] = [
+    "lbkit_in_flight",
+    "lbkit_effective_weight",
+    "lbkit_eligible",
+    "lbkit_ejected",
+    "lbkit_soft_health",
+    "lbkit_latency_seconds",
+    "lbkit_table_share",
+];
 
 /// The failure kinds, in the order of [`Counters::failures`], as the `kind` label says them.
 const KINDS: [&str; 3] = ["local_origin", "error", "overloaded"];

@@ -127,6 +127,37 @@ fn p2c_failure_penalty<T: Send + Sync + 'static>(
         .build(b)
 }
 
+/// Observed: an observer counting events, and (with the `metrics` feature) metrics exported
+/// every millisecond to whatever recorder is installed (none: the facade's no-op one), so
+/// every suite runs the event queue and the exports that picks trigger.
+fn observed<C>(builder: lbkit::Builder<C>) -> lbkit::Builder<C> {
+    let events = std::sync::atomic::AtomicU64::new(0);
+    let builder = builder.name("observed").observer(move |_: &lbkit::Event| {
+        // Relaxed: a count nobody reads.
+        events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    #[cfg(feature = "metrics")]
+    let builder = builder.metrics(std::time::Duration::from_millis(1));
+    builder
+}
+
+fn observed_least_connections<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+) -> Result<LeastConnections<T>, Error> {
+    observed(LeastConnections::builder()).build(b)
+}
+
+fn observed_maglev<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<Maglev<T>, Error> {
+    observed(Maglev::builder())
+        .seed(seed)
+        .table_size(1031)
+        .load_factor(1.25)
+        .build(b)
+}
+
 fn bounded_maglev<T: Send + Sync + 'static>(
     b: Vec<Backend<T>>,
     seed: u64,
@@ -271,6 +302,12 @@ pub const POLICIES: &[Policy] = &[
         Oracle::PowerOfTwoChoices
     ),
     policy!("First", First::new, Oracle::First),
+    // Observed (events, and metrics with the feature): what the suites check must not change.
+    policy!(
+        "LeastConnections+observed",
+        observed_least_connections,
+        Oracle::LeastConnections
+    ),
     // Hashing policies spread requests without a key at random: seeded, like Random.
     policy!(hashing "HashRing", ring, seeded, Oracle::None),
     policy!(hashing "Maglev", maglev, seeded, Oracle::None),
@@ -297,6 +334,7 @@ pub const POLICIES: &[Policy] = &[
         seeded,
         Oracle::None
     ),
+    policy!(hashing "Maglev+observed+bound", observed_maglev, seeded, Oracle::None),
 ];
 
 /// The registry entry with this name (panics on a name not in [`POLICIES`]).
