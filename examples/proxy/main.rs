@@ -11,9 +11,9 @@
 //! every byte came back, prints per-backend connection counts and in-flight peaks, and exits.
 //!
 //! With `--listen` and `--backend`s: a long-lived proxy. Each connection holds its `Pick` for
-//! its whole life; a backend that refuses a connection is reported as a local-origin failure,
-//! which ejects it (outlier detection), set down, and the client retried on the next pick; a
-//! health check brings it back. `--key-by client-ip` keeps each client on one
+//! its whole life; a backend that refuses a connection is reported as a local-origin failure
+//! (which ejects it: outlier detection) and set down, and the client retried on the next pick;
+//! a health check brings it back. `--key-by client-ip` keeps each client on one
 //! backend through a hashing policy. Ctrl-C stops accepting, drains open connections, exits.
 //!
 //! With `--metrics ADDR` (and lbkit's `metrics` feature): the balancer, named `proxy`, records
@@ -200,7 +200,7 @@ const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// With `--metrics`, installs the Prometheus recorder and its HTTP listener. Called before the
 /// balancer is built, so that lbkit's descriptions of its metrics (the `# HELP` lines) reach
-/// this recorder: they are given to the recorder installed when the balancer is built.
+/// this recorder: lbkit gives them to the recorder installed when `Builder::metrics` is called.
 #[cfg(feature = "metrics")]
 fn install_metrics(args: &Args) -> Result<(), String> {
     if let Some(addr) = args.metrics {
