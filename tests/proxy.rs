@@ -221,3 +221,38 @@ async fn keyed_by_client_ip_keeps_a_client_on_one_backend() {
     }
     assert_eq!(total_in_flight(lb.as_ref()), 0);
 }
+
+// With the proxy's own passive health (as `main.rs` builds it): each refused connection is a
+// local-origin failure on its pick, and the first ejects the backend (it is set `Down` too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_ejects_the_backend_with_the_proxys_passive_health() {
+    let backends = echo_backends(2).await;
+    // Bound by the OS, then closed: every connection to it is refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut addrs: Vec<SocketAddr> = backends.iter().map(|b| b.0).collect();
+    addrs.push(dead);
+    let lb: Lb = Arc::new(
+        LeastConnections::builder()
+            .health(service::passive_health())
+            .build(set(&addrs))
+            .unwrap(),
+    );
+    let running = Running::start(Arc::clone(&lb)).await;
+    let burst = demo::burst(running.addr, 20, 4, 2, 100).await;
+    assert_eq!((burst.echoed, burst.failed), (20, 0), "a client was lost");
+    let proxy = running.drain().await;
+    let refused = proxy.stats().backends()[&dead.to_string()].refused;
+    assert!(refused >= 1, "the dead backend was never tried");
+    for status in lb.status() {
+        let is_dead = status.id() == dead.to_string();
+        assert_eq!(status.is_ejected(), is_dead, "{status:?}");
+        assert_eq!(status.ejections(), u32::from(is_dead), "{status:?}");
+        let local = if is_dead { refused as u64 } else { 0 };
+        assert_eq!(status.failures_by_kind().local_origin, local, "{status:?}");
+        assert_eq!(status.failures_by_kind().error, 0, "{status:?}");
+    }
+    assert_eq!(total_in_flight(lb.as_ref()), 0);
+}

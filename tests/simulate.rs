@@ -60,6 +60,7 @@ fn run_some(config: &Config, wanted: impl Fn(&str) -> bool) -> Vec<Outcome> {
                     // And its "after" weighs failures as load for least connections and P2C.
                     failure_load: (config.intermittent && config.statistical)
                         .then_some(std::time::Duration::from_secs(1)),
+                    ..Options::default()
                 };
                 (p.build)(backends, options)
             };

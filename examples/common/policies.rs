@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use lbkit::WeightedRoundRobin;
-use lbkit::{Backend, Balancer, Error, HealthConfig, ManualClock};
+use lbkit::{Backend, Balancer, Builder, Error, HealthConfig, ManualClock};
 use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 use lbkit::{LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 
@@ -30,6 +30,12 @@ pub struct Options {
     /// Least connections' and P2C's failure penalty (failures weigh as requests in flight,
     /// fading with this time constant); `None` leaves it off, their default.
     pub failure_load: Option<Duration>,
+    /// The balancer's name (the `balancer` label of its metrics); `None`: the policy's.
+    pub name: Option<String>,
+    /// Records the balancer's metrics every this often (`Builder::metrics`); `None`: no
+    /// metrics. Needs lbkit's `metrics` feature, and is ignored without it: a program that
+    /// offers it refuses to run without the feature.
+    pub metrics: Option<Duration>,
 }
 
 /// A boxed balancer, or the library's reason for refusing the backends or options.
@@ -61,7 +67,7 @@ macro_rules! hashing {
             hashing: true,
             bounded: true,
             build: |b, o| {
-                let mut builder = $builder;
+                let mut builder = common($builder, &o);
                 if let Some(c) = o.bound {
                     builder = builder.load_factor(c);
                 }
@@ -80,21 +86,24 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             name: "round-robin",
             hashing: false,
             bounded: false,
-            build: |b, o| boxed(RoundRobin::new(b)?, &o),
+            build: |b, o| boxed(common(RoundRobin::builder(), &o).build(b)?, &o),
         },
         Policy {
             name: "weighted-round-robin",
             hashing: false,
             bounded: false,
-            build: |b, o| boxed(WeightedRoundRobin::new(b)?, &o),
+            build: |b, o| boxed(common(WeightedRoundRobin::builder(), &o).build(b)?, &o),
         },
         Policy {
             name: "random",
             hashing: false,
             bounded: false,
-            build: |b, o| match o.seed {
-                Some(seed) => boxed(Random::with_seed(b, seed)?, &o),
-                None => boxed(Random::new(b)?, &o),
+            build: |b, o| {
+                let mut builder = common(Random::builder(), &o);
+                if let Some(seed) = o.seed {
+                    builder = builder.seed(seed);
+                }
+                boxed(builder.build(b)?, &o)
             },
         },
         Policy {
@@ -102,7 +111,7 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             hashing: false,
             bounded: false,
             build: |b, o| {
-                let mut builder = LeastConnections::builder();
+                let mut builder = common(LeastConnections::builder(), &o);
                 if let Some(penalty) = o.failure_load {
                     builder = builder.failure_penalty(penalty);
                 }
@@ -114,7 +123,7 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             hashing: false,
             bounded: false,
             build: |b, o| {
-                let mut builder = PowerOfTwoChoices::builder();
+                let mut builder = common(PowerOfTwoChoices::builder(), &o);
                 if let Some(seed) = o.seed {
                     builder = builder.seed(seed);
                 }
@@ -129,7 +138,7 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             hashing: false,
             bounded: false,
             build: |b, o| {
-                let mut builder = PeakEwma::builder();
+                let mut builder = common(PeakEwma::builder(), &o);
                 if let Some(seed) = o.seed {
                     builder = builder.seed(seed);
                 }
@@ -154,12 +163,29 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             name: "jump",
             hashing: true,
             bounded: false,
-            build: |b, o| match o.seed {
-                Some(seed) => boxed(JumpHash::with_seed(b, seed)?, &o),
-                None => boxed(JumpHash::new(b)?, &o),
+            build: |b, o| {
+                let mut builder = common(JumpHash::builder(), &o);
+                if let Some(seed) = o.seed {
+                    builder = builder.seed(seed);
+                }
+                boxed(builder.build(b)?, &o)
             },
         },
     ]
+}
+
+/// `builder` with what every policy takes at build time only: [`Options::name`] and
+/// [`Options::metrics`].
+fn common<C>(builder: Builder<C>, options: &Options) -> Builder<C> {
+    let mut builder = builder;
+    if let Some(name) = &options.name {
+        builder = builder.name(name.as_str());
+    }
+    #[cfg(feature = "metrics")]
+    if let Some(every) = options.metrics {
+        builder = builder.metrics(every);
+    }
+    builder
 }
 
 /// Boxes `balancer`, with `options.health` if given, on `options.clock` if given.

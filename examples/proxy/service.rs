@@ -3,8 +3,12 @@
 //! Kept apart from `main.rs` so that `tests/proxy.rs` runs it in-process. Each accepted
 //! connection picks a backend and holds that [`Pick`](lbkit::Pick) for the connection's whole
 //! life, so least connections and P2C see open connections as load. A backend that refuses the
-//! connection is set `Down` and the client is retried on the next pick, before any of its bytes
-//! were forwarded; [`health_check`] sets it `Up` again once it accepts connections.
+//! connection is reported on its pick as a local-origin failure (no answer came) and set
+//! `Down`, and the client is retried on the next pick, before any of its bytes were forwarded;
+//! [`health_check`] sets it `Up` again once it accepts connections. With the proxy's
+//! [`passive_health`], that refusal also ejects the backend: `Down` says "refusing now" and
+//! ends as soon as a probe connects, the ejection keeps a backend that keeps refusing out for
+//! longer each time, and both show in the balancer's status and metrics.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -13,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lbkit::{Balancer, Health, Request};
+use lbkit::{Balancer, Failure, Health, HealthConfig, OutlierDetection, Request};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -167,15 +171,42 @@ impl Proxy {
                 }
                 Err(_) => {
                     self.stats.with(pick.id(), |s| s.refused += 1);
+                    let id = pick.id().to_owned();
+                    // No answer came: a local-origin failure, which outlier detection counts
+                    // apart from answered errors (see `passive_health`). Reported first, so
+                    // the ejection it may cause is applied before the retry's pick.
+                    pick.failure_of(Failure::LocalOrigin);
                     // Another connection may have removed it meanwhile: nothing to do then.
-                    let _ = self.lb.set_health(pick.id(), Health::Down);
-                    pick.failure();
+                    let _ = self.lb.set_health(&id, Health::Down);
                 }
             }
         }
         // Relaxed: a statistic.
         self.stats.unserved.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The passive health the proxy runs with: outlier detection that ejects a backend on its
+/// first refused connection.
+///
+/// Refusals are counted apart from answered failures
+/// ([`OutlierDetection::consecutive_local_origin_failures`], Envoy's split of local-origin
+/// errors), with a threshold of 1 because the proxy sets a refusing backend `Down` at once: it
+/// gets no more connections to refuse, so a higher threshold would only be reached by
+/// connections already on their way to it. A connection broken after it was relayed is an
+/// answered failure and needs the default 5 in a row. The first ejection lasts 10 s, each
+/// further one 10 s more (up to 300 s), so a backend that accepts the health check's probe but
+/// refuses real connections stays out longer each time; one back from a restart waits out its
+/// ejection after the health check sets it `Up`. Every refusing backend may be ejected (the
+/// cap, `max_ejection_percent`, would only keep ejections of backends already `Down` from
+/// being counted).
+pub fn passive_health() -> HealthConfig {
+    HealthConfig::new().outlier_detection(OutlierDetection {
+        consecutive_local_origin_failures: Some(1),
+        base_ejection_time: Duration::from_secs(10),
+        max_ejection_percent: 100.0,
+        ..OutlierDetection::default()
+    })
 }
 
 /// Every `every`, tries to connect to each `Down` backend and sets it `Up` when it accepts;
