@@ -20,9 +20,9 @@
 //! percentage (Envoy's `overprovisioning_factor`, default 140, i.e. 1.4):
 //!
 //! ```text
-//! health(P)          = min(100, f x healthy(P)  / eligible(P))     integer division, 0 if eligible is 0
-//! degraded_health(P) = min(100, f x degraded(P) / eligible(P))
-//! normalized total   = min(100, sum of health + degraded_health over all levels)
+//! health(P)          = min(100, f x healthy(P)  / eligible(P))    (integer division;
+//! degraded_health(P) = min(100, f x degraded(P) / eligible(P))     0 if eligible is 0)
+//! normalized         = min(100, sum of health + degraded_health over all levels)
 //! ```
 //!
 //! A level at 72% healthy is fully healthy (`140 x 72 / 100 = 100.8`, capped), at 71% it has
@@ -37,8 +37,10 @@
 //!
 //! ```text
 //! remaining = 100
-//! for each level P:  healthy_load(P)  = min(remaining, health(P)          x 100 / normalized total); remaining -= it
-//! for each level P:  degraded_load(P) = min(remaining, degraded_health(P) x 100 / normalized total); remaining -= it
+//! for each level P:  healthy_load(P)  = min(remaining, health(P) x 100 / normalized)
+//!                    remaining -= healthy_load(P)
+//! for each level P:  degraded_load(P) = min(remaining, degraded_health(P) x 100 / normalized)
+//!                    remaining -= degraded_load(P)
 //! what remains (rounding, at most one point per level and kind) goes to the healthy load of
 //! the first level with health above 0, or else to the degraded load of the first level with
 //! degraded health above 0.
@@ -201,6 +203,10 @@ impl Level {
     /// normalized total is below 100 ([`priority_load`] applies that rule).
     fn below_threshold(&self, threshold: u32) -> bool {
         let c = self.counts();
+        if c.eligible == 0 {
+            // Envoy takes an empty level's share as 0%: below any threshold but 0.
+            return threshold > 0;
+        }
         // 100 (h + d) < t x eligible; h + d <= eligible < 2^64 and t <= 100 (capped by the
         // caller, but any u32 fits): below 2^71.
         u128::from(c.healthy + c.degraded) * 100 < u128::from(threshold) * u128::from(c.eligible)
