@@ -74,8 +74,10 @@
 //! cumulative healthy loads, then the cumulative degraded loads (Envoy's `choosePriority`,
 //! `hash % 100 + 1` against `<=`, the same thing). A hashing policy passes the key's hash, so
 //! a key keeps its level while the split is stable, and only keys whose point the new split
-//! moved into another level change level. The map `draw % 100` has a bias of at most
-//! `100 / 2^64`.
+//! moved into another level change level. Each point's probability under a uniform draw is
+//! within 2^-64 of 1/100. A hashing policy that also places the key inside the level with
+//! the same hash may prefer to pass a remix of it, so that a key's level and its place in
+//! the level are not correlated (Envoy's thread-aware balancers pass the same hash to both).
 //!
 //! # Locality weights
 //!
