@@ -290,9 +290,11 @@ pub(crate) struct State {
     /// Picks that reported success, since the state was made (a counter for operators).
     succeeded: AtomicU64,
     // The second: what the statistical rules and soft health count, and the writer's rules.
-    /// Successes and failures as the ejection rules classify them, reported since the state
-    /// was made, counted while the statistical ejection rules or soft health are on.
-    successes: AtomicU64,
+    /// Failures of kinds the ejection rules do not count, which they see as successes, and
+    /// failures of the kinds they count, reported since the state was made, counted while the
+    /// statistical ejection rules or soft health are on. The rules' successes are these plus
+    /// `succeeded` (so a success report adds to one counter only).
+    other_successes: AtomicU64,
     failures: AtomicU64,
     /// The sum of the latencies of successes reported since the state was made, in
     /// nanoseconds (each at most 2^50), counted while soft health is on; wrapping, so an
@@ -384,7 +386,7 @@ impl State {
             failed: Default::default(),
             spills: AtomicU64::new(0),
             pick_wraps: AtomicU32::new(0),
-            successes: AtomicU64::new(0),
+            other_successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             swept: (AtomicU64::new(0), AtomicU64::new(0)),
             latencies: AtomicU64::new(0),
@@ -761,7 +763,7 @@ impl State {
     pub(crate) fn take_interval(&self) -> (u64, u64) {
         // Relaxed: a report racing with the sweep lands in this interval or the next, as a
         // report racing with gRPC's bucket swap does; each is counted exactly once.
-        let successes = self.successes.load(Ordering::Relaxed);
+        let successes = self.rule_successes();
         let failures = self.failures.load(Ordering::Relaxed);
         // Writer only: plain loads and stores, no read-modify-write needed.
         let last_successes = self.swept.0.load(Ordering::Relaxed);
@@ -779,7 +781,7 @@ impl State {
     pub(crate) fn take_soft_interval(&self) -> SoftCounts {
         // Relaxed: as in `take_interval`.
         let now = [
-            self.successes.load(Ordering::Relaxed),
+            self.rule_successes(),
             self.failures.load(Ordering::Relaxed),
             self.latencies.load(Ordering::Relaxed),
             self.timed.load(Ordering::Relaxed),
@@ -820,11 +822,20 @@ impl State {
         }
     }
 
+    /// Successes as the statistical rules see them, since the state was made (wrapping):
+    /// successes reported and failures of kinds they do not count.
+    fn rule_successes(&self) -> u64 {
+        // Relaxed: counts, read by the sweeps (see `take_interval`).
+        self.succeeded
+            .load(Ordering::Relaxed)
+            .wrapping_add(self.other_successes.load(Ordering::Relaxed))
+    }
+
     /// A request on this backend succeeded after `latency`.
     pub(crate) fn report_success(&self, latency: Duration) {
-        // Relaxed: a count.
+        // Relaxed: a count (the operators' and the statistical rules' both).
         self.succeeded.fetch_add(1, Ordering::Relaxed);
-        self.report_success_to_rules();
+        self.end_failure_run();
         if self.feedback.counting() & COUNT_LATENCY != 0 {
             // Nanoseconds, so that a median under a microsecond is not 0; at most 2^50 ns (13
             // days) each, so 2^14 of them fit before a sum wraps within one interval.
@@ -846,13 +857,19 @@ impl State {
         self.feedback.counts(failure)
     }
 
-    /// A success as the ejection rules see it: the run of failures ends, and the statistical
-    /// rules count one success. (Also a failure of a kind that does not count.)
+    /// A failure of a kind the ejection rules do not count: a success as they see it (the
+    /// run of failures ends, and the statistical rules count one success).
     pub(crate) fn report_success_to_rules(&self) {
         if self.feedback.counting() & COUNT_OUTCOMES != 0 {
             // Relaxed: a count, read by the sweep (see `take_interval`).
-            self.successes.fetch_add(1, Ordering::Relaxed);
+            self.other_successes.fetch_add(1, Ordering::Relaxed);
         }
+        self.end_failure_run();
+    }
+
+    /// Ends the runs of failures (an answer that counts as a success came back).
+    #[inline]
+    fn end_failure_run(&self) {
         // Load first: avoid dirtying the line when there is nothing to reset.
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
@@ -1058,7 +1075,7 @@ mod layout {
         }
         // What the statistical rules count on the second line, not the third.
         for end in [
-            offset_of!(State, successes) + 8,
+            offset_of!(State, other_successes) + 8,
             offset_of!(State, failures) + 8,
             offset_of!(State, latencies) + 8,
             offset_of!(State, timed) + 8,
