@@ -127,10 +127,11 @@ impl<C> Builder<C> {
     /// Records the balancer's counters, gauges and events through the
     /// [`metrics`](https://docs.rs/metrics) facade (the `metrics` feature), to whatever
     /// recorder the application installed (Prometheus, StatsD, OpenTelemetry, ...). Counters
-    /// and gauges are recorded every `interval` (by the first pick that finds it over: none
-    /// on the picks in between), and whenever
-    /// [`Balancer::export_metrics`](crate::Balancer::export_metrics) is called; events (an
-    /// ejection, panic mode, an update) as they happen. The metrics and their labels are in
+    /// and gauges are recorded when the balancer is built, at most once per `interval` as
+    /// picks go (checked once every 1024 picks of a backend: nothing on the picks in between),
+    /// and whenever [`Balancer::export_metrics`](crate::Balancer::export_metrics) is called
+    /// (call it on a timer if the balancer may take fewer than 1024 picks per backend in an
+    /// interval, or may go idle); events (an ejection, panic mode, an update) as they happen. The metrics and their labels are in
     /// the [table](crate::observe#metrics). An `interval` of 0 is an
     /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) at `build`.
     ///

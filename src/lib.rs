@@ -255,9 +255,9 @@ pub trait Balancer<T>: Send + Sync {
 
     /// Records the balancer's counters and gauges now through the `metrics` facade, if it was
     /// built with `Builder::metrics` (the `metrics` feature);
-    /// otherwise does nothing. Picks record them every interval anyway: call this from the
-    /// task that serves scrapes, or on a timer, so that an idle balancer's gauges (picks that
-    /// ended since the last pick) are fresh too.
+    /// otherwise does nothing. Busy balancers' picks record them once per interval anyway
+    /// (checked once every 1024 picks of a backend): call this on a timer, or from the task
+    /// that serves scrapes, so that a quiet balancer's counters and gauges are fresh too.
     fn export_metrics(&self) {}
 
     /// The current backends and their values, in id order, as the latest update gave them

@@ -223,28 +223,33 @@ impl<T, P: Policy<T>> Core<T, P> {
                     "an export interval of 0 would export on every pick".to_owned(),
                 ));
             }
-            feedback.start_exports(now);
+            // The first export is at the end of `new`; the next one interval later.
+            feedback.start_exports(now.saturating_add(exporter.interval_ns));
         }
         publish_caps(&snapshot);
         feedback.set_counting(writer.counting());
-        Ok(Core {
+        let core = Core {
             policy,
             current: ArcSwap::from_pointee(snapshot),
             feedback,
             writer: Mutex::new(writer),
             observer,
-        })
+        };
+        // With an exporter, the set as built (every gauge, and every counter at 0).
+        core.export_metrics();
+        Ok(core)
     }
 
     /// The current snapshot, rebuilt first if a report or the clock made it stale.
     #[inline]
     pub(crate) fn load(&self) -> Guard<Arc<Snapshot<T, P::Table>>> {
         let snap = self.current.load();
-        let due_at = snap.refresh_at;
-        // The next export of metrics is due like a time-based rule (NEVER without one).
+        // A pick count's nudge to check whether metrics are due (never without an exporter).
         #[cfg(feature = "metrics")]
-        let due_at = due_at.min(self.feedback.export_at());
-        if self.feedback.is_dirty() || self.due(due_at) {
+        let nudged = self.feedback.export_nudged();
+        #[cfg(not(feature = "metrics"))]
+        let nudged = false;
+        if self.feedback.is_dirty() || nudged || self.due(snap.refresh_at) {
             drop(snap);
             self.refresh();
             return self.current.load();
@@ -313,14 +318,18 @@ impl<T, P: Policy<T>> Core<T, P> {
         }
     }
 
-    /// Records metrics if the interval is over and no other thread is recording them: the
-    /// first pick to find it over wins the interval. Skipped (until the next interval) if a
+    /// Records metrics if a pick count nudged (once every 1024 picks of a backend), the
+    /// interval is over and no other thread is recording them: the first pick to find it
+    /// over wins the interval. Skipped (until the next interval) if a
     /// writer holds the lock: a pick never waits for it.
     #[cfg(feature = "metrics")]
     fn export_if_due(&self) {
         let Some(exporter) = self.observer.as_ref().and_then(|w| w.exporter.as_ref()) else {
             return;
         };
+        if !self.feedback.take_export_nudge() {
+            return;
+        }
         let now = self.feedback.now_ns();
         if self.feedback.claim_export(now, exporter.interval_ns) {
             if let Some(writer) = self.writer.try_lock() {

@@ -35,9 +35,13 @@ pub(crate) struct Feedback {
     /// Set by a report that may change who is eligible; cleared by the rebuild applying it.
     dirty: AtomicBool,
     /// Clock nanoseconds at which the next export of metrics is due ([`NEVER`] without the
-    /// `metrics` feature's exporter); beside `dirty`, which every pick reads.
+    /// `metrics` feature's exporter).
     #[cfg(feature = "metrics")]
     export_at: AtomicU64,
+    /// Set once every 1024 picks of a backend while exports are on: the next pick checks the
+    /// clock against `export_at`. Beside `dirty`, which every pick reads.
+    #[cfg(feature = "metrics")]
+    export_nudged: AtomicBool,
     /// What reports count per backend for the rules that sweep: [`COUNT_OUTCOMES`] (the
     /// statistical ejection rules, soft health), [`COUNT_LATENCY`] (soft health).
     counting: AtomicU8,
@@ -76,6 +80,8 @@ impl Feedback {
             dirty: AtomicBool::new(false),
             #[cfg(feature = "metrics")]
             export_at: AtomicU64::new(NEVER),
+            #[cfg(feature = "metrics")]
+            export_nudged: AtomicBool::new(false),
             counting: AtomicU8::new(0),
             counted: AtomicU8::new(FailureClasses::default().bits()),
             local_threshold: AtomicU32::new(0),
@@ -163,12 +169,29 @@ impl Feedback {
         self.dirty.swap(false, Ordering::AcqRel)
     }
 
-    /// When the next export of metrics is due ([`NEVER`]: no exporter).
+    /// Whether a pick count asked the next pick to check whether metrics are due.
     #[cfg(feature = "metrics")]
     #[inline]
-    pub(crate) fn export_at(&self) -> u64 {
+    pub(crate) fn export_nudged(&self) -> bool {
         // Relaxed: a late read only delays an export to a later pick.
-        self.export_at.load(Ordering::Relaxed)
+        self.export_nudged.load(Ordering::Relaxed)
+    }
+
+    /// Asks the next pick to check whether metrics are due (if exports are on).
+    #[cfg(feature = "metrics")]
+    fn nudge_export(&self) {
+        // Relaxed: as in `export_nudged`.
+        if self.export_at.load(Ordering::Relaxed) != NEVER {
+            self.export_nudged.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the nudge; whether there was one.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn take_export_nudge(&self) -> bool {
+        // Relaxed: as in `export_nudged`; the load first keeps the line clean when unset.
+        self.export_nudged.load(Ordering::Relaxed)
+            && self.export_nudged.swap(false, Ordering::Relaxed)
     }
 
     /// Whether this caller wins the export due at `now` (if one is): the interval's next is
@@ -190,11 +213,11 @@ impl Feedback {
                 .is_ok()
     }
 
-    /// Starts exporting: the first export is due at once.
+    /// Starts exporting: the next export is due at `at`.
     #[cfg(feature = "metrics")]
-    pub(crate) fn start_exports(&self, now: u64) {
-        // Relaxed: see `export_at`.
-        self.export_at.store(now, Ordering::Relaxed);
+    pub(crate) fn start_exports(&self, at: u64) {
+        // Relaxed: see `export_nudged`.
+        self.export_at.store(at, Ordering::Relaxed);
     }
 
     pub(crate) fn failure_threshold(&self) -> u32 {
@@ -335,6 +358,9 @@ pub(crate) struct State {
     soft_seen: [AtomicU64; 4],
 }
 
+/// Picks of one backend between two nudges (see [`State::counted`]); a power of two.
+const NUDGE_EVERY: u64 = 1024;
+
 /// One in the pick count of [`State::in_flight`]'s high bits.
 const PICK_ONE: u64 = 1 << 32;
 /// The bits of [`State::in_flight`] that count the picks held.
@@ -413,7 +439,7 @@ impl State {
             // published through it, and the atomic RMW alone makes every increment count
             // exactly once. The same RMW counts the pick taken, in the high bits.
             let before = self.in_flight.fetch_add(PICK_ONE + 1, Ordering::Relaxed);
-            self.carry(before);
+            self.counted(before);
             return true;
         }
         self.acquire_below(u64::from(cap))
@@ -438,7 +464,7 @@ impl State {
                 Ordering::Relaxed,
             ) {
                 Ok(before) => {
-                    self.carry(before);
+                    self.counted(before);
                     return true;
                 }
                 Err(now) => current = now,
@@ -446,14 +472,26 @@ impl State {
         }
     }
 
-    /// Counts the carry out of the pick count, if the acquire that read `before` wrapped it:
-    /// once every 2^32 picks of one backend.
+    /// After an acquire that read `before`: once every [`NUDGE_EVERY`] picks of the backend,
+    /// the rare work the pick count drives (a test on a value already in a register otherwise).
     #[inline]
-    fn carry(&self, before: u64) {
+    fn counted(&self, before: u64) {
+        if (before >> 32) & (NUDGE_EVERY - 1) == NUDGE_EVERY - 1 {
+            self.every_nudge(before);
+        }
+    }
+
+    /// The carry out of the pick count, if this acquire wrapped it (once every 2^32 picks of
+    /// the backend); and the nudge that makes the next pick check whether metrics are due.
+    #[cold]
+    #[inline(never)]
+    fn every_nudge(&self, before: u64) {
         if before >> 32 == u64::from(u32::MAX) {
             // Relaxed: a count; see `counters` for a read racing with it.
             self.pick_wraps.fetch_add(1, Ordering::Relaxed);
         }
+        #[cfg(feature = "metrics")]
+        self.feedback.nudge_export();
     }
 
     /// Whether an acquire would succeed now (no cap, or the count below it): a hint for
@@ -482,7 +520,7 @@ impl State {
     #[cfg(test)]
     pub(crate) fn acquire(&self) {
         let before = self.in_flight.fetch_add(PICK_ONE + 1, Ordering::Relaxed);
-        self.carry(before);
+        self.counted(before);
     }
 
     #[inline]

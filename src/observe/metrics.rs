@@ -3,10 +3,11 @@
 //! and the table in the [module docs](crate::observe#metrics)).
 //!
 //! Counters and gauges are read from the balancer's own atomics (the ones
-//! [`Status`](crate::Status) shows) and recorded every interval, by the first pick that finds
-//! the interval over (the same check that applies ejection times, on the same cache line),
-//! and by [`Balancer::export_metrics`](crate::Balancer::export_metrics): never on each pick. So
-//! the pick path costs the same with or without a recorder; an export costs one pass over the
+//! [`Status`](crate::Status) shows) and recorded when the balancer is built, at most once per
+//! interval by a pick (once every 1024 picks of a backend the acquire that counts the pick
+//! raises a flag, and the next pick reads the clock against the interval), and by
+//! [`Balancer::export_metrics`](crate::Balancer::export_metrics): never on each pick. So the
+//! pick path costs the same with or without a recorder; an export costs one pass over the
 //! backends and a few recorder calls per backend. Events (ejections, panic mode, updates) are
 //! recorded as they are told to observers, after the writer lock.
 

@@ -42,8 +42,10 @@
 //!
 //! With the `metrics` feature and `Builder::metrics`, a balancer
 //! records through the [`metrics`](https://docs.rs/metrics) facade to the recorder the
-//! application installed. Counters and gauges every interval (and at
-//! [`Balancer::export_metrics`](crate::Balancer::export_metrics)), events as they happen. The
+//! application installed. Counters and gauges at build, at most once per interval as picks go
+//! (checked once every 1024 picks of a backend), and at
+//! [`Balancer::export_metrics`](crate::Balancer::export_metrics) (which a service calls on a
+//! timer, so that a quiet balancer's gauges stay fresh); events as they happen. The
 //! names and labels are stable:
 //!
 //! | Metric | Kind | Labels | What |
@@ -76,9 +78,10 @@
 //! its gauges set to 0 once, then is no longer recorded. A removed backend that still holds
 //! picks is recorded (as [`status`](crate::Balancer::status) lists it) until it drains.
 //!
-//! Cost: nothing on the picks between exports (the due check reads a word beside one every
-//! pick already reads); an export is one pass over the set and about twenty recorder calls
-//! per backend, made by the first pick after the interval ends, or by `export_metrics`.
+//! Cost: nothing on the picks between exports but a test on the pick count the acquire
+//! already returns and a load of a flag beside one every pick reads; an export is one pass
+//! over the set and about twenty recorder calls per backend, made by a pick that finds the
+//! interval over (after a nudge), or by `export_metrics`.
 //!
 //! # Tracing
 //!
