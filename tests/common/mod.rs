@@ -154,7 +154,6 @@ fn observed_maglev<T: Send + Sync + 'static>(
     observed(Maglev::builder())
         .seed(seed)
         .table_size(1031)
-        .load_factor(1.25)
         .build(b)
 }
 
@@ -334,7 +333,7 @@ pub const POLICIES: &[Policy] = &[
         seeded,
         Oracle::None
     ),
-    policy!(hashing "Maglev+observed+bound", observed_maglev, seeded, Oracle::None),
+    policy!(hashing "Maglev+observed", observed_maglev, seeded, Oracle::None),
 ];
 
 /// The registry entry with this name (panics on a name not in [`POLICIES`]).
