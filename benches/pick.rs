@@ -40,6 +40,11 @@
 //! * `metrics/100` (with the `metrics` feature): round robin and P2C plain and with
 //!   `Builder::metrics` and no recorder installed, pick + drop and pick + success.
 //!
+//! * `tiers/100`: 100 backends flat beside the same 100 in two priority levels (P0 of 60 at
+//!   half health, so P1 takes 30%) and three localities weighted 1/1/1, for round robin,
+//!   P2C, least connections and a hash ring (keyed requests): what choosing a level and a
+//!   locality adds to a pick (issue #13's target: under 1.3x).
+//!
 //! Read ratios, not absolute times: `cargo bench --bench pick`, then compare each policy's
 //! estimate with `floor/fetch_add` of the same group.
 
@@ -534,12 +539,84 @@ fn telemetry(c: &mut Criterion) {
 #[cfg(not(feature = "metrics"))]
 fn telemetry(_: &mut Criterion) {}
 
+/// The 100 backends of `backends(100)` in two levels and three localities: P0 is the first
+/// 60 (every second one down, so P0's health is 70 and P1 takes 30%), P1 the other 40; the
+/// localities `z0`, `z1`, `z2` by index modulo 3.
+fn tiered(n: usize) -> Vec<Backend<u64>> {
+    backends(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let b = b
+                .with_priority(u32::from(i >= n * 6 / 10))
+                .with_locality(format!("z{}", i % 3));
+            if i < n * 6 / 10 && i % 2 == 1 {
+                b.with_health(Health::Down)
+            } else {
+                b
+            }
+        })
+        .collect()
+}
+
+fn tiers(c: &mut Criterion) {
+    let n = 100;
+    let mut g = c.benchmark_group(format!("tiers/{n}"));
+    floor(&mut g);
+    let topology = || lbkit::Topology::locality_weights([("z0", 1), ("z1", 1), ("z2", 1)]);
+    type Make = fn(Vec<Backend<u64>>, lbkit::Topology) -> Box<dyn Balancer<u64>>;
+    let makes: [(&str, Make); 4] = [
+        ("round-robin", |b, t| {
+            Box::new(RoundRobin::builder().topology(t).build(b).unwrap())
+        }),
+        ("p2c", |b, t| {
+            Box::new(
+                PowerOfTwoChoices::builder()
+                    .seed(1)
+                    .topology(t)
+                    .build(b)
+                    .unwrap(),
+            )
+        }),
+        ("least-connections", |b, t| {
+            Box::new(LeastConnections::builder().topology(t).build(b).unwrap())
+        }),
+        ("hash-ring", |b, t| {
+            Box::new(HashRing::builder().seed(1).topology(t).build(b).unwrap())
+        }),
+    ];
+    let keys: Vec<String> = (0..1024).map(|i| format!("user-{i}")).collect();
+    for (name, make) in makes {
+        for (variant, set, t) in [
+            ("flat", backends(n), lbkit::Topology::new()),
+            ("tiers", tiered(n), topology()),
+        ] {
+            let lb = make(set, t);
+            let hashing = name == "hash-ring";
+            let mut i = 0usize;
+            g.bench_function(BenchmarkId::new(name, variant), |b| {
+                b.iter(|| {
+                    i = (i + 1) & 1023;
+                    let req = if hashing {
+                        Request::with_key(&keys[i])
+                    } else {
+                        Request::new()
+                    };
+                    drop(black_box(lb.pick(&req)))
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = single_thread, two_threads_at_once, reports, steering, sweep, subsets, telemetry
+    targets = single_thread, two_threads_at_once, reports, steering, sweep, subsets, telemetry,
+        tiers
 }
 criterion_main!(benches);

@@ -24,6 +24,8 @@ pub struct Backend<T> {
     pub(crate) value: T,
     pub(crate) health: Option<Health>,
     pub(crate) max_in_flight: Option<u32>,
+    pub(crate) priority: u32,
+    pub(crate) locality: Option<Arc<str>>,
 }
 
 impl<T> Backend<T> {
@@ -35,6 +37,8 @@ impl<T> Backend<T> {
             value,
             health: None,
             max_in_flight: None,
+            priority: 0,
+            locality: None,
         }
     }
 
@@ -99,6 +103,51 @@ impl<T> Backend<T> {
         self
     }
 
+    /// The same backend in priority level `priority`: 0 (the default) is the highest. Lower
+    /// levels (1, 2, ...) are backup tiers: they take traffic gradually, as the levels above
+    /// them lose healthy capacity, following Envoy's priority levels exactly (see
+    /// [`crate::docs::tiers`]: the overprovisioning factor, degraded backends, panic per
+    /// level). The levels are the distinct priorities present in the set; gaps do not matter.
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, Health, Request, RoundRobin};
+    /// let lb = RoundRobin::new([
+    ///     Backend::new("primary", ()),
+    ///     Backend::new("dr", ()).with_priority(1),
+    /// ])?;
+    /// // While the primary level is healthy, the backup level gets nothing.
+    /// assert!((0..100).all(|_| lb.pick(&Request::new()).unwrap().id() == "primary"));
+    /// lb.set_health("primary", Health::Down)?;
+    /// assert_eq!(lb.pick(&Request::new()).unwrap().id(), "dr");
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_priority(mut self, priority: u32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The same backend in the locality (zone, rack, data centre) `name`, which must not be
+    /// empty: the constructor or update given an empty name returns
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) with parameter `"locality"`.
+    /// Localities matter once a [`Topology`](crate::Topology) weights them or names the
+    /// caller's own zone; without one, a backend's locality is only reported.
+    #[must_use]
+    pub fn with_locality(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.locality = Some(name.into());
+        self
+    }
+
+    /// The priority level given with [`Backend::with_priority`] (0 by default).
+    pub fn priority(&self) -> u32 {
+        self.priority
+    }
+
+    /// The locality given with [`Backend::with_locality`], if any.
+    pub fn locality(&self) -> Option<&str> {
+        self.locality.as_deref()
+    }
+
     /// The cap given with [`Backend::with_max_in_flight`], if any.
     pub fn max_in_flight(&self) -> Option<u32> {
         self.max_in_flight
@@ -127,10 +176,11 @@ impl<T> Backend<T> {
 
 /// Whether a backend may receive new picks.
 ///
-/// Set by [`Balancer::set_health`](crate::Balancer::set_health). Only `Up` backends get new
-/// picks; `Down` and `Draining` ones get none, and picks already held on them finish normally.
-/// The two differ in meaning only (a failed backend versus one being taken out on purpose),
-/// which [`Balancer::status`](crate::Balancer::status) reports.
+/// Set by [`Balancer::set_health`](crate::Balancer::set_health). `Up` backends get new picks;
+/// `Degraded` ones only when the healthy capacity falls short (Envoy's degraded hosts: see
+/// [`crate::docs::tiers`]); `Down` and `Draining` ones get none, and picks already held on
+/// them finish normally. The last two differ in meaning only (a failed backend versus one
+/// being taken out on purpose), which [`Balancer::status`](crate::Balancer::status) reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Health {
     /// Serving: eligible for new picks (if its weight is above 0).
@@ -140,6 +190,11 @@ pub enum Health {
     Down,
     /// Being taken out of service: no new picks, held picks finish.
     Draining,
+    /// Serving, but worse than `Up` (a backend that is overloaded, warming a cache, far
+    /// away): new picks only for the share of traffic that the healthy backends of every
+    /// priority level together cannot take (with one level and the default overprovisioning
+    /// factor of 1.4: once fewer than 5 in 7 of the level's backends are `Up`).
+    Degraded,
 }
 
 impl Health {
@@ -148,6 +203,7 @@ impl Health {
             Health::Up => 0,
             Health::Down => 1,
             Health::Draining => 2,
+            Health::Degraded => 3,
         }
     }
 
@@ -155,7 +211,8 @@ impl Health {
         match v {
             0 => Health::Up,
             1 => Health::Down,
-            _ => Health::Draining,
+            2 => Health::Draining,
+            _ => Health::Degraded,
         }
     }
 }

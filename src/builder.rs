@@ -44,6 +44,7 @@ use crate::engine::sequence::entropy_seed;
 use crate::health::HealthConfig;
 use crate::observe::{Observer, Watcher};
 use crate::subset::Subset;
+use crate::topology::Topology;
 use std::sync::Arc;
 
 /// Configures one policy; made by the policy's `builder()`, ended by `build(backends)`.
@@ -58,6 +59,7 @@ pub struct Builder<C> {
     seed: Option<u64>,
     pub(crate) load_factor: Option<f64>,
     pub(crate) subset: Subset,
+    pub(crate) topology: Topology,
     pub(crate) observer: Option<Watcher>,
     /// The balancer's name, given to [`Builder::name`].
     name: Option<Arc<str>>,
@@ -78,6 +80,7 @@ impl<C> Builder<C> {
             seed: None,
             load_factor: None,
             subset: Subset::All,
+            topology: Topology::new(),
             // With the `tracing` feature every balancer tells its events.
             observer: cfg!(feature = "tracing").then(|| Watcher::new(default_name::<C>())),
             name: None,
@@ -97,6 +100,15 @@ impl<C> Builder<C> {
     /// changed later through [`Balancer::set_subset`](crate::Balancer::set_subset).
     pub fn subset(mut self, subset: Subset) -> Self {
         self.subset = subset;
+        self
+    }
+
+    /// How the localities of each priority level share its traffic (see [`Topology`]); no
+    /// split by locality by default. It can be changed later through
+    /// [`Balancer::set_topology`](crate::Balancer::set_topology). Checked by `build`:
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) with parameter `"locality"`.
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = topology;
         self
     }
 

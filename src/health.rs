@@ -47,10 +47,17 @@
 //!   [`OutlierDetection::consecutive_local_origin_failures`] (Envoy's
 //!   `split_external_local_origin_errors`), local-origin failures are counted apart instead:
 //!   their own run and threshold, ended by any answer, and invisible to the other rules.
-//! * **Panic threshold** (Envoy's): when fewer than this share of the backends that could
-//!   serve (weight above 0, not draining) are healthy (up and not ejected), health is ignored
-//!   and every one of them is eligible again, rather than crushing the survivors. Backends
-//!   that are draining or of weight 0 stay out: that was the operator's decision.
+//! * **Panic threshold** (Envoy's, per priority level): considered only when the healthy
+//!   capacity of every level together falls short (the normalized total health below 100,
+//!   see [`crate::docs::tiers`]); then a level whose share of available backends (up or
+//!   degraded, not ejected, weight above 0) is below the threshold ignores health, and every
+//!   backend of it that could serve (weight above 0, not draining) is eligible again, rather
+//!   than crushing the survivors. Backends that are draining or of weight 0 stay out: that was
+//!   the operator's decision. With one level and the default overprovisioning factor (1.4),
+//!   panic is considered once fewer than 5 in 7 of the backends are available.
+//! * **Priority levels and degraded backends** ([`Backend::with_priority`](crate::Backend::with_priority),
+//!   [`Health::Degraded`](crate::Health::Degraded), [`HealthConfig::overprovisioning_factor`]):
+//!   Envoy's priority load, in integer arithmetic: see [`crate::docs::tiers`].
 //! * **Soft health** ([`SoftHealth`], beyond Envoy and gRPC): a multiplier on each backend's
 //!   effective weight, lowered at once for a backend slower or failing more than its peers
 //!   (by how much worse it is, never below a floor) and raised gradually once it is as good
@@ -86,6 +93,7 @@ use crate::error::Error;
 pub struct HealthConfig {
     pub(crate) outlier_detection: Option<OutlierDetection>,
     pub(crate) panic_threshold: Option<f64>,
+    pub(crate) overprovisioning_factor: f64,
     pub(crate) slow_start: Option<SlowStart>,
     pub(crate) soft_health: Option<SoftHealth>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -103,6 +111,7 @@ impl HealthConfig {
         HealthConfig {
             outlier_detection: None,
             panic_threshold: None,
+            overprovisioning_factor: 1.4,
             slow_start: None,
             soft_health: None,
             clock: Arc::new(MonotonicClock::new()),
@@ -116,12 +125,50 @@ impl HealthConfig {
         self
     }
 
-    /// Ignores health when fewer than `share` (0.0 to 1.0; Envoy's default is 0.5) of the
-    /// backends are healthy.
+    /// Ignores health in a priority level when fewer than `share` (0.0 to 1.0; Envoy's
+    /// default is 0.5) of its backends are available, once the levels together fall short
+    /// (see the [module docs](crate::health)). Off by default.
     #[must_use]
     pub fn panic_threshold(mut self, share: f64) -> Self {
         self.panic_threshold = Some(share);
         self
+    }
+
+    /// Envoy's overprovisioning factor (default 1.4): a priority level counts as fully
+    /// healthy while `factor x healthy / total` is at least 1, so with 1.4 it keeps all its
+    /// traffic until fewer than 5 in 7 of its backends are healthy, then hands the shortfall
+    /// to the next level (and to degraded backends). The factor weighs localities the same
+    /// way. It is used in whole percent (1.4 is 140; rounded to the nearest, at most
+    /// `u32::MAX` percent). See [`crate::docs::tiers`].
+    ///
+    /// Errors (when the configuration is given to a balancer):
+    /// [`Error::InvalidConfig`] with parameter `"overprovisioning_factor"` for a factor below
+    /// 1.0, NaN or infinite; then nothing changes.
+    ///
+    /// ```
+    /// use lbkit::{Balancer, HealthConfig, RoundRobin, Backend};
+    /// let lb = RoundRobin::new([Backend::new("a", ())])?;
+    /// lb.set_health_config(HealthConfig::new().overprovisioning_factor(1.4))?;
+    /// assert!(lb.set_health_config(HealthConfig::new().overprovisioning_factor(0.9)).is_err());
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    #[must_use]
+    pub fn overprovisioning_factor(mut self, factor: f64) -> Self {
+        self.overprovisioning_factor = factor;
+        self
+    }
+
+    /// The overprovisioning factor in whole percent (140 for 1.4), once validated.
+    pub(crate) fn overprovisioning_percent(&self) -> u32 {
+        // Finite and at least 1.0 once validated; the cast saturates.
+        (self.overprovisioning_factor * 100.0).round() as u32
+    }
+
+    /// The panic threshold in parts per million (0: none).
+    pub(crate) fn panic_threshold_ppm(&self) -> u32 {
+        // A share in 0.0..=1.0 once validated.
+        self.panic_threshold
+            .map_or(0, |share| (share * 1_000_000.0).round() as u32)
     }
 
     /// Ramps up backends that join or return from ejection.
@@ -228,6 +275,13 @@ impl HealthConfig {
                     r.enforcement_percentage,
                 )?;
             }
+        }
+        let factor = self.overprovisioning_factor;
+        if !factor.is_finite() || factor < 1.0 {
+            return Err(Error::config(
+                "overprovisioning_factor",
+                format!("{factor} is not a finite number of at least 1.0"),
+            ));
         }
         if let Some(h) = &self.soft_health {
             h.validate()?;

@@ -105,6 +105,7 @@ pub mod service;
 pub mod spread;
 mod status;
 pub mod subset;
+pub mod topology;
 
 /// Hooks for the loom models of tests/loom.rs: built only under `--cfg lbkit_loom`, never part
 /// of the public API.
@@ -129,6 +130,7 @@ pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, R
 pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};
 pub use status::{FailureCounts, Status};
 pub use subset::{Aperture, RendezvousSubset, Subset};
+pub use topology::Topology;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -222,6 +224,26 @@ pub trait Balancer<T>: Send + Sync {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the first value out of range; then nothing changes.
     fn set_health_config(&self, config: HealthConfig) -> Result<(), Error>;
+
+    /// Replaces how the localities of each priority level share its traffic (see
+    /// [`Topology`]); the same value [`Builder::topology`] sets from the start. An update
+    /// like any other: atomic, in-flight picks still counted.
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, RoundRobin, Topology};
+    /// let lb = RoundRobin::new([
+    ///     Backend::new("a", ()).with_locality("zone-a"),
+    ///     Backend::new("b", ()).with_locality("zone-b"),
+    /// ])?;
+    /// lb.set_topology(Topology::locality_weights([("zone-a", 3), ("zone-b", 1)]))?;
+    /// assert!(lb.set_topology(Topology::locality_weights([("", 1)])).is_err());
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] with parameter `"locality"` for an empty or repeated locality
+    /// name; then nothing changes.
+    fn set_topology(&self, topology: Topology) -> Result<(), Error>;
 
     /// Replaces the subset rule ([subsetting](crate::subset)): which backends of the set this client uses
     /// (deterministic aperture, rendezvous subsetting, or all). A new coordinate (this client's

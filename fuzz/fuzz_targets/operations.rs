@@ -35,9 +35,10 @@
 //! * a backend that joins by `update` (also an id that comes back) is new: `Up` unless given
 //!   a health, no run, never ejected, ramping under slow start; one that stays keeps its
 //!   health unless given one;
-//! * eligible: `Up`, weight above 0, not ejected; with a panic threshold, when fewer than
-//!   that share of the backends that could serve (weight above 0, not draining) are healthy,
-//!   every one that could serve;
+//! * eligible: `Up`, weight above 0, not ejected; with a panic threshold, when fewer than 5
+//!   in 7 of the backends that could serve (weight above 0, not draining) are healthy
+//!   (health below 100 at the default overprovisioning factor) and fewer than that share of
+//!   them are, every one that could serve;
 //! * bounded loads: no pick goes to a backend whose in-flight count is at or above
 //!   `ceil(c x (total + 1) x w_i / W)`, `c` quantised to `ceil(c x 2^32) / 2^32`, checked
 //!   exactly in integers while no backend is ramping (under a ramp the weights are the
@@ -625,12 +626,17 @@ impl Model {
     }
 
     fn eligible(&self) -> Vec<&str> {
-        let could = self.nodes.values().filter(|n| n.could_serve()).count();
-        let healthy = self.nodes.values().filter(|n| n.healthy()).count();
-        let panic = self
-            .rules
-            .panic
-            .is_some_and(|share| (healthy as f64) < share * could as f64);
+        // One priority level, no degraded backend: panic is considered only while the
+        // level's health, min(100, 140 x healthy / could) at the default overprovisioning
+        // factor (draining backends and those of weight 0 are excluded), is below 100, and
+        // then when the healthy share of those that could serve is below the threshold (in
+        // parts per million).
+        let total = self.nodes.values().filter(|n| n.could_serve()).count() as u128;
+        let healthy = self.nodes.values().filter(|n| n.healthy()).count() as u128;
+        let panic = self.rules.panic.is_some_and(|share| {
+            let threshold = (share * 1_000_000.0).round() as u128;
+            140 * healthy < 100 * total && healthy * 1_000_000 < threshold * total
+        });
         self.nodes
             .iter()
             .filter(|(_, n)| if panic { n.could_serve() } else { n.healthy() })
@@ -680,14 +686,31 @@ fn holding(held: &[Pick<u32>]) -> BTreeMap<String, usize> {
     by_id
 }
 
-/// `status()` against the model: ids in order, weights, health, ejections, in-flight counts.
+/// `status()` against the model: ids in order, weights, health, ejections, in-flight counts;
+/// after the members, the removed backends that still hold picks, by id, with those picks.
 fn check(lb: &dyn Balancer<u32>, model: &Model, held: &[Pick<u32>]) {
-    let status = lb.status();
+    let all = lb.status();
+    let in_flight = holding(held);
+    let (status, removed): (Vec<_>, Vec<_>) = all.iter().partition(|s| !s.is_removed());
     let ids: Vec<&str> = status.iter().map(|s| s.id()).collect();
     let want: Vec<&str> = model.nodes.keys().map(String::as_str).collect();
     assert_eq!(ids, want, "status lists other ids than the model");
-    let in_flight = holding(held);
-    for s in &status {
+    let gone: Vec<(&str, usize)> = removed.iter().map(|s| (s.id(), s.in_flight())).collect();
+    let want_gone: Vec<(&str, usize)> = in_flight
+        .iter()
+        .filter(|(id, _)| !model.nodes.contains_key(*id))
+        .map(|(id, n)| (id.as_str(), *n))
+        .collect();
+    assert_eq!(
+        gone, want_gone,
+        "removed backends listed other than those holding picks"
+    );
+    let members = all.len() - removed.len();
+    assert!(
+        all[members..].iter().all(|s| s.is_removed()),
+        "removed backends listed before a member"
+    );
+    for s in status {
         let node = &model.nodes[s.id()];
         let line = format!("{:?} at {} ns: {node:?}, {s:?}", s.id(), model.now);
         assert_eq!(s.weight(), node.weight, "weight of {line}");

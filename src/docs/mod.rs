@@ -12,6 +12,8 @@
 //!   exact derivation is, to reproduce a mapping in another language.
 //! * [`hash_flooding`]: what an attacker who chooses the keys can do to the hashing policies,
 //!   and what limits the damage.
+//! * [`tiers`]: priority levels (backup tiers), degraded backends, panic per level and
+//!   locality weights, as Envoy defines them, for every policy.
 //! * [`presets`]: drop-in mappings of nginx's `hash $key consistent` and libmemcached's
 //!   weighted ketama, to take over traffic without cold caches.
 //!
@@ -24,3 +26,4 @@ pub mod hash_flooding;
 pub mod passive_health;
 pub mod placement;
 pub mod presets;
+pub mod tiers;

@@ -13,19 +13,22 @@ use crate::engine::policy::Policy;
 use crate::engine::rules::{
     apply_outlier_rules, effective_weight, is_ramping, weight_scale, Sweep,
 };
+use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Eligible, IdIndex, Snapshot, View};
 use crate::engine::soft::{apply_soft_health, SoftSweep};
 use crate::engine::state::{nanos, Feedback, State, FULL_SOFT_WEIGHT, NEVER};
 use crate::engine::state::{COUNT_LATENCY, COUNT_OUTCOMES};
 use crate::engine::subset::COVERAGE_SCALE;
 use crate::engine::sync::{ArcSwap, Guard, Mutex};
+use crate::engine::tiers::{arrange, group_snapshot, Inputs, Standing, Tiers};
 use crate::error::{Error, NoPick};
 use crate::health::HealthConfig;
 use crate::observe::{Ejection, Event, Watcher};
-use crate::placement::id_hash;
+use crate::placement::{id_hash, GAMMA};
 use crate::request::Request;
 use crate::status::Status;
 use crate::subset::Subset;
+use crate::topology::Topology;
 
 /// The most backends one set may hold: 2^22 (4,194,304). The bound makes every sum of
 /// effective weights fit in a `u64` (weights below 2^32, times 1000 under slow start, times
@@ -45,6 +48,8 @@ struct Writer<T> {
     /// and added back before they drop keeps counting them.
     retired: AHashMap<Arc<str>, Retired>,
     config: HealthConfig,
+    /// How the localities of a level share its traffic.
+    topology: Topology,
     /// The statistical ejection rules' intervals.
     sweep: Sweep,
     /// Soft health's intervals.
@@ -146,9 +151,10 @@ fn build_members<T, P: Policy<T>>(
             policy,
             members,
             coverage,
-            same.map(|c| &c.table),
+            same,
             same.map(|c| Arc::clone(&c.ids)),
             &writer.config,
+            &writer.topology,
             writer.next_sweep(),
             now,
         )
@@ -168,6 +174,9 @@ pub(crate) struct Core<T, P: Policy<T>> {
     writer: Mutex<Writer<T>>,
     /// Told of every change, after the writer lock is released.
     observer: Option<Watcher>,
+    /// The counter behind the draws that choose priority levels and localities for the
+    /// policies that draw none of their own.
+    draws: Sequence,
 }
 
 impl<T, P: Policy<T>> Core<T, P> {
@@ -177,10 +186,12 @@ impl<T, P: Policy<T>> Core<T, P> {
         policy: P,
         backends: impl IntoIterator<Item = Backend<T>>,
         config: HealthConfig,
+        topology: Topology,
         subset: Subset,
         observer: Option<Watcher>,
     ) -> Result<Self, Error> {
         config.validate()?;
+        topology.validate()?;
         subset.validate()?;
         let feedback = Arc::new(Feedback::new(
             Arc::clone(&config.clock),
@@ -208,6 +219,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         let writer = Writer {
             retired: AHashMap::new(),
             config,
+            topology,
             sweep,
             soft,
             universe: members.into(),
@@ -234,6 +246,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             feedback,
             writer: Mutex::new(writer),
             observer,
+            draws: Sequence::counter(0),
         };
         // With an exporter, the set as built (every gauge, and every counter at 0).
         core.export_metrics();
@@ -396,6 +409,9 @@ impl<T, P: Policy<T>> Core<T, P> {
     #[inline]
     pub(crate) fn try_pick(&self, request: &Request<'_>) -> Result<Pick<T>, NoPick> {
         let snap = self.load();
+        if let Some(tiers) = &snap.tiers {
+            return self.tiered_pick(&snap, tiers, request);
+        }
         // The plain pick: no steering and no caps, so every eligible member is acceptable.
         if !request.is_steered() && !snap.capped {
             if let Some(index) = self.policy.choose(&snap, request, |_| true) {
@@ -406,6 +422,129 @@ impl<T, P: Policy<T>> Core<T, P> {
             }
         }
         self.steered(&snap, request)
+    }
+
+    /// The draw that chooses a request's priority level and locality: the policy's (a
+    /// hashing policy's comes from the key), else the next of a Weyl sequence (the counter
+    /// times the golden ratio), whose points spread over the levels' shares with a
+    /// discrepancy that stays bounded, so the shares are met closely over any run of picks.
+    #[inline]
+    fn tier_draw(&self, request: &Request<'_>) -> u64 {
+        match self.policy.tier_draw(request) {
+            Some(draw) => draw,
+            None => self.draws.next().wrapping_mul(GAMMA),
+        }
+    }
+
+    /// A pick from a set with priority levels, degraded members or a locality split: a
+    /// group first, then the policy's choice in it.
+    #[inline]
+    fn tiered_pick(
+        &self,
+        snap: &Snapshot<T, P::Table>,
+        tiers: &Tiers<T, P::Table>,
+        request: &Request<'_>,
+    ) -> Result<Pick<T>, NoPick> {
+        let first = tiers.choose(self.tier_draw(request));
+        let group = &tiers.groups[first].snap;
+        if !request.is_steered() && !group.capped {
+            if let Some(index) = self.policy.choose(group, request, |_| true) {
+                if let Some(pick) = group.pick(index) {
+                    return Ok(pick);
+                }
+            }
+        }
+        self.tiered_steered(snap, tiers, first, request)
+    }
+
+    /// [`Core::steered`] over groups: the preferred member (whatever its group), then the
+    /// groups in order from `first`, the avoided members left out; then again with them.
+    #[inline(never)]
+    fn tiered_steered(
+        &self,
+        snap: &Snapshot<T, P::Table>,
+        tiers: &Tiers<T, P::Table>,
+        first: usize,
+        request: &Request<'_>,
+    ) -> Result<Pick<T>, NoPick> {
+        if snap.members.is_empty() {
+            return Err(NoPick::Empty);
+        }
+        let avoid = Avoided::new(request.avoided());
+        if let Some(index) = preferred(snap, request, &avoid) {
+            if let Some(pick) = snap.pick(index) {
+                return Ok(pick);
+            }
+        }
+        if snap.eligible.is_empty() {
+            return Err(NoPick::NoneEligible);
+        }
+        let passes: &[bool] = if avoid.is_empty() {
+            &[false]
+        } else {
+            &[true, false]
+        };
+        for &leave_out_avoided in passes {
+            for g in tiers.order(first) {
+                let group = &tiers.groups[g].snap;
+                if group.eligible.is_empty() {
+                    continue;
+                }
+                let check_room = Cell::new(group.capped);
+                let accept = |i: usize| {
+                    (!leave_out_avoided || !avoid.contains(group, i))
+                        && (!check_room.get() || group.has_room(i))
+                };
+                if let Some(pick) = self.acquire(group, request, &check_room, accept) {
+                    return Ok(pick);
+                }
+            }
+        }
+        Err(NoPick::AllAtCapacity)
+    }
+
+    /// [`Core::pick_n`] over groups: the preferred member, then each group's choices in
+    /// order from the drawn one (the avoided members left out), then the avoided ones.
+    fn tiered_pick_n(
+        &self,
+        snap: &Snapshot<T, P::Table>,
+        tiers: &Tiers<T, P::Table>,
+        request: &Request<'_>,
+        n: usize,
+    ) -> Vec<Pick<T>> {
+        let mut out = Vec::with_capacity(n.min(snap.eligible.len() + 1));
+        if n == 0 {
+            return out;
+        }
+        let first = tiers.choose(self.tier_draw(request));
+        let avoid = Avoided::new(request.avoided());
+        let preferred = preferred(snap, request, &avoid)
+            .filter(|&i| snap.pick(i).map(|pick| out.push(pick)).is_some())
+            .map(|i| &snap.states[i]);
+        let passes: &[Option<bool>] = if avoid.is_empty() {
+            &[None]
+        } else {
+            &[Some(false), Some(true)]
+        };
+        let mut chosen = Vec::new();
+        for &avoided in passes {
+            for g in tiers.order(first) {
+                if out.len() >= n {
+                    return out;
+                }
+                let group = &tiers.groups[g].snap;
+                let accept = |i: usize| {
+                    avoided.map_or(true, |a| avoid.contains(group, i) == a)
+                        && preferred.map_or(true, |p| !Arc::ptr_eq(p, &group.states[i]))
+                        && (!group.capped || group.has_room(i))
+                };
+                chosen.clear();
+                self.policy
+                    .choose_n(group, request, n - out.len(), accept, &mut chosen);
+                out.extend(chosen.iter().filter_map(|&i| group.pick(i)));
+            }
+        }
+        out
     }
 
     /// The pick of a request that steers, or from a set with caps.
@@ -466,6 +605,9 @@ impl<T, P: Policy<T>> Core<T, P> {
 
     pub(crate) fn pick_n(&self, request: &Request<'_>, n: usize) -> Vec<Pick<T>> {
         let snap = self.load();
+        if let Some(tiers) = &snap.tiers {
+            return self.tiered_pick_n(&snap, tiers, request, n);
+        }
         let mut out = Vec::with_capacity(n.min(snap.eligible.len() + 1));
         if n == 0 {
             return out;
@@ -718,6 +860,32 @@ impl<T, P: Policy<T>> Core<T, P> {
         drop(released);
         self.deliver();
         result
+    }
+
+    /// Replaces the topology (how a level's localities share its traffic). Error: an empty
+    /// or repeated locality name; then nothing changes.
+    pub(crate) fn set_topology(&self, topology: Topology) -> Result<(), Error> {
+        topology.validate()?;
+        let mut guard = self.writer.lock();
+        let writer = &mut *guard;
+        let current = self.current.load_full();
+        let watched = self.before(&current);
+        let now = self.feedback.now_ns();
+        let old = std::mem::replace(&mut writer.topology, topology);
+        let snapshot = match self.rebuild(writer, &current, now) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                writer.topology = old;
+                return Err(e);
+            }
+        };
+        publish_caps(&snapshot);
+        self.enqueue(changes(watched, &snapshot, None));
+        self.current.store(Arc::new(snapshot));
+        drop(guard);
+        drop(old);
+        self.deliver();
+        Ok(())
     }
 
     /// Replaces the health configuration. A new clock restarts everything measured in time
@@ -997,6 +1165,8 @@ fn entry<T>(backend: Backend<T>, position: usize, state: Arc<State>) -> Arc<Entr
         position,
         value: backend.value,
         state,
+        priority: backend.priority,
+        locality: backend.locality,
     })
 }
 
@@ -1011,6 +1181,12 @@ fn sorted_and_checked<T>(backends: Vec<Backend<T>>) -> Result<Vec<(usize, Backen
     }
     if backends.iter().any(|b| b.id.is_empty()) {
         return Err(Error::EmptyId);
+    }
+    if let Some(b) = backends.iter().find(|b| b.locality.as_deref() == Some("")) {
+        return Err(Error::config(
+            "locality",
+            format!("backend {:?} names an empty locality", b.id),
+        ));
     }
     if let Some(b) = backends.iter().find(|b| b.max_in_flight == Some(0)) {
         return Err(Error::config(
@@ -1130,49 +1306,84 @@ fn build<T, P: Policy<T>>(
     policy: &P,
     members: Box<[Arc<Entry<T>>]>,
     coverage: Option<Box<[u32]>>,
-    previous: Option<&Arc<P::Table>>,
+    previous: Option<&Snapshot<T, P::Table>>,
     ids: Option<Arc<IdIndex>>,
     config: &HealthConfig,
+    topology: &Topology,
     sweep_at: u64,
     now: u64,
 ) -> Result<Snapshot<T, P::Table>, Error> {
     // The next sweep of the statistical ejection rules, if any, is a time-based change.
     let mut refresh_at = sweep_at;
-    // Could serve at all (the operator's view) and healthy (could, and up and not ejected).
-    let could: Vec<bool> = members
+    let standing: Vec<Standing> = members
         .iter()
-        .map(|e| e.weight > 0 && e.state.health() != Health::Draining)
-        .collect();
-    let healthy: Vec<bool> = members
-        .iter()
-        .zip(&could)
-        .map(|(e, &could)| {
+        .map(|e| {
             let until = e.state.ejected_until();
             if until != 0 {
                 refresh_at = refresh_at.min(until);
             }
-            could && e.state.health() == Health::Up && until == 0
+            match e.state.health() {
+                _ if e.weight == 0 => Standing::Out,
+                Health::Draining => Standing::Out,
+                Health::Down => Standing::Unavailable,
+                _ if until != 0 => Standing::Unavailable,
+                Health::Degraded => Standing::Degraded,
+                Health::Up => Standing::Healthy,
+            }
         })
         .collect();
-    let could_count = could.iter().filter(|&&c| c).count();
-    let healthy_count = healthy.iter().filter(|&&h| h).count();
-    let panic = config
-        .panic_threshold
-        .is_some_and(|share| (healthy_count as f64) < share * could_count as f64);
-    let is_eligible: Box<[bool]> = if panic { could.into() } else { healthy.into() };
+    // Could serve at all (the operator's view) and healthy (could, and up and not ejected).
+    let could_count = standing.iter().filter(|s| s.could_serve()).count();
+    let healthy_count = standing.iter().filter(|&&s| s == Standing::Healthy).count();
+    // The effective weight of every member that could serve (slow start, soft health,
+    // coverage); those that end up ineligible are left out below.
+    let weights_all: Vec<u64> = members
+        .iter()
+        .zip(&standing)
+        .enumerate()
+        .map(|(index, (e, s))| {
+            if !s.could_serve() {
+                return 0;
+            }
+            let coverage = coverage.as_ref().map(|c| c[index]);
+            effective_weight(e, coverage, config, now, &mut refresh_at)
+        })
+        .collect();
+    let tracks_latency = policy.latency_tracking().is_some();
+    let scale = weight_scale(config, coverage.is_some());
+    let inputs = Inputs {
+        members: &members,
+        standing: &standing,
+        overprovisioning: config.overprovisioning_percent(),
+        panic_threshold_ppm: config.panic_threshold_ppm(),
+        topology,
+    };
+    let arrangement = arrange(
+        &inputs,
+        previous.and_then(|p| p.tiers.as_deref()),
+        !P::TABLE_USES_HEALTH,
+        |group, of, is_eligible, table| {
+            let weights: Vec<u64> = of.iter().map(|&i| weights_all[i]).collect();
+            group_snapshot(
+                policy,
+                group,
+                is_eligible,
+                &weights,
+                table,
+                tracks_latency,
+                scale,
+            )
+        },
+    )?;
+    let panic = arrangement.panic;
+    let is_eligible: Box<[bool]> = arrangement.is_eligible.into();
     let eligible: Box<[Eligible]> = members
         .iter()
         .enumerate()
         .filter(|(i, _)| is_eligible[*i])
         .map(|(index, e)| Eligible {
             index,
-            weight: effective_weight(
-                e,
-                coverage.as_ref().map(|c| c[index]),
-                config,
-                now,
-                &mut refresh_at,
-            ),
+            weight: weights_all[index],
             state: Arc::clone(&e.state),
         })
         .collect();
@@ -1181,7 +1392,7 @@ fn build<T, P: Policy<T>>(
         weights[e.index] = e.weight;
     }
     let table = match previous {
-        Some(table) if !P::TABLE_USES_HEALTH => Arc::clone(table),
+        Some(previous) if !P::TABLE_USES_HEALTH => Arc::clone(&previous.table),
         _ => Arc::new(policy.build(&View {
             members: &members,
             eligible: &eligible,
@@ -1200,7 +1411,7 @@ fn build<T, P: Policy<T>>(
         .collect();
     let ramping = members.iter().map(|e| is_ramping(e, config, now)).collect();
     Ok(Snapshot {
-        weight_scale: weight_scale(config, coverage.is_some()),
+        weight_scale: scale,
         panic: panic.then_some((healthy_count, could_count)),
         healthy: (healthy_count, could_count),
         ramping,
@@ -1214,8 +1425,9 @@ fn build<T, P: Policy<T>>(
         capped,
         preferable,
         ids,
-        tracks_latency: policy.latency_tracking().is_some(),
+        tracks_latency,
         coverage,
+        tiers: arrangement.tiers,
     })
 }
 
@@ -1251,6 +1463,10 @@ macro_rules! impl_balancer {
 
             fn set_health_config(&self, config: $crate::HealthConfig) -> Result<(), $crate::Error> {
                 self.core.set_health_config(config)
+            }
+
+            fn set_topology(&self, topology: $crate::Topology) -> Result<(), $crate::Error> {
+                self.core.set_topology(topology)
             }
 
             fn set_subset(&self, subset: $crate::Subset) -> Result<(), $crate::Error> {
@@ -1367,6 +1583,7 @@ mod tests {
             Counting::default(),
             set(&["a", "b"]),
             HealthConfig::new(),
+            Topology::new(),
             Subset::All,
             None,
         )
@@ -1405,6 +1622,7 @@ mod tests {
             LowestId,
             set(&["a"]),
             HealthConfig::new(),
+            Topology::new(),
             Subset::All,
             None,
         )

@@ -16,4 +16,8 @@ pub(crate) struct Entry<T> {
     /// Where the backend stood in the list the latest update was given (only
     /// [`JumpHash`](crate::JumpHash), which numbers buckets in input order, reads it).
     pub(crate) position: usize,
+    /// The priority level (0 is the highest).
+    pub(crate) priority: u32,
+    /// The locality, if the backend named one.
+    pub(crate) locality: Option<Arc<str>>,
 }

@@ -23,7 +23,8 @@
 //!   A68's rendezvous subsetting): which backends one client of a fleet keeps, and how much
 //!   of each. It uses only the pinned placement hash.
 //! * [`priority`] is the pure arithmetic of priority tiers (Envoy's priority load, degraded
-//!   hosts, per-level panic) and of locality weights inside a tier.
+//!   hosts, per-level panic) and of locality weights inside a tier; [`tiers`] builds it into
+//!   the snapshot, as groups a pick chooses among before its policy chooses a backend.
 //!
 //! Imports run one way: `core` uses `snapshot`, `policy`, `rules`, `pick`, `entry` and
 //! `state`; nothing here imports a policy. Atomics, the writer lock and the snapshot pointer
@@ -34,8 +35,6 @@ pub(crate) mod core;
 pub(crate) mod entry;
 pub(crate) mod pick;
 pub(crate) mod policy;
-// Wired into the snapshot by issue #13's next step; until then only its tests use it.
-#[allow(dead_code)]
 pub(crate) mod priority;
 pub(crate) mod rules;
 pub(crate) mod sequence;
@@ -44,3 +43,4 @@ pub(crate) mod soft;
 pub(crate) mod state;
 pub(crate) mod subset;
 pub(crate) mod sync;
+pub(crate) mod tiers;

@@ -51,6 +51,15 @@ pub(crate) trait Policy<T>: Send + Sync + 'static {
         None
     }
 
+    /// The draw that chooses this request's priority level and locality (see
+    /// [`crate::engine::tiers`]), or `None` for the core's own sequence. A hashing policy
+    /// derives it from the key, so that a key keeps its level while the split stands.
+    #[inline]
+    fn tier_draw(&self, request: &Request<'_>) -> Option<u64> {
+        let _ = request;
+        None
+    }
+
     /// Whether reports should maintain a peak-EWMA latency estimate, and its parameters.
     fn latency_tracking(&self) -> Option<LatencyTracking> {
         None

@@ -111,8 +111,8 @@
 //! * **Inconsistent counts are clamped**, never rejected here (typed errors belong to the
 //!   configuration layer): `excluded` to `total`, `healthy` to `eligible`, `degraded` to what
 //!   is left of `eligible` after `healthy`.
-//! * **Panic is decided in exact integers** (`100 x (healthy + degraded) < threshold x
-//!   eligible`); Envoy adds two `double` percentages. The two agree on every boundary up to at
+//! * **Panic is decided in exact integers** (`10^6 x (healthy + degraded) < threshold x
+//!   eligible`, the threshold in parts per million); Envoy adds two `double` percentages. The two agree on every boundary up to at
 //!   least 2,999 hosts per level (checked exhaustively when this module was written).
 //! * **No level at all** gives empty loads and no choice; Envoy always has a P0.
 //!
@@ -123,9 +123,11 @@
 //! handful of levels); [`choose_locality`] O(localities).
 
 /// Envoy's default overprovisioning factor, 1.4, as an integer percentage.
+#[cfg_attr(not(test), allow(dead_code))] // the tests' view
 pub(crate) const DEFAULT_OVERPROVISIONING_FACTOR: u32 = 140;
 
 /// Envoy's default panic threshold, 50%.
+#[cfg_attr(not(test), allow(dead_code))] // the tests' view
 pub(crate) const DEFAULT_PANIC_THRESHOLD: u32 = 50;
 
 /// One priority level, by host counts: `total` hosts, of which `excluded` are left out of the
@@ -155,6 +157,7 @@ struct Counts {
 
 impl Level {
     /// A level of `total` hosts, `healthy` and `degraded` of them, none excluded.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn new(total: u64, healthy: u64, degraded: u64) -> Self {
         Level {
             total,
@@ -165,6 +168,7 @@ impl Level {
     }
 
     /// The same level with `excluded` of its hosts left out of health and panic.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn with_excluded(self, excluded: u64) -> Self {
         Level { excluded, ..self }
     }
@@ -172,6 +176,7 @@ impl Level {
     /// `total - excluded`, with `excluded` clamped to `total`: the hosts the health arithmetic
     /// divides by. Within them, `healthy` is clamped to `eligible` and `degraded` to
     /// `eligible - healthy`.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn eligible(&self) -> u64 {
         self.counts().eligible
     }
@@ -201,17 +206,17 @@ impl Level {
     }
 
     /// Whether the level's available share, `(healthy + degraded) / eligible`, is below
-    /// `threshold` percent (exactly; an empty level has share 0). Only meaningful when the
-    /// normalized total is below 100 ([`priority_load`] applies that rule).
+    /// `threshold` parts per million (exactly; an empty level has share 0). Only meaningful
+    /// when the normalized total is below 100 ([`priority_load`] applies that rule).
     fn below_threshold(&self, threshold: u32) -> bool {
         let c = self.counts();
         if c.eligible == 0 {
             // Envoy takes an empty level's share as 0%: below any threshold but 0.
             return threshold > 0;
         }
-        // 100 (h + d) < t x eligible; h + d <= eligible < 2^64 and t <= 100 (capped by the
-        // caller, but any u32 fits): below 2^71.
-        u128::from(c.healthy + c.degraded) * 100 < u128::from(threshold) * u128::from(c.eligible)
+        // 10^6 (h + d) < t x eligible; h + d <= eligible < 2^64 and t < 2^32: below 2^96.
+        u128::from(c.healthy + c.degraded) * 1_000_000
+            < u128::from(threshold) * u128::from(c.eligible)
     }
 }
 
@@ -249,6 +254,7 @@ pub(crate) struct PriorityLoad {
 
 impl PriorityLoad {
     /// Percent of traffic to each level's healthy hosts.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn healthy(&self) -> &[u32] {
         &self.healthy
     }
@@ -264,17 +270,20 @@ impl PriorityLoad {
     }
 
     /// Each level's health, `min(100, factor x healthy / eligible)`.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn health(&self) -> &[u32] {
         &self.health
     }
 
     /// Each level's degraded health, `min(100, factor x degraded / eligible)`.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn degraded_health(&self) -> &[u32] {
         &self.degraded_health
     }
 
     /// `min(100, sum of health and degraded health)`: Envoy's normalized total availability
     /// (the docs' normalized total health). Below 100, panic is considered.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn normalized_total_health(&self) -> u32 {
         self.normalized_total_health
     }
@@ -288,11 +297,17 @@ impl PriorityLoad {
     /// cumulative healthy loads of P0, P1, ..., then the cumulative degraded loads (Envoy's
     /// `choosePriority`). Every level and kind is chosen by exactly its load's number of the
     /// 100 points. `None` when there is no level.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn choose(&self, draw: u64) -> Option<(usize, Availability)> {
+        self.at_point(draw % 100)
+    }
+
+    /// The level (and which of its hosts) the point `point` (in `0..100`) lands on, as in
+    /// [`PriorityLoad::choose`]. `None` when there is no level.
+    pub(crate) fn at_point(&self, point: u64) -> Option<(usize, Availability)> {
         if self.healthy.is_empty() {
             return None;
         }
-        let point = draw % 100;
         let mut cumulative = 0u64;
         let healthy = self.healthy.iter().map(|&l| (l, Availability::Healthy));
         let degraded = self.degraded.iter().map(|&l| (l, Availability::Degraded));
@@ -335,7 +350,22 @@ fn distribute(
 /// `overprovisioning_factor` is an integer percentage (140 for Envoy's 1.4; 0 makes every
 /// level's health 0). `panic_threshold` is a percentage; above 100 counts as 100, and 0
 /// disables panic. Never panics, for any counts.
+#[cfg_attr(not(test), allow(dead_code))] // the tests' view
 pub(crate) fn priority_load(
+    levels: &[Level],
+    overprovisioning_factor: u32,
+    panic_threshold: u32,
+) -> PriorityLoad {
+    priority_load_ppm(
+        levels,
+        overprovisioning_factor,
+        panic_threshold.min(100) * 10_000,
+    )
+}
+
+/// [`priority_load`] with the panic threshold in parts per million (a balancer's threshold
+/// is a share, not always a whole percent); above 10^6 counts as 10^6.
+pub(crate) fn priority_load_ppm(
     levels: &[Level],
     overprovisioning_factor: u32,
     panic_threshold: u32,
@@ -358,7 +388,7 @@ pub(crate) fn priority_load(
         .map(|&h| u64::from(h))
         .sum();
     let normalized = sum.min(100) as u32;
-    let threshold = panic_threshold.min(100);
+    let threshold = panic_threshold.min(1_000_000);
 
     let mut load = PriorityLoad {
         healthy: vec![0; n],

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::engine::entry::Entry;
 use crate::engine::pick::Pick;
 use crate::engine::state::State;
+use crate::engine::tiers::Tiers;
 use crate::placement::id_hash;
 
 /// An eligible backend, laid out for scanning: its index in [`Snapshot::members`], its
@@ -60,6 +61,9 @@ pub(crate) struct Snapshot<T, X> {
     /// Under a subset, how much of each member this client covers, in parts of 2^16 (see
     /// [`crate::subset`]); `None`: every member fully.
     pub(crate) coverage: Option<Box<[u32]>>,
+    /// With priority levels, degraded members or a locality split: the groups a pick
+    /// chooses among first (see [`crate::engine::tiers`]); `None` for one flat set.
+    pub(crate) tiers: Option<Box<Tiers<T, X>>>,
 }
 
 impl<T, X> Snapshot<T, X> {

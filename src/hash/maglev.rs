@@ -204,7 +204,14 @@ impl Builder<MaglevConfig> {
         }
         let policy = self.hashed(MaglevPlacement { size })?;
         Ok(Maglev {
-            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
+            core: Core::new(
+                policy,
+                backends,
+                self.health,
+                self.topology,
+                self.subset,
+                self.observer,
+            )?,
         })
     }
 }

@@ -279,7 +279,14 @@ impl Builder<PresetRingConfig> {
         let placement = PresetPlacement::new(&self.config)?;
         let policy = self.hashed(placement)?;
         Ok(PresetRing {
-            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
+            core: Core::new(
+                policy,
+                backends,
+                self.health,
+                self.topology,
+                self.subset,
+                self.observer,
+            )?,
         })
     }
 }

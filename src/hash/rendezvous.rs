@@ -156,7 +156,14 @@ impl Builder<RendezvousConfig> {
     ) -> Result<Rendezvous<T>, Error> {
         let policy = self.hashed(HighestRandomWeight)?;
         Ok(Rendezvous {
-            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
+            core: Core::new(
+                policy,
+                backends,
+                self.health,
+                self.topology,
+                self.subset,
+                self.observer,
+            )?,
         })
     }
 }

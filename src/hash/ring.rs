@@ -272,7 +272,14 @@ impl Builder<HashRingConfig> {
             weight_unit,
         })?;
         Ok(HashRing {
-            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
+            core: Core::new(
+                policy,
+                backends,
+                self.health,
+                self.topology,
+                self.subset,
+                self.observer,
+            )?,
         })
     }
 }

@@ -17,7 +17,7 @@ use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Snapshot, View};
 use crate::error::Error;
-use crate::placement::id_hash;
+use crate::placement::{id_hash, splitmix64};
 use crate::request::Request;
 
 /// One backend of a set as a placement algorithm sees it. Its index in the slice given to
@@ -125,9 +125,24 @@ impl<A: Placement> Hashed<A> {
     }
 }
 
+/// Xored into a key's hash before the remix that chooses its level: the first 64 bits of
+/// the fractional part of pi, a constant with no relation to any placement hash. Pinned: a
+/// fleet must agree on which level a key goes to.
+const TIER_SALT: u64 = 0x243f_6a88_85a3_08d3;
+
 impl<T, A: Placement> Policy<T> for Hashed<A> {
     type Table = A::Table;
     const TABLE_USES_HEALTH: bool = false;
+
+    /// The key's hash, remixed (SplitMix64 of the hash xor a constant), so that the level
+    /// and locality a key lands in do not correlate with its place inside them. A request
+    /// without a key draws from the core's sequence.
+    #[inline]
+    fn tier_draw(&self, request: &Request<'_>) -> Option<u64> {
+        self.placement
+            .key_hash(request)
+            .map(|h| splitmix64(h ^ TIER_SALT))
+    }
 
     /// The table's entries per member ([`Preference::shares`]).
     fn table_shares(&self, table: &A::Table, members: usize) -> Option<Vec<u64>> {
@@ -526,6 +541,7 @@ mod tests {
                     policy,
                     backends,
                     HealthConfig::new(),
+                    crate::Topology::new(),
                     crate::subset::Subset::All,
                     None,
                 )

@@ -79,6 +79,7 @@ impl Builder<FirstConfig> {
                 InListOrder,
                 backends,
                 self.health,
+                self.topology,
                 self.subset,
                 self.observer,
             )?,

@@ -104,7 +104,14 @@ impl Builder<LeastConnectionsConfig> {
             failure_penalty: check_failure_penalty(self.config.failure_penalty)?,
         };
         Ok(LeastConnections {
-            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
+            core: Core::new(
+                policy,
+                backends,
+                self.health,
+                self.topology,
+                self.subset,
+                self.observer,
+            )?,
         })
     }
 }

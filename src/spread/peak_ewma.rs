@@ -191,7 +191,14 @@ impl Builder<PeakEwmaConfig> {
         };
         let policy = TwoChoices::new(self.seed_or_entropy(), PeakCost { tracking });
         Ok(PeakEwma {
-            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
+            core: Core::new(
+                policy,
+                backends,
+                self.health,
+                self.topology,
+                self.subset,
+                self.observer,
+            )?,
         })
     }
 }

@@ -81,7 +81,14 @@ impl Builder<RandomConfig> {
             rng: Sequence::random(self.seed_or_entropy()),
         };
         Ok(Random {
-            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
+            core: Core::new(
+                policy,
+                backends,
+                self.health,
+                self.topology,
+                self.subset,
+                self.observer,
+            )?,
         })
     }
 }

@@ -67,7 +67,14 @@ impl Builder<RoundRobinConfig> {
             cursor: Sequence::counter(0),
         };
         Ok(RoundRobin {
-            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
+            core: Core::new(
+                policy,
+                backends,
+                self.health,
+                self.topology,
+                self.subset,
+                self.observer,
+            )?,
         })
     }
 }

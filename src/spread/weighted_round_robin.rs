@@ -93,7 +93,14 @@ impl Builder<WeightedRoundRobinConfig> {
             cursor: Sequence::counter(0),
         };
         Ok(WeightedRoundRobin {
-            core: Core::new(policy, backends, self.health, self.subset, self.observer)?,
+            core: Core::new(
+                policy,
+                backends,
+                self.health,
+                self.topology,
+                self.subset,
+                self.observer,
+            )?,
         })
     }
 }

@@ -1,0 +1,117 @@
+//! Priority levels, degraded backends and localities: the shape of a real fleet.
+//!
+//! A fleet is rarely one flat pool. It has backup tiers (a disaster-recovery region, an
+//! on-premises fallback, a canary held in reserve), backends that serve but worse than
+//! the rest, and zones. lbkit reproduces Envoy's published algorithms for all three, exactly
+//! and in integer arithmetic, for every policy, request-spreading and hashing alike.
+//!
+//! ```
+//! use lbkit::{Backend, Balancer, Health, HealthConfig, RoundRobin, Topology};
+//! let lb = RoundRobin::builder()
+//!     .health(HealthConfig::new().overprovisioning_factor(1.4)) // Envoy's default
+//!     .topology(Topology::locality_weights([("us-east-1a", 1), ("us-east-1b", 1)]))
+//!     .build([
+//!         Backend::new("a", 1u32).with_priority(0).with_locality("us-east-1a"),
+//!         Backend::new("b", 2u32).with_priority(0).with_locality("us-east-1b"),
+//!         Backend::new("dr", 3u32).with_priority(1), // a backup level
+//!     ])?;
+//! lb.set_health("b", Health::Degraded)?; // serves only when healthy capacity falls short
+//! # Ok::<(), lbkit::Error>(())
+//! ```
+//!
+//! # Priority levels
+//!
+//! [`Backend::with_priority`](crate::Backend::with_priority) puts a backend in a level: 0
+//! (the default) is the highest. The levels are the distinct priorities present. Each level
+//! counts its backends (not their weights, as Envoy counts hosts):
+//!
+//! * *healthy*: [`Up`](crate::Health::Up), not ejected, weight above 0;
+//! * *degraded*: [`Degraded`](crate::Health::Degraded), not ejected, weight above 0;
+//! * down or ejected backends count in the level's total only;
+//! * [draining](crate::Health::Draining) backends and those of weight 0 are *excluded*: out
+//!   of the arithmetic below, as Envoy excludes hosts on their way out (its EDS `DRAINING`
+//!   status, `exclude_host_in_eds_status_draining`). They count only when every level is in
+//!   panic, where the load follows each level's number of backends.
+//!
+//! With the [overprovisioning factor](crate::HealthConfig::overprovisioning_factor) `f` in
+//! whole percent (140 by default), every level gets a health, and the 100 points of traffic
+//! are handed out from P0 down, first to healthy backends, then what is left to degraded
+//! ones (Envoy `priority.rst`, `degraded.rst`):
+//!
+//! ```text
+//! health(P)          = min(100, f x healthy(P)  / total(P))   (integer division; total
+//! degraded_health(P) = min(100, f x degraded(P) / total(P))    without the excluded)
+//! normalized         = min(100, sum over P of health + degraded_health)
+//! healthy_load(P)    = min(remaining, health(P) x 100 / normalized)           P0, P1, ...
+//! degraded_load(P)   = min(remaining, degraded_health(P) x 100 / normalized)  then these
+//! ```
+//!
+//! The rounding remainder goes to the first level with health. So with P1 fully healthy, P0
+//! at 100 / 72 / 71 / 50 / 25 / 0% healthy keeps 100 / 100 / 99 / 70 / 35 / 0% of the
+//! traffic; and one level 25% healthy, 65% degraded sends 35% to its healthy and 65% to its
+//! degraded backends. A degraded backend serves only once the healthy capacity of every
+//! level, backups included, falls short.
+//!
+//! # Panic, per level
+//!
+//! The [panic threshold](crate::HealthConfig::panic_threshold) (off by default; Envoy's is
+//! 50%) is considered only when `normalized` is below 100 (Envoy `panic_threshold.rst`). Then
+//! a level whose available share, `(healthy + degraded) / total` (without the excluded), is
+//! below it is *in panic*:
+//! it keeps its load but serves it from all its backends that could serve (weight above 0,
+//! not draining), regardless of health. When every level is in panic, the load follows the
+//! levels' backend counts. With one level this is the flat rule: panic once fewer than the
+//! threshold's share are available, but only while fewer than `1 / f` (5 in 7) are healthy.
+//!
+//! # Localities
+//!
+//! [`Backend::with_locality`](crate::Backend::with_locality) names a backend's zone. Under
+//! [`Topology::locality_weights`](crate::Topology::locality_weights) (Envoy
+//! `locality_weight.rst`), inside the chosen level (not in panic) a locality is chosen with
+//! weight `weight x min(100, f x available / total)`, `available` being its healthy backends
+//! (its degraded ones, for the level's degraded share); then the policy chooses inside it.
+//! With X of weight 1 and Y of weight 2, Y fully available, X at 100 / 70 / 69 / 50 / 25 / 0%
+//! available gets 33 / 33 / 32 / 26 / 15 / 0% of the traffic.
+//!
+//! # How a pick chooses
+//!
+//! All of it is computed once per rebuild (a health change, an ejection, an update) into the
+//! snapshot: each level's classes (healthy, degraded, or everything in panic), split by
+//! locality where weighted, become groups, each with the policy's own table over its
+//! backends, and a 100-entry table maps a draw to a group. A pick draws once, indexes that
+//! table (and walks a split class's locality weights), then the policy chooses in the group.
+//!
+//! * **Request-spreading policies** draw from a Weyl sequence (a counter times the golden
+//!   ratio, the point taken from the high bits), so the shares are met within a few picks
+//!   over any run, deterministically.
+//! * **Hashing policies** draw from the key: the key's placement hash, remixed (SplitMix64 of
+//!   the hash xor a pinned constant), so a key keeps its level and locality while the split
+//!   stands, and when it changes only the keys whose point moved change level. A group's
+//!   table covers all backends of its level (or locality), so the healthy and degraded
+//!   classes share it and a health change inside a level moves only the keys of the backend
+//!   that changed, as without levels.
+//! * **Steering and caps**: a [preferred](crate::Request::prefer) backend is honoured
+//!   whatever its level. A group whose backends are all [avoided](crate::Request::avoid) or
+//!   at their cap hands the pick to the other groups that have a share, in order (P0's
+//!   healthy class, P1's, ..., then the degraded classes): never to a level or class with no
+//!   load. [`pick_n`](crate::Balancer::pick_n) continues the same way, so its backends are
+//!   distinct and in preference order across levels.
+//! * Every other guarantee holds across levels: exact in-flight accounting, order
+//!   independence, passive health, slow start, bounded loads (applied inside the group).
+//!
+//! Cost: a flat set (one level, no degraded backend taking traffic, no locality split) picks
+//! exactly as before, one branch more. With levels, a pick pays one draw, one multiply and
+//! an index (`cargo bench --bench pick -- tiers`). A rebuild builds one table per group.
+//!
+//! # Where lbkit differs from Envoy, on purpose
+//!
+//! * The level is chosen from the draw's high bits (`floor(draw x 100 / 2^64)`), not
+//!   `draw % 100`: the same shares, and a Weyl sequence spreads evenly over them.
+//! * A locality is chosen from the rest of the same draw, not by Envoy's EDF scheduler,
+//!   whose order is not a function of a key; locality availability is a whole percent (the
+//!   docs' pseudo-code; Envoy's code uses a `double`).
+//! * Envoy's hashing balancers choose the priority from the hash but then ignore whether it
+//!   was chosen for healthy or degraded hosts; lbkit serves a degraded share from the
+//!   degraded backends, as the request-spreading balancers do.
+//! * A group that cannot serve (all capped, all avoided) falls back to the other groups with
+//!   a share instead of failing the pick.

@@ -1,0 +1,649 @@
+//! Priority levels, degraded backends and locality weights (issue #13), through the public
+//! API: every row of Envoy's published tables (`priority.rst`, `degraded.rst`,
+//! `panic_threshold.rst`, `locality_weight.rst`) as traffic shares, for every policy of the
+//! registry (request-spreading policies without a key, hashing policies with distinct keys),
+//! and the properties the registry promises across levels.
+//!
+//! Where a row of Envoy's documentation contradicts Envoy's code, the code is followed and
+//! the row says so (the arithmetic itself is tested exactly in `src/engine/priority.rs`).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{Oracle, Policy, POLICIES};
+use lbkit::{Backend, Balancer, Health, HealthConfig, Request, Topology};
+use proptest::prelude::*;
+
+/// One priority level by counts: healthy, degraded and down backends, in that order of ids.
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    healthy: usize,
+    degraded: usize,
+    down: usize,
+}
+
+fn level(healthy: usize, degraded: usize, down: usize) -> Level {
+    Level {
+        healthy,
+        degraded,
+        down,
+    }
+}
+
+/// `healthy` of 100 backends up, the rest down.
+fn percent(healthy: usize) -> Level {
+    level(healthy, 0, 100 - healthy)
+}
+
+/// The backends of `levels`: level `l`'s are `p{l}-h..`, `p{l}-d..` (degraded), `p{l}-x..`
+/// (down), priority `l`.
+fn backends(levels: &[Level]) -> Vec<Backend<u32>> {
+    let mut out = Vec::new();
+    for (l, lv) in levels.iter().enumerate() {
+        let kinds = [
+            ('h', lv.healthy, Health::Up),
+            ('d', lv.degraded, Health::Degraded),
+            ('x', lv.down, Health::Down),
+        ];
+        for (kind, count, health) in kinds {
+            for i in 0..count {
+                let id = format!("p{l}-{kind}{i:03}");
+                out.push(
+                    Backend::new(id, out.len() as u32)
+                        .with_priority(l as u32)
+                        .with_health(health),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The level and kind (`h`, `d`, `x`) of an id made by [`backends`].
+fn kind_of(id: &str) -> (usize, char) {
+    let (level, rest) = id[1..].split_once('-').unwrap();
+    (level.parse().unwrap(), rest.chars().next().unwrap())
+}
+
+/// How many picks, and the tolerance in percentage points: request-spreading policies draw
+/// levels from a Weyl sequence (close to exact), hashing policies from distinct keys.
+fn picks_and_tolerance(policy: &Policy) -> (usize, f64) {
+    if policy.hashing {
+        (20_000, 1.5)
+    } else if matches!(
+        policy.oracle,
+        Oracle::RoundRobin | Oracle::WeightedRoundRobin | Oracle::LeastConnections | Oracle::First
+    ) {
+        (10_000, 0.35)
+    } else {
+        // The level is drawn as exactly, the backend inside it at random.
+        (10_000, 1.5)
+    }
+}
+
+/// Picks `n` times (distinct keys for a hashing policy), dropping each pick, and counts the
+/// picks by id.
+fn count(lb: &dyn Balancer<u32>, policy: &Policy, n: usize) -> BTreeMap<String, usize> {
+    let mut by_id = BTreeMap::new();
+    for i in 0..n {
+        let key = format!("key-{i}");
+        let request = if policy.hashing {
+            Request::with_key(&key)
+        } else {
+            Request::new()
+        };
+        let pick = lb.pick(&request).expect("a pick");
+        *by_id.entry(pick.id().to_owned()).or_default() += 1;
+    }
+    by_id
+}
+
+/// The percentage of picks per (level, kind).
+fn shares(by_id: &BTreeMap<String, usize>) -> BTreeMap<(usize, char), f64> {
+    let total: usize = by_id.values().sum();
+    let mut out = BTreeMap::new();
+    for (id, n) in by_id {
+        *out.entry(kind_of(id)).or_default() += 100.0 * *n as f64 / total as f64;
+    }
+    out
+}
+
+/// Builds `levels` with `config` for every policy and checks each (level, kind)'s share
+/// against `expected` (absent: 0).
+#[track_caller]
+fn check_shares(
+    row: &str,
+    levels: &[Level],
+    config: &HealthConfig,
+    expected: &[((usize, char), f64)],
+) {
+    for policy in POLICIES {
+        let lb = (policy.new)(backends(levels), 7).unwrap();
+        lb.set_health_config(config.clone()).unwrap();
+        let (n, tolerance) = picks_and_tolerance(policy);
+        let mut got = shares(&count(&*lb, policy, n));
+        let mut expected = expected.to_vec();
+        if policy.name == "First" {
+            // First sends a group's traffic to its first backend in list order: only the
+            // shares of the levels and kinds are its business, not the split inside a level
+            // in panic between its healthy and down backends.
+            let merge = |(l, k): (usize, char)| (l, if k == 'x' { 'h' } else { k });
+            got = got.into_iter().fold(BTreeMap::new(), |mut m, (k, v)| {
+                *m.entry(merge(k)).or_default() += v;
+                m
+            });
+            expected = expected.iter().fold(Vec::new(), |mut v, &(k, s)| {
+                match v
+                    .iter_mut()
+                    .find(|e: &&mut ((usize, char), f64)| e.0 == merge(k))
+                {
+                    Some(e) => e.1 += s,
+                    None => v.push((merge(k), s)),
+                }
+                v
+            });
+        }
+        let keys: BTreeSet<(usize, char)> = got
+            .keys()
+            .copied()
+            .chain(expected.iter().map(|e| e.0))
+            .collect();
+        for key in keys {
+            let want = expected.iter().find(|e| e.0 == key).map_or(0.0, |e| e.1);
+            let have = got.get(&key).copied().unwrap_or(0.0);
+            // A share of 0 is exact: a backend of a level or kind with no load is never picked.
+            let tolerance = if want == 0.0 { 0.0 } else { tolerance };
+            assert!(
+                (have - want).abs() <= tolerance,
+                "{}: {row}: {key:?} got {have:.2}%, want {want}% (all: {got:?})",
+                policy.name
+            );
+        }
+    }
+}
+
+fn default_config() -> HealthConfig {
+    HealthConfig::new()
+}
+
+fn panic_config() -> HealthConfig {
+    HealthConfig::new().panic_threshold(0.5)
+}
+
+// ---- Envoy `priority.rst`.
+
+/// P1 100% healthy; P0 at 100/72/71/50/25/0% healthy sends 100/100/99/70/35/0% to P0.
+#[test]
+fn priority_table_p1_healthy() {
+    for (p0, to_p0) in [
+        (100, 100.0),
+        (72, 100.0),
+        (71, 99.0),
+        (50, 70.0),
+        (25, 35.0),
+        (0, 0.0),
+    ] {
+        let levels = [percent(p0), percent(100)];
+        for config in [default_config(), panic_config()] {
+            check_shares(
+                &format!("P0 {p0}%"),
+                &levels,
+                &config,
+                &[((0, 'h'), to_p0), ((1, 'h'), 100.0 - to_p0)],
+            );
+        }
+    }
+}
+
+/// Both levels failing.
+#[test]
+fn priority_table_two_levels() {
+    let rows = [
+        ((100, 100), (100.0, 0.0)),
+        ((72, 72), (100.0, 0.0)),
+        ((71, 71), (99.0, 1.0)),
+        ((50, 50), (70.0, 30.0)),
+        ((25, 100), (35.0, 65.0)),
+        ((25, 25), (50.0, 50.0)),
+    ];
+    for ((p0, p1), (to_p0, to_p1)) in rows {
+        check_shares(
+            &format!("P0 {p0}% P1 {p1}%"),
+            &[percent(p0), percent(p1)],
+            &default_config(),
+            &[((0, 'h'), to_p0), ((1, 'h'), to_p1)],
+        );
+    }
+}
+
+/// Three levels. The doc row 25/25/20% -> 36/36/28% rounds each share to nearest; Envoy's
+/// code gives the 2 points of rounding to P0: 37/35/28.
+#[test]
+fn priority_table_three_levels() {
+    let rows = [
+        ((100, 100, 100), [100.0, 0.0, 0.0]),
+        ((72, 72, 100), [100.0, 0.0, 0.0]),
+        ((71, 71, 100), [99.0, 1.0, 0.0]),
+        ((50, 50, 100), [70.0, 30.0, 0.0]),
+        ((25, 100, 100), [35.0, 65.0, 0.0]),
+        ((25, 25, 100), [35.0, 35.0, 30.0]),
+        ((25, 25, 20), [37.0, 35.0, 28.0]),
+    ];
+    for ((p0, p1, p2), to) in rows {
+        check_shares(
+            &format!("{p0}/{p1}/{p2}%"),
+            &[percent(p0), percent(p1), percent(p2)],
+            &default_config(),
+            &[((0, 'h'), to[0]), ((1, 'h'), to[1]), ((2, 'h'), to[2])],
+        );
+    }
+}
+
+// ---- Envoy `degraded.rst`: one level, healthy / degraded / unhealthy.
+
+#[test]
+fn degraded_table() {
+    let rows = [
+        ((100, 0, 0), (100.0, 0.0)),
+        ((71, 0, 29), (100.0, 0.0)),
+        ((71, 29, 0), (99.0, 1.0)),
+        ((25, 65, 10), (35.0, 65.0)),
+    ];
+    for ((h, d, x), (to_h, to_d)) in rows {
+        check_shares(
+            &format!("{h}/{d}/{x}"),
+            &[level(h, d, x)],
+            &default_config(),
+            &[((0, 'h'), to_h), ((0, 'd'), to_d)],
+        );
+    }
+}
+
+/// A degraded backend serves only once healthy capacity everywhere falls short: a healthy
+/// backup level comes before the primary level's degraded backends.
+#[test]
+fn degraded_backends_wait_for_lower_levels() {
+    check_shares(
+        "P0 50 healthy 50 degraded, P1 healthy",
+        &[level(50, 50, 0), percent(100)],
+        &default_config(),
+        &[((0, 'h'), 70.0), ((1, 'h'), 30.0)],
+    );
+    check_shares(
+        "P0 50 healthy 50 degraded, P1 down",
+        &[level(50, 50, 0), percent(0)],
+        &default_config(),
+        &[((0, 'h'), 70.0), ((0, 'd'), 30.0)],
+    );
+}
+
+// ---- Envoy `panic_threshold.rst`, at 50%.
+
+/// P1 healthy: the normalized total is 100 and nothing panics; down backends get nothing.
+#[test]
+fn panic_table_p1_healthy() {
+    for (p0, to_p0) in [(72, 100.0), (71, 99.0), (50, 70.0), (25, 35.0), (0, 0.0)] {
+        check_shares(
+            &format!("P0 {p0}%"),
+            &[percent(p0), percent(100)],
+            &panic_config(),
+            &[((0, 'h'), to_p0), ((1, 'h'), 100.0 - to_p0)],
+        );
+    }
+}
+
+/// Both failing. A level in panic serves from all its backends that could serve, down ones
+/// included, in proportion to their number (every backend here has weight 1).
+/// `(P0, P1) -> shares of (P0 healthy, P0 down, P1 healthy, P1 down)`. Doc rows 50/60 and
+/// 25/100 (50/50, 25/75) contradict the code (70/30, 35/65); doc row 5/65 (7/93) too (8/92).
+#[test]
+fn panic_table_two_levels() {
+    let rows = [
+        ((72, 72), [100.0, 0.0, 0.0, 0.0]),
+        ((71, 71), [99.0, 0.0, 1.0, 0.0]),
+        ((50, 60), [70.0, 0.0, 30.0, 0.0]),
+        ((25, 100), [35.0, 0.0, 65.0, 0.0]),
+        // Both in panic, in total panic: 50/50 by host count, each over all 100 backends.
+        ((25, 25), [12.5, 37.5, 12.5, 37.5]),
+        // P0 in panic takes 8 over all its backends; P1 not in panic takes 92 on its healthy.
+        ((5, 65), [0.4, 7.6, 92.0, 0.0]),
+    ];
+    for ((p0, p1), s) in rows {
+        check_shares(
+            &format!("P0 {p0}% P1 {p1}%"),
+            &[percent(p0), percent(p1)],
+            &panic_config(),
+            &[
+                ((0, 'h'), s[0]),
+                ((0, 'x'), s[1]),
+                ((1, 'h'), s[2]),
+                ((1, 'x'), s[3]),
+            ],
+        );
+    }
+}
+
+/// Draining backends never serve, even in panic; down ones do. P0: 1 healthy of 10 (and one
+/// draining, excluded), health 14, in panic; P1 half healthy, health 70, not in panic.
+#[test]
+fn panic_never_serves_draining() {
+    for policy in POLICIES {
+        let mut set = backends(&[level(1, 0, 9), percent(50)]);
+        set.push(
+            Backend::new("p0-z", 999)
+                .with_priority(0)
+                .with_health(Health::Draining),
+        );
+        let lb = (policy.new)(set, 7).unwrap();
+        lb.set_health_config(panic_config()).unwrap();
+        let (n, tolerance) = picks_and_tolerance(policy);
+        let got = count(&*lb, policy, n);
+        assert!(!got.contains_key("p0-z"), "{}: {got:?}", policy.name);
+        let s = shares(&got);
+        let p0 = s.get(&(0, 'h')).unwrap_or(&0.0) + s.get(&(0, 'x')).unwrap_or(&0.0);
+        // 14 x 100 / 84 = 16 and 70 x 100 / 84 = 83; the rounding point to P0: 17.
+        assert!((p0 - 17.0).abs() <= tolerance, "{}: P0 {p0}", policy.name);
+        assert_eq!(
+            s.get(&(1, 'x')),
+            None,
+            "{}: P1 is not in panic",
+            policy.name
+        );
+        if policy.oracle != Oracle::First {
+            assert!(
+                s.get(&(0, 'x')).is_some_and(|&x| x > 0.0),
+                "{}",
+                policy.name
+            );
+        }
+    }
+}
+
+// ---- Envoy `locality_weight.rst`: X weight 1, Y weight 2, Y fully available.
+
+#[test]
+fn locality_weight_table() {
+    for (x_available, to_x) in [
+        (100, 33.33),
+        (70, 32.89),
+        (69, 32.43),
+        (50, 25.93),
+        (25, 14.89),
+        (0, 0.0),
+    ] {
+        for policy in POLICIES {
+            let mut set = Vec::new();
+            for i in 0..100 {
+                let health = if i < x_available {
+                    Health::Up
+                } else {
+                    Health::Down
+                };
+                set.push(
+                    Backend::new(format!("x{i:03}"), i)
+                        .with_locality("X")
+                        .with_health(health),
+                );
+                set.push(Backend::new(format!("y{i:03}"), 100 + i).with_locality("Y"));
+            }
+            let lb = (policy.new)(set, 7).unwrap();
+            lb.set_topology(Topology::locality_weights([("X", 1), ("Y", 2)]))
+                .unwrap();
+            let (n, tolerance) = picks_and_tolerance(policy);
+            let got = count(&*lb, policy, n);
+            let x: usize = got
+                .iter()
+                .filter(|(id, _)| id.starts_with('x'))
+                .map(|(_, n)| n)
+                .sum();
+            let share = 100.0 * x as f64 / n as f64;
+            let tolerance = if to_x == 0.0 { 0.0 } else { tolerance };
+            assert!(
+                (share - to_x).abs() <= tolerance + 0.05,
+                "{}: X at {x_available}%: {share:.2}%, want {to_x}%",
+                policy.name
+            );
+            // Never a down backend: X is not in panic (no threshold).
+            let down = got
+                .keys()
+                .any(|id| id.starts_with('x') && id[1..].parse::<u32>().unwrap() >= x_available);
+            assert!(!down, "{}: a down backend picked", policy.name);
+        }
+    }
+}
+
+// ---- Properties over the registry.
+
+/// One backend of a generated set: its level, health and weight.
+#[derive(Debug, Clone)]
+struct Node {
+    level: u32,
+    health: Health,
+    weight: u32,
+}
+
+fn node() -> impl Strategy<Value = Node> {
+    (
+        0u32..3,
+        prop_oneof![
+            4 => Just(Health::Up),
+            2 => Just(Health::Down),
+            2 => Just(Health::Degraded),
+            1 => Just(Health::Draining)
+        ],
+        prop_oneof![4 => 1u32..4, 1 => Just(0u32)],
+    )
+        .prop_map(|(level, health, weight)| Node {
+            level: level * 5, // gaps between priorities do not matter
+            health,
+            weight,
+        })
+}
+
+/// The (level, class) shares of the docs' pseudo-code (`crate::docs::tiers`), computed here
+/// from scratch: for each level present, highest first, its healthy and degraded loads and
+/// whether it is in panic.
+fn model(nodes: &[Node], factor: u64, threshold_ppm: u64) -> Vec<(u32, u64, u64, bool)> {
+    let mut levels: Vec<u32> = nodes.iter().map(|n| n.level).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    let counts: Vec<(u64, u64, u64, u64)> = levels
+        .iter()
+        .map(|&l| {
+            let of = nodes.iter().filter(|n| n.level == l);
+            let (mut total, mut healthy, mut degraded, mut excluded) = (0, 0, 0, 0);
+            for n in of {
+                total += 1;
+                match n.health {
+                    _ if n.weight == 0 => excluded += 1,
+                    Health::Draining => excluded += 1,
+                    Health::Up => healthy += 1,
+                    Health::Degraded => degraded += 1,
+                    _ => {}
+                }
+            }
+            (total, healthy, degraded, excluded)
+        })
+        .collect();
+    let share =
+        |part: u64, whole: u64| (factor * part).checked_div(whole).map_or(0, |s| s.min(100));
+    let health: Vec<u64> = counts.iter().map(|c| share(c.1, c.0 - c.3)).collect();
+    let dhealth: Vec<u64> = counts.iter().map(|c| share(c.2, c.0 - c.3)).collect();
+    let normalized = (health.iter().sum::<u64>() + dhealth.iter().sum::<u64>()).min(100);
+    let n = levels.len();
+    let (mut hl, mut dl) = (vec![0u64; n], vec![0u64; n]);
+    #[allow(clippy::manual_checked_ops)] // two loops over one remainder read better so
+    if normalized > 0 {
+        let mut remaining = 100;
+        for i in 0..n {
+            hl[i] = remaining.min(health[i] * 100 / normalized);
+            remaining -= hl[i];
+        }
+        for i in 0..n {
+            dl[i] = remaining.min(dhealth[i] * 100 / normalized);
+            remaining -= dl[i];
+        }
+        if let Some(i) = health.iter().position(|&h| h > 0) {
+            hl[i] += remaining;
+        } else if let Some(i) = dhealth.iter().position(|&h| h > 0) {
+            dl[i] += remaining;
+        }
+    }
+    let panic: Vec<bool> = counts
+        .iter()
+        .map(|c| {
+            let eligible = c.0 - c.3;
+            normalized < 100
+                && if eligible == 0 {
+                    threshold_ppm > 0
+                } else {
+                    (c.1 + c.2) * 1_000_000 < threshold_ppm * eligible
+                }
+        })
+        .collect();
+    if !panic.is_empty() && panic.iter().all(|&p| p) {
+        let hosts: u64 = counts.iter().map(|c| c.0).sum();
+        dl = vec![0; n];
+        let mut remaining = 100;
+        for i in 0..n {
+            hl[i] = 100 * counts[i].0 / hosts;
+            remaining -= hl[i];
+        }
+        hl[0] += remaining;
+    } else if normalized == 0 {
+        hl[0] = 100;
+    }
+    (0..n)
+        .map(|i| (levels[i], hl[i], dl[i], panic[i]))
+        .collect()
+}
+
+/// Whether a backend may be picked under the model's loads: its level's class has load.
+fn allowed(node: &Node, loads: &[(u32, u64, u64, bool)]) -> bool {
+    let &(_, healthy, degraded, panic) = loads.iter().find(|l| l.0 == node.level).unwrap();
+    let could = node.weight > 0 && node.health != Health::Draining;
+    if panic {
+        return could && healthy + degraded > 0;
+    }
+    could
+        && match node.health {
+            Health::Up => healthy > 0,
+            Health::Degraded => degraded > 0,
+            _ => false,
+        }
+}
+
+fn set_of(nodes: &[Node]) -> Vec<Backend<u32>> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            Backend::new(format!("n{i:02}"), i as u32)
+                .with_priority(n.level)
+                .with_weight(n.weight)
+                .with_health(n.health)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A backend whose level (or class) has no load is never picked, by `pick` or `pick_n`,
+    /// and a pick fails only when no backend may be picked.
+    #[test]
+    fn no_pick_outside_the_levels_with_load(
+        nodes in proptest::collection::vec(node(), 1..12),
+        factor in prop_oneof![Just(1.0f64), Just(1.4), Just(2.5)],
+        threshold in prop_oneof![Just(None), Just(Some(0.5)), Just(Some(0.3))],
+    ) {
+        let loads = model(
+            &nodes,
+            (factor * 100.0).round() as u64,
+            threshold.map_or(0, |t: f64| (t * 1e6).round() as u64),
+        );
+        for policy in POLICIES {
+            let lb = (policy.new)(set_of(&nodes), 3).unwrap();
+            let mut config = HealthConfig::new().overprovisioning_factor(factor);
+            if let Some(t) = threshold {
+                config = config.panic_threshold(t);
+            }
+            lb.set_health_config(config).unwrap();
+            let any = nodes.iter().any(|n| allowed(n, &loads));
+            for i in 0..40 {
+                let key = format!("k{i}");
+                let request = if i % 2 == 0 { Request::with_key(&key) } else { Request::new() };
+                match lb.pick(&request) {
+                    Some(pick) => {
+                        let node = &nodes[pick.id()[1..].parse::<usize>().unwrap()];
+                        prop_assert!(allowed(node, &loads), "{}: {} picked, {node:?}, loads {loads:?}", policy.name, pick.id());
+                    }
+                    None => prop_assert!(!any, "{}: no pick, loads {loads:?}", policy.name),
+                }
+                let picks = lb.pick_n(&request, 4);
+                let ids: BTreeSet<&str> = picks.iter().map(|p| p.id()).collect();
+                prop_assert_eq!(ids.len(), picks.len(), "{}: pick_n repeats", policy.name);
+                for pick in &picks {
+                    let node = &nodes[pick.id()[1..].parse::<usize>().unwrap()];
+                    prop_assert!(allowed(node, &loads), "{}: pick_n {} {node:?}", policy.name, pick.id());
+                }
+            }
+        }
+    }
+
+    /// Hashing policies: changing the health of one backend moves no key between backends of
+    /// the other levels: a key that stays in its level and class keeps its backend, and the
+    /// keys that change level or class are about the share of points the loads moved.
+    #[test]
+    fn a_health_change_moves_keys_only_with_the_split(
+        nodes in proptest::collection::vec(node(), 2..12),
+        changed in 0usize..12,
+        to in prop_oneof![Just(Health::Up), Just(Health::Down), Just(Health::Degraded)],
+    ) {
+        let changed = changed % nodes.len();
+        let mut after_nodes = nodes.clone();
+        after_nodes[changed].health = to;
+        let before_loads = model(&nodes, 140, 0);
+        let after_loads = model(&after_nodes, 140, 0);
+        // Total variation between the two splits, in points of 100.
+        let moved: u64 = before_loads
+            .iter()
+            .zip(&after_loads)
+            .map(|(b, a)| b.1.abs_diff(a.1) + b.2.abs_diff(a.2))
+            .sum::<u64>()
+            / 2;
+        let class = |n: &Node| (n.level, n.health == Health::Degraded);
+        for policy in POLICIES.iter().filter(|p| p.hashing) {
+            let lb = (policy.new)(set_of(&nodes), 3).unwrap();
+            let keys: Vec<String> = (0..600).map(|i| format!("key{i}")).collect();
+            let place = |lb: &dyn Balancer<u32>| -> Vec<Option<usize>> {
+                keys.iter()
+                    .map(|k| lb.pick(&Request::with_key(k)).map(|p| p.id()[1..].parse().unwrap()))
+                    .collect()
+            };
+            let before = place(&*lb);
+            lb.set_health(&format!("n{changed:02}"), to).unwrap();
+            let after = place(&*lb);
+            let mut switched = 0;
+            for (b, a) in before.iter().zip(&after) {
+                let (Some(b), Some(a)) = (*b, *a) else { continue };
+                if b == changed || a == changed {
+                    continue;
+                }
+                if class(&nodes[b]) == class(&after_nodes[a]) && nodes[b].level != nodes[changed].level {
+                    prop_assert_eq!(b, a, "{}: a key moved inside an unchanged level", policy.name);
+                }
+                if class(&nodes[b]) != class(&after_nodes[a]) {
+                    switched += 1;
+                }
+            }
+            let share = 100.0 * switched as f64 / keys.len() as f64;
+            prop_assert!(
+                share <= moved as f64 + 8.0,
+                "{}: {share:.1}% of keys changed level or class, the split moved {moved} points",
+                policy.name
+            );
+        }
+    }
+}
