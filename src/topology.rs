@@ -20,12 +20,33 @@
 //! (drain one for maintenance, say) with one call,
 //! [`Balancer::set_topology`](crate::Balancer::set_topology), without resending the set.
 //!
+//! * [`Topology::zone_aware`]: Envoy's zone-aware routing (`zone_aware.rst`), given the
+//!   caller's own zone and how the calling fleet is spread over the zones (the caller passes
+//!   it; lbkit does not discover it). In the highest priority level, as much traffic stays
+//!   in the caller's zone as keeps every backend's load even across the whole calling fleet:
+//!   all of it when the zone's share of healthy backends is at least its share of callers,
+//!   otherwise that ratio, and the rest goes to the zones with more backends than callers, in
+//!   proportion to their surplus. Below [`min_cluster_size`](Topology::min_cluster_size)
+//!   healthy backends (default 6), or with callers in fewer than two zones, it does not
+//!   route by zone.
+//!
 //! The full rules, with the tables they reproduce, are in [`crate::docs::tiers`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::engine::zone::DEFAULT_MIN_CLUSTER_SIZE;
 use crate::error::Error;
+
+/// Zone-aware routing's inputs ([`Topology::zone_aware`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ZoneAware {
+    /// The caller's zone.
+    pub(crate) local: Arc<str>,
+    /// The calling fleet's share in each zone.
+    pub(crate) shares: BTreeMap<Arc<str>, f64>,
+    pub(crate) min_cluster_size: u64,
+}
 
 /// How the localities of a priority level share its traffic (see the [module
 /// docs](crate::topology)). The default, [`Topology::new`], does not split by locality.
@@ -42,9 +63,10 @@ use crate::error::Error;
 /// # let _ = lb;
 /// # Ok::<(), lbkit::Error>(())
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Topology {
     pub(crate) weights: Option<BTreeMap<Arc<str>, u32>>,
+    pub(crate) zone: Option<ZoneAware>,
     /// A locality listed twice, reported when the topology is given to a balancer.
     twice: Option<Arc<str>>,
 }
@@ -80,13 +102,72 @@ impl Topology {
         }
         Topology {
             weights: Some(map),
+            zone: None,
             twice,
         }
     }
 
+    /// Envoy's zone-aware routing for a caller in zone `local`, with the calling fleet spread
+    /// over the zones as `fleet` says (each zone's share of the callers, summing to 1; a zone
+    /// not listed has none). See the [module docs](crate::topology). Applies to the highest
+    /// priority level's healthy backends, unless it is in panic; lower levels and degraded
+    /// shares are balanced as a whole, as in Envoy.
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, Request, RoundRobin, Topology};
+    /// let backends = ["a", "b"].into_iter().flat_map(|zone| {
+    ///     (0..6).map(move |i| Backend::new(format!("{zone}{i}"), ()).with_locality(zone))
+    /// });
+    /// // Callers split 50/50 like the backends: everything stays in the caller's zone.
+    /// let lb = RoundRobin::builder()
+    ///     .topology(Topology::zone_aware("a", [("a", 0.5), ("b", 0.5)]))
+    ///     .build(backends)?;
+    /// assert!((0..100).all(|_| lb.pick(&Request::new()).unwrap().id().starts_with('a')));
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    ///
+    /// Errors, when the topology is given to a balancer:
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) with parameter `"locality"` for
+    /// an empty zone name or one listed twice, and `"zone_shares"` for a share that is
+    /// negative or not finite, or shares that do not sum to 1 (within 10^-6); then nothing
+    /// changes.
+    pub fn zone_aware<N: Into<Arc<str>>>(
+        local: impl Into<Arc<str>>,
+        fleet: impl IntoIterator<Item = (N, f64)>,
+    ) -> Self {
+        let mut shares = BTreeMap::new();
+        let mut twice = None;
+        for (name, share) in fleet {
+            let name: Arc<str> = name.into();
+            if shares.insert(Arc::clone(&name), share).is_some() {
+                twice = Some(name);
+            }
+        }
+        Topology {
+            weights: None,
+            zone: Some(ZoneAware {
+                local: local.into(),
+                shares,
+                min_cluster_size: DEFAULT_MIN_CLUSTER_SIZE,
+            }),
+            twice,
+        }
+    }
+
+    /// With [`zone_aware`](Topology::zone_aware): below this many healthy backends in the
+    /// highest level, no routing by zone (Envoy's `min_cluster_size`, default 6). Without zone
+    /// awareness it does nothing.
+    #[must_use]
+    pub fn min_cluster_size(mut self, backends: u64) -> Self {
+        if let Some(zone) = &mut self.zone {
+            zone.min_cluster_size = backends;
+        }
+        self
+    }
+
     /// Whether the levels are split by locality.
     pub(crate) fn splits(&self) -> bool {
-        self.weights.is_some()
+        self.weights.is_some() || self.zone.is_some()
     }
 
     /// The weight of locality `name` (0 for one not listed or no locality).
@@ -106,8 +187,33 @@ impl Topology {
             ));
         }
         let weights = self.weights.iter().flat_map(|w| w.keys());
-        if weights.into_iter().any(|name| name.is_empty()) {
+        let zones = self.zone.iter().flat_map(|z| z.shares.keys());
+        let local = self.zone.iter().map(|z| &z.local);
+        if weights
+            .chain(zones)
+            .chain(local)
+            .any(|name| name.is_empty())
+        {
             return Err(Error::config("locality", "a locality name is empty"));
+        }
+        if let Some(zone) = &self.zone {
+            if let Some((name, share)) = zone
+                .shares
+                .iter()
+                .find(|(_, s)| !s.is_finite() || **s < 0.0)
+            {
+                return Err(Error::config(
+                    "zone_shares",
+                    format!("zone {name:?} has share {share}, not a finite share of at least 0"),
+                ));
+            }
+            let sum: f64 = zone.shares.values().sum();
+            if (sum - 1.0).abs() > 1e-6 {
+                return Err(Error::config(
+                    "zone_shares",
+                    format!("the calling fleet's shares sum to {sum}, not 1"),
+                ));
+            }
         }
         Ok(())
     }

@@ -647,3 +647,173 @@ proptest! {
         }
     }
 }
+
+// ---- Zone-aware routing (Envoy `zone_aware.rst`), through the public API.
+
+/// `per_zone[z]` healthy backends in zone `z{z}` (ids `z{z}-NN`).
+fn zoned(per_zone: &[usize]) -> Vec<Backend<u32>> {
+    let mut out = Vec::new();
+    for (z, &n) in per_zone.iter().enumerate() {
+        for i in 0..n {
+            out.push(
+                Backend::new(format!("z{z}-{i:02}"), out.len() as u32)
+                    .with_locality(format!("z{z}")),
+            );
+        }
+    }
+    out
+}
+
+/// The share of picks per zone, in percent.
+fn zone_shares(lb: &dyn Balancer<u32>, policy: &Policy, n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; 4];
+    for (id, count) in count(lb, policy, n) {
+        let z: usize = id[1..2].parse().unwrap();
+        out[z] += 100.0 * count as f64 / n as f64;
+    }
+    out
+}
+
+#[test]
+fn zone_aware_routing() {
+    // (backends per zone, the caller's fleet share per zone, the caller's zone) -> shares.
+    type Row<'a> = (&'a [usize], &'a [f64], usize, [f64; 3]);
+    let rows: [Row<'_>; 5] = [
+        // Backends spread like callers: all local.
+        (
+            &[10, 10, 10],
+            &[1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0],
+            0,
+            [100.0, 0.0, 0.0],
+        ),
+        // The caller's zone has half the backends' share it has of callers: half stays
+        // local; the rest goes to the zones with spare capacity in proportion to it.
+        // Upstream 20/40/40%, local 40/30/30%: local share 20/40 = 50%; residuals 0, 10, 10.
+        (&[5, 10, 10], &[0.4, 0.3, 0.3], 0, [50.0, 25.0, 25.0]),
+        // From a zone with more backends than callers: all local.
+        (&[5, 10, 10], &[0.4, 0.3, 0.3], 1, [0.0, 100.0, 0.0]),
+        // Fewer than min_cluster_size (6) healthy backends: no zone routing, an even spread.
+        (&[1, 2, 2], &[0.4, 0.3, 0.3], 0, [20.0, 40.0, 40.0]),
+        // Callers in one zone only: no zone routing.
+        (
+            &[10, 10, 10],
+            &[1.0, 0.0, 0.0],
+            0,
+            [100.0 / 3.0, 100.0 / 3.0, 100.0 / 3.0],
+        ),
+    ];
+    for (per_zone, fleet, local, want) in rows {
+        let routes = want.contains(&0.0);
+        for policy in POLICIES {
+            if policy.oracle == Oracle::First && !routes {
+                // First sends a group's traffic to its first backend: without a split by
+                // zone, that is one backend, not an even spread.
+                continue;
+            }
+            let lb = (policy.new)(zoned(per_zone), 7).unwrap();
+            let fleet = fleet.iter().enumerate().map(|(z, &s)| (format!("z{z}"), s));
+            lb.set_topology(Topology::zone_aware(format!("z{local}"), fleet))
+                .unwrap();
+            let (n, mut tolerance) = picks_and_tolerance(policy);
+            if policy.hashing && !routes {
+                // Without a split by zone, a zone's share is its backends' shares of one
+                // table, which for five backends varies by a few percent.
+                tolerance = 5.0;
+            }
+            let got = zone_shares(&*lb, policy, n);
+            for z in 0..3 {
+                let tolerance = if want[z] == 0.0 { 0.0 } else { tolerance };
+                assert!(
+                    (got[z] - want[z]).abs() <= tolerance + 0.01,
+                    "{}: {per_zone:?} from z{local}: {got:?}, want {want:?}",
+                    policy.name,
+                );
+            }
+        }
+    }
+}
+
+/// The bad inputs of the topology and the factor: typed errors, and nothing changes.
+#[test]
+fn bad_topologies_and_factors_are_typed_errors() {
+    use lbkit::Error;
+    let param = |e: Error| match e {
+        Error::InvalidConfig { parameter, .. } => parameter,
+        other => panic!("{other:?}"),
+    };
+    for policy in POLICIES {
+        let lb = (policy.new)(zoned(&[3, 3]), 7).unwrap();
+        let before = common::summary(&*lb);
+        for factor in [0.99, 0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let e = lb
+                .set_health_config(HealthConfig::new().overprovisioning_factor(factor))
+                .unwrap_err();
+            assert_eq!(
+                param(e),
+                "overprovisioning_factor",
+                "{}: {factor}",
+                policy.name
+            );
+        }
+        let bad = [
+            (Topology::locality_weights([("", 1)]), "locality"),
+            (
+                Topology::locality_weights([("z0", 1), ("z0", 2)]),
+                "locality",
+            ),
+            (Topology::zone_aware("", [("z0", 1.0)]), "locality"),
+            (
+                Topology::zone_aware("z0", [("z0", 0.5), ("", 0.5)]),
+                "locality",
+            ),
+            (
+                Topology::zone_aware("z0", [("z0", 0.5), ("z1", 0.4)]),
+                "zone_shares",
+            ),
+            (
+                Topology::zone_aware("z0", [("z0", 0.7), ("z1", 0.4)]),
+                "zone_shares",
+            ),
+            (
+                Topology::zone_aware("z0", [("z0", 1.5), ("z1", -0.5)]),
+                "zone_shares",
+            ),
+            (
+                Topology::zone_aware("z0", [("z0", f64::NAN)]),
+                "zone_shares",
+            ),
+        ];
+        for (topology, parameter) in bad {
+            let e = lb.set_topology(topology.clone()).unwrap_err();
+            assert_eq!(param(e), parameter, "{}: {topology:?}", policy.name);
+            let built = (policy.new)(zoned(&[3, 3]), 7);
+            assert!(built.is_ok());
+        }
+        // An empty locality name on a backend: the update is refused.
+        let mut set = zoned(&[3, 3]);
+        set.push(Backend::new("x", 99).with_locality(""));
+        assert_eq!(
+            param(lb.update(set).unwrap_err()),
+            "locality",
+            "{}",
+            policy.name
+        );
+        assert_eq!(
+            common::summary(&*lb),
+            before,
+            "{}: state changed",
+            policy.name
+        );
+    }
+    // At build: the builder's topology and health are checked too.
+    let e = lbkit::RoundRobin::builder()
+        .topology(Topology::zone_aware("z0", [("z0", 0.2)]))
+        .build(zoned(&[3, 3]))
+        .unwrap_err();
+    assert_eq!(param(e), "zone_shares");
+    let e = lbkit::RoundRobin::builder()
+        .health(HealthConfig::new().overprovisioning_factor(0.5))
+        .build(zoned(&[3, 3]))
+        .unwrap_err();
+    assert_eq!(param(e), "overprovisioning_factor");
+}

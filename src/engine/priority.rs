@@ -477,6 +477,7 @@ pub(crate) fn locality_weight(
 /// Each locality gets a share of the 2^64 draws exact to within one draw in proportion to its
 /// weight; a locality of weight 0 is never chosen; a larger draw never gives a smaller index.
 /// `None` when every weight is 0 (or there is no locality).
+#[cfg_attr(not(test), allow(dead_code))] // the reference `tiers` is tested against
 pub(crate) fn choose_locality(weights: &[u64], draw: u64) -> Option<usize> {
     // Below 2^64 x len: a u128 for any slice that fits in memory.
     let sum: u128 = weights.iter().map(|&w| u128::from(w)).sum();

@@ -32,9 +32,10 @@ use std::sync::Arc;
 use crate::engine::entry::Entry;
 use crate::engine::policy::Policy;
 use crate::engine::priority::{
-    choose_locality, locality_weight, priority_load_ppm, Availability, Level, PriorityLoad,
+    locality_weight, priority_load_ppm, Availability, Level, PriorityLoad,
 };
 use crate::engine::snapshot::{Eligible, IdIndex, Snapshot, View};
+use crate::engine::zone::{zone_routing, Zone, ZoneConfig};
 use crate::error::Error;
 use crate::topology::Topology;
 
@@ -86,11 +87,12 @@ pub(crate) struct Group<T, X> {
     locality: Option<Arc<str>>,
 }
 
-/// A class with a share of the traffic: `groups[first..first + weights.len().max(1)]`.
+/// A class with a share of the traffic: `groups[first..first + cumulative.len().max(1)]`.
 struct Share {
     first: usize,
-    /// The localities' effective weights, or empty for one group.
-    weights: Box<[u64]>,
+    /// The localities' cumulative effective weights (each below 2^39 and at most 2^22
+    /// localities, so the sums fit), or empty for one group.
+    cumulative: Box<[u64]>,
 }
 
 /// What a pick reads to choose a group: see the module docs.
@@ -108,11 +110,14 @@ impl<T, X> Tiers<T, X> {
     pub(crate) fn choose(&self, draw: u64) -> usize {
         let wide = u128::from(draw) * 100;
         let share = &self.shares[usize::from(self.points[(wide >> 64) as usize])];
-        if share.weights.is_empty() {
+        let Some(&total) = share.cumulative.last() else {
             return share.first;
-        }
-        // The low bits: uniform and independent of the point for a uniform draw.
-        share.first + choose_locality(&share.weights, wide as u64).unwrap_or(0)
+        };
+        // The low bits: uniform and independent of the point for a uniform draw, mapped onto
+        // the cumulative weights by a multiply-shift (each locality's share exact to within
+        // one draw in 2^64, as `priority::choose_locality`).
+        let point = ((u128::from(wide as u64) * u128::from(total)) >> 64) as u64;
+        share.first + share.cumulative.partition_point(|&c| c <= point)
     }
 
     /// The groups in the order a pick tries them: `first`, then the others in order.
@@ -229,42 +234,21 @@ pub(crate) fn arrange<T, X>(
         let in_level: Vec<usize> = (0..inputs.members.len())
             .filter(|&i| level_of[i] == level)
             .collect();
-        // Localities, by name (a member without one in the unnamed one, which weighs 0).
-        let mut parts: Vec<(Option<Arc<str>>, Vec<usize>, u64)> = Vec::new();
-        if class != Class::Panic && inputs.topology.splits() {
-            let mut names: Vec<Option<Arc<str>>> = in_level
-                .iter()
-                .map(|&i| inputs.members[i].locality.clone())
-                .collect();
-            names.sort_unstable();
-            names.dedup();
-            for name in names {
-                let of: Vec<usize> = in_level
-                    .iter()
-                    .copied()
-                    .filter(|&i| inputs.members[i].locality == name)
-                    .collect();
-                let available = of
-                    .iter()
-                    .filter(|&&i| class.admits(inputs.standing[i]))
-                    .count() as u64;
-                let weight = locality_weight(
-                    inputs.topology.weight(name.as_deref()),
-                    available,
-                    of.len() as u64,
-                    inputs.overprovisioning,
-                );
-                if weight > 0 {
-                    parts.push((name, of, weight));
-                }
-            }
-        }
-        if parts.is_empty() {
-            parts.push((None, in_level, 0));
-        }
+        let parts = split(inputs, level, class, &in_level);
+        let parts = if parts.is_empty() {
+            vec![(None, in_level, 0)]
+        } else {
+            parts
+        };
         let first = groups.len();
-        let weights: Box<[u64]> = if parts.len() > 1 {
-            parts.iter().map(|p| p.2).collect()
+        let cumulative: Box<[u64]> = if parts.len() > 1 {
+            parts
+                .iter()
+                .scan(0u64, |sum, p| {
+                    *sum = sum.saturating_add(p.2);
+                    Some(*sum)
+                })
+                .collect()
         } else {
             Box::new([])
         };
@@ -306,7 +290,7 @@ pub(crate) fn arrange<T, X>(
                 locality,
             });
         }
-        shares.push(Share { first, weights });
+        shares.push(Share { first, cumulative });
     }
     Ok(Arrangement {
         tiers: Some(Box::new(Tiers {
@@ -317,6 +301,94 @@ pub(crate) fn arrange<T, X>(
         is_eligible,
         panic,
     })
+}
+
+/// The localities a class is split into, each with its members (indices into the inputs)
+/// and its weight, or none (balanced as a whole). A member without a locality is in the
+/// unnamed one.
+#[allow(clippy::type_complexity)] // (name, members, weight), built and read in one place
+fn split<T>(
+    inputs: &Inputs<'_, T>,
+    level: usize,
+    class: Class,
+    in_level: &[usize],
+) -> Vec<(Option<Arc<str>>, Vec<usize>, u64)> {
+    if class == Class::Panic || !inputs.topology.splits() {
+        return Vec::new();
+    }
+    let mut names: Vec<Option<Arc<str>>> = in_level
+        .iter()
+        .map(|&i| inputs.members[i].locality.clone())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let members_of = |name: &Option<Arc<str>>| -> Vec<usize> {
+        in_level
+            .iter()
+            .copied()
+            .filter(|&i| inputs.members[i].locality == *name)
+            .collect()
+    };
+    let available = |of: &[usize]| {
+        of.iter()
+            .filter(|&&i| class.admits(inputs.standing[i]))
+            .count() as u64
+    };
+    let mut parts = Vec::new();
+    if let Some(zone) = &inputs.topology.zone {
+        // Envoy routes by zone in P0's healthy share only.
+        if level != 0 || class != Class::Healthy {
+            return parts;
+        }
+        // One row per zone: the backends' localities, then the fleet's other zones.
+        let mut rows: Vec<(Option<Arc<str>>, Vec<usize>)> = names
+            .into_iter()
+            .map(|n| (n.clone(), members_of(&n)))
+            .collect();
+        for name in zone.shares.keys() {
+            if !rows.iter().any(|(n, _)| n.as_deref() == Some(&**name)) {
+                rows.push((Some(Arc::clone(name)), Vec::new()));
+            }
+        }
+        let zones: Vec<Zone> = rows
+            .iter()
+            .map(|(name, of)| {
+                let share = name.as_ref().and_then(|n| zone.shares.get(n)).copied();
+                // Parts per million of the calling fleet; validated finite and at least 0.
+                let local = (share.unwrap_or(0.0) * 1_000_000.0).round() as u64;
+                Zone::new(available(of), local)
+            })
+            .collect();
+        let local = rows
+            .iter()
+            .position(|(n, _)| n.as_deref() == Some(&*zone.local))
+            .unwrap_or(usize::MAX);
+        let config = ZoneConfig {
+            min_cluster_size: zone.min_cluster_size,
+            force_local_zone: None,
+        };
+        let routing = zone_routing(&zones, local, config);
+        let (points, _) = routing.points(rows.len());
+        for ((name, of), points) in rows.into_iter().zip(points) {
+            if points > 0 && !of.is_empty() {
+                parts.push((name, of, u64::try_from(points).unwrap_or(u64::MAX)));
+            }
+        }
+        return parts;
+    }
+    for name in names {
+        let of = members_of(&name);
+        let weight = locality_weight(
+            inputs.topology.weight(name.as_deref()),
+            available(&of),
+            of.len() as u64,
+            inputs.overprovisioning,
+        );
+        if weight > 0 {
+            parts.push((name, of, weight));
+        }
+    }
+    parts
 }
 
 /// A group's snapshot: `members` (sorted by id, as every snapshot's), of which `is_eligible`
@@ -373,4 +445,40 @@ pub(crate) fn group_snapshot<T, P: Policy<T>>(
         coverage: None,
         tiers: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::priority::choose_locality;
+
+    /// The precomputed cumulative walk draws exactly as `priority::choose_locality`.
+    #[test]
+    fn choose_matches_choose_locality() {
+        let weights = [3u64, 1, 296, 7, 1 << 38];
+        let mut cumulative = Vec::new();
+        let mut sum = 0;
+        for w in weights {
+            sum += w;
+            cumulative.push(sum);
+        }
+        let tiers: Tiers<(), ()> = Tiers {
+            groups: Box::new([]),
+            shares: Box::new([Share {
+                first: 10,
+                cumulative: cumulative.into(),
+            }]),
+            points: Box::new([0; 100]),
+        };
+        let mut x = 1u64;
+        for _ in 0..100_000 {
+            x = crate::placement::splitmix64(x);
+            // The locality draw is the low 64 bits of draw x 100.
+            let rest = (u128::from(x) * 100) as u64;
+            assert_eq!(
+                tiers.choose(x),
+                10 + choose_locality(&weights, rest).unwrap()
+            );
+        }
+    }
 }
