@@ -51,7 +51,12 @@
 //!   and health.
 //! * **Health.** Only backends that are [`Health::Up`] with weight above 0, and not ejected,
 //!   get new picks (with a [panic threshold](health) configured, too few healthy backends
-//!   make every backend that is not draining eligible again).
+//!   make every backend that is not draining eligible again; [`Health::Degraded`] ones serve
+//!   what healthy capacity lacks).
+//! * **Tiers and zones.** Backends may sit in priority levels
+//!   ([`Backend::with_priority`]: backups that take traffic gradually) and localities, which
+//!   a [`Topology`] weights or routes by zone, with Envoy's published semantics, for every
+//!   policy ([`docs::tiers`]).
 //! * **Feedback.** [`Pick::success`] and [`Pick::failure`] report outcomes; a
 //!   [`HealthConfig`] (outlier ejection, panic threshold, slow start) acts on them for every
 //!   policy, and [`PeakEwma`] balances on the latencies.
@@ -141,7 +146,8 @@ pub struct ReadmeDoctests;
 ///
 /// Object safe, `Send + Sync`, and every method takes `&self`, so one balancer serves every
 /// thread of a service as an `Arc<dyn Balancer<T>>`. Picks never block; `update`,
-/// `set_health` and `set_health_config` serialise among themselves and never block picks.
+/// `set_health`, `set_health_config`, `set_topology` and `set_subset` serialise among
+/// themselves and never block picks.
 pub trait Balancer<T>: Send + Sync {
     /// Chooses a backend for `request` and counts the request in flight on it until the
     /// returned [`Pick`] is dropped. `None` when no backend can take it; the same as

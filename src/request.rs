@@ -44,6 +44,10 @@ enum Key<'a> {
     None,
     Bytes(&'a [u8]),
     Hash(u64),
+    /// The hash a hashing policy's placement already computed from the key (so that a pick
+    /// that chose a priority level from it does not hash the key again). Only ever made
+    /// inside the crate, by [`Request::placed`], and read by that same policy.
+    Placed(u64),
 }
 
 impl<'a> Request<'a> {
@@ -174,7 +178,26 @@ impl<'a> Request<'a> {
         match self.key {
             Key::None => None,
             Key::Bytes(b) => Some(key_hash(b)),
-            Key::Hash(h) => Some(h),
+            Key::Hash(h) | Key::Placed(h) => Some(h),
+        }
+    }
+
+    /// The same request, its key replaced by `hash`, the placement hash a hashing policy
+    /// computed from it ([`Request::placement_hash`] gives it back).
+    #[inline]
+    pub(crate) fn placed(&self, hash: u64) -> Self {
+        Request {
+            key: Key::Placed(hash),
+            ..*self
+        }
+    }
+
+    /// The placement hash given to [`Request::placed`], if this request came from it.
+    #[inline]
+    pub(crate) fn placement_hash(&self) -> Option<u64> {
+        match self.key {
+            Key::Placed(h) => Some(h),
+            _ => None,
         }
     }
 }

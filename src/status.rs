@@ -22,6 +22,8 @@ use crate::engine::state::Counters;
 pub struct Status {
     pub(crate) id: Arc<str>,
     pub(crate) weight: u32,
+    pub(crate) priority: u32,
+    pub(crate) locality: Option<Arc<str>>,
     pub(crate) in_flight: usize,
     pub(crate) health: Health,
     pub(crate) ejected: bool,
@@ -64,6 +66,18 @@ impl Status {
     /// The backend's weight.
     pub fn weight(&self) -> u32 {
         self.weight
+    }
+
+    /// The backend's priority level ([`Backend::with_priority`](crate::Backend::with_priority);
+    /// 0 is the highest).
+    pub fn priority(&self) -> u32 {
+        self.priority
+    }
+
+    /// The backend's locality ([`Backend::with_locality`](crate::Backend::with_locality)), if
+    /// it named one.
+    pub fn locality(&self) -> Option<&str> {
+        self.locality.as_deref()
     }
 
     /// Picks held on the backend now.
@@ -210,8 +224,12 @@ impl Status {
         self.table_share
     }
 
-    /// Whether the backend can receive new picks: `Up`, not ejected, and a weight above 0
-    /// (the panic threshold aside, which can make every non-draining backend eligible).
+    /// Whether the backend stands to receive new picks by itself: `Up`, not ejected, and a
+    /// weight above 0. Whether it gets them now also depends on the rest of the set: the panic
+    /// threshold can make every non-draining backend eligible, a [`Degraded`](Health::Degraded)
+    /// backend serves only the share healthy capacity lacks, and a backend in a priority level
+    /// without a share of the traffic gets none (see [`crate::docs::tiers`]).
+    /// [`effective_weight`](Status::effective_weight) above 0 says it gets picks now.
     pub fn is_eligible(&self) -> bool {
         self.health == Health::Up
             && self.weight > 0

@@ -817,3 +817,46 @@ fn bad_topologies_and_factors_are_typed_errors() {
         .unwrap_err();
     assert_eq!(param(e), "overprovisioning_factor");
 }
+
+/// Status names each backend's level and locality, and its effective weight says whether
+/// its level and class have a share now.
+#[test]
+fn status_shows_levels_localities_and_shares() {
+    // P0: 2 healthy, 1 degraded (health 93, degraded health 46); P1: 2 healthy. P1's healthy
+    // backends take the 7 points P0's healthy ones lack, before P0's degraded one.
+    let mut set = backends(&[level(2, 1, 0), level(2, 0, 0)]);
+    set[0] = set[0].clone().with_locality("zone-a");
+    let lb = lbkit::RoundRobin::new(set).unwrap();
+    let status = lb.status();
+    let line = |id: &str| status.iter().find(|s| s.id() == id).unwrap();
+    assert_eq!(line("p0-h000").locality(), Some("zone-a"));
+    assert_eq!(line("p0-h001").locality(), None);
+    assert_eq!(line("p1-h000").priority(), 1);
+    assert_eq!(line("p0-d000").health(), Health::Degraded);
+    assert_eq!(line("p0-d000").effective_weight(), 0.0);
+    assert!(line("p1-h000").effective_weight() > 0.0);
+    let got = count(&lb, &common::policy("RoundRobin"), 1000);
+    assert_eq!(got.get("p0-d000"), None);
+    assert_eq!(got["p1-h000"] + got["p1-h001"], 70);
+    // A removed backend's line keeps its level while its picks are held.
+    let held = lb.pick_n(&Request::new(), 5);
+    // pick_n goes on across levels with a share (P0's healthy, P1's), never to the degraded.
+    let mut ids: Vec<&str> = held.iter().map(|p| p.id()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["p0-h000", "p0-h001", "p1-h000", "p1-h001"]);
+    let dr = "p1-h000";
+    let keep: Vec<_> = lb
+        .backends()
+        .into_iter()
+        .filter(|m| m.id() != dr)
+        .map(|m| {
+            let b = Backend::new(m.id(), *m.value());
+            b.with_priority(u32::from(m.id().starts_with("p1")))
+        })
+        .collect();
+    lb.update(keep).unwrap();
+    let status = lb.status();
+    let gone = status.iter().find(|s| s.id() == dr).unwrap();
+    assert!(gone.is_removed());
+    assert_eq!(gone.priority(), 1);
+}

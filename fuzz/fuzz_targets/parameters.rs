@@ -147,6 +147,11 @@ fn health(u: &mut Unstructured<'_>, clock: &ManualClock) -> Result<(HealthConfig
         config = config.panic_threshold(share);
     }
     if u.arbitrary()? {
+        let factor = float(u)?;
+        valid &= factor.is_finite() && factor >= 1.0;
+        config = config.overprovisioning_factor(factor);
+    }
+    if u.arbitrary()? {
         let s = SlowStart {
             window: duration(u)?,
             aggression: float(u)?,

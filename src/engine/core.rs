@@ -40,6 +40,24 @@ pub const MAX_BACKENDS: usize = 1 << 22;
 struct Retired {
     state: Weak<State>,
     weight: u32,
+    /// Where it stood (for its status line).
+    place: Place,
+}
+
+/// A backend's priority level and locality, for its status line.
+#[derive(Clone)]
+struct Place {
+    priority: u32,
+    locality: Option<Arc<str>>,
+}
+
+impl Place {
+    fn of<T>(e: &Entry<T>) -> Place {
+        Place {
+            priority: e.priority,
+            locality: e.locality.clone(),
+        }
+    }
 }
 
 /// What the writer lock guards.
@@ -428,11 +446,13 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// hashing policy's comes from the key), else the next of a Weyl sequence (the counter
     /// times the golden ratio), whose points spread over the levels' shares with a
     /// discrepancy that stays bounded, so the shares are met closely over any run of picks.
+    /// The request comes back with whatever the policy computed for the draw (a hashing
+    /// policy's key hash), to choose with.
     #[inline]
-    fn tier_draw(&self, request: &Request<'_>) -> u64 {
+    fn tier_draw<'r>(&self, request: &Request<'r>) -> (u64, Request<'r>) {
         match self.policy.tier_draw(request) {
-            Some(draw) => draw,
-            None => self.draws.next().wrapping_mul(GAMMA),
+            (Some(draw), request) => (draw, request),
+            (None, request) => (self.draws.next().wrapping_mul(GAMMA), request),
         }
     }
 
@@ -445,16 +465,17 @@ impl<T, P: Policy<T>> Core<T, P> {
         tiers: &Tiers<T, P::Table>,
         request: &Request<'_>,
     ) -> Result<Pick<T>, NoPick> {
-        let first = tiers.choose(self.tier_draw(request));
+        let (draw, request) = self.tier_draw(request);
+        let first = tiers.choose(draw);
         let group = &tiers.groups[first].snap;
         if !request.is_steered() && !group.capped {
-            if let Some(index) = self.policy.choose(group, request, |_| true) {
+            if let Some(index) = self.policy.choose(group, &request, |_| true) {
                 if let Some(pick) = group.pick(index) {
                     return Ok(pick);
                 }
             }
         }
-        self.tiered_steered(snap, tiers, first, request)
+        self.tiered_steered(snap, tiers, first, &request)
     }
 
     /// [`Core::steered`] over groups: the preferred member (whatever its group), then the
@@ -516,7 +537,9 @@ impl<T, P: Policy<T>> Core<T, P> {
         if n == 0 {
             return out;
         }
-        let first = tiers.choose(self.tier_draw(request));
+        let (draw, request) = self.tier_draw(request);
+        let request = &request;
+        let first = tiers.choose(draw);
         let avoid = Avoided::new(request.avoided());
         let preferred = preferred(snap, request, &avoid)
             .filter(|&i| snap.pick(i).map(|pick| out.push(pick)).is_some())
@@ -748,6 +771,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                     Retired {
                         state: Arc::downgrade(&old.state),
                         weight: old.weight,
+                        place: Place::of(old),
                     },
                 );
             }
@@ -993,7 +1017,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                     effective_weight: snap.weights[i],
                     weight_scale: snap.weight_scale,
                     table_share: shares.as_ref().and_then(|s| s.get(i).copied()),
-                    ..self.line(&e.id, e.weight, &e.state, now)
+                    ..self.line(&e.id, e.weight, &Place::of(e), &e.state, now)
                 };
                 (line, address(&e.state))
             })
@@ -1008,7 +1032,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             .map(|e| {
                 let line = Status {
                     coverage: 0,
-                    ..self.line(&e.id, e.weight, &e.state, now)
+                    ..self.line(&e.id, e.weight, &Place::of(e), &e.state, now)
                 };
                 (line, address(&e.state))
             });
@@ -1021,7 +1045,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 (!member(id)).then(|| {
                     let line = Status {
                         removed: true,
-                        ..self.line(id, r.weight, &state, now)
+                        ..self.line(id, r.weight, &r.place, &state, now)
                     };
                     (line, address(&state))
                 })
@@ -1035,11 +1059,20 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// One backend's status line as its state tells it, outside any snapshot: not eligible
     /// (effective weight 0), fully covered, a member. `now`: the clock, if the policy keeps a
     /// latency estimate.
-    fn line(&self, id: &Arc<str>, weight: u32, state: &State, now: Option<u64>) -> Status {
+    fn line(
+        &self,
+        id: &Arc<str>,
+        weight: u32,
+        place: &Place,
+        state: &State,
+        now: Option<u64>,
+    ) -> Status {
         let counters = state.counters();
         Status {
             id: Arc::clone(id),
             weight,
+            priority: place.priority,
+            locality: place.locality.clone(),
             in_flight: counters.held,
             health: state.health(),
             ejected: state.ejected_until() != 0,
@@ -1360,7 +1393,7 @@ fn build<T, P: Policy<T>>(
     };
     let arrangement = arrange(
         &inputs,
-        previous.and_then(|p| p.tiers.as_deref()),
+        previous.and_then(|p| p.tiers.as_ref()),
         !P::TABLE_USES_HEALTH,
         |group, of, is_eligible, table| {
             let weights: Vec<u64> = of.iter().map(|&i| weights_all[i]).collect();

@@ -52,12 +52,13 @@ pub(crate) trait Policy<T>: Send + Sync + 'static {
     }
 
     /// The draw that chooses this request's priority level and locality (see
-    /// [`crate::engine::tiers`]), or `None` for the core's own sequence. A hashing policy
-    /// derives it from the key, so that a key keeps its level while the split stands.
+    /// [`crate::engine::tiers`]), or `None` for the core's own sequence, and the request to
+    /// choose with inside them. A hashing policy derives the draw from the key, so that a
+    /// key keeps its level while the split stands, and hands back the request with the key's
+    /// hash in it, so that the key is hashed once.
     #[inline]
-    fn tier_draw(&self, request: &Request<'_>) -> Option<u64> {
-        let _ = request;
-        None
+    fn tier_draw<'r>(&self, request: &Request<'r>) -> (Option<u64>, Request<'r>) {
+        (None, *request)
     }
 
     /// Whether reports should maintain a peak-EWMA latency estimate, and its parameters.

@@ -63,7 +63,7 @@ pub(crate) struct Snapshot<T, X> {
     pub(crate) coverage: Option<Box<[u32]>>,
     /// With priority levels, degraded members or a locality split: the groups a pick
     /// chooses among first (see [`crate::engine::tiers`]); `None` for one flat set.
-    pub(crate) tiers: Option<Box<Tiers<T, X>>>,
+    pub(crate) tiers: Option<Tiers<T, X>>,
 }
 
 impl<T, X> Snapshot<T, X> {

@@ -101,7 +101,7 @@ pub(crate) struct Tiers<T, X> {
     pub(crate) groups: Box<[Group<T, X>]>,
     shares: Box<[Share]>,
     /// `points[p]`: the share that the point `p` of 100 lands on.
-    points: Box<[u16; 100]>,
+    points: [u16; 100],
 }
 
 impl<T, X> Tiers<T, X> {
@@ -129,7 +129,7 @@ impl<T, X> Tiers<T, X> {
 /// What [`arrange`] decides for a snapshot.
 pub(crate) struct Arrangement<T, X> {
     /// `Some` when picks must choose a group first; `None` for one flat set.
-    pub(crate) tiers: Option<Box<Tiers<T, X>>>,
+    pub(crate) tiers: Option<Tiers<T, X>>,
     /// Whether each member may get picks (in some group, or in the flat set).
     pub(crate) is_eligible: Vec<bool>,
     /// Whether some level is in panic.
@@ -206,7 +206,7 @@ pub(crate) fn arrange<T, X>(
     // The classes with points, in the order of the points (`PriorityLoad::at_point`):
     // healthy loads P0, P1, ..., then degraded loads; a level in panic has one class for both
     // of its loads.
-    let mut points = Box::new([0u16; 100]);
+    let mut points = [0u16; 100];
     let mut classes: Vec<(usize, Class)> = Vec::new();
     for (point, slot) in (0u64..).zip(points.iter_mut()) {
         // There is a level, so every point lands on one.
@@ -293,11 +293,11 @@ pub(crate) fn arrange<T, X>(
         shares.push(Share { first, cumulative });
     }
     Ok(Arrangement {
-        tiers: Some(Box::new(Tiers {
+        tiers: Some(Tiers {
             groups: groups.into(),
             shares: shares.into(),
             points,
-        })),
+        }),
         is_eligible,
         panic,
     })
@@ -468,7 +468,7 @@ mod tests {
                 first: 10,
                 cumulative: cumulative.into(),
             }]),
-            points: Box::new([0; 100]),
+            points: [0; 100],
         };
         let mut x = 1u64;
         for _ in 0..100_000 {

@@ -119,8 +119,9 @@ impl<A: Placement> Hashed<A> {
     /// The 64-bit key hash of `request`, or a random one if it has no key.
     #[inline]
     fn key(&self, request: &Request<'_>) -> u64 {
-        self.placement
-            .key_hash(request)
+        request
+            .placement_hash()
+            .or_else(|| self.placement.key_hash(request))
             .unwrap_or_else(|| self.spread.next_random())
     }
 }
@@ -138,10 +139,11 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
     /// and locality a key lands in do not correlate with its place inside them. A request
     /// without a key draws from the core's sequence.
     #[inline]
-    fn tier_draw(&self, request: &Request<'_>) -> Option<u64> {
-        self.placement
-            .key_hash(request)
-            .map(|h| splitmix64(h ^ TIER_SALT))
+    fn tier_draw<'r>(&self, request: &Request<'r>) -> (Option<u64>, Request<'r>) {
+        match self.placement.key_hash(request) {
+            Some(h) => (Some(splitmix64(h ^ TIER_SALT)), request.placed(h)),
+            None => (None, *request),
+        }
     }
 
     /// The table's entries per member ([`Preference::shares`]).
