@@ -87,7 +87,7 @@ impl Topology {
     /// weight above 0, the level is balanced as a whole.
     ///
     /// Errors, when the topology is given to a balancer:
-    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) with parameter `"locality"` for
+    /// [`Error::InvalidConfig`] with parameter `"locality"` for
     /// an empty name or one listed twice; then nothing changes.
     pub fn locality_weights<N: Into<Arc<str>>>(
         weights: impl IntoIterator<Item = (N, u32)>,
@@ -127,7 +127,7 @@ impl Topology {
     /// ```
     ///
     /// Errors, when the topology is given to a balancer:
-    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) with parameter `"locality"` for
+    /// [`Error::InvalidConfig`] with parameter `"locality"` for
     /// an empty zone name or one listed twice, and `"zone_shares"` for a share that is
     /// negative or not finite, or shares that do not sum to 1 (within 10^-6); then nothing
     /// changes.
