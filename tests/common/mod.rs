@@ -20,7 +20,7 @@
 
 #![allow(dead_code)] // each test file uses its own part of this module
 
-use lbkit::{Backend, Balancer, Error, Health, HealthConfig, ManualClock, Status};
+use lbkit::{Backend, Balancer, Error, Health, HealthConfig, ManualClock, Status, Topology};
 use lbkit::{
     First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
 };
@@ -155,6 +155,45 @@ fn observed_maglev<T: Send + Sync + 'static>(
         .seed(seed)
         .table_size(1031)
         .build(b)
+}
+
+/// Zones: the set as given, each backend without a locality put in `zone-0` or `zone-1` by
+/// its id's last byte, the two weighted alike ([`Topology::locality_weights`]): every pick
+/// goes through the tiered path (a group chosen first, then the policy inside it), split in
+/// two while the backends carry those localities; a later `update` from a suite gives
+/// backends without one, which make one group per class (the unnamed locality weighs 0, so
+/// the class is balanced as a whole). What the suites check must not change.
+fn zoned<T>(b: Vec<Backend<T>>) -> Vec<Backend<T>> {
+    b.into_iter()
+        .map(|b| match b.locality() {
+            Some(_) => b,
+            None => {
+                let zone = b.id().bytes().last().unwrap_or(0) % 2;
+                b.with_locality(format!("zone-{zone}"))
+            }
+        })
+        .collect()
+}
+
+fn zones() -> Topology {
+    Topology::locality_weights([("zone-0", 1), ("zone-1", 1)])
+}
+
+fn zoned_round_robin<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+) -> Result<RoundRobin<T>, Error> {
+    RoundRobin::builder().topology(zones()).build(zoned(b))
+}
+
+fn zoned_maglev<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<Maglev<T>, Error> {
+    Maglev::builder()
+        .seed(seed)
+        .table_size(1031)
+        .topology(zones())
+        .build(zoned(b))
 }
 
 fn bounded_maglev<T: Send + Sync + 'static>(
@@ -307,6 +346,8 @@ pub const POLICIES: &[Policy] = &[
         observed_least_connections,
         Oracle::LeastConnections
     ),
+    // Zones: every pick through the tiered path (a locality group, then the policy).
+    policy!("RoundRobin+zones", zoned_round_robin, Oracle::None),
     // Hashing policies spread requests without a key at random: seeded, like Random.
     policy!(hashing "HashRing", ring, seeded, Oracle::None),
     policy!(hashing "Maglev", maglev, seeded, Oracle::None),
@@ -334,6 +375,7 @@ pub const POLICIES: &[Policy] = &[
         Oracle::None
     ),
     policy!(hashing "Maglev+observed", observed_maglev, seeded, Oracle::None),
+    policy!(hashing "Maglev+zones", zoned_maglev, seeded, Oracle::None),
 ];
 
 /// The registry entry with this name (panics on a name not in [`POLICIES`]).
