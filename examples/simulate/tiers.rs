@@ -323,24 +323,6 @@ impl Tiers {
     }
 }
 
-/// A request in the system.
-struct Job {
-    arrival: usize,
-    caller: usize,
-    backend: usize,
-    picked: Duration,
-    attempt: usize,
-    pick: Pick<usize>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Event {
-    /// `backend` finished serving the attempt; its worker is free.
-    Served { backend: usize },
-    /// The response is back at the caller.
-    Responded,
-}
-
 /// Runs the scenario's `phases` with `policy` under `routing`, one [`Measured`] per phase.
 ///
 /// # Errors
@@ -367,95 +349,263 @@ fn run_policy(
     routing: Routing,
     phases: &[Phase],
 ) -> Result<Vec<Measured>, Error> {
-    let config = &tiers.config;
-    let clock = ManualClock::new();
-    let shares = tiers.fleet_shares();
-    let mut callers: Vec<Box<dyn Balancer<usize>>> = Vec::new();
-    for c in 0..tiers.callers {
-        let options = Options {
-            seed: Some(lbkit::hash::mix(config.seed, c as u64)),
-            clock: Some(clock.clone()),
-            ..Options::default()
-        };
-        let lb = build(tiers.backends(), options)?;
-        let zone = tiers.caller_zone(c);
-        match routing {
-            Routing::Flat => {}
-            Routing::LocalOnly => lb.set_topology(Topology::locality_weights([(zone, 1)]))?,
-            Routing::ZoneAware => lb.set_topology(Topology::zone_aware(zone, shares))?,
-        }
-        callers.push(lb);
+    if phases.is_empty() {
+        return Ok(Vec::new());
     }
-    let total = tiers.primary + tiers.backup;
-    let mut servers: Vec<Server> = (0..total).map(|_| Server::new(config, 1.0)).collect();
-    let ids: Vec<String> = (0..total).map(|i| tiers.id(i)).collect();
     let arrivals = &workload.arrivals;
-    let per_phase = arrivals.len().div_ceil(phases.len().max(1)).max(1);
-    let mut measured: Vec<Measured> = Vec::new();
-    let mut down = vec![false; total];
-    let mut degraded = vec![false; total];
-    let mut jobs: Vec<Option<Job>> = Vec::new();
-    let mut generations: Vec<u32> = Vec::new();
-    let mut tried: Vec<Vec<usize>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
-    let mut events: BinaryHeap<Reverse<(Duration, usize, u32, Event)>> = BinaryHeap::new();
+    let per_phase = arrivals.len().div_ceil(phases.len()).max(1);
+    let mut sim = Simulation::new(tiers, workload, build, routing, per_phase)?;
     let mut next = 0;
-    // The phase of an arrival, and its caller, drawn from the seed.
-    let phase_of = |arrival: usize| arrival / per_phase;
-    let caller_of = |arrival: usize| {
-        (lbkit::hash::mix(config.seed ^ 0x7469_6572, arrival as u64) % tiers.callers as u64)
-            as usize
-    };
-
-    // Dispatches try `attempt` of `arrival` in `slot`, or counts it failed.
-    #[allow(clippy::too_many_arguments)]
-    fn dispatch(
-        tiers: &Tiers,
-        workload: &Workload,
-        callers: &[Box<dyn Balancer<usize>>],
-        servers: &mut [Server],
-        ids: &[String],
-        jobs: &mut [Option<Job>],
-        generations: &[u32],
-        tried: &mut [Vec<usize>],
-        free: &mut Vec<usize>,
-        events: &mut BinaryHeap<Reverse<(Duration, usize, u32, Event)>>,
-        measured: &mut Measured,
-        degraded: &[bool],
-        (slot, arrival, caller, attempt, now): (usize, usize, usize, usize, Duration),
-    ) {
-        if attempt == 0 {
-            tried[slot].clear();
+    loop {
+        let arrival = arrivals.get(next).map(|a| a.at);
+        let event = sim.events.peek().map(|Reverse(e)| e.0);
+        let Some(now) = [arrival, event].into_iter().flatten().min() else {
+            break;
+        };
+        sim.clock.set(now);
+        if event == Some(now) {
+            sim.event(now);
+            continue;
         }
-        let a = &workload.arrivals[arrival];
+        let p = next / per_phase;
+        if p == sim.measured.len() {
+            sim.begin(&phases[p], now)?;
+        }
+        let slot = sim.slot();
+        sim.dispatch(slot, next, sim.caller_of(next), 0, now);
+        next += 1;
+    }
+    Ok(sim.finish())
+}
+
+/// A request in the system.
+struct Job {
+    arrival: usize,
+    caller: usize,
+    backend: usize,
+    picked: Duration,
+    attempt: usize,
+    pick: Pick<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// `backend` finished serving the attempt; its worker is free.
+    Served { backend: usize },
+    /// The response is back at the caller.
+    Responded,
+}
+
+/// One run: the callers' balancers, the servers, the requests in flight and what the phases
+/// measured so far (the last one is the current phase).
+struct Simulation<'a> {
+    tiers: &'a Tiers,
+    workload: &'a Workload,
+    clock: ManualClock,
+    callers: Vec<Box<dyn Balancer<usize>>>,
+    servers: Vec<Server>,
+    ids: Vec<String>,
+    down: Vec<bool>,
+    degraded: Vec<bool>,
+    /// Jobs by slot; a slot's generation, bumped at the end of each attempt, invalidates the
+    /// events of attempts that are over.
+    jobs: Vec<Option<Job>>,
+    generations: Vec<u32>,
+    /// By slot: the backends the request in it has tried (its avoid list).
+    tried: Vec<Vec<usize>>,
+    free: Vec<usize>,
+    /// Events: (time, slot, generation, what).
+    events: BinaryHeap<Reverse<(Duration, usize, u32, Event)>>,
+    measured: Vec<Measured>,
+    /// By phase: which primary backends were healthy through it.
+    healthy_in: Vec<Vec<bool>>,
+    /// Arrivals per phase: arrival `i` is in phase `i / per_phase`.
+    per_phase: usize,
+}
+
+impl<'a> Simulation<'a> {
+    fn new(
+        tiers: &'a Tiers,
+        workload: &'a Workload,
+        build: fn(Vec<Backend<usize>>, Options) -> policies::Built<usize>,
+        routing: Routing,
+        per_phase: usize,
+    ) -> Result<Self, Error> {
+        let config = &tiers.config;
+        let clock = ManualClock::new();
+        let shares = tiers.fleet_shares();
+        let mut callers: Vec<Box<dyn Balancer<usize>>> = Vec::new();
+        for c in 0..tiers.callers {
+            let options = Options {
+                seed: Some(lbkit::hash::mix(config.seed, c as u64)),
+                clock: Some(clock.clone()),
+                ..Options::default()
+            };
+            let lb = build(tiers.backends(), options)?;
+            let zone = tiers.caller_zone(c);
+            match routing {
+                Routing::Flat => {}
+                Routing::LocalOnly => lb.set_topology(Topology::locality_weights([(zone, 1)]))?,
+                Routing::ZoneAware => lb.set_topology(Topology::zone_aware(zone, shares))?,
+            }
+            callers.push(lb);
+        }
+        let total = tiers.primary + tiers.backup;
+        Ok(Simulation {
+            tiers,
+            workload,
+            clock,
+            callers,
+            servers: (0..total).map(|_| Server::new(config, 1.0)).collect(),
+            ids: (0..total).map(|i| tiers.id(i)).collect(),
+            down: vec![false; total],
+            degraded: vec![false; total],
+            jobs: Vec::new(),
+            generations: Vec::new(),
+            tried: Vec::new(),
+            free: Vec::new(),
+            events: BinaryHeap::new(),
+            measured: Vec::new(),
+            healthy_in: Vec::new(),
+            per_phase,
+        })
+    }
+
+    /// The caller of `arrival`, drawn from the seed.
+    fn caller_of(&self, arrival: usize) -> usize {
+        let draw = lbkit::hash::mix(self.tiers.config.seed ^ 0x7469_6572, arrival as u64);
+        (draw % self.tiers.callers as u64) as usize
+    }
+
+    /// A free slot for a new request.
+    fn slot(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.jobs.push(None);
+            self.generations.push(0);
+            self.tried.push(Vec::new());
+            self.jobs.len() - 1
+        })
+    }
+
+    /// The current phase's measures.
+    fn current(&mut self) -> &mut Measured {
+        self.measured.last_mut().expect("a phase has begun")
+    }
+
+    /// Starts `phase`: its backends go `Degraded` or `Down` on every caller's balancer; the
+    /// attempts the downed backends held fail and are retried.
+    fn begin(&mut self, phase: &Phase, now: Duration) -> Result<(), Error> {
+        let primary = self.tiers.primary;
+        for &b in &phase.degraded {
+            self.degraded[b] = true;
+            for lb in &self.callers {
+                lb.set_health(&self.ids[b], Health::Degraded)?;
+            }
+        }
+        let mut orphans = Vec::new();
+        for &b in &phase.down {
+            if self.down[b] {
+                continue;
+            }
+            self.down[b] = true;
+            self.degraded[b] = false;
+            self.servers[b].fail();
+            self.servers[b].up = false;
+            for lb in &self.callers {
+                lb.set_health(&self.ids[b], Health::Down)?;
+            }
+            orphans.extend(
+                (0..self.jobs.len())
+                    .filter(|&s| matches!(&self.jobs[s], Some(j) if j.backend == b)),
+            );
+        }
+        let healthy: Vec<bool> = (0..primary)
+            .map(|b| !self.down[b] && !self.degraded[b])
+            .collect();
+        self.measured.push(Measured {
+            label: phase.label.clone(),
+            local: 0,
+            cross: 0,
+            dr: 0,
+            degraded: 0,
+            latencies: Vec::new(),
+            errors: 0,
+            failed: 0,
+            primary_load: vec![0; primary],
+            healthy: healthy.iter().filter(|&&h| h).count(),
+            degraded_backends: (0..primary).filter(|&b| self.degraded[b]).count(),
+        });
+        self.healthy_in.push(healthy);
+        for slot in orphans {
+            let job = self.end_attempt(slot);
+            job.pick.failure();
+            self.current().errors += 1;
+            if job.attempt + 1 < self.tiers.config.attempts {
+                self.dispatch(slot, job.arrival, job.caller, job.attempt + 1, now);
+            } else {
+                self.current().failed += 1;
+                self.free.push(slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the current attempt of `slot`.
+    fn end_attempt(&mut self, slot: usize) -> Job {
+        let job = self.jobs[slot].take().expect("a current attempt");
+        self.servers[job.backend].in_flight -= 1;
+        self.generations[slot] = self.generations[slot].wrapping_add(1);
+        job
+    }
+
+    /// Picks a backend for try `attempt` of `arrival` from `caller`'s balancer, avoiding the
+    /// backends the request tried, and sends it there in `slot`.
+    fn dispatch(
+        &mut self,
+        slot: usize,
+        arrival: usize,
+        caller: usize,
+        attempt: usize,
+        now: Duration,
+    ) {
+        let tiers = self.tiers;
+        if attempt == 0 {
+            self.tried[slot].clear();
+        }
+        let a = &self.workload.arrivals[arrival];
         let request = if tiers.config.keys == 0 {
             Request::new()
         } else {
-            Request::with_hash(workload.key_hashes[a.key as usize])
+            Request::with_hash(self.workload.key_hashes[a.key as usize])
         };
-        let avoid: Vec<&str> = tried[slot].iter().map(|&i| ids[i].as_str()).collect();
-        let Some(pick) = callers[caller].pick(&request.avoid(&avoid)) else {
-            measured.failed += 1;
-            free.push(slot);
+        let avoid: Vec<&str> = self.tried[slot]
+            .iter()
+            .map(|&i| self.ids[i].as_str())
+            .collect();
+        let Some(pick) = self.callers[caller].pick(&request.avoid(&avoid)) else {
+            self.current().failed += 1;
+            self.free.push(slot);
             return;
         };
         let backend = *pick;
-        tried[slot].push(backend);
+        self.tried[slot].push(backend);
         let zone = tiers.caller_zone(caller);
+        let degraded = self.degraded[backend];
+        let m = self.current();
         match tiers.zone_of(backend) {
-            DR => measured.dr += 1,
-            z if z == zone => measured.local += 1,
-            _ => measured.cross += 1,
+            DR => m.dr += 1,
+            z if z == zone => m.local += 1,
+            _ => m.cross += 1,
         }
-        measured.degraded += usize::from(degraded[backend]);
+        m.degraded += usize::from(degraded);
         if backend < tiers.primary {
-            measured.primary_load[backend] += 1;
+            m.primary_load[backend] += 1;
         }
-        let generation = generations[slot];
-        let server = &mut servers[backend];
-        assert!(server.up, "picked {} while it is down", ids[backend]);
+        let generation = self.generations[slot];
+        let server = &mut self.servers[backend];
+        assert!(server.up, "picked {} while it is down", self.ids[backend]);
         server.in_flight += 1;
-        jobs[slot] = Some(Job {
+        self.jobs[slot] = Some(Job {
             arrival,
             caller,
             backend,
@@ -463,196 +613,90 @@ fn run_policy(
             attempt,
             pick,
         });
-        let queued = Queued {
-            slot,
-            generation,
-            arrival,
-        };
         if server.has_free_worker() {
             let (service, _) = server.start(a, &tiers.config);
-            events.push(Reverse((
+            self.events.push(Reverse((
                 now + service,
                 slot,
                 generation,
                 Event::Served { backend },
             )));
         } else {
-            server.wait(queued);
+            server.wait(Queued {
+                slot,
+                generation,
+                arrival,
+            });
         }
     }
 
-    // By phase: which primary backends were healthy through it.
-    let mut healthy_in: Vec<Vec<bool>> = Vec::new();
-    let mut phase = usize::MAX;
-    loop {
-        let arrival = arrivals.get(next).map(|a| a.at);
-        let event = events.peek().map(|Reverse(e)| e.0);
-        let Some(now) = [arrival, event].into_iter().flatten().min() else {
-            break;
+    /// Handles the next event, due `now`.
+    fn event(&mut self, now: Duration) {
+        let Some(Reverse((_, slot, generation, what))) = self.events.pop() else {
+            return;
         };
-        clock.set(now);
-        if event == Some(now) {
-            let Some(Reverse((_, slot, generation, what))) = events.pop() else {
-                unreachable!("peeked above")
-            };
-            let current = generations[slot] == generation;
-            match what {
-                Event::Served { backend } => {
-                    if servers[backend].broken {
-                        continue;
-                    }
-                    if let Some(q) = servers[backend].release_worker() {
-                        let a = &arrivals[q.arrival];
-                        let (service, _) = servers[backend].start(a, config);
-                        events.push(Reverse((
-                            now + service,
-                            q.slot,
-                            q.generation,
-                            Event::Served { backend },
-                        )));
-                    }
-                    if current {
-                        let job = jobs[slot].as_ref().expect("a current attempt");
-                        let zone = tiers.caller_zone(job.caller);
-                        let back = now + tiers.network(zone, backend);
-                        events.push(Reverse((back, slot, generation, Event::Responded)));
-                    }
+        let current = self.generations[slot] == generation;
+        match what {
+            Event::Served { backend } => {
+                if self.servers[backend].broken {
+                    return;
                 }
-                Event::Responded if current => {
-                    let job = jobs[slot].take().expect("a current attempt");
-                    servers[job.backend].in_flight -= 1;
-                    generations[slot] = generations[slot].wrapping_add(1);
-                    job.pick.success(now - job.picked);
-                    let p = phase_of(job.arrival);
-                    measured[p].latencies.push(now - arrivals[job.arrival].at);
-                    free.push(slot);
+                if let Some(q) = self.servers[backend].release_worker() {
+                    let a = &self.workload.arrivals[q.arrival];
+                    let (service, _) = self.servers[backend].start(a, &self.tiers.config);
+                    self.events.push(Reverse((
+                        now + service,
+                        q.slot,
+                        q.generation,
+                        Event::Served { backend },
+                    )));
                 }
-                Event::Responded => {}
+                if current {
+                    let job = self.jobs[slot].as_ref().expect("a current attempt");
+                    let zone = self.tiers.caller_zone(job.caller);
+                    let back = now + self.tiers.network(zone, backend);
+                    self.events
+                        .push(Reverse((back, slot, generation, Event::Responded)));
+                }
             }
-            continue;
+            Event::Responded if current => {
+                let job = self.end_attempt(slot);
+                job.pick.success(now - job.picked);
+                // Counted in the phase the request arrived in.
+                let latency = now - self.workload.arrivals[job.arrival].at;
+                self.measured[job.arrival / self.per_phase]
+                    .latencies
+                    .push(latency);
+                self.free.push(slot);
+            }
+            Event::Responded => {}
         }
-        let index = next;
-        next += 1;
-        let p = phase_of(index);
-        if p != phase {
-            phase = p;
-            let change = &phases[p];
-            let mut m = Measured {
-                label: change.label.clone(),
-                local: 0,
-                cross: 0,
-                dr: 0,
-                degraded: 0,
-                latencies: Vec::new(),
-                errors: 0,
-                failed: 0,
-                primary_load: vec![0; tiers.primary],
-                healthy: 0,
-                degraded_backends: 0,
-            };
-            for &b in &change.degraded {
-                degraded[b] = true;
-                for lb in &callers {
-                    lb.set_health(&ids[b], Health::Degraded)?;
-                }
-            }
-            let mut orphans = Vec::new();
-            for &b in &change.down {
-                if down[b] {
-                    continue;
-                }
-                down[b] = true;
-                degraded[b] = false;
-                servers[b].fail();
-                servers[b].up = false;
-                for lb in &callers {
-                    lb.set_health(&ids[b], Health::Down)?;
-                }
-                orphans.extend(
-                    (0..jobs.len()).filter(|&s| matches!(&jobs[s], Some(j) if j.backend == b)),
-                );
-            }
-            m.healthy = (0..tiers.primary)
-                .filter(|&b| !down[b] && !degraded[b])
-                .count();
-            m.degraded_backends = (0..tiers.primary).filter(|&b| degraded[b]).count();
-            healthy_in.push(
-                (0..tiers.primary)
-                    .map(|b| !down[b] && !degraded[b])
-                    .collect(),
-            );
-            measured.push(m);
-            // The attempts the downed backends held fail and are retried at once.
-            for slot in orphans {
-                let job = jobs[slot].take().expect("an orphan's attempt");
-                servers[job.backend].in_flight -= 1;
-                generations[slot] = generations[slot].wrapping_add(1);
-                job.pick.failure();
-                measured[p].errors += 1;
-                if job.attempt + 1 < config.attempts {
-                    dispatch(
-                        tiers,
-                        workload,
-                        &callers,
-                        &mut servers,
-                        &ids,
-                        &mut jobs,
-                        &generations,
-                        &mut tried,
-                        &mut free,
-                        &mut events,
-                        &mut measured[p],
-                        &degraded,
-                        (slot, job.arrival, job.caller, job.attempt + 1, now),
-                    );
-                } else {
-                    measured[p].failed += 1;
-                    free.push(slot);
-                }
-            }
-        }
-        let slot = free.pop().unwrap_or_else(|| {
-            jobs.push(None);
-            generations.push(0);
-            tried.push(Vec::new());
-            jobs.len() - 1
-        });
-        dispatch(
-            tiers,
-            workload,
-            &callers,
-            &mut servers,
-            &ids,
-            &mut jobs,
-            &generations,
-            &mut tried,
-            &mut free,
-            &mut events,
-            &mut measured[p],
-            &degraded,
-            (slot, index, caller_of(index), 0, now),
-        );
     }
-    for (m, healthy) in measured.iter_mut().zip(&healthy_in) {
-        m.latencies.sort_unstable();
-        // Only the primary backends healthy through the phase count in its spread.
-        let load = std::mem::take(&mut m.primary_load);
-        m.primary_load = load
-            .into_iter()
-            .zip(healthy)
-            .filter(|(_, &healthy)| healthy)
-            .map(|(n, _)| n)
-            .collect();
-    }
-    let in_flight: usize = callers
-        .iter()
-        .flat_map(|lb| lb.status())
-        .map(|s| s.in_flight())
-        .sum();
-    assert_eq!(in_flight, 0, "picks still in flight after the run");
-    Ok(measured)
-}
 
+    /// What the phases measured, once every request is done.
+    fn finish(self) -> Vec<Measured> {
+        let in_flight: usize = self
+            .callers
+            .iter()
+            .flat_map(|lb| lb.status())
+            .map(|s| s.in_flight())
+            .sum();
+        assert_eq!(in_flight, 0, "picks still in flight after the run");
+        let mut measured = self.measured;
+        for (m, healthy) in measured.iter_mut().zip(&self.healthy_in) {
+            m.latencies.sort_unstable();
+            // Only the primary backends healthy through the phase count in its spread.
+            let load = std::mem::take(&mut m.primary_load);
+            m.primary_load = load
+                .into_iter()
+                .zip(healthy)
+                .filter(|(_, &healthy)| healthy)
+                .map(|(n, _)| n)
+                .collect();
+        }
+        measured
+    }
+}
 fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
     if ms >= 100.0 {
