@@ -284,8 +284,9 @@ impl Tiers {
         }
     }
 
-    /// The primary backends to take down first: interleaved by zone, so the first `k` are
-    /// split evenly between the zones.
+    /// The phases of the failover table: 0, 20, 30 and 40% of the primary backends `Down`,
+    /// then 40% `Down` and 20% `Degraded`, then 60 and 100% `Down`. The backends go in index
+    /// order, which alternates zones, so each step takes as many from `a` as from `b`.
     pub fn failover_phases(&self) -> Vec<Phase> {
         let n = self.primary;
         let first = |pct: usize| (0..n * pct / 100).collect::<Vec<_>>();
@@ -314,7 +315,7 @@ impl Tiers {
         phases
     }
 
-    /// Zone `a`'s primary backends, 4 in 10 of them down: the local zone short of backends
+    /// 4 in 10 of zone `a`'s primary backends: with them down, zone `a` is short of backends
     /// for its callers.
     pub fn zone_a_short(&self) -> Vec<usize> {
         let in_a: Vec<usize> = (0..self.primary).step_by(2).collect();
