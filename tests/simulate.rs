@@ -12,6 +12,8 @@ mod fleet;
 mod policies;
 #[path = "../examples/simulate/report.rs"]
 mod report;
+#[path = "../examples/simulate/tiers.rs"]
+mod tiers;
 #[path = "../examples/simulate/workload.rs"]
 mod workload;
 
@@ -563,4 +565,174 @@ fn soft_health_sheds_a_slow_backend_without_ejecting_it() {
     assert_eq!(a.ejected_share(slow, from), 0.0, "{table}");
     assert!(a.timeouts * 10 <= b.timeouts, "{table}");
     assert!(a.quantile(0.999) < b.quantile(0.999), "{table}");
+}
+
+/// The two-zone scenario on a small run: 20 primary backends (10 per zone), 20 callers.
+fn small_tiers(requests: usize) -> tiers::Tiers {
+    let t = tiers::Tiers::default();
+    tiers::Tiers {
+        config: Config {
+            seed: 5,
+            requests,
+            ..t.config
+        },
+        ..t
+    }
+}
+
+/// One phase of `tiers` with `down` down, under `routing`, with P2C.
+fn zone_run(t: &tiers::Tiers, routing: tiers::Routing, down: &[usize]) -> tiers::Measured {
+    let phase = tiers::Phase {
+        label: "run".into(),
+        down: down.to_vec(),
+        degraded: Vec::new(),
+    };
+    let mut measured = tiers::run(t, &t.workload(), "p2c", routing, &[phase]).expect("runs");
+    assert_eq!(measured[0].failed, 0);
+    measured.remove(0)
+}
+
+#[test]
+fn zone_aware_routing_keeps_traffic_local_while_loads_stay_even() {
+    use tiers::Routing::{Flat, LocalOnly, ZoneAware};
+    // The bound on the busiest primary backend's picks over the mean: 40,000 requests give
+    // each of 20 backends about 2,000 picks, whose noise under P2C is a few percent (flat
+    // routing measures 1.02 to 1.04 here); an uneven split that a routing failed to correct
+    // would put the busier zone at its callers' share over its backends' share, 0.7 / 0.5 =
+    // 1.4 with callers 70/30 (the "local only" routing shows it), far above the bound.
+    const EVEN: f64 = 1.10;
+    let even = small_tiers(40_000);
+    let uneven = tiers::Tiers {
+        share_a: 0.7,
+        ..even.clone()
+    };
+    let mut rows = Vec::new();
+    for (t, down, local_zone_share) in [
+        // Callers split as the backends are: all of it stays local.
+        (&even, Vec::new(), 1.0),
+        // 70% of the callers in zone a, half the backends: zone a keeps 0.5 / 0.7 of its
+        // traffic local and spills the rest to b, whose callers stay local.
+        (&uneven, Vec::new(), 0.5 / 0.7),
+        // 4 of zone a's 10 backends down: a has 6 of the 16 healthy, 37.5% for 50% of the
+        // callers, so it keeps 0.375 / 0.5 local.
+        (&even, even.zone_a_short(), 0.375 / 0.5),
+    ] {
+        let flat = zone_run(t, Flat, &down);
+        let aware = zone_run(t, ZoneAware, &down);
+        let local = zone_run(t, LocalOnly, &down);
+        let expected_cross = t.share_a * (1.0 - local_zone_share);
+        assert!(
+            (0.45..0.55).contains(&flat.cross_share()),
+            "flat routing crosses zones half the time: {}",
+            flat.cross_share()
+        );
+        assert!(
+            (aware.cross_share() - expected_cross).abs() < 0.02,
+            "zone-aware crossed {} of the picks, expected {expected_cross}",
+            aware.cross_share()
+        );
+        assert!(aware.cross_share() < flat.cross_share() / 2.0);
+        assert!(
+            flat.max_over_mean() <= EVEN && aware.max_over_mean() <= EVEN,
+            "load max/mean: flat {}, zone-aware {}",
+            flat.max_over_mean(),
+            aware.max_over_mean()
+        );
+        // Staying local, the fewer picks crossing zones, shows in the median.
+        assert!(aware.quantile(0.5) <= flat.quantile(0.5));
+        assert_eq!(local.cross_share(), 0.0);
+        if local_zone_share < 1.0 {
+            // Staying local regardless overloads the short zone.
+            assert!(
+                local.max_over_mean() > 1.3,
+                "local only: load max/mean {}",
+                local.max_over_mean()
+            );
+        }
+        for (routing, measured) in [(Flat, flat), (LocalOnly, local), (ZoneAware, aware)] {
+            rows.push(tiers::ZoneRow {
+                fleet: format!("{:.0}% in a", t.share_a * 100.0),
+                routing,
+                policy: "p2c".into(),
+                measured,
+            });
+        }
+    }
+    let table = tiers::zone_table(&rows);
+    assert_eq!(table.lines().count(), 2 + 9, "{table}");
+    assert!(table
+        .lines()
+        .nth(2)
+        .is_some_and(|l| l.contains("| flat | p2c |")));
+}
+
+#[test]
+fn the_dr_tier_takes_nothing_until_the_primary_falls_below_72_percent_healthy() {
+    // 25 primary backends, so that 18 healthy is exactly 72%; 8,000 requests a phase.
+    let t = tiers::Tiers {
+        primary: 25,
+        backup: 25,
+        ..small_tiers(64_000)
+    };
+    let phases: Vec<tiers::Phase> = [0, 5, 7, 8, 10, 15, 20, 25]
+        .into_iter()
+        .map(|down| tiers::Phase {
+            label: format!("{down} down"),
+            down: (0..down).collect(),
+            degraded: Vec::new(),
+        })
+        .collect();
+    let measured =
+        tiers::run(&t, &t.workload(), "p2c", tiers::Routing::ZoneAware, &phases).expect("runs");
+    let healthy: Vec<usize> = measured.iter().map(|m| m.healthy).collect();
+    assert_eq!(healthy, [25, 20, 18, 17, 15, 10, 5, 0]);
+    // Envoy's table with the factor 1.4: P0 keeps min(100, 140 x healthy / total) percent.
+    let envoy: Vec<f64> = measured.iter().map(|m| m.envoy_dr_share(25)).collect();
+    assert_eq!(envoy, [0.0, 0.0, 0.0, 0.05, 0.16, 0.44, 0.72, 1.0]);
+    for (m, expected) in measured.iter().zip(&envoy) {
+        assert_eq!(m.failed, 0, "{}", m.label);
+        if m.healthy * 100 >= 72 * 25 {
+            assert_eq!(m.dr, 0, "{}: the DR tier took picks", m.label);
+        }
+        assert!(
+            (m.dr_share() - expected).abs() < 0.01,
+            "{}: DR share {} against Envoy's {expected}",
+            m.label,
+            m.dr_share()
+        );
+    }
+    for w in measured.windows(2) {
+        assert!(
+            w[1].dr_share() > w[0].dr_share() || w[1].envoy_dr_share(25) == 0.0,
+            "the DR share fell or stalled from {} to {}",
+            w[0].label,
+            w[1].label
+        );
+    }
+}
+
+#[test]
+fn degraded_backends_serve_nothing_while_the_dr_tier_has_room() {
+    let t = small_tiers(21_000);
+    let phases = t.failover_phases();
+    let degraded = phases
+        .iter()
+        .position(|p| !p.degraded.is_empty())
+        .expect("a degraded phase");
+    let measured = tiers::run(
+        &t,
+        &t.workload(),
+        "ring",
+        tiers::Routing::ZoneAware,
+        &phases,
+    )
+    .expect("runs");
+    let m = &measured[degraded];
+    assert_eq!((m.healthy, m.degraded_backends), (8, 4));
+    // P0: 56% to its healthy backends, its degraded share (28) never reached: the DR tier's
+    // healthy 100 comes first.
+    assert_eq!(m.degraded, 0);
+    assert!((m.dr_share() - 0.44).abs() < 0.02, "{}", m.dr_share());
+    let report = tiers::failover_table(&t, &[("ring".into(), measured)]);
+    assert_eq!(report.lines().count(), 2 + phases.len(), "{report}");
 }

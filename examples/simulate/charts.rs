@@ -432,3 +432,200 @@ fn axis_end(largest: f64) -> f64 {
     };
     (end / step).ceil() * step
 }
+
+/// The failover of the two-tier scenario (`--tiers`): the DR tier's share of the picks at each
+/// phase, per policy, against Envoy's arithmetic (black, dashed), beside the p99 latency.
+pub fn tiers_failover(
+    path: &Path,
+    tiers: &crate::tiers::Tiers,
+    runs: &[(String, Vec<crate::tiers::Measured>)],
+) -> Drawn {
+    let labels: Vec<String> = runs
+        .first()
+        .map(|(_, phases)| phases.iter().map(|m| m.label.clone()).collect())
+        .unwrap_or_default();
+    let n = labels.len().max(1);
+    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        "Primary tier failing step by step: DR tier's share and p99 (zone-aware, callers 50/50)",
+        ("sans-serif", 15),
+    )?;
+    let (left, right) = root.split_horizontally(550);
+    let label_of = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-9 && i >= 0.0 {
+            labels
+                .get(i as usize)
+                .map(|l| {
+                    l.replace(" down", "")
+                        .replace(", 20% degraded", " +20% degr.")
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    let x_range = -0.3f64..(n as f64 - 0.7);
+    let mut share = ChartBuilder::on(&left)
+        .caption("DR share of the picks (%)", ("sans-serif", 14))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(45)
+        .build_cartesian_2d(x_range.clone(), 0f64..100.0)?;
+    share
+        .configure_mesh()
+        .x_labels(n)
+        .x_label_formatter(&label_of)
+        .x_label_style(("sans-serif", 11))
+        .x_desc("primary backends down")
+        .y_desc("%")
+        .draw()?;
+    let tail_max = runs
+        .iter()
+        .flat_map(|(_, p)| p)
+        .map(|m| ms(m.quantile(0.99)))
+        .fold(1.0, f64::max);
+    let mut tail = ChartBuilder::on(&right)
+        .caption("p99 latency (ms)", ("sans-serif", 14))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(45)
+        .build_cartesian_2d(x_range, 0f64..tail_max * 1.15)?;
+    tail.configure_mesh()
+        .x_labels(n)
+        .x_label_formatter(&label_of)
+        .x_label_style(("sans-serif", 11))
+        .x_desc("primary backends down")
+        .y_desc("ms")
+        .draw()?;
+    for (k, (policy, phases)) in runs.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let points: Vec<(f64, f64)> = phases
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (i as f64, m.dr_share() * 100.0))
+            .collect();
+        share
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(policy.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], color));
+        share.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, color.filled())),
+        )?;
+        let points: Vec<(f64, f64)> = phases
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (i as f64, ms(m.quantile(0.99))))
+            .collect();
+        tail.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+        tail.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, color.filled())),
+        )?;
+    }
+    if let Some((_, phases)) = runs.first() {
+        let envoy: Vec<(f64, f64)> = phases
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (i as f64, m.envoy_dr_share(tiers.primary) * 100.0))
+            .collect();
+        share
+            .draw_series(DashedLineSeries::new(envoy, 6, 4, BLACK.stroke_width(2)))?
+            .label("Envoy's arithmetic")
+            .legend(|(x, y)| DashedPathElement::new(vec![(x, y), (x + 30, y)], 6, 4, BLACK));
+    }
+    share
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// The zone table of the two-tier scenario (`--tiers`): per fleet, routing and policy, the
+/// share of the picks that crossed zones beside the busiest primary backend's load over the
+/// mean.
+pub fn tiers_zones(path: &Path, rows: &[crate::tiers::ZoneRow]) -> Drawn {
+    let n = rows.len().max(1) as i32;
+    let (names_width, row_height) = (330u32, 22u32);
+    let root = SVGBackend::new(path, (1100, 90 + row_height * n as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        "Zone awareness: picks that crossed zones, and load max/mean over the primary backends up",
+        ("sans-serif", 15),
+    )?;
+    let (left, right) = root.split_horizontally(names_width + 385);
+    let max_ratio = rows
+        .iter()
+        .map(|r| r.measured.max_over_mean())
+        .fold(1.0, f64::max);
+    let panels: [(&DrawingArea<SVGBackend, _>, &str, f64, bool); 2] = [
+        (&left, "cross-zone share (%)", 100.0, true),
+        (&right, "load max/mean", (max_ratio * 1.15).ceil(), false),
+    ];
+    for (area, caption, end, first) in panels {
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 14))
+            .margin(8)
+            .x_label_area_size(25)
+            .y_label_area_size(if first { names_width } else { 0 })
+            .build_cartesian_2d(0f64..end, (0..n - 1).into_segmented())?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(rows.len().max(1))
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(row) if first => rows
+                    .get((n - 1 - *row) as usize)
+                    .map(|r| format!("{}, {}, {}", r.fleet, r.routing.name(), r.policy))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            })
+            .draw()?;
+        for (k, r) in rows.iter().enumerate() {
+            let value = if first {
+                r.measured.cross_share() * 100.0
+            } else {
+                r.measured.max_over_mean()
+            };
+            let row = n - 1 - k as i32;
+            let color = PALETTE[[
+                crate::tiers::Routing::Flat,
+                crate::tiers::Routing::LocalOnly,
+                crate::tiers::Routing::ZoneAware,
+            ]
+            .iter()
+            .position(|&x| x == r.routing)
+            .unwrap_or(0)];
+            let mut bar = Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(row)),
+                    (value, SegmentValue::Exact(row + 1)),
+                ],
+                color.filled(),
+            );
+            bar.set_margin(3, 3, 0, 0);
+            let label = Text::new(
+                if first {
+                    format!("{value:.1}%")
+                } else {
+                    format!("{value:.2}")
+                },
+                (value + end * 0.01, SegmentValue::CenterOf(row)),
+                ("sans-serif", 11)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Left, VPos::Center)),
+            );
+            chart.draw_series([bar.into_dyn(), label.into_dyn()])?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}

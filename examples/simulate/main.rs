@@ -14,7 +14,8 @@
 //! The simulation is split by concern, each module saying what it models: `config.rs` (the
 //! scenario: [`Config`]), `workload.rs` (arrivals and Zipf keys), `fleet.rs` (backends, their
 //! caches, slowdown and failure), `engine.rs` (the event loop that drives a balancer through
-//! the scenario), `report.rs` (what a run measured and its tables) and `charts.rs` (the SVG
+//! the scenario), `report.rs` (what a run measured and its tables), `tiers.rs` (the two-zone,
+//! two-tier scenario of `--tiers`, with its own callers and tables) and `charts.rs` (the SVG
 //! charts). All but the charts are included and checked by `tests/simulate.rs`; this file
 //! parses the flags and runs the policies.
 
@@ -26,6 +27,7 @@ mod config;
 mod engine;
 mod fleet;
 mod report;
+mod tiers;
 mod workload;
 
 use std::path::PathBuf;
@@ -91,6 +93,15 @@ output:
                       4x at 50% (unannounced), attempts time out after 1 s; policies with
                       the passive-health rules -> with soft health added (SoftHealth's
                       defaults)
+  --tiers             instead of the tables above, the two-zone, two-tier scenario: 20
+                      callers (each its own balancer) in zones a and b, 20 primary backends
+                      (priority 0, 10 per zone) and 20 DR backends (priority 1, another
+                      region), load 0.6 of the primary tier, 200000 requests per run (or
+                      --requests); cross-zone share, latency and load spread flat / local
+                      only / zone-aware, then the primary tier failing step by step
+                      (p2c and ring, or --policies)
+  --cross-zone MS     with --tiers: extra latency of a request served in the other zone [1]
+  --cross-region MS   with --tiers: extra latency of a request served by the DR tier [15]
   --flaky-share X     the share of responses the flaky backend fails [0.3]
   --reject-share X    the share of requests the rejecting backend turns away [0.5]
   --out DIR           folder for the charts [target/simulate]
@@ -107,6 +118,9 @@ struct Args {
     health_table: bool,
     intermittent_table: bool,
     soft_table: bool,
+    /// `--tiers`, and its scenario (its requests set by `--requests` when given).
+    tiers: Option<tiers::Tiers>,
+    requests_set: bool,
 }
 
 /// The policies of the passive-health table (all of them with `--policies`), with the bounded
@@ -133,7 +147,11 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         health_table: true,
         intermittent_table: false,
         soft_table: false,
+        tiers: None,
+        requests_set: false,
     };
+    let mut cross_zone = None;
+    let mut cross_region = None;
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let (flag, inline) = match flag.split_once('=') {
@@ -153,7 +171,10 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "--seed" => c.seed = num(&flag, value()?)?,
-            "--requests" => c.requests = num(&flag, value()?)?,
+            "--requests" => {
+                c.requests = num(&flag, value()?)?;
+                a.requests_set = true;
+            }
             "--backends" => c.backends = num(&flag, value()?)?,
             "--slow" => c.slow_backends = num(&flag, value()?)?,
             "--slow-factor" => c.slow_factor = num(&flag, value()?)?,
@@ -180,6 +201,13 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
             "--no-health-table" => a.health_table = false,
             "--intermittent" => a.intermittent_table = true,
             "--soft-health" => a.soft_table = true,
+            "--tiers" => a.tiers = Some(tiers::Tiers::default()),
+            "--cross-zone" => {
+                cross_zone = Some(Duration::from_millis(num(&flag, value()?)?));
+            }
+            "--cross-region" => {
+                cross_region = Some(Duration::from_millis(num(&flag, value()?)?));
+            }
             "--no-keys" => c.keys = 0,
             "--no-cache" => c.cache = 0,
             "--policies" => {
@@ -203,6 +231,17 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         }
     }
     a.config.check()?;
+    if let Some(t) = &mut a.tiers {
+        t.config.seed = a.config.seed;
+        if a.requests_set {
+            t.config.requests = a.config.requests;
+        }
+        t.cross_zone = cross_zone.unwrap_or(t.cross_zone);
+        t.cross_region = cross_region.unwrap_or(t.cross_region);
+        t.config.check()?;
+    } else if cross_zone.is_some() || cross_region.is_some() {
+        return Err("--cross-zone and --cross-region go with --tiers".into());
+    }
     Ok(Some(a))
 }
 
@@ -500,7 +539,116 @@ fn soft_table(args: &Args, config: &Config, workload: &Workload) -> Result<(), S
     Ok(())
 }
 
+/// The two-zone, two-tier scenario (`--tiers`): the zone-awareness table, then the
+/// failover table, and their charts.
+fn tiers_scenario(args: &Args, t: &tiers::Tiers) -> Result<(), String> {
+    use tiers::{Routing, ZoneRow};
+    let started = Instant::now();
+    let policies: Vec<String> = match &args.policies {
+        Some(p) => p.clone(),
+        None => vec!["p2c".into(), "ring".into()],
+    };
+    for name in &policies {
+        if policies::find::<usize>(name).is_none() {
+            return Err(format!("unknown policy {name:?}"));
+        }
+    }
+    let workload = t.workload();
+    println!(
+        "two zones, two tiers: {} callers (each its own balancer) in zones a and b; {} primary \
+         backends (priority 0, half in each zone), {} DR backends (priority 1, region dr)\n\
+         {} workers each, exponential service time of mean {} ms; {} requests per run at \
+         {:.0}% of the primary tier's capacity, uniform keys, no cache\n\
+         a request served in the other zone costs {} ms more, one served by the DR region {} \
+         ms more\n",
+        t.callers,
+        t.primary,
+        t.backup,
+        t.config.workers,
+        t.config.miss_time.as_millis(),
+        t.config.requests,
+        t.config.load * 100.0,
+        t.cross_zone.as_secs_f64() * 1e3,
+        t.cross_region.as_secs_f64() * 1e3,
+    );
+    let fleets: Vec<(String, tiers::Tiers, Vec<usize>)> = vec![
+        ("callers 50/50".into(), t.clone(), Vec::new()),
+        (
+            "callers 70/30".into(),
+            tiers::Tiers {
+                share_a: 0.7,
+                ..t.clone()
+            },
+            Vec::new(),
+        ),
+        (
+            format!(
+                "callers 50/50, {} of zone a's {} down",
+                t.zone_a_short().len(),
+                t.primary.div_ceil(2)
+            ),
+            t.clone(),
+            t.zone_a_short(),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (label, fleet, down) in &fleets {
+        for routing in [Routing::Flat, Routing::LocalOnly, Routing::ZoneAware] {
+            for policy in &policies {
+                let tick = Instant::now();
+                eprint!("simulate: tiers, {label}, {}, {policy} ...", routing.name());
+                let phase = tiers::Phase {
+                    label: label.clone(),
+                    down: down.clone(),
+                    degraded: Vec::new(),
+                };
+                let mut measured = tiers::run(fleet, &workload, policy, routing, &[phase])?;
+                eprintln!(" {:.1} s", tick.elapsed().as_secs_f64());
+                rows.push(ZoneRow {
+                    fleet: label.clone(),
+                    routing,
+                    policy: policy.clone(),
+                    measured: measured.remove(0),
+                });
+            }
+        }
+    }
+    println!("zone awareness:\n");
+    print!("{}", tiers::zone_table(&rows));
+    let phases = t.failover_phases();
+    let mut runs = Vec::new();
+    for policy in &policies {
+        let tick = Instant::now();
+        eprint!("simulate: tiers, failover, {policy} ...");
+        let measured = tiers::run(t, &workload, policy, Routing::ZoneAware, &phases)?;
+        eprintln!(" {:.1} s", tick.elapsed().as_secs_f64());
+        runs.push((policy.clone(), measured));
+    }
+    println!(
+        "\ngradual failover (callers 50/50, zone-aware; each phase a {}th of the run, the \
+         primary backends down so far staying down):\n",
+        phases.len()
+    );
+    print!("{}", tiers::failover_table(t, &runs));
+    if args.charts {
+        std::fs::create_dir_all(&args.out)
+            .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+        let path = args.out.join("tiers_failover.svg");
+        charts::tiers_failover(&path, t, &runs)
+            .map_err(|e| format!("cannot draw tiers_failover.svg: {e}"))?;
+        let path = args.out.join("tiers_zones.svg");
+        charts::tiers_zones(&path, &rows)
+            .map_err(|e| format!("cannot draw tiers_zones.svg: {e}"))?;
+        println!("\ncharts: {}", args.out.display());
+    }
+    eprintln!("simulate: done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 fn simulate(args: &Args) -> Result<(), String> {
+    if let Some(t) = &args.tiers {
+        return tiers_scenario(args, t);
+    }
     let rows = rows(args)?;
     let config = &args.config;
     let started = Instant::now();
