@@ -860,3 +860,27 @@ fn status_shows_levels_localities_and_shares() {
     assert!(gone.is_removed());
     assert_eq!(gone.priority(), 1);
 }
+
+/// An empty set, and a set emptied by an update, under every kind of topology: no pick, no
+/// panic (a regression: the group table was built for a set with no level).
+#[test]
+fn empty_sets_under_a_topology() {
+    for topology in [
+        Topology::locality_weights([("a", 1)]),
+        Topology::zone_aware("a", [("a", 1.0)]),
+    ] {
+        for policy in POLICIES {
+            let lb = (policy.new)(Vec::new(), 1).unwrap();
+            lb.set_topology(topology.clone()).unwrap();
+            assert!(lb.pick(&Request::new()).is_none(), "{}", policy.name);
+            assert!(lb.pick_n(&Request::with_key("k"), 3).is_empty());
+            lb.update(backends(&[level(2, 0, 0)])).unwrap();
+            assert!(lb.pick(&Request::new()).is_some(), "{}", policy.name);
+            lb.update(Vec::new()).unwrap();
+            assert_eq!(
+                lb.try_pick(&Request::new()).unwrap_err(),
+                lbkit::NoPick::Empty
+            );
+        }
+    }
+}

@@ -194,7 +194,8 @@ pub(crate) fn arrange<T, X>(
     let (priorities, level_of, load) = load(inputs);
     let panic = load.panic().iter().any(|&p| p);
     let degraded = load.degraded().iter().any(|&d| d > 0);
-    if priorities.len() <= 1 && !degraded && !inputs.topology.splits() {
+    // No member (no level at all): nothing to choose among, flat.
+    if priorities.is_empty() || (priorities.len() == 1 && !degraded && !inputs.topology.splits()) {
         let class = if panic { Class::Panic } else { Class::Healthy };
         return Ok(Arrangement {
             tiers: None,

@@ -157,32 +157,17 @@ fn observed_maglev<T: Send + Sync + 'static>(
         .build(b)
 }
 
-/// Zones: the set as given, each backend without a locality put in `zone-0` or `zone-1` by
-/// its id's last byte, the two weighted alike ([`Topology::locality_weights`]): every pick
-/// goes through the tiered path (a group chosen first, then the policy inside it), split in
-/// two while the backends carry those localities; a later `update` from a suite gives
-/// backends without one, which make one group per class (the unnamed locality weighs 0, so
-/// the class is balanced as a whole). What the suites check must not change.
-fn zoned<T>(b: Vec<Backend<T>>) -> Vec<Backend<T>> {
-    b.into_iter()
-        .map(|b| match b.locality() {
-            Some(_) => b,
-            None => {
-                let zone = b.id().bytes().last().unwrap_or(0) % 2;
-                b.with_locality(format!("zone-{zone}"))
-            }
-        })
-        .collect()
-}
-
+/// Zones: a topology that weighs localities, over the suites' backends, which name none (so
+/// each class of the level is one group, the unnamed locality weighing 0): every pick goes
+/// through the tiered path (a group chosen first, then the policy inside it, with its
+/// fallbacks for caps and steering, and `pick_n` across groups), and must do exactly what
+/// the flat policy does, oracles included. The split itself is tested in tests/tiers.rs.
 fn zones() -> Topology {
     Topology::locality_weights([("zone-0", 1), ("zone-1", 1)])
 }
 
-fn zoned_round_robin<T: Send + Sync + 'static>(
-    b: Vec<Backend<T>>,
-) -> Result<RoundRobin<T>, Error> {
-    RoundRobin::builder().topology(zones()).build(zoned(b))
+fn zoned_round_robin<T: Send + Sync + 'static>(b: Vec<Backend<T>>) -> Result<RoundRobin<T>, Error> {
+    RoundRobin::builder().topology(zones()).build(b)
 }
 
 fn zoned_maglev<T: Send + Sync + 'static>(
@@ -193,7 +178,7 @@ fn zoned_maglev<T: Send + Sync + 'static>(
         .seed(seed)
         .table_size(1031)
         .topology(zones())
-        .build(zoned(b))
+        .build(b)
 }
 
 fn bounded_maglev<T: Send + Sync + 'static>(
@@ -347,7 +332,7 @@ pub const POLICIES: &[Policy] = &[
         Oracle::LeastConnections
     ),
     // Zones: every pick through the tiered path (a locality group, then the policy).
-    policy!("RoundRobin+zones", zoned_round_robin, Oracle::None),
+    policy!("RoundRobin+zones", zoned_round_robin, Oracle::RoundRobin),
     // Hashing policies spread requests without a key at random: seeded, like Random.
     policy!(hashing "HashRing", ring, seeded, Oracle::None),
     policy!(hashing "Maglev", maglev, seeded, Oracle::None),
