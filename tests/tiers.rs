@@ -884,3 +884,37 @@ fn empty_sets_under_a_topology() {
         }
     }
 }
+
+/// `Status::table_share` counts entries in the tables picks use: each group's own, so a
+/// level's backends share its whole table and a level without load owns nothing.
+#[test]
+fn table_shares_are_the_groups() {
+    let lb = lbkit::Maglev::builder()
+        .table_size(1031)
+        .build(backends(&[level(3, 0, 0), level(2, 0, 0)]))
+        .unwrap();
+    let status = lb.status();
+    let share = |prefix: &str| -> u64 {
+        status
+            .iter()
+            .filter(|s| s.id().starts_with(prefix))
+            .map(|s| s.table_share().unwrap())
+            .sum()
+    };
+    assert_eq!(share("p0"), 1031);
+    assert_eq!(share("p1"), 0);
+    // With one level fully down, P1 takes everything from its own table, unchanged.
+    for id in ["p0-h000", "p0-h001", "p0-h002"] {
+        lb.set_health(id, Health::Down).unwrap();
+    }
+    let got = count(&lb, &common::policy("Maglev"), 300);
+    assert!(got.keys().all(|id| id.starts_with("p1")), "{got:?}");
+    assert_eq!(
+        lb.status()
+            .iter()
+            .filter(|s| s.id().starts_with("p1"))
+            .map(|s| s.table_share().unwrap())
+            .sum::<u64>(),
+        1031
+    );
+}

@@ -445,7 +445,8 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// The draw that chooses a request's priority level and locality: the policy's (a
     /// hashing policy's comes from the key), else the next of a Weyl sequence (the counter
     /// times the golden ratio), whose points spread over the levels' shares with a
-    /// discrepancy that stays bounded, so the shares are met closely over any run of picks.
+    /// discrepancy that grows only with the logarithm of the picks, so the shares are met
+    /// within a few picks over any run.
     /// The request comes back with whatever the policy computed for the draw (a hashing
     /// policy's key hash), to choose with.
     #[inline]
@@ -1005,8 +1006,11 @@ impl<T, P: Policy<T>> Core<T, P> {
     fn lines(&self, writer: &Writer<T>, snap: &Snapshot<T, P::Table>) -> Vec<(Status, usize)> {
         let now = snap.tracks_latency.then(|| self.feedback.now_ns());
         let address = |state: &State| state as *const State as usize;
-        // Once per call, O(table): counted from the snapshot's table, indexed by member.
-        let shares = self.policy.table_shares(&snap.table, snap.members.len());
+        // Once per call, O(table): counted from the table picks use, indexed by member.
+        let shares = match &snap.tiers {
+            None => self.policy.table_shares(&snap.table, snap.members.len()),
+            Some(tiers) => self.group_table_shares(snap, tiers),
+        };
         let mut lines: Vec<(Status, usize)> = snap
             .members
             .iter()
@@ -1054,6 +1058,35 @@ impl<T, P: Policy<T>> Core<T, P> {
         removed.sort_unstable_by(|a, b| a.0.id.cmp(&b.0.id));
         lines.extend(removed);
         lines
+    }
+
+    /// With groups, each member's entries in its group's table (the classes of one level or
+    /// locality share a table, counted once), indexed by the outer snapshot's members; `None`
+    /// for a policy without entries per member.
+    fn group_table_shares(
+        &self,
+        snap: &Snapshot<T, P::Table>,
+        tiers: &Tiers<T, P::Table>,
+    ) -> Option<Vec<u64>> {
+        let mut shares: Option<Vec<u64>> = None;
+        let mut counted: Vec<*const P::Table> = Vec::new();
+        for group in tiers.groups.iter() {
+            let g = &group.snap;
+            if counted.contains(&Arc::as_ptr(&g.table)) {
+                continue;
+            }
+            counted.push(Arc::as_ptr(&g.table));
+            let Some(of) = self.policy.table_shares(&g.table, g.members.len()) else {
+                continue;
+            };
+            let shares = shares.get_or_insert_with(|| vec![0; snap.members.len()]);
+            for (e, n) in g.members.iter().zip(of) {
+                if let Ok(i) = snap.members.binary_search_by(|m| m.id.cmp(&e.id)) {
+                    shares[i] = n;
+                }
+            }
+        }
+        shares
     }
 
     /// One backend's status line as its state tells it, outside any snapshot: not eligible
