@@ -40,7 +40,8 @@ many it gains and loses.
   --keys FILE|-    the keys to route; line endings \\n and \\r\\n are stripped
   --picks N        picks to make without --keys (default 10)
   --hold           keep every pick until the end, so load-aware policies see the load
-  --seed N         seed every random choice (default: from entropy)
+  --seed N         seed every random choice, so the output replays (default: from
+                   entropy; with a seed, peak-ewma's clock stands still)
   --bound C        bounded loads with factor C >= 1 (hashing policies that support it)
   --diff ALGO2     compare ALGO's mapping of --keys with ALGO2's (a migration's cost)
 ",
@@ -282,6 +283,10 @@ fn build(
     let options = Options {
         seed: args.seed,
         bound: args.bound,
+        // With a seed the output must replay exactly: peak EWMA then reads a clock that
+        // stands still (a dropped pick feeds its held time as a latency, which on the
+        // system clock depends on how fast this machine runs).
+        clock: args.seed.map(|_| lbkit::ManualClock::new()),
         ..Options::default()
     };
     (policy.build)(backends, options).map_err(|e| format!("{algo}: {e}"))
