@@ -292,13 +292,21 @@ type Response = ResponseFuture<MockResponse, ClassifyFn>;
 type Registry = BTreeMap<String, (usize, bool)>;
 
 /// The backends requests may go to now: eligible by `status()`, or past the panic threshold
-/// every backend that could serve.
+/// every member that could serve. `status()` also lists removed backends that still hold
+/// picks: they are not members. One priority level: panic is considered only while fewer
+/// than 5 in 7 of the members that could serve are healthy (the default overprovisioning
+/// factor), then when fewer than the threshold's share are.
 fn eligible(lb: &Lb, panic: Option<f64>) -> Vec<String> {
     let status = lb.status();
-    let could = |s: &lbkit::Status| s.weight() > 0 && s.health() != Health::Draining;
-    let n_could = status.iter().filter(|s| could(s)).count();
-    let n_healthy = status.iter().filter(|s| s.is_eligible()).count();
-    let panic = panic.is_some_and(|share| (n_healthy as f64) < share * n_could as f64);
+    let could = |s: &lbkit::Status| {
+        s.weight() > 0 && s.health() != Health::Draining && !s.is_removed() && s.coverage() > 0.0
+    };
+    let n_could = status.iter().filter(|s| could(s)).count() as u128;
+    let n_healthy = status.iter().filter(|s| s.is_eligible()).count() as u128;
+    let panic = panic.is_some_and(|share| {
+        let threshold = (share * 1_000_000.0).round() as u128;
+        140 * n_healthy < 100 * n_could && n_healthy * 1_000_000 < threshold * n_could
+    });
     status
         .iter()
         .filter(|s| if panic { could(s) } else { s.is_eligible() })
