@@ -14,7 +14,7 @@ use crate::engine::rules::{
     apply_outlier_rules, effective_weight, is_ramping, weight_scale, Sweep,
 };
 use crate::engine::sequence::Sequence;
-use crate::engine::snapshot::{Eligible, IdIndex, Snapshot, View};
+use crate::engine::snapshot::{eligible_of, IdIndex, Snapshot, View};
 use crate::engine::soft::{apply_soft_health, SoftSweep};
 use crate::engine::state::{nanos, Feedback, State, FULL_SOFT_WEIGHT, NEVER};
 use crate::engine::state::{COUNT_LATENCY, COUNT_OUTCOMES};
@@ -1443,20 +1443,7 @@ fn build<T, P: Policy<T>>(
     )?;
     let panic = arrangement.panic;
     let is_eligible: Box<[bool]> = arrangement.is_eligible.into();
-    let eligible: Box<[Eligible]> = members
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| is_eligible[*i])
-        .map(|(index, e)| Eligible {
-            index,
-            weight: weights_all[index],
-            state: Arc::clone(&e.state),
-        })
-        .collect();
-    let mut weights = vec![0u64; members.len()].into_boxed_slice();
-    for e in eligible.iter() {
-        weights[e.index] = e.weight;
-    }
+    let (eligible, weights) = eligible_of(&members, &is_eligible, |i| weights_all[i]);
     let table = match previous {
         Some(previous) if !P::TABLE_USES_HEALTH => Arc::clone(&previous.table),
         _ => Arc::new(policy.build(&View {

@@ -17,6 +17,30 @@ pub(crate) struct Eligible {
     pub(crate) state: Arc<State>,
 }
 
+/// The eligible members of `members` (those `is_eligible` marks) with their effective weights
+/// (`weight(index)`), and every member's weight as picks see it (0 if not eligible).
+pub(crate) fn eligible_of<T>(
+    members: &[Arc<Entry<T>>],
+    is_eligible: &[bool],
+    weight: impl Fn(usize) -> u64,
+) -> (Box<[Eligible]>, Box<[u64]>) {
+    let eligible: Box<[Eligible]> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| is_eligible[*i])
+        .map(|(index, e)| Eligible {
+            index,
+            weight: weight(index),
+            state: Arc::clone(&e.state),
+        })
+        .collect();
+    let mut weights = vec![0u64; members.len()].into_boxed_slice();
+    for e in eligible.iter() {
+        weights[e.index] = e.weight;
+    }
+    (eligible, weights)
+}
+
 /// Everything a pick reads, immutable once built.
 pub(crate) struct Snapshot<T, X> {
     /// Every backend of the set, sorted by id (so nothing depends on input order).

@@ -34,7 +34,7 @@ use crate::engine::policy::Policy;
 use crate::engine::priority::{
     locality_weight, priority_load_ppm, Availability, Level, PriorityLoad,
 };
-use crate::engine::snapshot::{Eligible, IdIndex, Snapshot, View};
+use crate::engine::snapshot::{eligible_of, IdIndex, Snapshot, View};
 use crate::engine::zone::{zone_routing, Zone, ZoneConfig};
 use crate::error::Error;
 use crate::topology::Topology;
@@ -404,21 +404,7 @@ pub(crate) fn group_snapshot<T, P: Policy<T>>(
     tracks_latency: bool,
     weight_scale: u64,
 ) -> Result<Snapshot<T, P::Table>, Error> {
-    let eligible: Box<[Eligible]> = members
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| is_eligible[*i])
-        .map(|(index, e)| Eligible {
-            index,
-            weight: weights[index],
-            state: Arc::clone(&e.state),
-        })
-        .collect();
-    let weights: Box<[u64]> = weights
-        .iter()
-        .zip(is_eligible.iter())
-        .map(|(&w, &e)| if e { w } else { 0 })
-        .collect();
+    let (eligible, weights) = eligible_of(&members, &is_eligible, |i| weights[i]);
     let table = match table {
         Some(table) => table,
         None => Arc::new(policy.build(&View {
