@@ -439,7 +439,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 // A cap that an update in progress just set: choose among those with room.
             }
         }
-        self.steered(&snap, request)
+        self.steered(&snap, std::iter::once(&**snap), request)
     }
 
     /// The draw that chooses a request's priority level and locality: the policy's (a
@@ -476,53 +476,8 @@ impl<T, P: Policy<T>> Core<T, P> {
                 }
             }
         }
-        self.tiered_steered(snap, tiers, first, &request)
-    }
-
-    /// [`Core::steered`] over groups: the preferred member (whatever its group), then the
-    /// groups in order from `first`, the avoided members left out; then again with them.
-    #[inline(never)]
-    fn tiered_steered(
-        &self,
-        snap: &Snapshot<T, P::Table>,
-        tiers: &Tiers<T, P::Table>,
-        first: usize,
-        request: &Request<'_>,
-    ) -> Result<Pick<T>, NoPick> {
-        if snap.members.is_empty() {
-            return Err(NoPick::Empty);
-        }
-        let avoid = Avoided::new(request.avoided());
-        if let Some(index) = preferred(snap, request, &avoid) {
-            if let Some(pick) = snap.pick(index) {
-                return Ok(pick);
-            }
-        }
-        if snap.eligible.is_empty() {
-            return Err(NoPick::NoneEligible);
-        }
-        let passes: &[bool] = if avoid.is_empty() {
-            &[false]
-        } else {
-            &[true, false]
-        };
-        for &leave_out_avoided in passes {
-            for g in tiers.order(first) {
-                let group = &tiers.groups[g].snap;
-                if group.eligible.is_empty() {
-                    continue;
-                }
-                let check_room = Cell::new(group.capped);
-                let accept = |i: usize| {
-                    (!leave_out_avoided || !avoid.contains(group, i))
-                        && (!check_room.get() || group.has_room(i))
-                };
-                if let Some(pick) = self.acquire(group, request, &check_room, accept) {
-                    return Ok(pick);
-                }
-            }
-        }
-        Err(NoPick::AllAtCapacity)
+        let groups = tiers.order(first).map(|g| &tiers.groups[g].snap);
+        self.steered(snap, groups, &request)
     }
 
     /// [`Core::pick_n`] over groups: the preferred member, then each group's choices in
@@ -571,13 +526,21 @@ impl<T, P: Policy<T>> Core<T, P> {
         out
     }
 
-    /// The pick of a request that steers, or from a set with caps.
+    /// The pick of a request that steers, or from a set with caps: the preferred member
+    /// (whatever its group), then `groups` in order (the snapshot itself for a flat set; with
+    /// priority levels, the groups with a share, the drawn one first) with the avoided
+    /// members left out, then again with them.
     #[inline(never)]
-    fn steered(
+    fn steered<'s>(
         &self,
         snap: &Snapshot<T, P::Table>,
+        groups: impl Iterator<Item = &'s Snapshot<T, P::Table>> + Clone,
         request: &Request<'_>,
-    ) -> Result<Pick<T>, NoPick> {
+    ) -> Result<Pick<T>, NoPick>
+    where
+        P::Table: 's,
+        T: 's,
+    {
         if snap.members.is_empty() {
             return Err(NoPick::Empty);
         }
@@ -590,20 +553,32 @@ impl<T, P: Policy<T>> Core<T, P> {
         if snap.eligible.is_empty() {
             return Err(NoPick::NoneEligible);
         }
-        // Checking room costs a read of each candidate's count: only with caps (or once an
-        // acquire failed, which means a cap appeared after this snapshot was built).
-        let check_room = Cell::new(snap.capped);
-        let room = |i: usize| !check_room.get() || snap.has_room(i);
-        if !avoid.is_empty() {
-            if let Some(pick) = self.acquire(snap, request, &check_room, |i| {
-                !avoid.contains(snap, i) && room(i)
-            }) {
-                return Ok(pick);
+        // The avoided members last: when nothing else can take it, the avoid list is ignored
+        // (see `Request::avoid`).
+        let passes: &[bool] = if avoid.is_empty() {
+            &[false]
+        } else {
+            &[true, false]
+        };
+        for &leave_out_avoided in passes {
+            for group in groups.clone() {
+                if group.eligible.is_empty() {
+                    continue;
+                }
+                // Checking room costs a read of each candidate's count: only with caps (or
+                // once an acquire failed, which means a cap appeared after the snapshot was
+                // built).
+                let check_room = Cell::new(group.capped);
+                let accept = |i: usize| {
+                    (!leave_out_avoided || !avoid.contains(group, i))
+                        && (!check_room.get() || group.has_room(i))
+                };
+                if let Some(pick) = self.acquire(group, request, &check_room, accept) {
+                    return Ok(pick);
+                }
             }
         }
-        // Nothing else can take it: the avoid list is ignored (see `Request::avoid`).
-        self.acquire(snap, request, &check_room, room)
-            .ok_or(NoPick::AllAtCapacity)
+        Err(NoPick::AllAtCapacity)
     }
 
     /// Chooses among the members `accept` allows and takes a slot on the one chosen. A

@@ -121,7 +121,7 @@ impl<T, X> Tiers<T, X> {
     }
 
     /// The groups in the order a pick tries them: `first`, then the others in order.
-    pub(crate) fn order(&self, first: usize) -> impl Iterator<Item = usize> {
+    pub(crate) fn order(&self, first: usize) -> impl Iterator<Item = usize> + Clone {
         std::iter::once(first).chain((0..self.groups.len()).filter(move |&g| g != first))
     }
 }
