@@ -1004,30 +1004,31 @@ impl<T, P: Policy<T>> Core<T, P> {
         // Backends that are no longer members but still hold picks: removed, or outside the
         // subset.
         let member = |id: &str| snap.members.binary_search_by(|e| (*e.id).cmp(id)).is_ok();
+        // Each line is kept by the count it shows (read once): a pick released between a
+        // separate check and the read would list a backend with nothing held.
         let outside = writer
             .universe
             .iter()
-            .filter(|e| !member(&e.id) && e.state.in_flight() > 0)
+            .filter(|e| !member(&e.id))
             .map(|e| {
                 let line = Status {
                     coverage: 0,
                     ..self.line(&e.id, e.weight, &Place::of(e), &e.state, now)
                 };
                 (line, address(&e.state))
-            });
+            })
+            .filter(|(line, _)| line.in_flight > 0);
         lines.extend(outside);
         let mut removed: Vec<(Status, usize)> = writer
             .retired
             .iter()
             .filter_map(|(id, r)| {
-                let state = r.state.upgrade().filter(|s| s.in_flight() > 0)?;
-                (!member(id)).then(|| {
-                    let line = Status {
-                        removed: true,
-                        ..self.line(id, r.weight, &r.place, &state, now)
-                    };
-                    (line, address(&state))
-                })
+                let state = r.state.upgrade()?;
+                let line = Status {
+                    removed: true,
+                    ..self.line(id, r.weight, &r.place, &state, now)
+                };
+                (line.in_flight > 0 && !member(id)).then(|| (line, address(&state)))
             })
             .collect();
         removed.sort_unstable_by(|a, b| a.0.id.cmp(&b.0.id));
