@@ -30,12 +30,25 @@
 //!   healthy backends (default 6), or with callers in fewer than two zones, it does not
 //!   route by zone.
 //!
+//! * [`Topology::load_aware`]: the load-aware locality rule Envoy documents but has not
+//!   implemented (`load_aware_locality.rst`), fed by what lbkit already measures instead of
+//!   server reports. Every update period (1 s), each locality's utilisation is sampled from
+//!   its healthy backends' picks in flight (against a capacity per unit of weight that the
+//!   caller gives) and smoothed; localities then share a level's traffic in proportion to
+//!   `backends x (1 - utilisation)`, except that all of it stays in the caller's locality
+//!   while that locality is at most 0.1 busier than the others' average, less a 3% probe of
+//!   the others. So traffic stays local while the zones are evenly loaded and spills out
+//!   *before* the local zone saturates, towards the zones with the most headroom.
+//!
 //! The full rules, with the tables they reproduce, are in [`crate::docs::tiers`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::engine::zone::DEFAULT_MIN_CLUSTER_SIZE;
+use crate::engine::zone::{
+    DEFAULT_MIN_CLUSTER_SIZE, DEFAULT_REMOTE_PROBE, DEFAULT_VARIANCE_THRESHOLD, UTILISATION_SCALE,
+};
 use crate::error::Error;
 
 /// Zone-aware routing's inputs ([`Topology::zone_aware`]).
@@ -46,6 +59,43 @@ pub(crate) struct ZoneAware {
     /// The calling fleet's share in each zone.
     pub(crate) shares: BTreeMap<Arc<str>, f64>,
     pub(crate) min_cluster_size: u64,
+}
+
+/// Load-aware locality routing's inputs ([`Topology::load_aware`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LoadAware {
+    /// The caller's locality.
+    pub(crate) local: Arc<str>,
+    /// Picks in flight per unit of weight at which a backend counts as fully utilised.
+    pub(crate) capacity: f64,
+    pub(crate) variance_threshold: f64,
+    pub(crate) remote_probe: f64,
+    pub(crate) update_period: Duration,
+    pub(crate) smoothing: Duration,
+}
+
+impl LoadAware {
+    /// The variance threshold in parts of [`UTILISATION_SCALE`] (validated in [0, 1]).
+    pub(crate) fn threshold_parts(&self) -> u32 {
+        to_parts(self.variance_threshold)
+    }
+
+    /// The remote probe fraction in parts of [`UTILISATION_SCALE`] (validated in [0, 1)).
+    pub(crate) fn probe_parts(&self) -> u32 {
+        to_parts(self.remote_probe)
+    }
+
+    /// The EWMA weight of a new sample, `1 - exp(-update_period / smoothing)` (Envoy's, so
+    /// that the settling time does not depend on the period).
+    pub(crate) fn alpha(&self) -> f64 {
+        let ratio = self.update_period.as_secs_f64() / self.smoothing.as_secs_f64();
+        (1.0 - (-ratio).exp()).clamp(0.0, 1.0)
+    }
+}
+
+/// A fraction in [0, 1] in parts of [`UTILISATION_SCALE`], rounded.
+pub(crate) fn to_parts(fraction: f64) -> u32 {
+    (fraction.clamp(0.0, 1.0) * f64::from(UTILISATION_SCALE)).round() as u32
 }
 
 /// How the localities of a priority level share its traffic (see the [module
@@ -67,6 +117,7 @@ pub(crate) struct ZoneAware {
 pub struct Topology {
     pub(crate) weights: Option<BTreeMap<Arc<str>, u32>>,
     pub(crate) zone: Option<ZoneAware>,
+    pub(crate) load: Option<LoadAware>,
     /// A locality listed twice, reported when the topology is given to a balancer.
     twice: Option<Arc<str>>,
 }
@@ -102,8 +153,8 @@ impl Topology {
         }
         Topology {
             weights: Some(map),
-            zone: None,
             twice,
+            ..Topology::default()
         }
     }
 
@@ -144,13 +195,13 @@ impl Topology {
             }
         }
         Topology {
-            weights: None,
             zone: Some(ZoneAware {
                 local: local.into(),
                 shares,
                 min_cluster_size: DEFAULT_MIN_CLUSTER_SIZE,
             }),
             twice,
+            ..Topology::default()
         }
     }
 
@@ -165,9 +216,113 @@ impl Topology {
         self
     }
 
+    /// Load-aware locality routing for a caller in locality `local` (the rule Envoy documents
+    /// for its `load_aware_locality` policy, marked there as not implemented; see the [module
+    /// docs](crate::topology)), with utilisation measured rather than reported: a backend of
+    /// weight `w` with `n` picks in flight is `n / (capacity x w)` utilised (at most 1), a
+    /// locality's utilisation is its healthy backends' average, smoothed over time.
+    ///
+    /// Every [`update_period`](Topology::update_period) (1 s), on the first pick after it is
+    /// over (no thread), the utilisation of each locality of each level is sampled and
+    /// smoothed (the first sample as it is, then an exponentially weighted average with time
+    /// constant [`smoothing`](Topology::smoothing), 5 s), and in each level's healthy share:
+    ///
+    /// 1. each locality's weight is its healthy backends times `1 - utilisation`;
+    /// 2. if the caller's locality is at most
+    ///    [`variance_threshold`](Topology::variance_threshold) (0.1) busier than the other
+    ///    localities' average (weighted by their healthy backends), all of the traffic stays
+    ///    in it;
+    /// 3. at least [`remote_probe`](Topology::remote_probe) (0.03) of the traffic goes to the
+    ///    other localities, in proportion to their healthy backends, so that their
+    ///    utilisation keeps being measured.
+    ///
+    /// If every locality is fully utilised, they share by healthy backends. Degraded and
+    /// panic shares are balanced as a whole.
+    ///
+    /// `capacity` is picks in flight per unit of weight at which a backend is fully busy: for
+    /// backends of weight 1 that each serve 32 requests at once, 32.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lbkit::{Backend, Balancer, Request, RoundRobin, Topology};
+    /// let backends = ["a", "b"].into_iter().flat_map(|zone| {
+    ///     (0..4).map(move |i| Backend::new(format!("{zone}{i}"), ()).with_locality(zone))
+    /// });
+    /// let lb = RoundRobin::builder()
+    ///     .topology(Topology::load_aware("a", 32.0).remote_probe(0.0))
+    ///     .build(backends)?;
+    /// // Nothing in flight anywhere: the zones are even, everything stays in "a".
+    /// assert!((0..100).all(|_| lb.pick(&Request::new()).unwrap().id().starts_with('a')));
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    ///
+    /// Errors, when the topology is given to a balancer: [`Error::InvalidConfig`] with
+    /// parameter `"locality"` for an empty name, `"capacity"` for a capacity that is not
+    /// finite and above 0, `"variance_threshold"` outside [0, 1], `"remote_probe"` outside
+    /// [0, 1), `"update_period"` below 100 ms, `"smoothing"` of zero; then nothing changes.
+    pub fn load_aware(local: impl Into<Arc<str>>, capacity: f64) -> Self {
+        Topology {
+            load: Some(LoadAware {
+                local: local.into(),
+                capacity,
+                variance_threshold: f64::from(DEFAULT_VARIANCE_THRESHOLD)
+                    / f64::from(UTILISATION_SCALE),
+                remote_probe: f64::from(DEFAULT_REMOTE_PROBE) / f64::from(UTILISATION_SCALE),
+                update_period: Duration::from_secs(1),
+                smoothing: Duration::from_secs(5),
+            }),
+            ..Topology::default()
+        }
+    }
+
+    /// With [`load_aware`](Topology::load_aware): how much busier than the other localities'
+    /// average the caller's locality may be and still keep all of the traffic (default 0.1,
+    /// Envoy's `utilization_variance_threshold`). Otherwise it does nothing.
+    #[must_use]
+    pub fn variance_threshold(mut self, threshold: f64) -> Self {
+        if let Some(load) = &mut self.load {
+            load.variance_threshold = threshold;
+        }
+        self
+    }
+
+    /// With [`load_aware`](Topology::load_aware): the least share of the traffic sent to the
+    /// other localities while the local one keeps it, so that their load is still measured
+    /// (default 0.03, Envoy's `remote_probe_fraction`; 0 keeps everything local). Otherwise it
+    /// does nothing.
+    #[must_use]
+    pub fn remote_probe(mut self, fraction: f64) -> Self {
+        if let Some(load) = &mut self.load {
+            load.remote_probe = fraction;
+        }
+        self
+    }
+
+    /// With [`load_aware`](Topology::load_aware): how often utilisation is sampled and the
+    /// shares recomputed (default 1 s, at least 100 ms, Envoy's `weight_update_period`).
+    /// Otherwise it does nothing.
+    #[must_use]
+    pub fn update_period(mut self, period: Duration) -> Self {
+        if let Some(load) = &mut self.load {
+            load.update_period = period;
+        }
+        self
+    }
+
+    /// With [`load_aware`](Topology::load_aware): the time constant of the utilisation's
+    /// smoothing (default 5 s, Envoy's `smoothing_time_constant`): each sample weighs
+    /// `1 - exp(-update_period / smoothing)`. Otherwise it does nothing.
+    #[must_use]
+    pub fn smoothing(mut self, time_constant: Duration) -> Self {
+        if let Some(load) = &mut self.load {
+            load.smoothing = time_constant;
+        }
+        self
+    }
+
     /// Whether the levels are split by locality.
     pub(crate) fn splits(&self) -> bool {
-        self.weights.is_some() || self.zone.is_some()
+        self.weights.is_some() || self.zone.is_some() || self.load.is_some()
     }
 
     /// The weight of locality `name` (0 for one not listed or no locality).
@@ -189,12 +344,17 @@ impl Topology {
         let weights = self.weights.iter().flat_map(|w| w.keys());
         let zones = self.zone.iter().flat_map(|z| z.shares.keys());
         let local = self.zone.iter().map(|z| &z.local);
+        let load_local = self.load.iter().map(|l| &l.local);
         if weights
             .chain(zones)
             .chain(local)
+            .chain(load_local)
             .any(|name| name.is_empty())
         {
             return Err(Error::config("locality", "a locality name is empty"));
+        }
+        if let Some(load) = &self.load {
+            load.validate()?;
         }
         if let Some(zone) = &self.zone {
             if let Some((name, share)) = zone
@@ -214,6 +374,39 @@ impl Topology {
                     format!("the calling fleet's shares sum to {sum}, not 1"),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl LoadAware {
+    fn validate(&self) -> Result<(), Error> {
+        if !(self.capacity.is_finite() && self.capacity > 0.0) {
+            return Err(Error::config(
+                "capacity",
+                format!("capacity {} is not finite and above 0", self.capacity),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.variance_threshold) {
+            return Err(Error::config(
+                "variance_threshold",
+                format!("{} is not in [0, 1]", self.variance_threshold),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.remote_probe) {
+            return Err(Error::config(
+                "remote_probe",
+                format!("{} is not in [0, 1)", self.remote_probe),
+            ));
+        }
+        if self.update_period < Duration::from_millis(100) {
+            return Err(Error::config(
+                "update_period",
+                format!("{:?} is below 100 ms", self.update_period),
+            ));
+        }
+        if self.smoothing.is_zero() {
+            return Err(Error::config("smoothing", "the time constant is zero"));
         }
         Ok(())
     }

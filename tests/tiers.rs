@@ -782,6 +782,43 @@ fn bad_topologies_and_factors_are_typed_errors() {
                 Topology::zone_aware("z0", [("z0", f64::NAN)]),
                 "zone_shares",
             ),
+            (Topology::load_aware("", 8.0), "locality"),
+            (Topology::load_aware("z0", 0.0), "capacity"),
+            (Topology::load_aware("z0", -1.0), "capacity"),
+            (Topology::load_aware("z0", f64::NAN), "capacity"),
+            (Topology::load_aware("z0", f64::INFINITY), "capacity"),
+            (
+                Topology::load_aware("z0", 8.0).variance_threshold(1.01),
+                "variance_threshold",
+            ),
+            (
+                Topology::load_aware("z0", 8.0).variance_threshold(-0.1),
+                "variance_threshold",
+            ),
+            (
+                Topology::load_aware("z0", 8.0).variance_threshold(f64::NAN),
+                "variance_threshold",
+            ),
+            (
+                Topology::load_aware("z0", 8.0).remote_probe(1.0),
+                "remote_probe",
+            ),
+            (
+                Topology::load_aware("z0", 8.0).remote_probe(-0.01),
+                "remote_probe",
+            ),
+            (
+                Topology::load_aware("z0", 8.0).remote_probe(f64::NAN),
+                "remote_probe",
+            ),
+            (
+                Topology::load_aware("z0", 8.0).update_period(std::time::Duration::from_millis(99)),
+                "update_period",
+            ),
+            (
+                Topology::load_aware("z0", 8.0).smoothing(std::time::Duration::ZERO),
+                "smoothing",
+            ),
         ];
         for (topology, parameter) in bad {
             let e = lb.set_topology(topology.clone()).unwrap_err();
@@ -916,5 +953,94 @@ fn table_shares_are_the_groups() {
             .map(|s| s.table_share().unwrap())
             .sum::<u64>(),
         1031
+    );
+}
+
+// ---- Load-aware locality routing (Envoy `load_aware_locality.rst`), with utilisation
+// measured from the picks held.
+
+/// Holds `held[z]` picks on every backend of zone `z` (ids from [`zoned`]), preferring each.
+fn hold(lb: &dyn Balancer<u32>, per_zone: &[usize], held: &[usize]) -> Vec<lbkit::Pick<u32>> {
+    let mut picks = Vec::new();
+    for (z, (&n, &h)) in per_zone.iter().zip(held).enumerate() {
+        for i in 0..n {
+            let id = format!("z{z}-{i:02}");
+            for _ in 0..h {
+                let pick = lb.pick(&Request::new().prefer(&id)).expect("a pick");
+                assert_eq!(pick.id(), id);
+                picks.push(pick);
+            }
+        }
+    }
+    picks
+}
+
+/// For every policy: three zones of ten backends, the caller in z0, load-aware with
+/// `capacity` and the clock `clock`; `steps` are the picks held per backend of each zone at
+/// each sample (one per second), and `want` the zone shares after the last.
+#[track_caller]
+fn check_load_aware(capacity: f64, steps: &[[usize; 3]], want: [f64; 3]) {
+    let per_zone = [10, 10, 10];
+    for policy in POLICIES {
+        let clock = lbkit::ManualClock::new();
+        let lb = (policy.new)(zoned(&per_zone), 7).unwrap();
+        lb.set_health_config(HealthConfig::new().clock(clock.clone()))
+            .unwrap();
+        lb.set_topology(Topology::load_aware("z0", capacity))
+            .unwrap();
+        for held in steps {
+            let picks = hold(&*lb, &per_zone, held);
+            clock.advance(std::time::Duration::from_secs(1));
+            // The first pick after the period samples the picks held now.
+            drop(lb.pick(&Request::new().prefer("z0-00")));
+            drop(picks);
+        }
+        let picks = hold(&*lb, &per_zone, &steps.last().copied().unwrap_or([0; 3]));
+        let (n, tolerance) = picks_and_tolerance(policy);
+        let got = zone_shares(&*lb, policy, n);
+        drop(picks);
+        for z in 0..3 {
+            assert!(
+                (got[z] - want[z]).abs() <= tolerance + 0.01,
+                "{}: {steps:?}: {got:?}, want {want:?}",
+                policy.name,
+            );
+        }
+    }
+}
+
+/// Envoy's worked example: A (local) at 0.7, B at 0.3, C at 0.4, ten hosts each. The remote
+/// average is 0.35; 0.7 > 0.45, so the zones share by headroom 3 : 7 : 6, "A ~19%, B ~44%,
+/// C ~37%" (exactly 18.75, 43.75, 37.5).
+#[test]
+fn load_aware_worked_example() {
+    check_load_aware(10.0, &[[7, 3, 4]], [18.75, 43.75, 37.5]);
+}
+
+/// "If load rebalances and all localities converge to ~0.45, local is within threshold and
+/// the policy snaps to 100% local (minus the 3% remote probe)", the probe split by host
+/// count. Before any sample, every zone counts as idle: the same.
+#[test]
+fn load_aware_stays_local_while_even() {
+    check_load_aware(20.0, &[[9, 9, 9]], [97.0, 1.5, 1.5]);
+    check_load_aware(20.0, &[], [97.0, 1.5, 1.5]);
+    // The local zone less loaded than the others, by any gap: local (one-sided).
+    check_load_aware(20.0, &[[0, 20, 20]], [97.0, 1.5, 1.5]);
+}
+
+/// Smoothing: the first sample counts as it is, later ones with weight 1 - exp(-1/5) =
+/// 0.1813. z0 jumps from 0.45 to full while the others stay at 0.45: the next sample
+/// smooths it to 0.5497, still within 0.1 of them (local); the one after to 0.6313, above
+/// (headroom 3.687 : 5.5 : 5.5). So traffic spills well before z0 is saturated, and not at
+/// the first busy sample.
+#[test]
+fn load_aware_smooths_and_spills_before_saturation() {
+    check_load_aware(20.0, &[[9, 9, 9], [20, 9, 9]], [97.0, 1.5, 1.5]);
+    let z0 = 3.687 / (3.687 + 11.0) * 100.0;
+    let other = (100.0 - z0) / 2.0;
+    check_load_aware(
+        20.0,
+        &[[9, 9, 9], [20, 9, 9], [20, 9, 9]],
+        [z0, other, other],
     );
 }

@@ -8,6 +8,7 @@ use ahash::AHashMap;
 
 use crate::backend::{Backend, Health};
 use crate::engine::entry::Entry;
+use crate::engine::load::LoadSweep;
 use crate::engine::pick::{Member, Pick};
 use crate::engine::policy::Policy;
 use crate::engine::rules::{
@@ -72,6 +73,8 @@ struct Writer<T> {
     sweep: Sweep,
     /// Soft health's intervals.
     soft: SoftSweep,
+    /// Load-aware locality routing's samples.
+    load: LoadSweep,
     /// Every backend of the set, sorted by id: the subset's members and the others, whose
     /// states (health, what reports taught) are kept for when they enter it.
     universe: Box<[Arc<Entry<T>>]>,
@@ -85,7 +88,10 @@ struct Writer<T> {
 impl<T> Writer<T> {
     /// The next time a sweep is due (a time-based change for the snapshot).
     fn next_sweep(&self) -> u64 {
-        self.sweep.next_at.min(self.soft.next_at)
+        self.sweep
+            .next_at
+            .min(self.soft.next_at)
+            .min(self.load.next_at)
     }
 
     /// What reports must count for the sweeps that are on.
@@ -100,11 +106,12 @@ impl<T> Writer<T> {
         counting
     }
 
-    /// The rules that act on reports and time: ejections (and the statistical sweep), then
-    /// soft health.
+    /// The rules that act on reports and time: ejections (and the statistical sweep), soft
+    /// health, then the localities' utilisation.
     fn apply_rules(&mut self, members: &[Arc<Entry<T>>], now: u64) {
         apply_outlier_rules(members, &self.config, now, &mut self.sweep);
         apply_soft_health(members, &self.config, now, &mut self.soft);
+        self.load.apply(members, &self.topology, now);
     }
 
     /// The members a snapshot has now, and their coverage (`None`: full): the subset, or
@@ -172,7 +179,7 @@ fn build_members<T, P: Policy<T>>(
             same,
             same.map(|c| Arc::clone(&c.ids)),
             &writer.config,
-            &writer.topology,
+            (&writer.topology, &writer.load),
             writer.next_sweep(),
             now,
         )
@@ -231,6 +238,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             .collect();
         let sweep = Sweep::start(&members, &config, now);
         let soft = SoftSweep::start(&members, &config, now);
+        let load = LoadSweep::start(&topology, now);
         feedback.set_counted(counted(&config));
         feedback.set_local_threshold(local_threshold(&config));
         let selection = subset.select(members.iter().map(|e| &*e.id))?;
@@ -240,6 +248,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             topology,
             sweep,
             soft,
+            load,
             universe: members.into(),
             subset,
             selection,
@@ -871,11 +880,18 @@ impl<T, P: Policy<T>> Core<T, P> {
         let current = self.current.load_full();
         let watched = self.before(&current);
         let now = self.feedback.now_ns();
+        // The same load-aware rules keep their samples; others start over.
+        let load =
+            (topology.load != writer.topology.load).then(|| LoadSweep::start(&topology, now));
         let old = std::mem::replace(&mut writer.topology, topology);
+        let old_load = load.map(|load| std::mem::replace(&mut writer.load, load));
         let snapshot = match self.rebuild(writer, &current, now) {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 writer.topology = old;
+                if let Some(old_load) = old_load {
+                    writer.load = old_load;
+                }
                 return Err(e);
             }
         };
@@ -945,6 +961,9 @@ impl<T, P: Policy<T>> Core<T, P> {
         match (soft_before, soft_after) {
             (Some(_), Some(interval)) if !new_clock => writer.soft.reschedule(interval, now),
             _ => writer.soft = SoftSweep::start(&writer.universe, &writer.config, now),
+        }
+        if new_clock {
+            writer.load = LoadSweep::start(&writer.topology, now);
         }
         self.feedback.set_counting(writer.counting());
         let writer = &mut *writer;
@@ -1351,7 +1370,7 @@ fn build<T, P: Policy<T>>(
     previous: Option<&Snapshot<T, P::Table>>,
     ids: Option<Arc<IdIndex>>,
     config: &HealthConfig,
-    topology: &Topology,
+    (topology, load): (&Topology, &LoadSweep),
     sweep_at: u64,
     now: u64,
 ) -> Result<Snapshot<T, P::Table>, Error> {
@@ -1399,6 +1418,7 @@ fn build<T, P: Policy<T>>(
         overprovisioning: config.overprovisioning_percent(),
         panic_threshold_ppm: config.panic_threshold_ppm(),
         topology,
+        load,
     };
     let arrangement = arrange(
         &inputs,

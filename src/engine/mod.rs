@@ -35,6 +35,7 @@
 pub(crate) mod alias;
 pub(crate) mod core;
 pub(crate) mod entry;
+pub(crate) mod load;
 pub(crate) mod pick;
 pub(crate) mod policy;
 pub(crate) mod priority;
@@ -46,7 +47,7 @@ pub(crate) mod state;
 pub(crate) mod subset;
 pub(crate) mod sync;
 pub(crate) mod tiers;
-// `tiers` uses the zone-aware routing; the load-aware weights and `choose_zone` (tiers draws
-// from the routing's points instead) are tested here and wait for their wiring.
+// `tiers` uses the zone-aware routing and the load-aware weights; `choose_zone` (tiers draws
+// from the routing's points instead) is tested here as the reference walk.
 #[allow(dead_code)]
 pub(crate) mod zone;

@@ -30,12 +30,13 @@
 use std::sync::Arc;
 
 use crate::engine::entry::Entry;
+use crate::engine::load::LoadSweep;
 use crate::engine::policy::Policy;
 use crate::engine::priority::{
     locality_weight, priority_load_ppm, Availability, Level, PriorityLoad,
 };
 use crate::engine::snapshot::{eligible_of, IdIndex, Snapshot, View};
-use crate::engine::zone::{zone_routing, Zone, ZoneConfig};
+use crate::engine::zone::{load_aware_weights, zone_routing, Zone, ZoneConfig};
 use crate::error::Error;
 use crate::topology::Topology;
 
@@ -143,6 +144,8 @@ pub(crate) struct Inputs<'a, T> {
     pub(crate) overprovisioning: u32,
     pub(crate) panic_threshold_ppm: u32,
     pub(crate) topology: &'a Topology,
+    /// The localities' measured utilisation, for load-aware routing.
+    pub(crate) load: &'a LoadSweep,
 }
 
 /// The levels present (their distinct priorities, highest first) and each member's level.
@@ -336,6 +339,42 @@ fn split<T>(
             .count() as u64
     };
     let mut parts = Vec::new();
+    if let Some(load) = &inputs.topology.load {
+        // Every level's healthy share; degraded and panic shares are balanced as a whole.
+        if class != Class::Healthy {
+            return parts;
+        }
+        let Some(&any) = in_level.first() else {
+            return parts;
+        };
+        let priority = inputs.members[any].priority;
+        let rows: Vec<(Option<Arc<str>>, Vec<usize>)> = names
+            .into_iter()
+            .map(|n| {
+                let of = members_of(&n);
+                (n, of)
+            })
+            .collect();
+        let zones: Vec<(u64, u32)> = rows
+            .iter()
+            .map(|(name, of)| {
+                (
+                    available(of),
+                    inputs.load.utilisation(priority, name.as_ref()),
+                )
+            })
+            .collect();
+        let local = rows
+            .iter()
+            .position(|(n, _)| n.as_deref() == Some(&*load.local));
+        let shares = load_aware_weights(&zones, local, load.threshold_parts(), load.probe_parts());
+        for ((name, of), share) in rows.into_iter().zip(shares) {
+            if share > 0 {
+                parts.push((name, of, share));
+            }
+        }
+        return parts;
+    }
     if let Some(zone) = &inputs.topology.zone {
         // Envoy routes by zone in P0's healthy share only.
         if level != 0 || class != Class::Healthy {
