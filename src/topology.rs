@@ -38,7 +38,9 @@
 //!   `backends x (1 - utilisation)`, except that all of it stays in the caller's locality
 //!   while that locality is at most 0.1 busier than the others' average, less a 3% probe of
 //!   the others. So traffic stays local while the zones are evenly loaded and spills out
-//!   *before* the local zone saturates, towards the zones with the most headroom.
+//!   *before* the local zone saturates, towards the zones with the most headroom. The load
+//!   it sees is its own picks: the whole load for the backends' only caller (a gateway), not
+//!   for one caller of a fleet (see [`Topology::load_aware`]).
 //!
 //! The full rules, with the tables they reproduce, are in [`crate::docs::tiers`].
 
@@ -241,6 +243,12 @@ impl Topology {
     ///
     /// `capacity` is picks in flight per unit of weight at which a backend is fully busy: for
     /// backends of weight 1 that each serve 32 requests at once, 32.
+    ///
+    /// The balancer measures its own picks, so it sees the backends' whole load only when it
+    /// is their only caller (a gateway in front of the fleet). In a fleet of callers with a
+    /// balancer each, a caller sees nothing of what the others put on a remote zone, which
+    /// then looks idle; use [`zone_aware`](Topology::zone_aware) there (see
+    /// [`crate::docs::tiers`]).
     ///
     /// ```
     /// use std::time::Duration;

@@ -73,6 +73,59 @@
 //! With X of weight 1 and Y of weight 2, Y fully available, X at 100 / 70 / 69 / 50 / 25 / 0%
 //! available gets 33 / 33 / 32 / 26 / 15 / 0% of the traffic.
 //!
+//! ## Zone-aware routing
+//!
+//! Under [`Topology::zone_aware`](crate::Topology::zone_aware) (Envoy `zone_aware.rst`), the
+//! caller names its zone and the calling fleet's share in each zone. In the highest level's
+//! healthy share (not in panic), with `u(z)` the zone's share of the level's healthy backends
+//! and `c(z)` its share of the callers:
+//!
+//! * if `u(local) >= c(local)`, everything stays local;
+//! * otherwise `u(local) / c(local)` of the traffic stays local and the rest goes to the
+//!   zones with `u(z) > c(z)`, in proportion to `u(z) - c(z)`;
+//! * no routing by zone (the level is balanced as a whole) with fewer than
+//!   [`min_cluster_size`](crate::Topology::min_cluster_size) healthy backends (6), or callers in
+//!   fewer than two zones, or no caller in the local zone.
+//!
+//! Envoy's arithmetic at its scale of 10,000, so the vectors of its unit tests hold exactly
+//! (for example backends 20 / 40 / 40% and callers 40 / 30 / 30%: 50% local, 25% to each other
+//! zone). Lower levels and degraded shares are balanced as a whole, as in Envoy.
+//!
+//! ## Load-aware routing
+//!
+//! Zone-aware routing assumes each caller sends the same traffic and each backend has the
+//! same capacity. [`Topology::load_aware`](crate::Topology::load_aware) measures instead: it
+//! is the rule Envoy documents for its `load_aware_locality` policy (`load_aware_locality.rst`,
+//! marked not implemented; it needs backend utilisation reports), with utilisation taken from
+//! what lbkit already counts. Every update period (1 s), on the first pick after it (no
+//! thread), for each locality of each level:
+//!
+//! 1. *sample*: a backend of weight `w` with `n` picks held is `min(1, n / (capacity x w))`
+//!    utilised; the locality's sample is the average over its healthy backends;
+//! 2. *smooth*: the first sample as it is, then `a x sample + (1 - a) x previous` with
+//!    `a = 1 - exp(-period / 5 s)`;
+//! 3. *headroom*: in each level's healthy share, a locality's weight is its healthy backends x
+//!    `(1 - utilisation)`; all localities full: by healthy backends;
+//! 4. *local preference*: if the caller's locality is at most 0.1 busier than the others'
+//!    average (weighted by their healthy backends), it takes everything (one-sided: a less
+//!    busy local locality always does);
+//! 5. *probe*: at least 3% goes to the other localities, by their healthy backends, so their
+//!    load keeps being measured.
+//!
+//! Envoy's worked example is a test: A (local) 0.7, B 0.3, C 0.4, ten backends each: the
+//! remote average 0.35 + 0.1 < 0.7, so 3 : 7 : 6, 18.75 / 43.75 / 37.5%; all at 0.45: 97%
+//! local, 1.5% to each other. With smoothing, a local zone that jumps from 0.45 to full keeps
+//! its traffic for one more period and spills at 0.63, long before it saturates.
+//!
+//! What a balancer measures is its own picks: it sees a backend's whole load only when it is
+//! the backends' only caller (a gateway or proxy in front of the fleet, `capacity` then
+//! being what one backend of weight 1 serves at once). In a fleet of callers, each with its
+//! own balancer, a caller sees none of the load the others put on a remote zone, and its
+//! own load there is mostly its probe, so remote zones look idle: it spills as soon as its
+//! own local load is 0.1 above that. There, load-aware routing needs the backends'
+//! utilisation reported (Envoy's design, from ORCA reports), which lbkit does not take yet;
+//! zone-aware routing, which needs no measurement, is the rule for fleets.
+//!
 //! # How a pick chooses
 //!
 //! All of it is computed once per rebuild (a health change, an ejection, an update) into the
