@@ -455,14 +455,18 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// hashing policy's comes from the key), else the next of a Weyl sequence (the counter
     /// times the golden ratio), whose points spread over the levels' shares with a
     /// discrepancy that grows only with the logarithm of the picks, so the shares are met
-    /// within a few picks over any run.
+    /// within a few picks over any run. The counter steps without a locked instruction:
+    /// threads that share a stripe may repeat a value, which only repeats a draw.
     /// The request comes back with whatever the policy computed for the draw (a hashing
     /// policy's key hash), to choose with.
     #[inline]
     fn tier_draw<'r>(&self, request: &Request<'r>) -> (u64, Request<'r>) {
         match self.policy.tier_draw(request) {
             (Some(draw), request) => (draw, request),
-            (None, request) => (self.draws.next().wrapping_mul(GAMMA), request),
+            (None, request) => (
+                self.draws.next_unsynchronized().wrapping_mul(GAMMA),
+                request,
+            ),
         }
     }
 

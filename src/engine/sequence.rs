@@ -142,6 +142,20 @@ impl Sequence {
         self.mine().fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The calling thread's next counter value, where a value handed out twice or skipped
+    /// does no harm (a draw spread over shares): a plain load and store, no locked
+    /// read-modify-write. Threads sharing a stripe may lose each other's steps, which repeats
+    /// a value; one thread alone on its stripe sees its exact sequence, as with
+    /// [`next`](Sequence::next).
+    #[inline]
+    pub(crate) fn next_unsynchronized(&self) -> u64 {
+        let mine = self.mine();
+        // Relaxed: nothing is published through the counter, and a lost step is allowed.
+        let value = mine.load(Ordering::Relaxed);
+        mine.store(value.wrapping_add(1), Ordering::Relaxed);
+        value
+    }
+
     /// The calling thread's next random 64-bit value (SplitMix64 over its stripe).
     #[inline]
     pub(crate) fn next_random(&self) -> u64 {

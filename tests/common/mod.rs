@@ -170,6 +170,19 @@ fn zoned_round_robin<T: Send + Sync + 'static>(b: Vec<Backend<T>>) -> Result<Rou
     RoundRobin::builder().topology(zones()).build(b)
 }
 
+/// Load-aware locality routing over the suites' backends, which name no locality: one
+/// group, re-split every 100 ms from the picks held (the sweep runs under every suite).
+fn load_aware_least_connections<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+) -> Result<LeastConnections<T>, Error> {
+    LeastConnections::builder()
+        .topology(
+            Topology::load_aware("zone-0", 4.0)
+                .update_period(std::time::Duration::from_millis(100)),
+        )
+        .build(b)
+}
+
 fn zoned_maglev<T: Send + Sync + 'static>(
     b: Vec<Backend<T>>,
     seed: u64,
@@ -333,6 +346,11 @@ pub const POLICIES: &[Policy] = &[
     ),
     // Zones: every pick through the tiered path (a locality group, then the policy).
     policy!("RoundRobin+zones", zoned_round_robin, Oracle::RoundRobin),
+    policy!(
+        "LeastConnections+load_aware",
+        load_aware_least_connections,
+        Oracle::LeastConnections
+    ),
     // Hashing policies spread requests without a key at random: seeded, like Random.
     policy!(hashing "HashRing", ring, seeded, Oracle::None),
     policy!(hashing "Maglev", maglev, seeded, Oracle::None),
