@@ -590,6 +590,14 @@ fn tiers_scenario(args: &Args, t: &tiers::Tiers) -> Result<(), String> {
             t.clone(),
             t.zone_a_short(),
         ),
+        (
+            "callers 50/50, 70% of requests from a".into(),
+            tiers::Tiers {
+                traffic_a: Some(0.7),
+                ..t.clone()
+            },
+            Vec::new(),
+        ),
     ];
     let mut rows = Vec::new();
     for (label, fleet, down) in &fleets {
