@@ -19,8 +19,8 @@
 //!   connection until the response is back.
 //! * **Routing** ([`Routing`]): the level balanced as a whole (no topology), every caller
 //!   keeping to its own zone (`Topology::locality_weights` with only the caller's zone: the
-//!   naive "stay local"), or `Topology::zone_aware` with the calling fleet's real shares (by
-//!   count of callers).
+//!   naive "stay local"), `Topology::zone_aware` with the calling fleet's real shares (by
+//!   count of callers), or `Topology::load_aware` with a backend's workers as its capacity.
 //! * **Changes.** A run is cut into equal phases by arrival; at the start of each phase the
 //!   backends its [`Phase`] lists are set `Down` (or `Degraded`) on every caller's balancer at
 //!   once, as a control plane pushes it. A backend set `Down` drops what it held; those
@@ -58,15 +58,27 @@ pub enum Routing {
     LocalOnly,
     /// `Topology::zone_aware(caller's zone, fleet shares)`.
     ZoneAware,
+    /// `Topology::load_aware(caller's zone, workers per backend)`, defaults otherwise: the
+    /// zones share by measured utilisation (the caller's own picks in flight).
+    LoadAware,
 }
 
 impl Routing {
+    /// Every routing, in the order of the tables.
+    pub const ALL: [Routing; 4] = [
+        Routing::Flat,
+        Routing::LocalOnly,
+        Routing::ZoneAware,
+        Routing::LoadAware,
+    ];
+
     /// The name printed in the tables.
     pub fn name(self) -> &'static str {
         match self {
             Routing::Flat => "flat",
             Routing::LocalOnly => "local only",
             Routing::ZoneAware => "zone-aware",
+            Routing::LoadAware => "load-aware",
         }
     }
 }
@@ -460,6 +472,9 @@ impl<'a> Simulation<'a> {
                 Routing::Flat => {}
                 Routing::LocalOnly => lb.set_topology(Topology::locality_weights([(zone, 1)]))?,
                 Routing::ZoneAware => lb.set_topology(Topology::zone_aware(zone, shares))?,
+                Routing::LoadAware => {
+                    lb.set_topology(Topology::load_aware(zone, config.workers as f64))?
+                }
             }
             callers.push(lb);
         }
