@@ -595,14 +595,10 @@ pub fn tiers_zones(path: &Path, rows: &[crate::tiers::ZoneRow]) -> Drawn {
                 r.measured.max_over_mean()
             };
             let row = n - 1 - k as i32;
-            let color = PALETTE[[
-                crate::tiers::Routing::Flat,
-                crate::tiers::Routing::LocalOnly,
-                crate::tiers::Routing::ZoneAware,
-            ]
-            .iter()
-            .position(|&x| x == r.routing)
-            .unwrap_or(0)];
+            let color = PALETTE[crate::tiers::Routing::ALL
+                .iter()
+                .position(|&x| x == r.routing)
+                .unwrap_or(0)];
             let mut bar = Rectangle::new(
                 [
                     (0.0, SegmentValue::Exact(row)),

@@ -10,14 +10,17 @@
 //!   rest in `b`; each has its own balancer (the same policy, its own seed), as every process
 //!   of a real fleet does, and sees only its own requests in flight. An arrival of the
 //!   workload goes to a caller drawn uniformly from the seed, so a zone's share of the
-//!   requests is its share of the callers.
+//!   requests is its share of the callers; or, with [`Tiers::traffic_a`], first to zone `a`
+//!   with that probability (else `b`), then to one of that zone's callers uniformly, so that
+//!   a zone's callers can send more than their share of the requests.
 //! * **Network.** A request served in the caller's zone costs nothing more; one served in the
 //!   other zone [`Tiers::cross_zone`] more (a round trip between zones), one served by the DR
 //!   region [`Tiers::cross_region`] more. The pick is held for it, as a client holds its
 //!   connection until the response is back.
 //! * **Routing** ([`Routing`]): the level balanced as a whole (no topology), every caller
 //!   keeping to its own zone (`Topology::locality_weights` with only the caller's zone: the
-//!   naive "stay local"), or `Topology::zone_aware` with the calling fleet's real shares.
+//!   naive "stay local"), `Topology::zone_aware` with the calling fleet's real shares (by
+//!   count of callers), or `Topology::load_aware` with a backend's workers as its capacity.
 //! * **Changes.** A run is cut into equal phases by arrival; at the start of each phase the
 //!   backends its [`Phase`] lists are set `Down` (or `Degraded`) on every caller's balancer at
 //!   once, as a control plane pushes it. A backend set `Down` drops what it held; those
@@ -55,15 +58,27 @@ pub enum Routing {
     LocalOnly,
     /// `Topology::zone_aware(caller's zone, fleet shares)`.
     ZoneAware,
+    /// `Topology::load_aware(caller's zone, workers per backend)`, defaults otherwise: the
+    /// zones share by measured utilisation (the caller's own picks in flight).
+    LoadAware,
 }
 
 impl Routing {
+    /// Every routing, in the order of the tables.
+    pub const ALL: [Routing; 4] = [
+        Routing::Flat,
+        Routing::LocalOnly,
+        Routing::ZoneAware,
+        Routing::LoadAware,
+    ];
+
     /// The name printed in the tables.
     pub fn name(self) -> &'static str {
         match self {
             Routing::Flat => "flat",
             Routing::LocalOnly => "local only",
             Routing::ZoneAware => "zone-aware",
+            Routing::LoadAware => "load-aware",
         }
     }
 }
@@ -93,6 +108,10 @@ pub struct Tiers {
     pub callers: usize,
     /// Zone `a`'s share of the callers (zone `b` has the rest).
     pub share_a: f64,
+    /// The probability that an arrival goes to a caller in zone `a` (then to one of its
+    /// callers uniformly); `None`: every caller is equally likely, so zone `a` sends
+    /// `share_a` of the requests. Without callers in both zones it is ignored.
+    pub traffic_a: Option<f64>,
     /// The extra latency of a request served in the other zone.
     pub cross_zone: Duration,
     /// The extra latency of a request served by the DR region.
@@ -121,6 +140,7 @@ impl Default for Tiers {
             backup: 20,
             callers: 20,
             share_a: 0.5,
+            traffic_a: None,
             cross_zone: Duration::from_millis(1),
             cross_region: Duration::from_millis(15),
         }
@@ -256,10 +276,14 @@ impl Tiers {
             .collect()
     }
 
+    /// How many callers are in zone `a` (callers `0..n`).
+    pub fn callers_in_a(&self) -> usize {
+        ((self.callers as f64 * self.share_a).round() as usize).min(self.callers)
+    }
+
     /// Caller `c`'s zone.
     pub fn caller_zone(&self, c: usize) -> &'static str {
-        let in_a = (self.callers as f64 * self.share_a).round() as usize;
-        if c < in_a {
+        if c < self.callers_in_a() {
             ZONES[0]
         } else {
             ZONES[1]
@@ -448,6 +472,9 @@ impl<'a> Simulation<'a> {
                 Routing::Flat => {}
                 Routing::LocalOnly => lb.set_topology(Topology::locality_weights([(zone, 1)]))?,
                 Routing::ZoneAware => lb.set_topology(Topology::zone_aware(zone, shares))?,
+                Routing::LoadAware => {
+                    lb.set_topology(Topology::load_aware(zone, config.workers as f64))?
+                }
             }
             callers.push(lb);
         }
@@ -472,10 +499,26 @@ impl<'a> Simulation<'a> {
         })
     }
 
-    /// The caller of `arrival`, drawn from the seed.
+    /// The caller of `arrival`, drawn from the seed: uniformly, or with
+    /// [`Tiers::traffic_a`], its zone first, then one of the zone's callers.
     fn caller_of(&self, arrival: usize) -> usize {
-        let draw = lbkit::hash::mix(self.tiers.config.seed ^ 0x7469_6572, arrival as u64);
-        (draw % self.tiers.callers as u64) as usize
+        let tiers = self.tiers;
+        let draw = lbkit::hash::mix(tiers.config.seed ^ 0x7469_6572, arrival as u64);
+        let in_a = tiers.callers_in_a();
+        match tiers.traffic_a {
+            Some(p) if in_a > 0 && in_a < tiers.callers => {
+                // The top 53 bits as a uniform fraction in [0, 1) choose the zone; a second
+                // draw the caller in it.
+                let zone_draw = (draw >> 11) as f64 / (1u64 << 53) as f64;
+                let caller_draw = lbkit::hash::mix(draw, 1);
+                if zone_draw < p {
+                    (caller_draw % in_a as u64) as usize
+                } else {
+                    in_a + (caller_draw % (tiers.callers - in_a) as u64) as usize
+                }
+            }
+            _ => (draw % tiers.callers as u64) as usize,
+        }
     }
 
     /// A free slot for a new request.
