@@ -35,6 +35,14 @@ pub enum Error {
         /// What is wrong with it, in words.
         reason: String,
     },
+    /// A [`LoadReport`](crate::LoadReport) field is out of its range (a utilisation that is
+    /// negative or not finite); the report was not taken.
+    InvalidReport {
+        /// The field (`"utilization"`).
+        field: &'static str,
+        /// What is wrong with it, in words.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -57,6 +65,9 @@ impl fmt::Display for Error {
             }
             Error::InvalidConfig { parameter, reason } => {
                 write!(f, "invalid {parameter}: {reason}")
+            }
+            Error::InvalidReport { field, reason } => {
+                write!(f, "invalid load report {field}: {reason}")
             }
         }
     }

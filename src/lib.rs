@@ -103,6 +103,7 @@ pub mod hash;
 pub mod health;
 pub mod observe;
 mod placement;
+mod report;
 mod request;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
@@ -130,6 +131,7 @@ pub use health::{
     SoftHealth, SuccessRateEjection,
 };
 pub use observe::{Ejection, Event, Observer};
+pub use report::LoadReport;
 pub use request::Request;
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};
@@ -250,6 +252,20 @@ pub trait Balancer<T>: Send + Sync {
     /// [`Error::InvalidConfig`] with parameter `"locality"` for an empty or repeated locality
     /// name; then nothing changes.
     fn set_topology(&self, topology: Topology) -> Result<(), Error>;
+
+    /// Takes a backend's report of its own load ([`LoadReport`]), out of band or from a
+    /// response: the latest report of each backend is kept, with the time it came (the
+    /// balancer's clock). Today its utilisation feeds
+    /// [`Topology::load_aware_reported`](crate::Topology::load_aware_reported); without that
+    /// topology it is kept and does nothing.
+    ///
+    /// Cost: a lookup of the id in the current snapshot and two relaxed stores (a backend
+    /// outside the subset: under the writer lock).
+    ///
+    /// # Errors
+    /// [`Error::UnknownId`] for an id not in the set, [`Error::InvalidReport`] for a field out
+    /// of range; then nothing changes.
+    fn report_load(&self, id: &str, report: LoadReport) -> Result<(), Error>;
 
     /// Replaces the subset rule ([subsetting](crate::subset)): which backends of the set this client uses
     /// (deterministic aperture, rendezvous subsetting, or all). A new coordinate (this client's

@@ -68,12 +68,25 @@ pub(crate) struct ZoneAware {
 pub(crate) struct LoadAware {
     /// The caller's locality.
     pub(crate) local: Arc<str>,
-    /// Picks in flight per unit of weight at which a backend counts as fully utilised.
-    pub(crate) capacity: f64,
+    /// Where a backend's utilisation comes from.
+    pub(crate) signal: Signal,
     pub(crate) variance_threshold: f64,
     pub(crate) remote_probe: f64,
     pub(crate) update_period: Duration,
     pub(crate) smoothing: Duration,
+}
+
+/// Where load-aware routing reads a backend's utilisation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Signal {
+    /// The balancer's own picks held: `n / (capacity x weight)`.
+    InFlight {
+        /// Picks in flight per unit of weight at which a backend counts as fully utilised.
+        capacity: f64,
+    },
+    /// The backend's latest [`LoadReport`](crate::LoadReport), if it came within
+    /// `expiration` (zero: any age).
+    Reported { expiration: Duration },
 }
 
 impl LoadAware {
@@ -269,10 +282,69 @@ impl Topology {
     /// finite and above 0, `"variance_threshold"` outside [0, 1], `"remote_probe"` outside
     /// [0, 1), `"update_period"` below 100 ms, `"smoothing"` of zero; then nothing changes.
     pub fn load_aware(local: impl Into<Arc<str>>, capacity: f64) -> Self {
+        Topology::load_aware_from(local.into(), Signal::InFlight { capacity })
+    }
+
+    /// [`load_aware`](Topology::load_aware) with each backend's utilisation taken from its
+    /// latest [`LoadReport`](crate::LoadReport) ([`Balancer::report_load`]): Envoy's
+    /// `load_aware_locality` design, which sees the whole load of every backend, so it is
+    /// right for one caller of a fleet. A locality's sample is the average over its healthy
+    /// backends whose report came within [`expiration`](Topology::expiration) (3 minutes);
+    /// a locality with none keeps its last smoothed value, and one never reported counts as
+    /// idle (shares by healthy backends, until reports come).
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, LoadReport, ManualClock, HealthConfig, Request, RoundRobin, Topology};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let backends = ["a", "b"].into_iter().flat_map(|zone| {
+    ///     (0..4).map(move |i| Backend::new(format!("{zone}{i}"), ()).with_locality(zone))
+    /// });
+    /// let lb = RoundRobin::builder()
+    ///     .health(HealthConfig::new().clock(clock.clone()))
+    ///     .topology(Topology::load_aware_reported("a").remote_probe(0.0))
+    ///     .build(backends)?;
+    /// // Zone a's backends say they are 90% busy, zone b's 20%: a spills to b.
+    /// for i in 0..4 {
+    ///     lb.report_load(&format!("a{i}"), LoadReport::new().utilization(0.9))?;
+    ///     lb.report_load(&format!("b{i}"), LoadReport::new().utilization(0.2))?;
+    /// }
+    /// clock.advance(Duration::from_secs(1));
+    /// let to_b = (0..900).filter(|_| lb.pick(&Request::new()).unwrap().id().starts_with('b')).count();
+    /// assert!((790..=810).contains(&to_b)); // headroom 0.1 x 4 : 0.8 x 4, 8 in 9 to b
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    ///
+    /// [`Balancer::report_load`]: crate::Balancer::report_load
+    pub fn load_aware_reported(local: impl Into<Arc<str>>) -> Self {
+        Topology::load_aware_from(
+            local.into(),
+            Signal::Reported {
+                expiration: Duration::from_secs(180),
+            },
+        )
+    }
+
+    /// With [`load_aware_reported`](Topology::load_aware_reported): how old a backend's
+    /// latest report may be and still count (default 3 minutes, Envoy's
+    /// `weight_expiration_period`; zero: any age). Otherwise it does nothing.
+    #[must_use]
+    pub fn expiration(mut self, expiration: Duration) -> Self {
+        if let Some(LoadAware {
+            signal: Signal::Reported { expiration: e },
+            ..
+        }) = &mut self.load
+        {
+            *e = expiration;
+        }
+        self
+    }
+
+    fn load_aware_from(local: Arc<str>, signal: Signal) -> Self {
         Topology {
             load: Some(LoadAware {
-                local: local.into(),
-                capacity,
+                local,
+                signal,
                 variance_threshold: f64::from(DEFAULT_VARIANCE_THRESHOLD)
                     / f64::from(UTILISATION_SCALE),
                 remote_probe: f64::from(DEFAULT_REMOTE_PROBE) / f64::from(UTILISATION_SCALE),
@@ -389,11 +461,13 @@ impl Topology {
 
 impl LoadAware {
     fn validate(&self) -> Result<(), Error> {
-        if !(self.capacity.is_finite() && self.capacity > 0.0) {
-            return Err(Error::config(
-                "capacity",
-                format!("capacity {} is not finite and above 0", self.capacity),
-            ));
+        if let Signal::InFlight { capacity } = self.signal {
+            if !(capacity.is_finite() && capacity > 0.0) {
+                return Err(Error::config(
+                    "capacity",
+                    format!("capacity {capacity} is not finite and above 0"),
+                ));
+            }
         }
         if !(0.0..=1.0).contains(&self.variance_threshold) {
             return Err(Error::config(

@@ -797,6 +797,27 @@ impl<T, P: Policy<T>> Core<T, P> {
         Ok(())
     }
 
+    /// [`Balancer::report_load`](crate::Balancer::report_load): lock-free for a member.
+    pub(crate) fn report_load(&self, id: &str, report: crate::LoadReport) -> Result<(), Error> {
+        report.validate()?;
+        let snap = self.current.load();
+        let state = match snap.find_by_hash(id) {
+            Some(i) => Arc::clone(&snap.states[i]),
+            None => {
+                drop(snap);
+                let writer = self.writer.lock();
+                let entry = writer
+                    .find(id)
+                    .ok_or_else(|| Error::UnknownId(id.to_owned()))?;
+                Arc::clone(&entry.state)
+            }
+        };
+        if let Some(ppm) = report.utilization_ppm() {
+            state.set_reported_utilisation(ppm, self.feedback.now_ns());
+        }
+        Ok(())
+    }
+
     /// Sets one backend's health (one of the subset or not). Error: no backend has this id;
     /// then nothing changes.
     pub(crate) fn set_health(&self, id: &str, health: Health) -> Result<(), Error> {
@@ -1520,6 +1541,14 @@ macro_rules! impl_balancer {
 
             fn set_topology(&self, topology: $crate::Topology) -> Result<(), $crate::Error> {
                 self.core.set_topology(topology)
+            }
+
+            fn report_load(
+                &self,
+                id: &str,
+                report: $crate::LoadReport,
+            ) -> Result<(), $crate::Error> {
+                self.core.report_load(id, report)
             }
 
             fn set_subset(&self, subset: $crate::Subset) -> Result<(), $crate::Error> {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::backend::Health;
 use crate::engine::entry::Entry;
 use crate::engine::state::NEVER;
-use crate::topology::{to_parts, LoadAware, Topology};
+use crate::topology::{to_parts, LoadAware, Signal, Topology};
 
 /// A locality of a level: its priority and its name (`None` for the backends that name none).
 pub(crate) type Place = (u32, Option<Arc<str>>);
@@ -64,7 +64,7 @@ impl LoadSweep {
             return;
         }
         let alpha = load.alpha();
-        for (place, sample) in samples(members, load) {
+        for (place, sample) in samples(members, load, now) {
             self.smoothed
                 .entry(place)
                 .and_modify(|u| *u = alpha * sample + (1.0 - alpha) * *u)
@@ -74,8 +74,9 @@ impl LoadSweep {
     }
 }
 
-/// Each locality's utilisation now: the average over its healthy backends.
-fn samples<T>(members: &[Arc<Entry<T>>], load: &LoadAware) -> BTreeMap<Place, f64> {
+/// Each locality's utilisation now: the average over its healthy backends (those with a
+/// fresh report, for reported utilisation; a locality without one has no sample).
+fn samples<T>(members: &[Arc<Entry<T>>], load: &LoadAware, now: u64) -> BTreeMap<Place, f64> {
     let mut sums: BTreeMap<Place, (f64, u32)> = BTreeMap::new();
     for e in members {
         let healthy =
@@ -83,8 +84,23 @@ fn samples<T>(members: &[Arc<Entry<T>>], load: &LoadAware) -> BTreeMap<Place, f6
         if !healthy {
             continue;
         }
-        let full = load.capacity * f64::from(e.weight);
-        let utilisation = (e.state.in_flight() as f64 / full).min(1.0);
+        let utilisation = match load.signal {
+            Signal::InFlight { capacity } => {
+                let full = capacity * f64::from(e.weight);
+                (e.state.in_flight() as f64 / full).min(1.0)
+            }
+            Signal::Reported { expiration } => {
+                let Some((ppm, at)) = e.state.reported_utilisation() else {
+                    continue;
+                };
+                let expiration = u64::try_from(expiration.as_nanos()).unwrap_or(u64::MAX);
+                if expiration != 0 && now.saturating_sub(at) > expiration {
+                    continue;
+                }
+                // Above 1 counts as fully busy, in the average too.
+                (f64::from(ppm) / 1e6).min(1.0)
+            }
+        };
         let sum = sums
             .entry((e.priority, e.locality.clone()))
             .or_insert((0.0, 0));

@@ -240,6 +240,9 @@ pub(crate) const COUNT_OUTCOMES: u8 = 1;
 /// [`Feedback::set_counting`]: successes count their latency too.
 pub(crate) const COUNT_LATENCY: u8 = 2;
 
+/// [`State`]'s reported utilisation before any report.
+pub(crate) const NO_REPORT: u32 = u32::MAX;
+
 /// A soft-health multiplier of 1: the backend's full weight (see [`State::soft_weight`]).
 pub(crate) const FULL_SOFT_WEIGHT: u32 = 1 << 16;
 
@@ -325,6 +328,10 @@ pub(crate) struct State {
     latencies: AtomicU64,
     /// How many successes `latencies` sums.
     timed: AtomicU64,
+    /// The utilisation of the backend's latest load report, in parts per million
+    /// ([`NO_REPORT`] if none), and the clock nanoseconds it came at.
+    reported_utilisation: AtomicU32,
+    reported_at: AtomicU64,
     /// Writer only: the end of the current ejection in clock nanoseconds, 0 if not ejected.
     ejected_until: AtomicU64,
     /// One more than the clock nanoseconds of the report that crossed the failure threshold (0
@@ -420,8 +427,27 @@ impl State {
             soft_seen: Default::default(),
             soft_weight: AtomicU32::new(FULL_SOFT_WEIGHT),
             recent_failures: AtomicU64::new(0),
+            reported_utilisation: AtomicU32::new(NO_REPORT),
+            reported_at: AtomicU64::new(0),
             feedback: Arc::clone(feedback),
         }
+    }
+
+    /// Keeps a load report's utilisation (parts per million) and when it came.
+    pub(crate) fn set_reported_utilisation(&self, ppm: u32, now: u64) {
+        // Relaxed: the writer's sweep reads the pair whenever it runs; a report landing
+        // between its two reads is seen with a neighbouring time, which only shifts its
+        // expiry by one report.
+        self.reported_at.store(now, Ordering::Relaxed);
+        self.reported_utilisation
+            .store(ppm.min(NO_REPORT - 1), Ordering::Relaxed);
+    }
+
+    /// The latest reported utilisation (parts per million) and when it came, if any.
+    pub(crate) fn reported_utilisation(&self) -> Option<(u32, u64)> {
+        // Relaxed: see `set_reported_utilisation`.
+        let ppm = self.reported_utilisation.load(Ordering::Relaxed);
+        (ppm != NO_REPORT).then(|| (ppm, self.reported_at.load(Ordering::Relaxed)))
     }
 
     /// Counts one more pick held (and taken), unless the backend is at its cap: then
