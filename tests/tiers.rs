@@ -1044,3 +1044,156 @@ fn load_aware_smooths_and_spills_before_saturation() {
         [z0, other, other],
     );
 }
+
+/// Reports `utilisation[z]` for every backend of zone `z` (ids from [`zoned`]).
+fn report(lb: &dyn Balancer<u32>, per_zone: &[usize], utilisation: &[f64]) {
+    for (z, (&n, &u)) in per_zone.iter().zip(utilisation).enumerate() {
+        for i in 0..n {
+            let id = format!("z{z}-{i:02}");
+            lb.report_load(&id, lbkit::LoadReport::new().utilization(u))
+                .unwrap();
+        }
+    }
+}
+
+/// With reported utilisation: Envoy's worked example again (A 0.7, B 0.3, C 0.4), then all
+/// at 0.45 (97% local). Reports above 1 count as fully busy.
+#[test]
+fn load_aware_reported_worked_example() {
+    let per_zone = [10, 10, 10];
+    let rows: [(&[f64], [f64; 3]); 3] = [
+        (&[0.7, 0.3, 0.4], [18.75, 43.75, 37.5]),
+        (&[0.45, 0.45, 0.45], [97.0, 1.5, 1.5]),
+        // 3.0 counts as 1: no headroom in z0, the rest by headroom 0.5 : 0.5.
+        (&[3.0, 0.5, 0.5], [0.0, 50.0, 50.0]),
+    ];
+    for (utilisation, want) in rows {
+        for policy in POLICIES {
+            let clock = lbkit::ManualClock::new();
+            let lb = (policy.new)(zoned(&per_zone), 7).unwrap();
+            lb.set_health_config(HealthConfig::new().clock(clock.clone()))
+                .unwrap();
+            lb.set_topology(Topology::load_aware_reported("z0"))
+                .unwrap();
+            report(&*lb, &per_zone, utilisation);
+            clock.advance(std::time::Duration::from_secs(1));
+            let (n, tolerance) = picks_and_tolerance(policy);
+            let got = zone_shares(&*lb, policy, n);
+            for z in 0..3 {
+                let tolerance = if want[z] == 0.0 { 0.0 } else { tolerance };
+                assert!(
+                    (got[z] - want[z]).abs() <= tolerance + 0.01,
+                    "{}: {utilisation:?}: {got:?}, want {want:?}",
+                    policy.name,
+                );
+            }
+        }
+    }
+}
+
+/// Reports older than the expiration do not count: half of z0 reported 1.0 long ago, the
+/// other half 0.45 now, like z1 and z2: z0's average is 0.45 (97% local), not 0.725 (which
+/// would spill). With expiration 0, the old reports count and z0 spills.
+#[test]
+fn load_aware_reported_expires_old_reports() {
+    let per_zone = [10, 10, 10];
+    for (expiration, spills) in [(180, false), (0, true)] {
+        for policy in POLICIES {
+            let clock = lbkit::ManualClock::new();
+            let lb = (policy.new)(zoned(&per_zone), 7).unwrap();
+            lb.set_health_config(HealthConfig::new().clock(clock.clone()))
+                .unwrap();
+            lb.set_topology(
+                Topology::load_aware_reported("z0")
+                    .expiration(std::time::Duration::from_secs(expiration)),
+            )
+            .unwrap();
+            for i in 0..5 {
+                let id = format!("z0-{i:02}");
+                lb.report_load(&id, lbkit::LoadReport::new().utilization(1.0))
+                    .unwrap();
+            }
+            // No sample yet reaches back: the first sample comes after these 200 s.
+            clock.advance(std::time::Duration::from_secs(200));
+            for z in 0..3 {
+                for i in 0..10 {
+                    if z == 0 && i < 5 {
+                        continue;
+                    }
+                    let id = format!("z{z}-{i:02}");
+                    lb.report_load(&id, lbkit::LoadReport::new().utilization(0.45))
+                        .unwrap();
+                }
+            }
+            let (n, tolerance) = picks_and_tolerance(policy);
+            let got = zone_shares(&*lb, policy, n);
+            // z0 at 0.725 against 0.45: headroom 2.75 : 5.5 : 5.5.
+            let want = if spills {
+                [20.0, 40.0, 40.0]
+            } else {
+                [97.0, 1.5, 1.5]
+            };
+            for z in 0..3 {
+                assert!(
+                    (got[z] - want[z]).abs() <= tolerance + 0.01,
+                    "{}: expiration {expiration}: {got:?}, want {want:?}",
+                    policy.name,
+                );
+            }
+        }
+    }
+}
+
+/// Bad reports: typed errors, and nothing changes (the shares stay as the good reports
+/// made them).
+#[test]
+fn bad_load_reports_are_typed_errors() {
+    use lbkit::{Error, LoadReport};
+    let per_zone = [10, 10, 10];
+    for policy in POLICIES {
+        let clock = lbkit::ManualClock::new();
+        let lb = (policy.new)(zoned(&per_zone), 7).unwrap();
+        lb.set_health_config(HealthConfig::new().clock(clock.clone()))
+            .unwrap();
+        lb.set_topology(Topology::load_aware_reported("z0"))
+            .unwrap();
+        report(&*lb, &per_zone, &[0.7, 0.3, 0.4]);
+        let before = common::summary(&*lb);
+        for bad in [-0.1, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let e = lb
+                .report_load("z0-00", LoadReport::new().utilization(bad))
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::InvalidReport {
+                        field: "utilization",
+                        ..
+                    }
+                ),
+                "{}: {bad}: {e:?}",
+                policy.name
+            );
+        }
+        assert_eq!(
+            lb.report_load("nope", LoadReport::new().utilization(0.5)),
+            Err(Error::UnknownId("nope".into())),
+            "{}",
+            policy.name
+        );
+        // An empty report is taken and changes nothing.
+        lb.report_load("z0-00", LoadReport::new()).unwrap();
+        assert_eq!(common::summary(&*lb), before, "{}", policy.name);
+        clock.advance(std::time::Duration::from_secs(1));
+        let (n, tolerance) = picks_and_tolerance(policy);
+        let got = zone_shares(&*lb, policy, n);
+        let want = [18.75, 43.75, 37.5];
+        for z in 0..3 {
+            assert!(
+                (got[z] - want[z]).abs() <= tolerance + 0.01,
+                "{}: {got:?}, want {want:?}",
+                policy.name,
+            );
+        }
+    }
+}
