@@ -117,14 +117,22 @@
 //! local, 1.5% to each other. With smoothing, a local zone that jumps from 0.45 to full keeps
 //! its traffic for one more period and spills at 0.63, long before it saturates.
 //!
-//! What a balancer measures is its own picks: it sees a backend's whole load only when it is
-//! the backends' only caller (a gateway or proxy in front of the fleet, `capacity` then
-//! being what one backend of weight 1 serves at once). In a fleet of callers, each with its
-//! own balancer, a caller sees none of the load the others put on a remote zone, and its
-//! own load there is mostly its probe, so remote zones look idle: it spills as soon as its
-//! own local load is 0.1 above that. There, load-aware routing needs the backends'
-//! utilisation reported (Envoy's design, from ORCA reports), which lbkit does not take yet;
-//! zone-aware routing, which needs no measurement, is the rule for fleets.
+//! Where the utilisation comes from:
+//!
+//! * [`Topology::load_aware`](crate::Topology::load_aware) measures the balancer's own
+//!   picks held, against a `capacity` per unit of weight. It sees a backend's whole load
+//!   only when it is the backends' only caller (a gateway or proxy in front of the fleet). In
+//!   a fleet of callers, each with its own balancer, a caller sees a fraction of its own
+//!   zone's load and none of what the others put on a remote zone, whose load it measures
+//!   through its own probe only: remote zones look idle, and the rule reacts late and
+//!   unevenly (the simulator's `--tiers` table shows it).
+//! * [`Topology::load_aware_reported`](crate::Topology::load_aware_reported) takes each
+//!   backend's utilisation from its latest [`LoadReport`](crate::LoadReport), given to
+//!   [`Balancer::report_load`](crate::Balancer::report_load) from a response trailer or an
+//!   out-of-band stream (Envoy's design, on ORCA reports). Reports see every caller's load,
+//!   so this is the one for fleets. A backend whose report is older than the expiration (3
+//!   minutes) is left out of its locality's average; a locality left with none keeps its
+//!   smoothed value (Envoy weighs it by its backend count instead).
 //!
 //! # How a pick chooses
 //!
