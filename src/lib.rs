@@ -259,8 +259,8 @@ pub trait Balancer<T>: Send + Sync {
     /// [`Topology::load_aware_reported`](crate::Topology::load_aware_reported); without that
     /// topology it is kept and does nothing.
     ///
-    /// Cost: a lookup of the id in the current snapshot and two relaxed stores (a backend
-    /// outside the subset: under the writer lock).
+    /// Cost: a lookup of the id in the current snapshot, a clock read and two relaxed stores
+    /// (for a backend outside the subset, under the writer lock).
     ///
     /// # Errors
     /// [`Error::UnknownId`] for an id not in the set, [`Error::InvalidReport`] for a field out
