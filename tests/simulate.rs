@@ -813,3 +813,68 @@ fn load_aware_routing_spills_a_zone_whose_callers_send_more_and_otherwise_stays_
         "{table}"
     );
 }
+
+#[test]
+fn load_aware_routing_on_reports_evens_a_zone_whose_callers_send_more_and_otherwise_stays_local() {
+    use tiers::Routing::{LoadAware, LoadAwareReported, ZoneAware};
+    // As above: 80,000 requests, about 8 s, the settled half after four update periods. The
+    // first half is left out: the first sample is taken raw, and with a zone 0.84 busy and
+    // the other 0.36 every caller of the busy zone sends 80% of its picks away at once (the
+    // README's run shows it).
+    let even = small_tiers(80_000);
+    let busy_a = tiers::Tiers {
+        traffic_a: Some(0.7),
+        ..even.clone()
+    };
+    // Callers and traffic both 50/50: both zones report the same load, so it keeps to its
+    // probe (3%; a noisy sample may spill a little now and then).
+    for policy in ["p2c", "ring"] {
+        let reported = settled_run(&even, policy, LoadAwareReported);
+        assert!(
+            (0.02..0.08).contains(&reported.cross_share()),
+            "{policy}, callers 50/50: load-aware (reports) crossed {} of the picks",
+            reported.cross_share()
+        );
+    }
+    // Zone a's callers send 70% of the requests. Zone-aware, told the callers' count, keeps
+    // it all in a (load max/mean 1.4 and more); load-aware on the callers' own picks sees a
+    // tenth of a backend's load and hardly leaves its probe for P2C. The reports show every
+    // caller a's backends at 0.84 and b's at 0.36, so a's callers spill: evening the load
+    // exactly takes 0.2 of the picks across (a's callers sending 2 in 7 of theirs), less the
+    // 0.1 of imbalance the threshold tolerates. A routing that only probed would cross 0.03,
+    // one that ignored the reports would keep zone-aware's spread.
+    for policy in ["p2c", "ring"] {
+        let mut rows = Vec::new();
+        for routing in [ZoneAware, LoadAware, LoadAwareReported] {
+            rows.push(tiers::ZoneRow {
+                fleet: "50/50, 70% of requests from a (settled half)".into(),
+                routing,
+                policy: policy.into(),
+                measured: settled_run(&busy_a, policy, routing),
+            });
+        }
+        let table = tiers::zone_table(&rows);
+        let [aware, in_flight, reported] = [0, 1, 2].map(|i| &rows[i].measured);
+        assert_eq!(aware.cross, 0, "{table}");
+        assert!((0.12..0.28).contains(&reported.cross_share()), "{table}");
+        assert!(
+            reported.max_over_mean() < aware.max_over_mean() - 0.2,
+            "{table}"
+        );
+        // Once settled, the spill costs no tail: the 1 ms to the other zone is lost in the
+        // queueing (and the ring's busiest backends in a no longer queue).
+        assert!(
+            reported.quantile(0.99).as_secs_f64() < 1.1 * aware.quantile(0.99).as_secs_f64(),
+            "{table}"
+        );
+        if policy == "p2c" {
+            // P2C keeps a's backends even, so only the reports see that a is busier.
+            assert!(in_flight.cross_share() < 0.06, "{table}");
+            assert!(
+                reported.cross_share() > 2.0 * in_flight.cross_share(),
+                "{table}"
+            );
+            assert!(reported.max_over_mean() < 1.25, "{table}");
+        }
+    }
+}

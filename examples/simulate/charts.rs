@@ -553,8 +553,10 @@ pub fn tiers_failover(
 /// mean.
 pub fn tiers_zones(path: &Path, rows: &[crate::tiers::ZoneRow]) -> Drawn {
     let n = rows.len().max(1) as i32;
-    let (names_width, row_height) = (330u32, 22u32);
-    let root = SVGBackend::new(path, (1100, 90 + row_height * n as u32)).into_drawing_area();
+    // Wide enough for the longest label, "callers 50/50, 4 of zone a's 10 down, load-aware
+    // (reports), ring".
+    let (names_width, row_height) = (380u32, 22u32);
+    let root = SVGBackend::new(path, (1150, 90 + row_height * n as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
         "Zone awareness: picks that crossed zones, and load max/mean over the primary backends up",

@@ -120,6 +120,12 @@ impl Server {
         }
     }
 
+    /// Its load as it would report it (ORCA's utilisation): requests in service and queued
+    /// over workers, so above 1 when it queues.
+    pub fn utilisation(&self) -> f64 {
+        (self.busy + self.queue.len()) as f64 / self.workers.max(1) as f64
+    }
+
     /// Whether a worker is free to start a request now.
     pub fn has_free_worker(&self) -> bool {
         self.busy < self.workers

@@ -98,8 +98,8 @@ output:
                       (priority 0, 10 per zone) and 20 DR backends (priority 1, another
                       region), load 0.6 of the primary tier, 200000 requests per run (or
                       --requests); cross-zone share, latency and load spread flat / local
-                      only / zone-aware / load-aware, then the primary tier failing step
-                      by step (p2c and ring, or --policies)
+                      only / zone-aware / load-aware / load-aware (reports), then the
+                      primary tier failing step by step (p2c and ring, or --policies)
   --cross-zone MS     with --tiers: extra latency of a request served in the other zone [1]
   --cross-region MS   with --tiers: extra latency of a request served by the DR tier [15]
   --flaky-share X     the share of responses the flaky backend fails [0.3]

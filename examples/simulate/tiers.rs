@@ -20,7 +20,13 @@
 //! * **Routing** ([`Routing`]): the level balanced as a whole (no topology), every caller
 //!   keeping to its own zone (`Topology::locality_weights` with only the caller's zone: the
 //!   naive "stay local"), `Topology::zone_aware` with the calling fleet's real shares (by
-//!   count of callers), or `Topology::load_aware` with a backend's workers as its capacity.
+//!   count of callers), `Topology::load_aware` with a backend's workers as its capacity, or
+//!   `Topology::load_aware_reported`, fed by the backends' own reports.
+//! * **Load reports.** Under [`Routing::LoadAwareReported`] only, every response carries its
+//!   backend's utilisation in-band, as an ORCA trailer does: `(busy workers + queued) /
+//!   workers` as the server sends the response (above 1 when it queues; lbkit counts that as
+//!   fully busy), handed to the caller's balancer (`Balancer::report_load`) when the
+//!   response is back.
 //! * **Changes.** A run is cut into equal phases by arrival; at the start of each phase the
 //!   backends its [`Phase`] lists are set `Down` (or `Degraded`) on every caller's balancer at
 //!   once, as a control plane pushes it. A backend set `Down` drops what it held; those
@@ -36,7 +42,7 @@ use std::collections::BinaryHeap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use lbkit::{Backend, Balancer, Error, Health, ManualClock, Pick, Request, Topology};
+use lbkit::{Backend, Balancer, Error, Health, LoadReport, ManualClock, Pick, Request, Topology};
 
 use crate::config::Config;
 use crate::fleet::{Queued, Server};
@@ -61,15 +67,19 @@ pub enum Routing {
     /// `Topology::load_aware(caller's zone, workers per backend)`, defaults otherwise: the
     /// zones share by measured utilisation (the caller's own picks in flight).
     LoadAware,
+    /// `Topology::load_aware_reported(caller's zone)`, defaults otherwise: the zones share by
+    /// the utilisation the backends report in their responses (Envoy's design, with ORCA).
+    LoadAwareReported,
 }
 
 impl Routing {
     /// Every routing, in the order of the tables.
-    pub const ALL: [Routing; 4] = [
+    pub const ALL: [Routing; 5] = [
         Routing::Flat,
         Routing::LocalOnly,
         Routing::ZoneAware,
         Routing::LoadAware,
+        Routing::LoadAwareReported,
     ];
 
     /// The name printed in the tables.
@@ -79,6 +89,7 @@ impl Routing {
             Routing::LocalOnly => "local only",
             Routing::ZoneAware => "zone-aware",
             Routing::LoadAware => "load-aware",
+            Routing::LoadAwareReported => "load-aware (reports)",
         }
     }
 }
@@ -389,7 +400,7 @@ fn run_policy(
         };
         sim.clock.set(now);
         if event == Some(now) {
-            sim.event(now);
+            sim.event(now)?;
             continue;
         }
         let p = next / per_phase;
@@ -411,6 +422,8 @@ struct Job {
     picked: Duration,
     attempt: usize,
     pick: Pick<usize>,
+    /// The backend's utilisation as it sent the response, when the routing takes reports.
+    report: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -428,6 +441,8 @@ struct Simulation<'a> {
     workload: &'a Workload,
     clock: ManualClock,
     callers: Vec<Box<dyn Balancer<usize>>>,
+    /// Whether responses carry their backend's load report to the caller's balancer.
+    reports: bool,
     servers: Vec<Server>,
     ids: Vec<String>,
     down: Vec<bool>,
@@ -475,6 +490,9 @@ impl<'a> Simulation<'a> {
                 Routing::LoadAware => {
                     lb.set_topology(Topology::load_aware(zone, config.workers as f64))?
                 }
+                Routing::LoadAwareReported => {
+                    lb.set_topology(Topology::load_aware_reported(zone))?
+                }
             }
             callers.push(lb);
         }
@@ -484,6 +502,7 @@ impl<'a> Simulation<'a> {
             workload,
             clock,
             callers,
+            reports: routing == Routing::LoadAwareReported,
             servers: (0..total).map(|_| Server::new(config, 1.0)).collect(),
             ids: (0..total).map(|i| tiers.id(i)).collect(),
             down: vec![false; total],
@@ -656,6 +675,7 @@ impl<'a> Simulation<'a> {
             picked: now,
             attempt,
             pick,
+            report: None,
         });
         if server.has_free_worker() {
             let (service, _) = server.start(a, &tiers.config);
@@ -675,15 +695,18 @@ impl<'a> Simulation<'a> {
     }
 
     /// Handles the next event, due `now`.
-    fn event(&mut self, now: Duration) {
+    ///
+    /// # Errors
+    /// Whatever `report_load` returns (a backend not in the set, a report out of range).
+    fn event(&mut self, now: Duration) -> Result<(), Error> {
         let Some(Reverse((_, slot, generation, what))) = self.events.pop() else {
-            return;
+            return Ok(());
         };
         let current = self.generations[slot] == generation;
         match what {
             Event::Served { backend } => {
                 if self.servers[backend].broken {
-                    return;
+                    return Ok(());
                 }
                 if let Some(q) = self.servers[backend].release_worker() {
                     let a = &self.workload.arrivals[q.arrival];
@@ -696,7 +719,13 @@ impl<'a> Simulation<'a> {
                     )));
                 }
                 if current {
-                    let job = self.jobs[slot].as_ref().expect("a current attempt");
+                    // The response leaves with the backend's load as it is now (the next
+                    // request in its queue, if any, already started).
+                    let utilisation = self.servers[backend].utilisation();
+                    let job = self.jobs[slot].as_mut().expect("a current attempt");
+                    if self.reports {
+                        job.report = Some(utilisation);
+                    }
                     let zone = self.tiers.caller_zone(job.caller);
                     let back = now + self.tiers.network(zone, backend);
                     self.events
@@ -705,6 +734,12 @@ impl<'a> Simulation<'a> {
             }
             Event::Responded if current => {
                 let job = self.end_attempt(slot);
+                if let Some(utilisation) = job.report {
+                    self.callers[job.caller].report_load(
+                        &self.ids[job.backend],
+                        LoadReport::new().utilization(utilisation),
+                    )?;
+                }
                 job.pick.success(now - job.picked);
                 // Counted in the phase the request arrived in.
                 let latency = now - self.workload.arrivals[job.arrival].at;
@@ -715,6 +750,7 @@ impl<'a> Simulation<'a> {
             }
             Event::Responded => {}
         }
+        Ok(())
     }
 
     /// What the phases measured, once every request is done.
