@@ -113,8 +113,8 @@ impl<C> Builder<C> {
     }
 
     /// Tells `observer` of every change in where traffic goes (ejections, returns, panic
-    /// mode, slow starts that end, updates, soft-health weights, subset changes; see
-    /// [`crate::observe`]).
+    /// mode, slow starts that end, updates, soft-health weights, subset changes, the shares
+    /// of priority levels and localities; see [`crate::observe`]).
     ///
     /// Several observers may be given: each is told every event, in the order they were
     /// given.

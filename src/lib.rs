@@ -130,7 +130,7 @@ pub use health::{
     Failure, FailureClasses, FailurePercentageEjection, HealthConfig, OutlierDetection, SlowStart,
     SoftHealth, SuccessRateEjection,
 };
-pub use observe::{Ejection, Event, Observer};
+pub use observe::{Ejection, Event, Observer, TrafficShare};
 pub use report::LoadReport;
 pub use request::Request;
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};

@@ -372,3 +372,93 @@ fn events_from_many_threads_are_told_in_the_order_of_the_changes() {
     }
     assert_eq!(panics.len() % 2, 0, "all up at the end: panic left last");
 }
+
+/// The shares of a `SharesChanged` event as `(priority, locality, percent rounded to 0.01)`.
+fn shares_of(event: &Event) -> Vec<(u32, Option<String>, f64)> {
+    let Event::SharesChanged { shares } = event else {
+        panic!("not a SharesChanged: {event:?}");
+    };
+    shares
+        .iter()
+        .map(|s| {
+            (
+                s.priority,
+                s.locality.as_deref().map(str::to_owned),
+                (s.share * 10_000.0).round() / 100.0,
+            )
+        })
+        .collect()
+}
+
+/// Failover across priority levels, told as it happens: P0 of 10 backends and P1 of 10;
+/// P0 at 70% healthy keeps 98% (Envoy: 70 x 1.4), at 50% 70%, all down 0%. A health
+/// change that moves no share tells nothing.
+#[test]
+fn shares_change_as_a_level_fails_over() {
+    let (log, observer) = recorder();
+    let set =
+        (0..20).map(|i| Backend::new(format!("b{i:02}"), ()).with_priority(u32::from(i >= 10)));
+    let lb = RoundRobin::builder().observer(observer).build(set).unwrap();
+    assert!(take(&log).is_empty());
+    lb.set_health("b00", Health::Down).unwrap();
+    // 90% x 1.4 = 126: P0 keeps everything.
+    assert!(take(&log).is_empty());
+    lb.set_health("b01", Health::Down).unwrap();
+    lb.set_health("b02", Health::Down).unwrap();
+    assert_eq!(
+        take(&log).iter().map(shares_of).collect::<Vec<_>>(),
+        [
+            // 80%: 112, still all of it; 70%: 98.
+            vec![(0, None, 98.0), (1, None, 2.0)],
+        ]
+    );
+    lb.set_health("b03", Health::Down).unwrap();
+    lb.set_health("b04", Health::Down).unwrap();
+    let events = take(&log);
+    assert_eq!(shares_of(&events[1]), [(0, None, 70.0), (1, None, 30.0)]);
+    for i in 5..10 {
+        lb.set_health(&format!("b{i:02}"), Health::Down).unwrap();
+    }
+    assert_eq!(shares_of(take(&log).last().unwrap()), [(1, None, 100.0)]);
+}
+
+/// Load-aware routing on reports tells each move of the zones' shares: Envoy's worked
+/// example after the first sample.
+#[test]
+fn shares_change_as_load_aware_routing_moves_traffic() {
+    let clock = ManualClock::new();
+    let (log, observer) = recorder();
+    let set = (0..30).map(|i| {
+        Backend::new(format!("z{}-{:02}", i / 10, i % 10), ()).with_locality(format!("z{}", i / 10))
+    });
+    let lb = RoundRobin::builder()
+        .health(HealthConfig::new().clock(clock.clone()))
+        .topology(lbkit::Topology::load_aware_reported("z0"))
+        .observer(observer)
+        .build(set)
+        .unwrap();
+    for i in 0..30 {
+        let u = [0.7, 0.3, 0.4][i / 10];
+        lb.report_load(
+            &format!("z{}-{:02}", i / 10, i % 10),
+            lbkit::LoadReport::new().utilization(u),
+        )
+        .unwrap();
+    }
+    assert!(take(&log).is_empty());
+    clock.advance(Duration::from_secs(1));
+    drop(lb.pick(&Request::new()));
+    let z = |n: &str| Some(n.to_owned());
+    assert_eq!(
+        take(&log).iter().map(shares_of).collect::<Vec<_>>(),
+        [vec![
+            (0, z("z0"), 18.75),
+            (0, z("z1"), 43.75),
+            (0, z("z2"), 37.5)
+        ]]
+    );
+    // The same reports again: the smoothed values do not move, nothing is told.
+    clock.advance(Duration::from_secs(1));
+    drop(lb.pick(&Request::new()));
+    assert!(take(&log).is_empty());
+}

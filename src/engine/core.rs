@@ -24,6 +24,7 @@ use crate::engine::sync::{ArcSwap, Guard, Mutex};
 use crate::engine::tiers::{arrange, group_snapshot, Inputs, Standing, Tiers};
 use crate::error::{Error, NoPick};
 use crate::health::HealthConfig;
+use crate::observe::TrafficShare;
 use crate::observe::{Ejection, Event, Watcher};
 use crate::placement::{id_hash, GAMMA};
 use crate::request::Request;
@@ -1296,6 +1297,17 @@ struct Before {
     /// By id: the end of the ejection (0: none), whether ramping, the soft-health weight.
     members: AHashMap<Arc<str>, (u64, bool, u32)>,
     panic: Option<(usize, usize)>,
+    shares: Vec<(u32, Option<Arc<str>>, u64)>,
+}
+
+/// The levels' and localities' shares of a snapshot, in parts per million: one level as a
+/// whole for a flat set with members.
+fn traffic_shares<T, X>(snap: &Snapshot<T, X>) -> Vec<(u32, Option<Arc<str>>, u64)> {
+    match (&snap.tiers, snap.members.first()) {
+        (Some(tiers), _) => tiers.traffic_shares(),
+        (None, Some(e)) => vec![(e.priority, None, 1_000_000)],
+        (None, None) => Vec::new(),
+    }
 }
 
 impl Before {
@@ -1314,6 +1326,7 @@ impl Before {
                 })
                 .collect(),
             panic: snap.panic,
+            shares: traffic_shares(snap),
         }
     }
 }
@@ -1379,6 +1392,19 @@ fn changes<T, X>(
     if !same_members && subset_in_force {
         events.push(Event::SubsetChanged {
             members: after.members.len(),
+        });
+    }
+    let shares = traffic_shares(after);
+    if shares != before.shares {
+        events.push(Event::SharesChanged {
+            shares: shares
+                .into_iter()
+                .map(|(priority, locality, ppm)| TrafficShare {
+                    priority,
+                    locality,
+                    share: ppm as f64 / 1e6,
+                })
+                .collect(),
         });
     }
     events

@@ -121,6 +121,37 @@ impl<T, X> Tiers<T, X> {
         share.first + share.cumulative.partition_point(|&c| c <= point)
     }
 
+    /// Each level's (and locality's) share of the picks in parts per million, summed over
+    /// its classes, in priority then locality order; the points and the locality weights
+    /// are the ones picks use, so this is what they do.
+    pub(crate) fn traffic_shares(&self) -> Vec<(u32, Option<Arc<str>>, u64)> {
+        let mut out: std::collections::BTreeMap<(u32, Option<Arc<str>>), u64> =
+            std::collections::BTreeMap::new();
+        for (c, share) in self.shares.iter().enumerate() {
+            let points = self.points.iter().filter(|&&p| usize::from(p) == c).count() as u64;
+            let class = points * 10_000;
+            let total = share.cumulative.last().copied().unwrap_or(0);
+            let count = share.cumulative.len().max(1);
+            let mut previous = 0u64;
+            for k in 0..count {
+                let group = &self.groups[share.first + k];
+                let part = if total == 0 {
+                    class
+                } else {
+                    let weight = share.cumulative[k] - previous;
+                    previous = share.cumulative[k];
+                    (u128::from(class) * u128::from(weight) / u128::from(total)) as u64
+                };
+                *out.entry((group.priority, group.locality.clone()))
+                    .or_default() += part;
+            }
+        }
+        out.into_iter()
+            .filter(|&(_, ppm)| ppm > 0)
+            .map(|((priority, locality), ppm)| (priority, locality, ppm))
+            .collect()
+    }
+
     /// The groups in the order a pick tries them: `first`, then the others in order.
     pub(crate) fn order(&self, first: usize) -> impl Iterator<Item = usize> + Clone {
         std::iter::once(first).chain((0..self.groups.len()).filter(move |&g| g != first))

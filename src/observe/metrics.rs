@@ -168,6 +168,9 @@ impl Exporter {
             Event::SubsetChanged { .. } => {
                 counter!("lbkit_subset_changes_total", balancer.iter()).increment(1);
             }
+            Event::SharesChanged { .. } => {
+                counter!("lbkit_share_changes_total", balancer.iter()).increment(1);
+            }
             Event::SlowStartDone { .. } | Event::SoftWeight { .. } => {}
         }
     }
@@ -254,6 +257,11 @@ fn describe() {
         "lbkit_subset_changes_total",
         Unit::Count,
         "Changes of this client's subset."
+    );
+    describe_counter!(
+        "lbkit_share_changes_total",
+        Unit::Count,
+        "Changes of how traffic splits between priority levels and localities."
     );
     describe_gauge!(
         "lbkit_in_flight",

@@ -1,6 +1,6 @@
 //! Seeing what a balancer does: an [`Observer`] is told of every change in where traffic
 //! goes (ejections and returns, panic mode, slow starts that end, updates, soft-health
-//! weights, subset changes).
+//! weights, subset changes, the shares of priority levels and localities).
 //!
 //! Events are found by the writer-side code that makes the change (an update, a health
 //! change, or the rebuild that applies reports and time, which the first pick that finds it
@@ -60,6 +60,7 @@
 //! | `lbkit_panics_total` | counter | `balancer` | times panic mode was entered |
 //! | `lbkit_updates_total` | counter | `balancer` | updates of the set applied |
 //! | `lbkit_subset_changes_total` | counter | `balancer` | changes of this client's subset |
+//! | `lbkit_share_changes_total` | counter | `balancer` | changes of the levels' and localities' traffic shares ([`Event::SharesChanged`]) |
 //! | `lbkit_in_flight` | gauge | `balancer`, `backend` | picks held now |
 //! | `lbkit_effective_weight` | gauge | `balancer`, `backend` | the weight picks see, in units of the configured weight (0: not eligible) |
 //! | `lbkit_eligible` | gauge | `balancer`, `backend` | 1 if the backend can take new picks |
@@ -327,4 +328,26 @@ pub enum Event {
         /// How many backends the client uses now.
         members: usize,
     },
+    /// How traffic splits between priority levels and localities changed (a level lost
+    /// healthy capacity, a [`Topology`](crate::Topology) was set, load-aware routing moved
+    /// traffic between zones). Told only when some share moved by at least one part per
+    /// million.
+    SharesChanged {
+        /// Every level and locality with a share now, in priority then locality order.
+        shares: Vec<TrafficShare>,
+    },
+}
+
+/// One priority level's (or one of its localities') share of the picks, as
+/// [`Event::SharesChanged`] tells it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TrafficShare {
+    /// The level's priority (0 is the highest).
+    pub priority: u32,
+    /// The locality, or `None` for the level's backends balanced as a whole (or those that
+    /// name no locality).
+    pub locality: Option<Arc<str>>,
+    /// The share of picks, in [0, 1] (healthy and degraded backends together).
+    pub share: f64,
 }

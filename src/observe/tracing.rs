@@ -54,5 +54,9 @@ pub(crate) fn event(balancer: &Arc<str>, event: &Event) {
         Event::SubsetChanged { members } => {
             tracing::debug!(target: "lbkit", balancer, members, "subset changed")
         }
+        Event::SharesChanged { shares } => {
+            let shares = format!("{shares:?}");
+            tracing::info!(target: "lbkit", balancer, shares, "traffic shares changed")
+        }
     }
 }
