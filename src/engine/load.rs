@@ -70,6 +70,13 @@ impl LoadSweep {
                 .and_modify(|u| *u = alpha * sample + (1.0 - alpha) * *u)
                 .or_insert(sample);
         }
+        // Localities no member is in any more are forgotten (one that comes back starts
+        // over), so the map stays as small as the set's localities.
+        self.smoothed.retain(|(priority, locality), _| {
+            members
+                .iter()
+                .any(|e| e.priority == *priority && e.locality == *locality)
+        });
         self.next_at = after(now, load.update_period);
     }
 }
