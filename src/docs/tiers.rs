@@ -117,6 +117,11 @@
 //! local, 1.5% to each other. With smoothing, a local zone that jumps from 0.45 to full keeps
 //! its traffic for one more period and spills at 0.63, long before it saturates.
 //!
+//! The split is recomputed every period, so for hashing policies the keys at the edges of
+//! the localities' shares move with it: a share that moves by `d` moves about `d` of the
+//! keys (the smoothing keeps `d` small while load changes slowly). Every change of the
+//! split is told to observers as [`Event::SharesChanged`](crate::Event::SharesChanged).
+//!
 //! Where the utilisation comes from:
 //!
 //! * [`Topology::load_aware`](crate::Topology::load_aware) measures the balancer's own
