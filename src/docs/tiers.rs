@@ -118,8 +118,10 @@
 //! its traffic for one more period and spills at 0.63, long before it saturates.
 //!
 //! The split is recomputed every period, so for hashing policies the keys at the edges of
-//! the localities' shares move with it: a share that moves by `d` moves about `d` of the
-//! keys (the smoothing keeps `d` small while load changes slowly). Every change of the
+//! the localities' shares move with it: the localities lie end to end in a fixed order, and
+//! the keys between each boundary's old and new place change locality (so the keys moved are
+//! the sum of how far each boundary moved; the smoothing keeps that small while load changes
+//! slowly). Every change of the
 //! split is told to observers as [`Event::SharesChanged`](crate::Event::SharesChanged).
 //!
 //! Where the utilisation comes from:
