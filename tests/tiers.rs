@@ -1197,3 +1197,53 @@ fn bad_load_reports_are_typed_errors() {
         }
     }
 }
+
+/// Under load-aware routing a hashing policy's keys move with the split: the localities lie
+/// end to end, and exactly the keys between each boundary's old and new place change zone
+/// (inside a zone, a key keeps its backend). Shares 18.75 / 43.75 / 37.5 (boundaries 18.75,
+/// 62.5) become 27.78 / 27.78 / 44.44 (27.78, 55.56): 9.03 + 6.94 = 15.97% of the keys move.
+#[test]
+fn load_aware_split_moves_the_keys_between_the_boundaries() {
+    let per_zone = [10, 10, 10];
+    let keys: Vec<String> = (0..20_000).map(|i| format!("key-{i}")).collect();
+    let place = |lb: &dyn Balancer<u32>| -> Vec<String> {
+        keys.iter()
+            .map(|k| lb.pick(&Request::with_key(k)).unwrap().id().to_owned())
+            .collect()
+    };
+    for policy in POLICIES.iter().filter(|p| p.hashing) {
+        let clock = lbkit::ManualClock::new();
+        let lb = (policy.new)(zoned(&per_zone), 7).unwrap();
+        lb.set_health_config(HealthConfig::new().clock(clock.clone()))
+            .unwrap();
+        // A time constant of 1 ms: each sample replaces the last.
+        lb.set_topology(
+            Topology::load_aware_reported("z0").smoothing(std::time::Duration::from_millis(1)),
+        )
+        .unwrap();
+        report(&*lb, &per_zone, &[0.7, 0.3, 0.4]);
+        clock.advance(std::time::Duration::from_secs(1));
+        let before = place(&*lb);
+        report(&*lb, &per_zone, &[0.5, 0.5, 0.2]);
+        clock.advance(std::time::Duration::from_secs(1));
+        let after = place(&*lb);
+        let zone = |id: &str| id[1..2].to_owned();
+        let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        let changed_zone = before
+            .iter()
+            .zip(&after)
+            .filter(|(a, b)| zone(a) != zone(b))
+            .count();
+        let percent = 100.0 * moved as f64 / keys.len() as f64;
+        assert!(
+            (percent - 15.97).abs() < 1.0,
+            "{}: {percent:.2}% of the keys moved",
+            policy.name
+        );
+        assert_eq!(
+            moved, changed_zone,
+            "{}: keys moved inside a zone",
+            policy.name
+        );
+    }
+}
