@@ -767,6 +767,61 @@ mod tests {
         assert_eq!(schedule_weights(&[10.0, 100.0]).weights, [6554, 65535]);
     }
 
+    /// `picks` picks of a smooth weighted round robin (nginx's) over `weights`: a reference
+    /// integer scheduler, only to count picks per backend.
+    fn smooth_picks(weights: &[u32], picks: usize) -> Vec<usize> {
+        let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+        let mut current = vec![0i64; weights.len()];
+        let mut counts = vec![0usize; weights.len()];
+        for _ in 0..picks {
+            for (c, &w) in current.iter_mut().zip(weights) {
+                *c += i64::from(w);
+            }
+            let best = (0..weights.len())
+                .max_by_key(|&i| (current[i], usize::MAX - i))
+                .unwrap();
+            current[best] -= total;
+            counts[best] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn picks_within_grpc_gos_tolerance() {
+        // grpc-go balancer_test.go checkWeights: 100 RPCs (rrIterations), backend i expected
+        // 100 x w_i / sum (integer division), within +/- 2. The scenarios of
+        // TestBalancer_TwoAddresses_ReportingEnabledPerCall and TestBalancer_AddressesChanging,
+        // from the reports to the picks.
+        let cfg = grpc_go_test_config();
+        let scenarios: [&[(f64, f64, usize)]; 3] = [
+            &[(10.0, 1.0, 1), (10.0, 0.1, 10)],
+            &[(10.0, 1.0, 1), (10.0, 0.1, 10), (20.0, 1.0, 2)],
+            &[
+                (10.0, 1.0, 1),
+                (10.0, 0.1, 10),
+                (20.0, 1.0, 2),
+                (20.0, 0.1, 20),
+            ],
+        ];
+        for scenario in scenarios {
+            let weights: Vec<f64> = scenario
+                .iter()
+                .map(|&(qps, utilization, _)| {
+                    reported(qps, 0.0, utilization, 0, &cfg).weight(SECOND, &cfg)
+                })
+                .collect();
+            let counts = smooth_picks(&schedule_weights(&weights).weights, 100);
+            let sum: usize = scenario.iter().map(|&(_, _, w)| w).sum();
+            for (&(_, _, w), &got) in scenario.iter().zip(&counts) {
+                let want = 100 * w / sum;
+                assert!(
+                    got + 2 >= want && got <= want + 2,
+                    "{scenario:?}: {counts:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn unknown_weights_get_the_mean() {
         // A58: "Subchannels that are included with a zero weight are still picked but with the
