@@ -64,7 +64,9 @@
 //! 1 / 65,535 (1.5e-5): rounding moves it by at most half of that, and the floor of 1 (a
 //! weight below 1 / 131,070 of the largest) by at most all of it. The floor differs from
 //! grpc-go, where such a weight rounds to 0 and the backend is never picked (lbkit reads
-//! weight 0 as "no new picks"); gRPC C++'s `StaticStrideScheduler::Make` also floors at 1.
+//! weight 0 as "no new picks"). gRPC C++ (`StaticStrideScheduler::Make`) goes further than
+//! A58 and grpc-go: it floors known weights at 1% of the mean (at least 1) and caps them at
+//! 10 times the mean; we follow A58 and grpc-go, with only the floor of 1.
 //!
 //! Cost: `on_report` and `weight` are a few float operations; `schedule_weights` is two
 //! passes over the backends, once per `weight_update_period`, not per pick.
@@ -854,7 +856,7 @@ mod tests {
     #[test]
     fn tiny_weights_keep_a_share() {
         // grpc-go would round 1e-9 of the largest to 0 (never picked); lbkit reads weight 0
-        // as "no new picks", so the floor is 1, as gRPC C++'s StaticStrideScheduler.
+        // as "no new picks", so the floor is 1 (gRPC C++'s StaticStrideScheduler has one too).
         let s = schedule_weights(&[1e-9, 1.0]);
         assert_eq!(s.weights, [1, 65535]);
         // Weights near f64::MAX: no overflow in the mean.
