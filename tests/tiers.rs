@@ -1204,7 +1204,6 @@ fn bad_load_reports_are_typed_errors() {
 /// (no fresh report anywhere: every zone idle, all traffic local). They do: `now - at`
 /// saturates at 0 on the new clock, so they look fresh until B passes 1000 s + 180 s.
 #[test]
-#[ignore = "bug: a new clock keeps the reports' times of the old clock (never expire)"]
 fn load_aware_reported_reports_of_an_old_clock_do_not_stay_fresh() {
     let per_zone = [4, 4];
     let a = lbkit::ManualClock::new();

@@ -931,7 +931,8 @@ impl<T, P: Policy<T>> Core<T, P> {
     }
 
     /// Replaces the health configuration. A new clock restarts everything measured in time
-    /// (ejections, ramps, latency estimates); a rule switched off ends what it started.
+    /// (ejections, ramps, latency estimates, load reports); a rule switched off ends what it
+    /// started.
     /// Error: a value out of range (see [`HealthConfig`]); then nothing changes.
     pub(crate) fn set_health_config(&self, config: HealthConfig) -> Result<(), Error> {
         config.validate()?;
@@ -967,6 +968,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             if new_clock {
                 s.reset_latency(now);
                 s.forget_failure_load();
+                s.forget_report();
             }
         }
         let sweeps = |c: &HealthConfig| {

@@ -443,6 +443,12 @@ impl State {
             .store(ppm.min(NO_REPORT - 1), Ordering::Relaxed);
     }
 
+    /// Forgets the latest load report (a new clock: its time was read on the old one).
+    pub(crate) fn forget_report(&self) {
+        // Relaxed: see `set_reported_utilisation`.
+        self.reported_utilisation.store(NO_REPORT, Ordering::Relaxed);
+    }
+
     /// The latest reported utilisation (parts per million) and when it came, if any.
     pub(crate) fn reported_utilisation(&self) -> Option<(u32, u64)> {
         // Relaxed: see `set_reported_utilisation`.
