@@ -120,8 +120,10 @@
 //! The split is recomputed every period, so for hashing policies the keys at the edges of
 //! the localities' shares move with it: the localities lie end to end in a fixed order, and
 //! the keys between each boundary's old and new place change locality (so the keys moved are
-//! the sum of how far each boundary moved; the smoothing keeps that small while load changes
-//! slowly). Every change of the
+//! at most the sum of how far each boundary moved, exactly that when the boundaries' moves do
+//! not overlap; Envoy's worked example snapping to local moves 80% of the keys, not the 114%
+//! its two boundaries moved; the smoothing keeps it small while load changes slowly). Every
+//! change of the
 //! split is told to observers as [`Event::SharesChanged`](crate::Event::SharesChanged).
 //!
 //! Where the utilisation comes from:
