@@ -1269,7 +1269,6 @@ fn load_aware_keys_moved_are_those_between_old_and_new_boundaries() {
 /// until the next sample every zone counts as idle, and a hot local zone that was spilling
 /// 8 in 9 picks takes (almost) everything again for a whole period.
 #[test]
-#[ignore = "bug: set_topology with only a new remote_probe forgets the load samples"]
 fn load_aware_new_probe_keeps_the_samples() {
     let per_zone = [4, 4];
     let clock = lbkit::ManualClock::new();

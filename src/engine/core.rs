@@ -906,9 +906,17 @@ impl<T, P: Policy<T>> Core<T, P> {
         let current = self.current.load_full();
         let watched = self.before(&current);
         let now = self.feedback.now_ns();
-        // The same load-aware rules keep their samples; others start over.
-        let load =
-            (topology.load != writer.topology.load).then(|| LoadSweep::start(&topology, now));
+        // Load-aware rules that measure the same way keep their samples (a new probe,
+        // threshold, period or local zone changes nothing measured); others start over.
+        let load = match (&topology.load, &writer.topology.load) {
+            _ if topology.load == writer.topology.load => None,
+            (Some(new), Some(old)) if new.signal == old.signal => {
+                let mut kept = writer.load.clone();
+                kept.reschedule(&topology, now);
+                Some(kept)
+            }
+            _ => Some(LoadSweep::start(&topology, now)),
+        };
         let old = std::mem::replace(&mut writer.topology, topology);
         let old_load = load.map(|load| std::mem::replace(&mut writer.load, load));
         let snapshot = match self.rebuild(writer, &current, now) {
