@@ -105,7 +105,9 @@
 //! 2. *smooth*: the first sample as it is, then `a x sample + (1 - a) x previous` with
 //!    `a = 1 - exp(-period / 5 s)`;
 //! 3. *headroom*: in each level's healthy share, a locality's weight is its healthy backends x
-//!    `(1 - utilisation)`; all localities full: by healthy backends;
+//!    `(1 - utilisation)`; all localities full: by healthy backends (degraded and panic
+//!    shares are balanced as a whole, where Envoy's design keeps load-aware weights for them
+//!    too);
 //! 4. *local preference*: if the caller's locality is at most 0.1 busier than the others'
 //!    average (weighted by their healthy backends), it takes everything (one-sided: a less
 //!    busy local locality always does);
