@@ -1297,7 +1297,6 @@ fn load_aware_new_probe_keeps_the_samples() {
 /// is idle and everything stays local. Re-added after its picks are dropped it does; while
 /// one is held its old report makes z0 spill to z1.
 #[test]
-#[ignore = "bug: a revived backend keeps the load report from before its removal"]
 fn load_aware_reported_revived_backend_has_no_old_report() {
     let per_zone = [4, 4];
     for hold in [false, true] {

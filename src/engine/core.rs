@@ -725,7 +725,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             .collect();
         released.entries.extend(members.iter().cloned());
         // A revived backend joins afresh, as a new one would (`Up`, not ejected, no failures,
-        // ramping), before the snapshot is built so that the snapshot has its ramp. Its old
+        // ramping, no load report), before the snapshot is built so that the snapshot has its ramp. Its old
         // settings are restored if the build fails, so that nothing changes on error.
         let saved: Vec<_> = revived.iter().map(|s| s.revive(now, ramp)).collect();
         let before: Vec<Health> = given.iter().map(|(s, _)| s.health()).collect();
