@@ -1235,9 +1235,7 @@ fn load_aware_keys_moved_are_those_between_old_and_new_boundaries() {
     let clock = lbkit::ManualClock::new();
     let lb = lbkit::Maglev::builder()
         .health(HealthConfig::new().clock(clock.clone()))
-        .topology(
-            Topology::load_aware_reported("z0").smoothing(std::time::Duration::from_nanos(1)),
-        )
+        .topology(Topology::load_aware_reported("z0").smoothing(std::time::Duration::from_nanos(1)))
         .build(zoned(&per_zone))
         .unwrap();
     let zone_of = |lb: &dyn Balancer<u32>| -> Vec<u8> {
@@ -1288,7 +1286,10 @@ fn load_aware_new_probe_keeps_the_samples() {
     lb.set_topology(Topology::load_aware_reported("z0").remote_probe(0.05))
         .unwrap();
     let got = to_z1(&lb);
-    assert!((790..=810).contains(&got), "after a new probe: {got} of 900 to z1");
+    assert!(
+        (790..=810).contains(&got),
+        "after a new probe: {got} of 900 to z1"
+    );
 }
 
 /// Review: a backend re-added while a pick on it is held "joins afresh, as a new one would"
@@ -1309,8 +1310,11 @@ fn load_aware_reported_revived_backend_has_no_old_report() {
         lb.report_load("z0-00", lbkit::LoadReport::new().utilization(0.9))
             .unwrap();
         for i in 0..4 {
-            lb.report_load(&format!("z1-{i:02}"), lbkit::LoadReport::new().utilization(0.2))
-                .unwrap();
+            lb.report_load(
+                &format!("z1-{i:02}"),
+                lbkit::LoadReport::new().utilization(0.2),
+            )
+            .unwrap();
         }
         let held = hold.then(|| {
             (0..8)
@@ -1319,8 +1323,13 @@ fn load_aware_reported_revived_backend_has_no_old_report() {
                 .unwrap()
         });
         let all = zoned(&per_zone);
-        lb.update(all.iter().filter(|b| &*b.id() != "z0-00").cloned().collect())
-            .unwrap();
+        lb.update(
+            all.iter()
+                .filter(|b| &*b.id() != "z0-00")
+                .cloned()
+                .collect(),
+        )
+        .unwrap();
         lb.update(all).unwrap();
         clock.advance(std::time::Duration::from_secs(1));
         let to_z1 = (0..900)

@@ -447,7 +447,8 @@ impl State {
     /// Forgets the latest load report (a new clock: its time was read on the old one).
     pub(crate) fn forget_report(&self) {
         // Relaxed: see `set_reported_utilisation`.
-        self.reported_utilisation.store(NO_REPORT, Ordering::Relaxed);
+        self.reported_utilisation
+            .store(NO_REPORT, Ordering::Relaxed);
     }
 
     /// The latest reported utilisation (parts per million) and when it came, if any.
@@ -705,9 +706,7 @@ impl State {
             recent_failures: self.recent_failures.swap(0, Ordering::Relaxed),
             // Relaxed: see `set_reported_utilisation`. A report racing with the revival
             // lands either side, as one on the old picks would.
-            reported_utilisation: self
-                .reported_utilisation
-                .swap(NO_REPORT, Ordering::Relaxed),
+            reported_utilisation: self.reported_utilisation.swap(NO_REPORT, Ordering::Relaxed),
         };
         self.set_health(Health::Up);
         self.set_soft_weight(FULL_SOFT_WEIGHT);
