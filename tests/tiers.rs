@@ -1325,7 +1325,7 @@ fn load_aware_reported_revived_backend_has_no_old_report() {
         let all = zoned(&per_zone);
         lb.update(
             all.iter()
-                .filter(|b| &*b.id() != "z0-00")
+                .filter(|b| b.id() != "z0-00")
                 .cloned()
                 .collect(),
         )
