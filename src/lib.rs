@@ -207,8 +207,8 @@ pub trait Balancer<T>: Send + Sync {
 
     /// Replaces the passive-health rules (outlier ejection, panic threshold, slow start)
     /// while the balancer serves; the same rules [`Builder::health`] sets from the start. A
-    /// new clock restarts everything measured in time (ejections, ramps, latency estimates);
-    /// a rule switched off ends what it started.
+    /// new clock restarts everything measured in time (ejections, ramps, latency estimates,
+    /// load reports and load-aware samples); a rule switched off ends what it started.
     ///
     /// The clock is the same only when `config` is a clone of the configuration in use, or
     /// derived from one with the builder methods other than [`HealthConfig::clock`] (clones

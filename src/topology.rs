@@ -252,7 +252,8 @@ impl Topology {
     ///    utilisation keeps being measured.
     ///
     /// If every locality is fully utilised, they share by healthy backends. Degraded and
-    /// panic shares are balanced as a whole.
+    /// panic shares are balanced as a whole (Envoy's design keeps load-aware weights for
+    /// them too, over the degraded and over all backends).
     ///
     /// `capacity` is picks in flight per unit of weight at which a backend is fully busy: for
     /// backends of weight 1 that each serve 32 requests at once, 32.

@@ -1247,3 +1247,140 @@ fn load_aware_split_moves_the_keys_between_the_boundaries() {
         );
     }
 }
+
+/// Review: a new clock restarts what is measured in time, but the reports' times stay on the
+/// old clock. Reports given at 1000 s on clock A, then a new clock B that starts at 0 and
+/// runs 200 s (past the 3-minute expiration): the reports are 200 s old and must not count
+/// (no fresh report anywhere: every zone idle, all traffic local). They do: `now - at`
+/// saturates at 0 on the new clock, so they look fresh until B passes 1000 s + 180 s.
+#[test]
+fn load_aware_reported_reports_of_an_old_clock_do_not_stay_fresh() {
+    let per_zone = [4, 4];
+    let a = lbkit::ManualClock::new();
+    a.advance(std::time::Duration::from_secs(1000));
+    let lb = lbkit::RoundRobin::builder()
+        .health(HealthConfig::new().clock(a.clone()))
+        .topology(Topology::load_aware_reported("z0").remote_probe(0.0))
+        .build(zoned(&per_zone))
+        .unwrap();
+    report(&lb, &per_zone, &[0.9, 0.2]);
+    let b = lbkit::ManualClock::new();
+    lb.set_health_config(HealthConfig::new().clock(b.clone()))
+        .unwrap();
+    b.advance(std::time::Duration::from_secs(200));
+    let to_z1 = (0..900)
+        .filter(|_| lb.pick(&Request::new()).unwrap().id().starts_with("z1"))
+        .count();
+    assert_eq!(to_z1, 0, "reports of the old clock still count");
+}
+
+/// When a load-aware split changes, the keys a hashing policy moves are those between each
+/// boundary's old and new place: at most the sum of how far the boundaries moved. With
+/// three zones the moves overlap: Envoy's worked example (18.75 / 43.75 / 37.5%) snapping to
+/// local (97 / 1.5 / 1.5%) moves boundaries 0.1875 -> 0.97 and 0.625 -> 0.985, a sum of
+/// 114% of the keys; the keys that move are those in [0.1875, 0.985), 79.75%.
+#[test]
+fn load_aware_keys_moved_are_those_between_old_and_new_boundaries() {
+    let per_zone = [10, 10, 10];
+    let clock = lbkit::ManualClock::new();
+    let lb = lbkit::Maglev::builder()
+        .health(HealthConfig::new().clock(clock.clone()))
+        .topology(Topology::load_aware_reported("z0").smoothing(std::time::Duration::from_nanos(1)))
+        .build(zoned(&per_zone))
+        .unwrap();
+    let zone_of = |lb: &dyn Balancer<u32>| -> Vec<u8> {
+        (0..20_000)
+            .map(|i| {
+                let key = format!("key-{i}");
+                lb.pick(&Request::with_key(&key)).unwrap().id().as_bytes()[1]
+            })
+            .collect()
+    };
+    report(&lb, &per_zone, &[0.7, 0.3, 0.4]);
+    clock.advance(std::time::Duration::from_secs(1));
+    let before = zone_of(&lb);
+    report(&lb, &per_zone, &[0.45, 0.45, 0.45]);
+    clock.advance(std::time::Duration::from_secs(1));
+    let after = zone_of(&lb);
+    let moved =
+        before.iter().zip(&after).filter(|(a, b)| a != b).count() as f64 / before.len() as f64;
+    let boundaries_moved = (0.97 - 0.1875) + (0.985 - 0.625);
+    let between = 0.985 - 0.1875;
+    assert!(
+        (moved - between).abs() < 0.02 && moved < boundaries_moved,
+        "moved {moved}, between the boundaries {between}, boundaries moved {boundaries_moved}"
+    );
+}
+
+/// Review: a new remote probe (or variance threshold) does not change what is measured, yet
+/// `set_topology` forgets the smoothed utilisation when any load-aware parameter differs:
+/// until the next sample every zone counts as idle, and a hot local zone that was spilling
+/// 8 in 9 picks takes (almost) everything again for a whole period.
+#[test]
+fn load_aware_new_probe_keeps_the_samples() {
+    let per_zone = [4, 4];
+    let clock = lbkit::ManualClock::new();
+    let lb = lbkit::RoundRobin::builder()
+        .health(HealthConfig::new().clock(clock.clone()))
+        .topology(Topology::load_aware_reported("z0").remote_probe(0.0))
+        .build(zoned(&per_zone))
+        .unwrap();
+    report(&lb, &per_zone, &[0.9, 0.2]);
+    clock.advance(std::time::Duration::from_secs(1));
+    let to_z1 = |lb: &lbkit::RoundRobin<u32>| {
+        (0..900)
+            .filter(|_| lb.pick(&Request::new()).unwrap().id().starts_with("z1"))
+            .count()
+    };
+    assert!((790..=810).contains(&to_z1(&lb)), "spills 8 in 9 to z1");
+    lb.set_topology(Topology::load_aware_reported("z0").remote_probe(0.05))
+        .unwrap();
+    let got = to_z1(&lb);
+    assert!(
+        (790..=810).contains(&got),
+        "after a new probe: {got} of 900 to z1"
+    );
+}
+
+/// Review: a backend re-added while a pick on it is held "joins afresh, as a new one would"
+/// (CHANGELOG), but it keeps its old load report. z0-00 alone reported 0.9 (z1 0.2); it is
+/// removed while a pick is held, then added back: as a new backend it has no report, so z0
+/// is idle and everything stays local. Re-added after its picks are dropped it does; while
+/// one is held its old report makes z0 spill to z1.
+#[test]
+fn load_aware_reported_revived_backend_has_no_old_report() {
+    let per_zone = [4, 4];
+    for hold in [false, true] {
+        let clock = lbkit::ManualClock::new();
+        let lb = lbkit::RoundRobin::builder()
+            .health(HealthConfig::new().clock(clock.clone()))
+            .topology(Topology::load_aware_reported("z0").remote_probe(0.0))
+            .build(zoned(&per_zone))
+            .unwrap();
+        lb.report_load("z0-00", lbkit::LoadReport::new().utilization(0.9))
+            .unwrap();
+        for i in 0..4 {
+            lb.report_load(
+                &format!("z1-{i:02}"),
+                lbkit::LoadReport::new().utilization(0.2),
+            )
+            .unwrap();
+        }
+        let held = hold.then(|| {
+            (0..8)
+                .map(|_| lb.pick(&Request::new()).unwrap())
+                .find(|p| p.id() == "z0-00")
+                .unwrap()
+        });
+        let all = zoned(&per_zone);
+        lb.update(all.iter().filter(|b| b.id() != "z0-00").cloned().collect())
+            .unwrap();
+        lb.update(all).unwrap();
+        clock.advance(std::time::Duration::from_secs(1));
+        let to_z1 = (0..900)
+            .filter(|_| lb.pick(&Request::new()).unwrap().id().starts_with("z1"))
+            .count();
+        assert_eq!(to_z1, 0, "pick held: {hold}");
+        drop(held);
+    }
+}

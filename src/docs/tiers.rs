@@ -105,7 +105,9 @@
 //! 2. *smooth*: the first sample as it is, then `a x sample + (1 - a) x previous` with
 //!    `a = 1 - exp(-period / 5 s)`;
 //! 3. *headroom*: in each level's healthy share, a locality's weight is its healthy backends x
-//!    `(1 - utilisation)`; all localities full: by healthy backends;
+//!    `(1 - utilisation)`; all localities full: by healthy backends (degraded and panic
+//!    shares are balanced as a whole, where Envoy's design keeps load-aware weights for them
+//!    too);
 //! 4. *local preference*: if the caller's locality is at most 0.1 busier than the others'
 //!    average (weighted by their healthy backends), it takes everything (one-sided: a less
 //!    busy local locality always does);
@@ -120,8 +122,10 @@
 //! The split is recomputed every period, so for hashing policies the keys at the edges of
 //! the localities' shares move with it: the localities lie end to end in a fixed order, and
 //! the keys between each boundary's old and new place change locality (so the keys moved are
-//! the sum of how far each boundary moved; the smoothing keeps that small while load changes
-//! slowly). Every change of the
+//! at most the sum of how far each boundary moved, exactly that when the boundaries' moves do
+//! not overlap; Envoy's worked example snapping to local moves 80% of the keys, not the 114%
+//! its two boundaries moved; the smoothing keeps it small while load changes slowly). Every
+//! change of the
 //! split is told to observers as [`Event::SharesChanged`](crate::Event::SharesChanged).
 //!
 //! Where the utilisation comes from:

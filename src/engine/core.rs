@@ -725,7 +725,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             .collect();
         released.entries.extend(members.iter().cloned());
         // A revived backend joins afresh, as a new one would (`Up`, not ejected, no failures,
-        // ramping), before the snapshot is built so that the snapshot has its ramp. Its old
+        // ramping, no load report), before the snapshot is built so that the snapshot has its ramp. Its old
         // settings are restored if the build fails, so that nothing changes on error.
         let saved: Vec<_> = revived.iter().map(|s| s.revive(now, ramp)).collect();
         let before: Vec<Health> = given.iter().map(|(s, _)| s.health()).collect();
@@ -906,9 +906,17 @@ impl<T, P: Policy<T>> Core<T, P> {
         let current = self.current.load_full();
         let watched = self.before(&current);
         let now = self.feedback.now_ns();
-        // The same load-aware rules keep their samples; others start over.
-        let load =
-            (topology.load != writer.topology.load).then(|| LoadSweep::start(&topology, now));
+        // Load-aware rules that measure the same way keep their samples (a new probe,
+        // threshold, period or local zone changes nothing measured); others start over.
+        let load = match (&topology.load, &writer.topology.load) {
+            _ if topology.load == writer.topology.load => None,
+            (Some(new), Some(old)) if new.signal == old.signal => {
+                let mut kept = writer.load.clone();
+                kept.reschedule(&topology, now);
+                Some(kept)
+            }
+            _ => Some(LoadSweep::start(&topology, now)),
+        };
         let old = std::mem::replace(&mut writer.topology, topology);
         let old_load = load.map(|load| std::mem::replace(&mut writer.load, load));
         let snapshot = match self.rebuild(writer, &current, now) {
@@ -931,7 +939,8 @@ impl<T, P: Policy<T>> Core<T, P> {
     }
 
     /// Replaces the health configuration. A new clock restarts everything measured in time
-    /// (ejections, ramps, latency estimates); a rule switched off ends what it started.
+    /// (ejections, ramps, latency estimates, load reports); a rule switched off ends what it
+    /// started.
     /// Error: a value out of range (see [`HealthConfig`]); then nothing changes.
     pub(crate) fn set_health_config(&self, config: HealthConfig) -> Result<(), Error> {
         config.validate()?;
@@ -967,6 +976,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             if new_clock {
                 s.reset_latency(now);
                 s.forget_failure_load();
+                s.forget_report();
             }
         }
         let sweeps = |c: &HealthConfig| {
@@ -1054,7 +1064,9 @@ impl<T, P: Policy<T>> Core<T, P> {
         let outside = writer
             .universe
             .iter()
-            .filter(|e| !member(&e.id))
+            // A cheap first look (most backends outside a subset hold nothing); the line's
+            // own count decides.
+            .filter(|e| !member(&e.id) && e.state.in_flight() > 0)
             .map(|e| {
                 let line = Status {
                     coverage: 0,

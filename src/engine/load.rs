@@ -47,6 +47,14 @@ impl LoadSweep {
         }
     }
 
+    /// Keeps the samples for `topology` (measured the same way), with the next sample no
+    /// later than one of its update periods from `now`.
+    pub(crate) fn reschedule(&mut self, topology: &Topology, now: u64) {
+        if let Some(load) = &topology.load {
+            self.next_at = self.next_at.min(after(now, load.update_period));
+        }
+    }
+
     /// The smoothed utilisation of a locality in parts of [`UTILISATION_SCALE`] (0 before its
     /// first sample).
     pub(crate) fn utilisation(&self, priority: u32, locality: Option<&Arc<str>>) -> u32 {

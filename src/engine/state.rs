@@ -277,6 +277,7 @@ pub(crate) struct Revival {
     ramp_start: u64,
     soft_weight: u32,
     recent_failures: u64,
+    reported_utilisation: u32,
 }
 
 /// One backend's counters. Fields written only by the writer (under its lock) are marked so.
@@ -441,6 +442,13 @@ impl State {
         self.reported_at.store(now, Ordering::Relaxed);
         self.reported_utilisation
             .store(ppm.min(NO_REPORT - 1), Ordering::Relaxed);
+    }
+
+    /// Forgets the latest load report (a new clock: its time was read on the old one).
+    pub(crate) fn forget_report(&self) {
+        // Relaxed: see `set_reported_utilisation`.
+        self.reported_utilisation
+            .store(NO_REPORT, Ordering::Relaxed);
     }
 
     /// The latest reported utilisation (parts per million) and when it came, if any.
@@ -696,6 +704,9 @@ impl State {
             ramp_start: self.ramp_start(),
             soft_weight: self.soft_weight(),
             recent_failures: self.recent_failures.swap(0, Ordering::Relaxed),
+            // Relaxed: see `set_reported_utilisation`. A report racing with the revival
+            // lands either side, as one on the old picks would.
+            reported_utilisation: self.reported_utilisation.swap(NO_REPORT, Ordering::Relaxed),
         };
         self.set_health(Health::Up);
         self.set_soft_weight(FULL_SOFT_WEIGHT);
@@ -722,6 +733,8 @@ impl State {
         self.set_soft_weight(saved.soft_weight);
         self.recent_failures
             .store(saved.recent_failures, Ordering::Relaxed);
+        self.reported_utilisation
+            .store(saved.reported_utilisation, Ordering::Relaxed);
     }
 
     /// Writer only: forgets recent failures as load (after the clock changed: their stamp

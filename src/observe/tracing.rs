@@ -56,7 +56,7 @@ pub(crate) fn event(balancer: &Arc<str>, event: &Event) {
         }
         Event::SharesChanged { shares } => {
             let shares = format!("{shares:?}");
-            tracing::info!(target: "lbkit", balancer, shares, "traffic shares changed")
+            tracing::debug!(target: "lbkit", balancer, shares, "traffic shares changed")
         }
     }
 }
