@@ -674,6 +674,19 @@ fn zone_shares(lb: &dyn Balancer<u32>, policy: &Policy, n: usize) -> Vec<f64> {
     out
 }
 
+/// Checks the zone shares `got` against `want` (in percent): within `tolerance` points, and
+/// exactly 0 where 0 is wanted. `what` names the case.
+#[track_caller]
+fn check_zones(got: &[f64], want: &[f64; 3], tolerance: f64, what: &str) {
+    for z in 0..3 {
+        let tolerance = if want[z] == 0.0 { 0.0 } else { tolerance };
+        assert!(
+            (got[z] - want[z]).abs() <= tolerance + 0.01,
+            "{what}: {got:?}, want {want:?}"
+        );
+    }
+}
+
 #[test]
 fn zone_aware_routing() {
     // (backends per zone, the caller's fleet share per zone, the caller's zone) -> shares.
@@ -721,14 +734,12 @@ fn zone_aware_routing() {
                 tolerance = 5.0;
             }
             let got = zone_shares(&*lb, policy, n);
-            for z in 0..3 {
-                let tolerance = if want[z] == 0.0 { 0.0 } else { tolerance };
-                assert!(
-                    (got[z] - want[z]).abs() <= tolerance + 0.01,
-                    "{}: {per_zone:?} from z{local}: {got:?}, want {want:?}",
-                    policy.name,
-                );
-            }
+            check_zones(
+                &got,
+                &want,
+                tolerance,
+                &format!("{}: {per_zone:?} from z{local}", policy.name),
+            );
         }
     }
 }
@@ -999,13 +1010,12 @@ fn check_load_aware(capacity: f64, steps: &[[usize; 3]], want: [f64; 3]) {
         let (n, tolerance) = picks_and_tolerance(policy);
         let got = zone_shares(&*lb, policy, n);
         drop(picks);
-        for z in 0..3 {
-            assert!(
-                (got[z] - want[z]).abs() <= tolerance + 0.01,
-                "{}: {steps:?}: {got:?}, want {want:?}",
-                policy.name,
-            );
-        }
+        check_zones(
+            &got,
+            &want,
+            tolerance,
+            &format!("{}: {steps:?}", policy.name),
+        );
     }
 }
 
@@ -1079,14 +1089,12 @@ fn load_aware_reported_worked_example() {
             clock.advance(std::time::Duration::from_secs(1));
             let (n, tolerance) = picks_and_tolerance(policy);
             let got = zone_shares(&*lb, policy, n);
-            for z in 0..3 {
-                let tolerance = if want[z] == 0.0 { 0.0 } else { tolerance };
-                assert!(
-                    (got[z] - want[z]).abs() <= tolerance + 0.01,
-                    "{}: {utilisation:?}: {got:?}, want {want:?}",
-                    policy.name,
-                );
-            }
+            check_zones(
+                &got,
+                &want,
+                tolerance,
+                &format!("{}: {utilisation:?}", policy.name),
+            );
         }
     }
 }
@@ -1133,13 +1141,12 @@ fn load_aware_reported_expires_old_reports() {
             } else {
                 [97.0, 1.5, 1.5]
             };
-            for z in 0..3 {
-                assert!(
-                    (got[z] - want[z]).abs() <= tolerance + 0.01,
-                    "{}: expiration {expiration}: {got:?}, want {want:?}",
-                    policy.name,
-                );
-            }
+            check_zones(
+                &got,
+                &want,
+                tolerance,
+                &format!("{}: expiration {expiration}", policy.name),
+            );
         }
     }
 }
@@ -1188,13 +1195,7 @@ fn bad_load_reports_are_typed_errors() {
         let (n, tolerance) = picks_and_tolerance(policy);
         let got = zone_shares(&*lb, policy, n);
         let want = [18.75, 43.75, 37.5];
-        for z in 0..3 {
-            assert!(
-                (got[z] - want[z]).abs() <= tolerance + 0.01,
-                "{}: {got:?}, want {want:?}",
-                policy.name,
-            );
-        }
+        check_zones(&got, &want, tolerance, policy.name);
     }
 }
 
