@@ -18,9 +18,11 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{two_threads, Padded};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lbkit::{
     Backend, Balancer, LeastConnections, Maglev, PowerOfTwoChoices, Preset, PresetRing, Request,
@@ -73,32 +75,6 @@ fn policies() -> [(&'static str, Make, bool); 5] {
         ),
     ]
 }
-
-/// Runs `work(thread, iters)` on two threads released together; the slower one's time.
-fn two_threads(iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
-    let barrier = Barrier::new(2);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2)
-            .map(|t| {
-                let (barrier, work) = (&barrier, &work);
-                s.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    work(t, iters);
-                    start.elapsed()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap()
-    })
-}
-
-#[repr(align(128))]
-struct Padded(AtomicU64);
 
 /// `iters` picks + drops from `lb` by thread `t` (keys from its half when `keyed`).
 fn picks(lb: &dyn Balancer<u64>, keys: &[String], keyed: bool, t: usize, iters: u64) {

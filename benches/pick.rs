@@ -50,9 +50,12 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+mod common;
+
+use common::{two_threads, Padded};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lbkit::{Aperture, RendezvousSubset, Subset};
 use lbkit::{Backend, Balancer, LeastConnections, Pick, PowerOfTwoChoices, Random, Request};
@@ -147,32 +150,6 @@ fn single_thread(c: &mut Criterion) {
         }
     }
 }
-
-/// Runs `work(iters)` on two threads started together; returns the slower thread's time.
-fn two_threads(iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
-    let barrier = Barrier::new(2);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2)
-            .map(|t| {
-                let (barrier, work) = (&barrier, &work);
-                s.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    work(t, iters);
-                    start.elapsed()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap()
-    })
-}
-
-#[repr(align(128))]
-struct Padded(AtomicU64);
 
 fn two_threads_at_once(c: &mut Criterion) {
     let n = 100;
