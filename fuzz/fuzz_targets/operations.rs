@@ -7,8 +7,9 @@
 //! panic threshold, slow start, on a `ManualClock`), an initial set, then up to 256
 //! operations: `update` with arbitrary ids, weights and health, `set_health`, `pick`,
 //! `pick_n`, dropping a held pick, reporting success (with a latency) or failure, advancing
-//! the clock, bursts of failures, and `set_health_config` with other rules (on the same clock,
-//! or on a new one).
+//! the clock, bursts of failures, `set_health_config` with other rules (on the same clock,
+//! or on a new one), and load reports with any `f64` (typed errors for bad values and unknown
+//! ids, and no change `status()` shows).
 //!
 //! # The model
 //!
@@ -825,7 +826,33 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         if u.is_empty() {
             break;
         }
-        match u.int_in_range(0..=10u8)? {
+        match u.int_in_range(0..=11u8)? {
+            11 => {
+                // A load report: any f64 (NaN, infinite, negative included) for any id. The
+                // report is checked first, then the id; either way nothing `status()` shows
+                // changes.
+                let id = id(u)?;
+                let utilization: f64 = u.arbitrary()?;
+                let before = summary(lb);
+                let got = lb.report_load(&id, lbkit::LoadReport::new().utilization(utilization));
+                if !(utilization.is_finite() && utilization >= 0.0) {
+                    assert!(
+                        matches!(
+                            got,
+                            Err(Error::InvalidReport {
+                                field: "utilization",
+                                ..
+                            })
+                        ),
+                        "{utilization}: {got:?}"
+                    );
+                } else if model.nodes.contains_key(&id) {
+                    assert_eq!(got, Ok(()));
+                } else {
+                    assert_eq!(got, Err(Error::UnknownId(id.clone())));
+                }
+                assert_eq!(summary(lb), before, "a load report changed the status");
+            }
             0 => {
                 let next = set(u)?;
                 if limit.slow(&next) {
