@@ -14,6 +14,10 @@
 //! timing is the slower thread's time over `iters` picks (`iter_custom`), so the per-pick
 //! figure of a two-thread case is per pick of one thread.
 //!
+//! `maglev-disjoint` is the diagnosis: Maglev again, but each thread's keys land on its own
+//! half of the backends, so the two threads never write the same backend's lines. If sharing
+//! costs nothing there, the cost above is the backends' lines, not a line every pick writes.
+//!
 //! `cargo bench --bench contention`; ratios, not times, are the result (benches/README.md).
 
 use std::hint::black_box;
@@ -145,6 +149,37 @@ fn contention(c: &mut Criterion) {
             })
         });
     }
+    // Where the sharing cost is: Maglev with each thread's keys landing on its own half of
+    // the backends (even or odd index), so the threads never write the same backend's lines.
+    let one = Maglev::with_seed(backends(N), 1).unwrap();
+    let two = [
+        Maglev::with_seed(backends(N), 1).unwrap(),
+        Maglev::with_seed(backends(N), 1).unwrap(),
+    ];
+    let mut halves: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    for i in 0.. {
+        if halves.iter().all(|h| h.len() == 512) {
+            break;
+        }
+        let key = format!("user-{i}");
+        let index = *one.pick(&Request::with_key(&key)).unwrap().value() as usize;
+        if halves[index % 2].len() < 512 {
+            halves[index % 2].push(key);
+        }
+    }
+    let run = |lb: &dyn Balancer<u64>, keys: &[String], iters: u64| {
+        for i in 0..iters as usize {
+            drop(black_box(
+                lb.pick(&Request::with_key(&keys[i % keys.len()])),
+            ));
+        }
+    };
+    g.bench_function("maglev-disjoint/two-on-two", |b| {
+        b.iter_custom(|iters| two_threads(iters, |t, iters| run(&two[t], &halves[t], iters)))
+    });
+    g.bench_function("maglev-disjoint/two-on-one", |b| {
+        b.iter_custom(|iters| two_threads(iters, |t, iters| run(&one, &halves[t], iters)))
+    });
     g.finish();
 }
 
