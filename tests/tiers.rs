@@ -970,6 +970,20 @@ fn table_shares_are_the_groups() {
 // ---- Load-aware locality routing (Envoy `load_aware_locality.rst`), with utilisation
 // measured from the picks held.
 
+/// `policy` over [`zoned`] backends, on a `ManualClock` (returned), with `topology`.
+fn on_clock(
+    policy: &Policy,
+    per_zone: &[usize],
+    topology: Topology,
+) -> (lbkit::ManualClock, Box<dyn Balancer<u32>>) {
+    let clock = lbkit::ManualClock::new();
+    let lb = (policy.new)(zoned(per_zone), 7).unwrap();
+    lb.set_health_config(HealthConfig::new().clock(clock.clone()))
+        .unwrap();
+    lb.set_topology(topology).unwrap();
+    (clock, lb)
+}
+
 /// Holds `held[z]` picks on every backend of zone `z` (ids from [`zoned`]), preferring each.
 fn hold(lb: &dyn Balancer<u32>, per_zone: &[usize], held: &[usize]) -> Vec<lbkit::Pick<u32>> {
     let mut picks = Vec::new();
@@ -993,12 +1007,7 @@ fn hold(lb: &dyn Balancer<u32>, per_zone: &[usize], held: &[usize]) -> Vec<lbkit
 fn check_load_aware(capacity: f64, steps: &[[usize; 3]], want: [f64; 3]) {
     let per_zone = [10, 10, 10];
     for policy in POLICIES {
-        let clock = lbkit::ManualClock::new();
-        let lb = (policy.new)(zoned(&per_zone), 7).unwrap();
-        lb.set_health_config(HealthConfig::new().clock(clock.clone()))
-            .unwrap();
-        lb.set_topology(Topology::load_aware("z0", capacity))
-            .unwrap();
+        let (clock, lb) = on_clock(policy, &per_zone, Topology::load_aware("z0", capacity));
         for held in steps {
             let picks = hold(&*lb, &per_zone, held);
             clock.advance(std::time::Duration::from_secs(1));
@@ -1079,12 +1088,7 @@ fn load_aware_reported_worked_example() {
     ];
     for (utilisation, want) in rows {
         for policy in POLICIES {
-            let clock = lbkit::ManualClock::new();
-            let lb = (policy.new)(zoned(&per_zone), 7).unwrap();
-            lb.set_health_config(HealthConfig::new().clock(clock.clone()))
-                .unwrap();
-            lb.set_topology(Topology::load_aware_reported("z0"))
-                .unwrap();
+            let (clock, lb) = on_clock(policy, &per_zone, Topology::load_aware_reported("z0"));
             report(&*lb, &per_zone, utilisation);
             clock.advance(std::time::Duration::from_secs(1));
             let (n, tolerance) = picks_and_tolerance(policy);
@@ -1107,15 +1111,12 @@ fn load_aware_reported_expires_old_reports() {
     let per_zone = [10, 10, 10];
     for (expiration, spills) in [(180, false), (0, true)] {
         for policy in POLICIES {
-            let clock = lbkit::ManualClock::new();
-            let lb = (policy.new)(zoned(&per_zone), 7).unwrap();
-            lb.set_health_config(HealthConfig::new().clock(clock.clone()))
-                .unwrap();
-            lb.set_topology(
+            let (clock, lb) = on_clock(
+                policy,
+                &per_zone,
                 Topology::load_aware_reported("z0")
                     .expiration(std::time::Duration::from_secs(expiration)),
-            )
-            .unwrap();
+            );
             for i in 0..5 {
                 let id = format!("z0-{i:02}");
                 lb.report_load(&id, lbkit::LoadReport::new().utilization(1.0))
@@ -1158,12 +1159,7 @@ fn bad_load_reports_are_typed_errors() {
     use lbkit::{Error, LoadReport};
     let per_zone = [10, 10, 10];
     for policy in POLICIES {
-        let clock = lbkit::ManualClock::new();
-        let lb = (policy.new)(zoned(&per_zone), 7).unwrap();
-        lb.set_health_config(HealthConfig::new().clock(clock.clone()))
-            .unwrap();
-        lb.set_topology(Topology::load_aware_reported("z0"))
-            .unwrap();
+        let (clock, lb) = on_clock(policy, &per_zone, Topology::load_aware_reported("z0"));
         report(&*lb, &per_zone, &[0.7, 0.3, 0.4]);
         let before = common::summary(&*lb);
         for bad in [-0.1, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
@@ -1213,15 +1209,10 @@ fn load_aware_split_moves_the_keys_between_the_boundaries() {
             .collect()
     };
     for policy in POLICIES.iter().filter(|p| p.hashing) {
-        let clock = lbkit::ManualClock::new();
-        let lb = (policy.new)(zoned(&per_zone), 7).unwrap();
-        lb.set_health_config(HealthConfig::new().clock(clock.clone()))
-            .unwrap();
         // A time constant of 1 ms: each sample replaces the last.
-        lb.set_topology(
-            Topology::load_aware_reported("z0").smoothing(std::time::Duration::from_millis(1)),
-        )
-        .unwrap();
+        let smoothing = std::time::Duration::from_millis(1);
+        let topology = Topology::load_aware_reported("z0").smoothing(smoothing);
+        let (clock, lb) = on_clock(policy, &per_zone, topology);
         report(&*lb, &per_zone, &[0.7, 0.3, 0.4]);
         clock.advance(std::time::Duration::from_secs(1));
         let before = place(&*lb);
