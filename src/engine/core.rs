@@ -801,21 +801,24 @@ impl<T, P: Policy<T>> Core<T, P> {
     /// [`Balancer::report_load`](crate::Balancer::report_load): lock-free for a member.
     pub(crate) fn report_load(&self, id: &str, report: crate::LoadReport) -> Result<(), Error> {
         report.validate()?;
-        let snap = self.current.load();
-        let state = match snap.find_by_hash(id) {
-            Some(i) => Arc::clone(&snap.states[i]),
-            None => {
-                drop(snap);
-                let writer = self.writer.lock();
-                let entry = writer
-                    .find(id)
-                    .ok_or_else(|| Error::UnknownId(id.to_owned()))?;
-                Arc::clone(&entry.state)
+        // Stored through the reference the lookup found: no reference count taken, so a
+        // report writes no line but the state's own.
+        let store = |state: &State| {
+            if let Some(ppm) = report.utilization_ppm() {
+                state.set_reported_utilisation(ppm, self.feedback.now_ns());
             }
         };
-        if let Some(ppm) = report.utilization_ppm() {
-            state.set_reported_utilisation(ppm, self.feedback.now_ns());
+        let snap = self.current.load();
+        if let Some(i) = snap.find_by_hash(id) {
+            store(&snap.states[i]);
+            return Ok(());
         }
+        drop(snap);
+        let writer = self.writer.lock();
+        let entry = writer
+            .find(id)
+            .ok_or_else(|| Error::UnknownId(id.to_owned()))?;
+        store(&entry.state);
         Ok(())
     }
 
