@@ -28,6 +28,7 @@
 //! |---|---|---|---|
 //! | [`RoundRobin`] | the next backend in turn | O(1) | alike backends, alike requests |
 //! | [`WeightedRoundRobin`] | smooth weighted turns | O(1) | unequal backends, alike requests |
+//! | [`ClientSideWeightedRoundRobin`] | smooth turns weighted by backends' load reports | O(1) | backends that report load |
 //! | [`Random`] | weighted at random | O(1) | stateless spread |
 //! | [`LeastConnections`] | fewest in flight per weight | O(n) | long-lived connections |
 //! | [`PowerOfTwoChoices`] | lighter of two weighted draws | O(1) | the default for requests |
@@ -59,7 +60,8 @@
 //!   policy ([`docs::tiers`]).
 //! * **Feedback.** [`Pick::success`] and [`Pick::failure`] report outcomes; a
 //!   [`HealthConfig`] (outlier ejection, panic threshold, slow start) acts on them for every
-//!   policy, and [`PeakEwma`] balances on the latencies.
+//!   policy, and [`PeakEwma`] balances on the latencies. Backends' own load reports
+//!   ([`LoadReport`]) weigh [`ClientSideWeightedRoundRobin`]'s turns.
 //! * **Steering and caps.** A [`Request`] can [`avoid`](Request::avoid) backends (a retry
 //!   not sent back where it failed) and [`prefer`](Request::prefer) one (a sticky session);
 //!   a [`Backend`] can have a hard cap on picks held at once
@@ -133,8 +135,8 @@ pub use health::{
 pub use observe::{Ejection, Event, Observer, TrafficShare};
 pub use report::LoadReport;
 pub use request::Request;
+pub use spread::{ClientSideWeightedRoundRobin, WeightedRoundRobin, SCHEDULE_LIMIT};
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
-pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};
 pub use status::{FailureCounts, Status};
 pub use subset::{Aperture, RendezvousSubset, Subset};
 pub use topology::Topology;

@@ -828,28 +828,40 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         }
         match u.int_in_range(0..=11u8)? {
             11 => {
-                // A load report: any f64 (NaN, infinite, negative included) for any id. The
-                // report is checked first, then the id; either way nothing `status()` shows
-                // changes.
+                // A load report: any f64 (NaN, infinite, negative included) in each field, for
+                // any id, out of band or on a pick held. The report is checked first (its
+                // fields in order), then the id; either way nothing `status()` shows changes.
                 let id = id(u)?;
-                let utilization: f64 = u.arbitrary()?;
+                let fields: [(&str, f64); 4] = [
+                    ("utilization", u.arbitrary()?),
+                    ("cpu_utilization", u.arbitrary()?),
+                    ("qps", u.arbitrary()?),
+                    ("errors_per_second", u.arbitrary()?),
+                ];
+                let report = lbkit::LoadReport::new()
+                    .utilization(fields[0].1)
+                    .cpu_utilization(fields[1].1)
+                    .qps(fields[2].1)
+                    .errors_per_second(fields[3].1);
+                let bad = fields
+                    .iter()
+                    .find(|(_, v)| !(v.is_finite() && *v >= 0.0))
+                    .map(|(field, _)| *field);
                 let before = summary(lb);
-                let got = lb.report_load(&id, lbkit::LoadReport::new().utilization(utilization));
-                if !(utilization.is_finite() && utilization >= 0.0) {
-                    assert!(
-                        matches!(
-                            got,
-                            Err(Error::InvalidReport {
-                                field: "utilization",
-                                ..
-                            })
-                        ),
-                        "{utilization}: {got:?}"
-                    );
-                } else if model.nodes.contains_key(&id) {
-                    assert_eq!(got, Ok(()));
+                let in_band = !held.is_empty() && u.arbitrary()?;
+                let got = if in_band {
+                    let at = u.choose_index(held.len())?;
+                    held[at].report_load(report)
                 } else {
-                    assert_eq!(got, Err(Error::UnknownId(id.clone())));
+                    lb.report_load(&id, report)
+                };
+                match bad {
+                    Some(bad) => assert!(
+                        matches!(got, Err(Error::InvalidReport { field, .. }) if field == bad),
+                        "{fields:?}: {got:?}"
+                    ),
+                    None if in_band || model.nodes.contains_key(&id) => assert_eq!(got, Ok(())),
+                    None => assert_eq!(got, Err(Error::UnknownId(id.clone()))),
                 }
                 assert_eq!(summary(lb), before, "a load report changed the status");
             }

@@ -76,6 +76,8 @@ struct Writer<T> {
     soft: SoftSweep,
     /// Load-aware locality routing's samples.
     load: LoadSweep,
+    /// When the weights load reports give are next read into the table.
+    reweigh: Reweigh,
     /// Every backend of the set, sorted by id: the subset's members and the others, whose
     /// states (health, what reports taught) are kept for when they enter it.
     universe: Box<[Arc<Entry<T>>]>,
@@ -93,6 +95,7 @@ impl<T> Writer<T> {
             .next_at
             .min(self.soft.next_at)
             .min(self.load.next_at)
+            .min(self.reweigh.next_at)
     }
 
     /// What reports must count for the sweeps that are on.
@@ -113,6 +116,7 @@ impl<T> Writer<T> {
         apply_outlier_rules(members, &self.config, now, &mut self.sweep);
         apply_soft_health(members, &self.config, now, &mut self.soft);
         self.load.apply(members, &self.topology, now);
+        self.reweigh.apply(now);
     }
 
     /// The members a snapshot has now, and their coverage (`None`: full): the subset, or
@@ -150,6 +154,37 @@ impl<T> Writer<T> {
             .binary_search_by(|e| (*e.id).cmp(id))
             .ok()
             .map(|i| &self.universe[i])
+    }
+}
+
+/// The refresh of weights from load reports: every `weight_update_period` (gRFC A58), a
+/// time-based change that rebuilds the snapshot, whose table then reads every backend's
+/// weight anew. Any other rebuild reads them too.
+struct Reweigh {
+    /// The period in clock nanoseconds; `None` for a policy that weighs by no reports.
+    period: Option<u64>,
+    /// Clock nanoseconds of the next refresh; [`NEVER`] without one.
+    next_at: u64,
+}
+
+impl Reweigh {
+    /// The refreshes of `config`'s period from `now` on.
+    fn start(config: Option<crate::engine::orca::WeightConfig>, now: u64) -> Self {
+        let period = config.map(|c| c.weight_update_period());
+        Reweigh {
+            period,
+            next_at: period.map_or(NEVER, |p| now.saturating_add(p).min(NEVER - 1)),
+        }
+    }
+
+    /// Moves the next refresh a period past `now` if it is due (the rebuild that follows
+    /// reads the weights).
+    fn apply(&mut self, now: u64) {
+        if let Some(period) = self.period {
+            if now >= self.next_at {
+                self.next_at = now.saturating_add(period).min(NEVER - 1);
+            }
+        }
     }
 }
 
@@ -224,6 +259,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             config.outlier_detection.map(|o| o.consecutive_failures),
             policy.latency_tracking(),
             policy.failure_load(),
+            policy.report_weights(),
         ));
         let now = feedback.now_ns();
         let backends = sorted_and_checked(backends.into_iter().collect())?;
@@ -240,6 +276,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         let sweep = Sweep::start(&members, &config, now);
         let soft = SoftSweep::start(&members, &config, now);
         let load = LoadSweep::start(&topology, now);
+        let reweigh = Reweigh::start(policy.report_weights(), now);
         feedback.set_counted(counted(&config));
         feedback.set_local_threshold(local_threshold(&config));
         let selection = subset.select(members.iter().map(|e| &*e.id))?;
@@ -250,6 +287,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             sweep,
             soft,
             load,
+            reweigh,
             universe: members.into(),
             subset,
             selection,
@@ -803,11 +841,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         report.validate()?;
         // Stored through the reference the lookup found: no reference count taken, so a
         // report writes no line but the state's own.
-        let store = |state: &State| {
-            if let Some(ppm) = report.utilization_ppm() {
-                state.set_reported_utilisation(ppm, self.feedback.now_ns());
-            }
-        };
+        let store = |state: &State| state.take_report(&report, self.feedback.now_ns());
         let snap = self.current.load();
         if let Some(i) = snap.find_by_hash(id) {
             store(&snap.states[i]);
@@ -843,6 +877,10 @@ impl<T, P: Policy<T>> Core<T, P> {
         state.set_health(health);
         match self.rebuild(&writer, &current, now) {
             Ok(snapshot) => {
+                if before == Health::Down {
+                    // Ready again: reports must weigh it anew (a blackout, with one).
+                    state.report_weight_ready();
+                }
                 publish_caps(&snapshot);
                 self.enqueue(changes(watched, &snapshot, None));
                 self.current.store(Arc::new(snapshot));
@@ -1003,6 +1041,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         }
         if new_clock {
             writer.load = LoadSweep::start(&writer.topology, now);
+            writer.reweigh = Reweigh::start(self.policy.report_weights(), now);
         }
         self.feedback.set_counting(writer.counting());
         let writer = &mut *writer;
@@ -1500,6 +1539,7 @@ fn build<T, P: Policy<T>>(
                 table,
                 tracks_latency,
                 scale,
+                now,
             )
         },
     )?;
@@ -1511,6 +1551,8 @@ fn build<T, P: Policy<T>>(
         _ => Arc::new(policy.build(&View {
             members: &members,
             eligible: &eligible,
+            now,
+            weight_scale: scale,
         })?),
     };
     let states = members.iter().map(|e| Arc::clone(&e.state)).collect();

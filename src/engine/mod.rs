@@ -36,9 +36,6 @@ pub(crate) mod alias;
 pub(crate) mod core;
 pub(crate) mod entry;
 pub(crate) mod load;
-// The arithmetic of client-side weighted round robin from load reports (gRFC A58); its
-// wiring (reports, the refresh, the schedule in the snapshot) comes with issue #16.
-#[allow(dead_code)]
 pub(crate) mod orca;
 pub(crate) mod pick;
 pub(crate) mod policy;

@@ -24,16 +24,24 @@
 //!     ignored when qps = 0 or utilization = 0            (A58: "non-zero utilization and QPS")
 //!     weight = qps / (utilization + eps / qps x error_utilization_penalty)
 //!     ignored when weight = 0 (underflow)                (A58: new_weight == 0 => return)
+//!     non_empty_since = unset  if now - last_updated >= weight_expiration_period  (see below)
 //!     non_empty_since = now if unset;  last_updated = now
 //!
 //! on_ready():  non_empty_since = unset                   (A58 OnSubchannelBecomesReady)
 //!
 //! weight(now):                                           (A58 GetWeight)
 //!     0 if no report was ever taken                      (grpc-go: lastUpdated is zero)
-//!     0 and non_empty_since = unset  if now - last_updated >= weight_expiration_period
+//!     0 if now - last_updated >= weight_expiration_period
 //!     0 if blackout_period > 0 and (non_empty_since unset or now - non_empty_since < blackout)
 //!     else the weight
 //! ```
+//!
+//! A58's `GetWeight` itself unsets `non_empty_since` when it finds the weight expired, so
+//! that reports that resume after the gap serve a new blackout. Here the first report after
+//! the gap does it, and `weight` only reads: the outcome is A58's whenever a lookup falls in
+//! the gap (the schedule looks every `weight_update_period`, far shorter than any gap that
+//! expires a weight), and it does not depend on when lookups happen, so a report and the
+//! writer's lookup never write the same field.
 //!
 //! A weight of 0 means "unknown": the scheduler gives that backend the mean of the known
 //! weights. A weight too large for `f64` (a tiny utilisation under a huge qps) is kept as
@@ -145,24 +153,9 @@ impl WeightConfig {
         })
     }
 
-    /// How long a backend must report before its weight is used, in nanoseconds.
-    pub(crate) fn blackout_period(&self) -> u64 {
-        self.blackout_period
-    }
-
-    /// How long a weight lasts without a report, in nanoseconds.
-    pub(crate) fn weight_expiration_period(&self) -> u64 {
-        self.weight_expiration_period
-    }
-
     /// How often the schedule's weights are recomputed, in nanoseconds (at least 100 ms).
     pub(crate) fn weight_update_period(&self) -> u64 {
         self.weight_update_period
-    }
-
-    /// The multiplier of the error rate `eps / qps`.
-    pub(crate) fn error_utilization_penalty(&self) -> f64 {
-        self.error_utilization_penalty
     }
 }
 
@@ -220,6 +213,27 @@ impl BackendWeight {
         BackendWeight::default()
     }
 
+    /// The three fields as words for atomics: the weight's bits, and each time plus one (0
+    /// for unset; a time of `u64::MAX` is kept as `u64::MAX - 1`, a nanosecond apart).
+    pub(crate) fn to_bits(self) -> [u64; 3] {
+        let time = |t: Option<u64>| t.map_or(0, |t| t.saturating_add(1));
+        [
+            self.weight.to_bits(),
+            time(self.non_empty_since),
+            time(self.last_updated),
+        ]
+    }
+
+    /// The fields [`to_bits`](Self::to_bits) packed.
+    pub(crate) fn from_bits([weight, since, updated]: [u64; 3]) -> Self {
+        let time = |t: u64| t.checked_sub(1);
+        BackendWeight {
+            weight: f64::from_bits(weight),
+            non_empty_since: time(since),
+            last_updated: time(updated),
+        }
+    }
+
     /// Takes one report at `now` (A58's `UpdateWeight`). Returns whether it was taken: a
     /// report with `qps` or `utilization` 0 is ignored (A58), as is one with a negative, NaN
     /// or infinite field (ours), and one whose weight underflows to 0; an ignored report
@@ -236,6 +250,12 @@ impl BackendWeight {
         else {
             return false;
         };
+        if self.expired(now, config) {
+            // The last weight expired: this report starts a new run (A58's `GetWeight`
+            // unsets `non_empty_since` when it finds the weight expired; here the report
+            // that ends the gap does it, so that the rule does not depend on a lookup).
+            self.non_empty_since = None;
+        }
         if self.non_empty_since.is_none() {
             self.non_empty_since = Some(now);
         }
@@ -252,15 +272,19 @@ impl BackendWeight {
         self.non_empty_since = None;
     }
 
+    /// Whether the last report is `weight_expiration_period` old or older at `now` (or there
+    /// is none).
+    fn expired(&self, now: u64, config: &WeightConfig) -> bool {
+        self.last_updated.map_or(true, |last| {
+            now.saturating_sub(last) >= config.weight_expiration_period
+        })
+    }
+
     /// The weight to schedule at `now` (A58's `GetWeight`), 0 meaning unknown: no report yet,
-    /// the last one `weight_expiration_period` old or older (which also restarts the
-    /// blackout), or reports for less than `blackout_period`. Otherwise finite and above 0.
-    pub(crate) fn weight(&mut self, now: u64, config: &WeightConfig) -> f64 {
-        let Some(last_updated) = self.last_updated else {
-            return 0.0;
-        };
-        if now.saturating_sub(last_updated) >= config.weight_expiration_period {
-            self.non_empty_since = None;
+    /// the last one `weight_expiration_period` old or older, or reports for less than
+    /// `blackout_period`. Otherwise finite and above 0.
+    pub(crate) fn weight(&self, now: u64, config: &WeightConfig) -> f64 {
+        if self.last_updated.is_none() || self.expired(now, config) {
             return 0.0;
         }
         if config.blackout_period > 0 {
@@ -357,10 +381,10 @@ mod tests {
     fn defaults_are_a58s() {
         // A58's WeightedRoundRobinLbConfig comments; grpc-go bb.ParseConfig.
         let c = WeightConfig::default();
-        assert_eq!(c.blackout_period(), 10 * SECOND);
-        assert_eq!(c.weight_expiration_period(), 3 * MINUTE);
+        assert_eq!(c.blackout_period, 10 * SECOND);
+        assert_eq!(c.weight_expiration_period, 3 * MINUTE);
         assert_eq!(c.weight_update_period(), SECOND);
-        assert_eq!(c.error_utilization_penalty(), 1.0);
+        assert_eq!(c.error_utilization_penalty, 1.0);
     }
 
     #[test]
@@ -409,7 +433,7 @@ mod tests {
             (20.0, 1.0, 20.0),
             (20.0, 0.1, 200.0),
         ] {
-            let mut w = reported(qps, 0.0, utilization, 0, &cfg);
+            let w = reported(qps, 0.0, utilization, 0, &cfg);
             let got = w.weight(SECOND, &cfg);
             assert!(
                 (got - want).abs() < 1e-9,
@@ -530,7 +554,7 @@ mod tests {
         ];
         for (name, expiration, blackout, last_updated, non_empty_since, now, want) in cases {
             let cfg = WeightConfig::new(blackout, expiration, SECOND, 0.0).unwrap();
-            let mut w = BackendWeight {
+            let w = BackendWeight {
                 weight: 3.0,
                 non_empty_since,
                 last_updated,
@@ -547,8 +571,8 @@ mod tests {
         for blackout in [SECOND, DEFAULT_BLACKOUT_PERIOD] {
             let cfg = WeightConfig::new(blackout, MINUTE, 50 * MS, 0.0).unwrap();
             let start = 7 * SECOND;
-            let mut srv1 = reported(10.0, 0.0, 1.0, start, &cfg);
-            let mut srv2 = reported(10.0, 0.0, 0.1, start, &cfg);
+            let srv1 = reported(10.0, 0.0, 1.0, start, &cfg);
+            let srv2 = reported(10.0, 0.0, 0.1, start, &cfg);
             for now in [start, start + blackout - 1] {
                 let weights = [srv1.weight(now, &cfg), srv2.weight(now, &cfg)];
                 assert_eq!(weights, [0.0, 0.0]);
@@ -589,9 +613,9 @@ mod tests {
         // 1 : 1 at start + 61 s.
         let cfg = grpc_go_test_config();
         let start = 3 * SECOND;
-        let mut srv1 = reported(10.0, 0.0, 1.0, start, &cfg);
-        let mut srv2 = reported(10.0, 0.0, 0.1, start, &cfg);
-        let mut at = |now| [srv1.weight(now, &cfg), srv2.weight(now, &cfg)];
+        let srv1 = reported(10.0, 0.0, 1.0, start, &cfg);
+        let srv2 = reported(10.0, 0.0, 0.1, start, &cfg);
+        let at = |now| [srv1.weight(now, &cfg), srv2.weight(now, &cfg)];
         assert_eq!(at(start + MINUTE - SECOND), [10.0, 100.0]);
         let weights = at(start + MINUTE + SECOND);
         assert_eq!(weights, [0.0, 0.0]);
@@ -599,7 +623,7 @@ mod tests {
         assert_eq!((schedule.weights, schedule.round_robin), (vec![1, 1], true));
         // A58 GetWeight: "now() - last_updated_ >= weight_expiration_period_": the boundary
         // itself is expired, one nanosecond before is not.
-        let mut w = reported(10.0, 0.0, 1.0, 0, &cfg);
+        let w = reported(10.0, 0.0, 1.0, 0, &cfg);
         assert_eq!(w.weight(MINUTE - 1, &cfg), 10.0);
         assert_eq!(w.weight(MINUTE, &cfg), 0.0);
     }
@@ -613,9 +637,9 @@ mod tests {
         assert_eq!(w.weight(10 * SECOND, &cfg), 10.0);
         // No report for 3 min: expired, and the run is over.
         assert_eq!(w.weight(3 * MINUTE + 10 * SECOND, &cfg), 0.0);
-        assert_eq!(w.non_empty_since, None);
         // Reports resume at 4 min: the weight is blacked out for 10 s again.
         let back = 4 * MINUTE;
+        assert_eq!(w.non_empty_since, Some(0));
         assert!(w.on_report(40.0, 0.0, 1.0, back, &cfg));
         assert_eq!(w.non_empty_since, Some(back));
         assert_eq!(w.weight(back + 10 * SECOND - 1, &cfg), 0.0);
@@ -623,15 +647,21 @@ mod tests {
     }
 
     #[test]
-    fn expiry_is_only_noticed_by_weight() {
-        // A58 enforces expiry "when the weight value is looked up": a report that comes after
-        // the expiration period with no lookup in between continues the old run (grpc-go the
-        // same). The caller's periodic refresh (every weight_update_period) makes this moot.
+    fn a_report_after_the_expiration_starts_a_new_run() {
+        // A58 enforces expiry when the weight is looked up, so a report coming after the
+        // expiration period with no lookup in between would continue the old run there; here
+        // it starts a new one whether or not a lookup came between (see the module docs).
         let cfg = WeightConfig::default();
         let mut w = reported(10.0, 0.0, 1.0, 0, &cfg);
         assert!(w.on_report(20.0, 0.0, 1.0, 5 * MINUTE, &cfg));
+        assert_eq!(w.non_empty_since, Some(5 * MINUTE));
+        assert_eq!(w.weight(5 * MINUTE + 10 * SECOND - 1, &cfg), 0.0);
+        assert_eq!(w.weight(5 * MINUTE + 10 * SECOND, &cfg), 20.0);
+        // One nanosecond short of the expiration continues the run.
+        let mut w = reported(10.0, 0.0, 1.0, 0, &cfg);
+        assert!(w.on_report(20.0, 0.0, 1.0, 3 * MINUTE - 1, &cfg));
         assert_eq!(w.non_empty_since, Some(0));
-        assert_eq!(w.weight(5 * MINUTE, &cfg), 20.0);
+        assert_eq!(w.weight(3 * MINUTE - 1, &cfg), 20.0);
     }
 
     #[test]
@@ -660,18 +690,18 @@ mod tests {
         // A `now` earlier than the stored times (a reading of another thread's clock sample)
         // is 0 elapsed: not expired, and still blacked out.
         let cfg = WeightConfig::default();
-        let mut w = reported(10.0, 0.0, 1.0, 20 * SECOND, &cfg);
+        let w = reported(10.0, 0.0, 1.0, 20 * SECOND, &cfg);
         assert_eq!(w.weight(5 * SECOND, &cfg), 0.0);
         assert_eq!(w.non_empty_since, Some(20 * SECOND));
         let none = config(0, 3 * MINUTE);
-        let mut w = reported(10.0, 0.0, 1.0, 20 * SECOND, &none);
+        let w = reported(10.0, 0.0, 1.0, 20 * SECOND, &none);
         assert_eq!(w.weight(0, &none), 10.0);
         // An expiration of 0 expires every weight at once (A58 gives it no range).
         let zero = config(0, 0);
-        let mut w = reported(10.0, 0.0, 1.0, 0, &zero);
+        let w = reported(10.0, 0.0, 1.0, 0, &zero);
         assert_eq!(w.weight(0, &zero), 0.0);
         // u64::MAX times never overflow.
-        let mut w = reported(10.0, 0.0, 1.0, u64::MAX, &cfg);
+        let w = reported(10.0, 0.0, 1.0, u64::MAX, &cfg);
         assert_eq!(w.weight(u64::MAX, &cfg), 0.0);
         assert_eq!(w.weight(0, &cfg), 0.0);
     }
@@ -838,9 +868,9 @@ mod tests {
         // A backend in blackout among reporting ones: grpc-go's blackout test with a third,
         // fresh backend. Non-finite or negative figures are unknown too.
         let cfg = WeightConfig::default();
-        let mut old1 = reported(10.0, 0.0, 1.0, 0, &cfg);
-        let mut old2 = reported(10.0, 0.0, 0.1, 0, &cfg);
-        let mut fresh = reported(30.0, 0.0, 0.1, 15 * SECOND, &cfg);
+        let old1 = reported(10.0, 0.0, 1.0, 0, &cfg);
+        let old2 = reported(10.0, 0.0, 0.1, 0, &cfg);
+        let fresh = reported(30.0, 0.0, 0.1, 15 * SECOND, &cfg);
         let now = 20 * SECOND;
         let weights = [
             old1.weight(now, &cfg),

@@ -88,6 +88,33 @@ impl<T> Pick<T> {
         &self.entry.value
     }
 
+    /// Hands over the load report that came with this request's answer (in band: a response
+    /// trailer, ORCA's per-call report), for the backend picked; then report the outcome
+    /// (`success`, `failure`) as usual. The same as
+    /// [`Balancer::report_load`](crate::Balancer::report_load) for this backend, without the
+    /// lookup, and also after the backend left the set (a report for a backend no longer
+    /// there weighs nothing).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lbkit::{Backend, Balancer, ClientSideWeightedRoundRobin, LoadReport, Request};
+    /// let lb = ClientSideWeightedRoundRobin::new([Backend::new("a", ()), Backend::new("b", ())])?;
+    /// let pick = lb.pick(&Request::new()).unwrap();
+    /// pick.report_load(LoadReport::new().qps(100.0).utilization(0.5))?;
+    /// pick.success(Duration::from_millis(3));
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidReport`](crate::Error::InvalidReport) for a field that is negative, NaN
+    /// or infinite; then nothing changes.
+    pub fn report_load(&self, report: crate::LoadReport) -> Result<(), crate::Error> {
+        report.validate()?;
+        let state = &self.entry.state;
+        state.take_report(&report, state.now_ns());
+        Ok(())
+    }
+
     /// Reports that the request succeeded after `latency`, and releases the slot. Resets the
     /// backend's run of failures, and feeds its latency estimate if the policy keeps one
     /// ([`PeakEwma`](crate::PeakEwma)).

@@ -1,5 +1,6 @@
 //! The one trait a policy implements: how it chooses. Everything else is the engine's.
 
+use crate::engine::orca::WeightConfig;
 use crate::engine::snapshot::{Snapshot, View};
 use crate::engine::state::LatencyTracking;
 use crate::error::Error;
@@ -63,6 +64,12 @@ pub(crate) trait Policy<T>: Send + Sync + 'static {
 
     /// Whether reports should maintain a peak-EWMA latency estimate, and its parameters.
     fn latency_tracking(&self) -> Option<LatencyTracking> {
+        None
+    }
+
+    /// Whether load reports give backends weights (client-side weighted round robin), and
+    /// how.
+    fn report_weights(&self) -> Option<WeightConfig> {
         None
     }
 

@@ -166,4 +166,9 @@ impl IdIndex {
 pub(crate) struct View<'a, T> {
     pub(crate) members: &'a [Arc<Entry<T>>],
     pub(crate) eligible: &'a [Eligible],
+    /// Clock nanoseconds of the build.
+    pub(crate) now: u64,
+    /// Effective weights (in `eligible`) per unit of configured weight (the entries'
+    /// `weight`): 1, or [`WEIGHT_SCALE`](crate::engine::rules) while a rule scales them.
+    pub(crate) weight_scale: u64,
 }

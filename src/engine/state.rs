@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use crate::backend::Health;
 use crate::clock::Clock;
+use crate::engine::orca::{BackendWeight, WeightConfig};
 use crate::engine::sync::Ordering;
 use crate::engine::sync::{ArcSwap, AtomicBool, AtomicU32, AtomicU64, AtomicU8};
 use crate::health::{Failure, FailureClasses};
 use crate::observe::Ejection;
+use crate::report::LoadReport;
 
 /// What every state of one balancer shares: the clock, what reports must do, and the flag
 /// that asks for a rebuild.
@@ -29,6 +31,8 @@ pub(crate) struct Feedback {
     failure_threshold: AtomicU32,
     /// The peak-EWMA time constant and starting latency, when latency is tracked.
     latency: Option<LatencyTracking>,
+    /// How load reports weigh backends, when the policy schedules by reported weights.
+    pub(crate) report_weights: Option<WeightConfig>,
     /// The time constant, in milliseconds, with which a failure's weight as a request in
     /// flight fades, when failures weigh on load (see [`State::failure_load`]).
     failure_load_ms: Option<f64>,
@@ -70,8 +74,10 @@ impl Feedback {
         failure_threshold: Option<u32>,
         latency: Option<LatencyTracking>,
         failure_load: Option<Duration>,
+        report_weights: Option<WeightConfig>,
     ) -> Self {
         Feedback {
+            report_weights,
             failure_load_ms: failure_load.map(|d| d.as_secs_f64() * 1e3),
             cheap_clock: AtomicBool::new(clock.is_cheap()),
             clock: ArcSwap::from_pointee(clock),
@@ -278,6 +284,7 @@ pub(crate) struct Revival {
     soft_weight: u32,
     recent_failures: u64,
     reported_utilisation: u32,
+    report_weight: [u64; 3],
 }
 
 /// One backend's counters. Fields written only by the writer (under its lock) are marked so.
@@ -286,7 +293,8 @@ pub(crate) struct Revival {
 /// a line. Laid out in order (`repr(C)`) so that what a pick or a report touches (the
 /// in-flight count and cap, the failure run, recent failures, the latency score, the feedback
 /// pointer, the success count) sits on the first line, and what failures, the writer's rules
-/// and sweeps read on the lines after. Four lines in all (256 bytes), of which picks touch the
+/// and sweeps read on the lines after, and what load reports write on the last. Five lines in
+/// all (320 bytes), of which picks touch the
 /// first: the working set of a pick over 1000 backends is 64 KB, however many lines follow.
 /// (Aligning to 128 would keep adjacent-line prefetch apart too, at twice the lines a pick
 /// pulls in.)
@@ -329,10 +337,6 @@ pub(crate) struct State {
     latencies: AtomicU64,
     /// How many successes `latencies` sums.
     timed: AtomicU64,
-    /// The utilisation of the backend's latest load report, in parts per million
-    /// ([`NO_REPORT`] if none), and the clock nanoseconds it came at.
-    reported_utilisation: AtomicU32,
-    reported_at: AtomicU64,
     /// Writer only: the end of the current ejection in clock nanoseconds, 0 if not ejected.
     ejected_until: AtomicU64,
     /// One more than the clock nanoseconds of the report that crossed the failure threshold (0
@@ -364,6 +368,23 @@ pub(crate) struct State {
     /// Writer only: `successes`, `failures`, `latencies` and `timed` at the last soft-health
     /// sweep.
     soft_seen: [AtomicU64; 4],
+    // The fifth: what load reports write.
+    reports: Reports,
+}
+
+/// What the backend's load reports said, on a line of its own: reports write it, rebuilds and
+/// locality sweeps read it.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct Reports {
+    /// The utilisation of the latest report, in parts per million ([`NO_REPORT`] if none;
+    /// see [`State::new`]), and the clock nanoseconds it came at.
+    utilisation: AtomicU32,
+    at: AtomicU64,
+    /// Client-side weighted round robin's weight (gRFC A58; see [`BackendWeight`]), as
+    /// [`BackendWeight::to_bits`] packs it: the weight, and when the run of reports began and
+    /// when the last came.
+    weight: [AtomicU64; 3],
 }
 
 /// Picks of one backend between two nudges (see [`State::counted`]); a power of two.
@@ -426,36 +447,90 @@ impl State {
             latencies: AtomicU64::new(0),
             timed: AtomicU64::new(0),
             soft_seen: Default::default(),
+            reports: Reports {
+                utilisation: AtomicU32::new(NO_REPORT),
+                ..Reports::default()
+            },
             soft_weight: AtomicU32::new(FULL_SOFT_WEIGHT),
             recent_failures: AtomicU64::new(0),
-            reported_utilisation: AtomicU32::new(NO_REPORT),
-            reported_at: AtomicU64::new(0),
             feedback: Arc::clone(feedback),
         }
     }
 
     /// Keeps a load report's utilisation (parts per million) and when it came.
-    pub(crate) fn set_reported_utilisation(&self, ppm: u32, now: u64) {
+    fn set_reported_utilisation(&self, ppm: u32, now: u64) {
         // Relaxed: the writer's sweep reads the pair whenever it runs; a report landing
         // between its two reads is seen with a neighbouring time, which only shifts its
         // expiry by one report.
-        self.reported_at.store(now, Ordering::Relaxed);
-        self.reported_utilisation
+        self.reports.at.store(now, Ordering::Relaxed);
+        self.reports
+            .utilisation
             .store(ppm.min(NO_REPORT - 1), Ordering::Relaxed);
     }
 
-    /// Forgets the latest load report (a new clock: its time was read on the old one).
+    /// Forgets the latest load report and the weight reports gave (a new clock: their times
+    /// were read on the old one).
     pub(crate) fn forget_report(&self) {
         // Relaxed: see `set_reported_utilisation`.
-        self.reported_utilisation
-            .store(NO_REPORT, Ordering::Relaxed);
+        self.reports.utilisation.store(NO_REPORT, Ordering::Relaxed);
+        self.store_report_weight(BackendWeight::new());
+    }
+
+    /// Takes a load report (checked) that came at `now`: its utilisation, and the weight it
+    /// gives when the policy weighs backends by reports.
+    pub(crate) fn take_report(&self, report: &LoadReport, now: u64) {
+        if let Some(ppm) = report.utilization_ppm() {
+            self.set_reported_utilisation(ppm, now);
+        }
+        if let Some(config) = &self.feedback.report_weights {
+            let (qps, eps, utilization) = report.weight_inputs();
+            let mut weight = self.report_weight();
+            if weight.on_report(qps, eps, utilization, now, config) {
+                self.store_report_weight(weight);
+            }
+        }
+    }
+
+    /// The weight reports give at `now` (0: unknown; see [`BackendWeight::weight`]).
+    pub(crate) fn reported_weight(&self, now: u64, config: &WeightConfig) -> f64 {
+        self.report_weight().weight(now, config)
+    }
+
+    /// Writer only: the backend became ready again (it came back up, or its ejection ended):
+    /// the blackout of its reports starts over (A58's `OnSubchannelBecomesReady`).
+    pub(crate) fn report_weight_ready(&self) {
+        if self.feedback.report_weights.is_some() {
+            let mut weight = self.report_weight();
+            weight.on_ready();
+            self.store_report_weight(weight);
+        }
+    }
+
+    fn report_weight(&self) -> BackendWeight {
+        // Relaxed: two reports racing may interleave their fields, which gives one of their
+        // weights with times from either: each field is a value some report wrote, as an
+        // EWMA's lost update is (grpc-go takes a lock per backend here; a report here stays
+        // lock-free).
+        BackendWeight::from_bits(
+            self.reports
+                .weight
+                .each_ref()
+                .map(|w| w.load(Ordering::Relaxed)),
+        )
+    }
+
+    fn store_report_weight(&self, weight: BackendWeight) {
+        // Relaxed: see `report_weight`.
+        for (field, bits) in self.reports.weight.iter().zip(weight.to_bits()) {
+            field.store(bits, Ordering::Relaxed);
+        }
     }
 
     /// The latest reported utilisation (parts per million) and when it came, if any.
     pub(crate) fn reported_utilisation(&self) -> Option<(u32, u64)> {
         // Relaxed: see `set_reported_utilisation`.
-        let ppm = self.reported_utilisation.load(Ordering::Relaxed);
-        (ppm != NO_REPORT).then(|| (ppm, self.reported_at.load(Ordering::Relaxed)))
+        let ppm = self.reports.utilisation.load(Ordering::Relaxed);
+        (ppm != NO_REPORT).then(|| (ppm, self.reports.at.load(Ordering::Relaxed)))
     }
 
     /// Counts one more pick held (and taken), unless the backend is at its cap: then
@@ -664,6 +739,7 @@ impl State {
         if ramp {
             self.restart_ramp(at);
         }
+        self.report_weight_ready();
     }
 
     /// Writer only: forgets every ejection, past and present (outlier detection switched off,
@@ -706,7 +782,13 @@ impl State {
             recent_failures: self.recent_failures.swap(0, Ordering::Relaxed),
             // Relaxed: see `set_reported_utilisation`. A report racing with the revival
             // lands either side, as one on the old picks would.
-            reported_utilisation: self.reported_utilisation.swap(NO_REPORT, Ordering::Relaxed),
+            reported_utilisation: self.reports.utilisation.swap(NO_REPORT, Ordering::Relaxed),
+            // Relaxed: as `reported_utilisation`.
+            report_weight: self
+                .reports
+                .weight
+                .each_ref()
+                .map(|w| w.swap(0, Ordering::Relaxed)),
         };
         self.set_health(Health::Up);
         self.set_soft_weight(FULL_SOFT_WEIGHT);
@@ -733,8 +815,12 @@ impl State {
         self.set_soft_weight(saved.soft_weight);
         self.recent_failures
             .store(saved.recent_failures, Ordering::Relaxed);
-        self.reported_utilisation
+        self.reports
+            .utilisation
             .store(saved.reported_utilisation, Ordering::Relaxed);
+        for (field, bits) in self.reports.weight.iter().zip(saved.report_weight) {
+            field.store(bits, Ordering::Relaxed);
+        }
     }
 
     /// Writer only: forgets recent failures as load (after the clock changed: their stamp
@@ -1124,6 +1210,7 @@ impl Default for State {
             None,
             None,
             None,
+            None,
         ));
         State::new(&feedback, 0, false)
     }
@@ -1159,6 +1246,8 @@ mod layout {
         ] {
             assert!(end <= 128, "{end}");
         }
-        assert_eq!(size_of::<State>(), 256);
+        // What load reports write, on the fifth line.
+        assert_eq!(offset_of!(State, reports), 256);
+        assert_eq!(size_of::<State>(), 320);
     }
 }

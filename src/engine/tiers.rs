@@ -465,6 +465,7 @@ fn split<T>(
 /// A group's snapshot: `members` (sorted by id, as every snapshot's), of which `is_eligible`
 /// may serve, `weights[k]` the effective weight of `members[k]`, and `table` if one is kept
 /// (else built). Steering, ramps, coverage and time are the outer snapshot's business.
+#[allow(clippy::too_many_arguments)] // each is one input of the snapshot
 pub(crate) fn group_snapshot<T, P: Policy<T>>(
     policy: &P,
     members: Box<[Arc<Entry<T>>]>,
@@ -473,6 +474,7 @@ pub(crate) fn group_snapshot<T, P: Policy<T>>(
     table: Option<Arc<P::Table>>,
     tracks_latency: bool,
     weight_scale: u64,
+    now: u64,
 ) -> Result<Snapshot<T, P::Table>, Error> {
     let (eligible, weights) = eligible_of(&members, &is_eligible, |i| weights[i]);
     let table = match table {
@@ -480,6 +482,8 @@ pub(crate) fn group_snapshot<T, P: Policy<T>>(
         None => Arc::new(policy.build(&View {
             members: &members,
             eligible: &eligible,
+            now,
+            weight_scale,
         })?),
     };
     let ids = Arc::new(IdIndex::new(members.iter().map(|e| &*e.id)));

@@ -10,6 +10,7 @@
 //! |---|---|---|---|
 //! | [`RoundRobin`] | the next eligible backend in id order, per thread | O(1) | alike backends, alike requests |
 //! | [`WeightedRoundRobin`] | smooth weighted turns (a precomputed EDF schedule) | O(1) | unequal backends, alike requests |
+//! | [`ClientSideWeightedRoundRobin`] | smooth weighted turns, weights from the backends' load reports (gRFC A58) | O(1) | backends that report their load (ORCA) |
 //! | [`Random`] | weighted at random (alias table) | O(1) | stateless spread |
 //! | [`LeastConnections`] | fewest in flight per unit of weight, ties in turn | O(n) | long-lived connections, small sets |
 //! | [`PowerOfTwoChoices`] | the lighter of two weighted draws | O(1) | the default for requests |
@@ -23,14 +24,19 @@
 //! request-spreading policy whose choice depends on the order the backends were given in.
 
 mod choice;
+pub mod client_side_weighted_round_robin;
 pub mod first;
 pub mod least_connections;
 pub mod peak_ewma;
 pub mod power_of_two;
 pub mod random;
 pub mod round_robin;
+mod schedule;
 pub mod weighted_round_robin;
 
+pub use client_side_weighted_round_robin::{
+    ClientSideWeightedRoundRobin, ClientSideWeightedRoundRobinConfig,
+};
 pub use first::{First, FirstConfig};
 pub use least_connections::{LeastConnections, LeastConnectionsConfig};
 pub use peak_ewma::{PeakEwma, PeakEwmaConfig};

@@ -22,7 +22,8 @@
 
 use lbkit::{Backend, Balancer, Error, Health, HealthConfig, ManualClock, Status, Topology};
 use lbkit::{
-    First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
+    ClientSideWeightedRoundRobin, First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random,
+    RoundRobin, WeightedRoundRobin,
 };
 use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 
@@ -310,6 +311,14 @@ pub const POLICIES: &[Policy] = &[
         "WeightedRoundRobin",
         WeightedRoundRobin::new,
         Oracle::WeightedRoundRobin
+    ),
+    // Weights from load reports (gRFC A58): until backends report, round robin over the
+    // eligible ones whatever their configured weights; tests/client_side_weighted_round_robin.rs
+    // checks the reports, and the fuzz targets send them.
+    policy!(
+        "ClientSideWeightedRoundRobin",
+        ClientSideWeightedRoundRobin::new,
+        Oracle::RoundRobin
     ),
     policy!("Random", Random::with_seed, seeded, Oracle::None),
     policy!(
