@@ -17,6 +17,9 @@
 //!   `round-robin+statistical`: the same with success-rate and failure-percentage ejection
 //!   on, whose reports are also counted per backend. `weighted-round-robin+soft`: weighted
 //!   round robin with soft health on (each success and its latency counted) beside it plain.
+//!   `client-side-wrr`: client-side weighted round robin with every backend's reported weight
+//!   known, pick + drop beside weighted round robin's, and pick + in-band load report +
+//!   success (issue #16's target: its pick within 1.5x of weighted round robin's).
 //!
 //! * `steering/100`: per-request steering and caps beside the plain pick of the same policy,
 //!   for round robin and a hashing policy (`HashRing`, keyed requests): `plain`, `avoid2` (a
@@ -26,7 +29,9 @@
 //! * `sweep/1000`: the statistical ejection rules' sweep over 1000 backends, each with
 //!   enough reports: a pick that finds it due (the clock moved one interval), which runs the
 //!   sweep and rebuilds; beside it a pick after a health change, which only rebuilds; and
-//!   soft health's sweep the same way (P2C, whose rebuild is O(n) whatever the weights).
+//!   soft health's sweep the same way (P2C, whose rebuild is O(n) whatever the weights);
+//!   client-side weighted round robin's refresh every update period (every backend's reported
+//!   weight read, the schedule rebuilt) beside weighted round robin's rebuild.
 //!
 //! `least-connections+failure_penalty` and `p2c+failure_penalty` in the pick groups: the
 //! policies with failures weighing as load, no failure reported (the option's cost to a pick).
@@ -59,6 +64,7 @@ use common::{two_threads, Padded};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lbkit::{Aperture, RendezvousSubset, Subset};
 use lbkit::{Backend, Balancer, LeastConnections, Pick, PowerOfTwoChoices, Random, Request};
+use lbkit::{ClientSideWeightedRoundRobin, LoadReport};
 use lbkit::{FailurePercentageEjection, Health, ManualClock, SoftHealth, SuccessRateEjection};
 use lbkit::{HashRing, HealthConfig, OutlierDetection, PeakEwma, RoundRobin, WeightedRoundRobin};
 
@@ -242,7 +248,64 @@ fn reports(c: &mut Criterion) {
     g.bench_function("weighted-round-robin+soft/pick+success", |b| {
         b.iter(|| black_box(soft.pick(&req)).unwrap().success(latency))
     });
+    // Client-side weighted round robin with every backend's weight known (a schedule of
+    // reported weights), beside weighted round robin's pick: the pick alone, and the pick
+    // with an in-band load report (qps and utilisation) before its success.
+    g.bench_function("weighted-round-robin/pick+drop", |b| {
+        b.iter(|| drop(black_box(weighted.pick(&req))))
+    });
+    // On the default clock (a monotonic clock: the refresh's clock check reads it on one
+    // pick in 16 per thread), as a service runs it.
+    let reported = client_side_wrr(n, lbkit::MonotonicClock::default(), || {
+        std::thread::sleep(Duration::from_millis(150))
+    });
+    g.bench_function("client-side-wrr/pick+drop", |b| {
+        b.iter(|| drop(black_box(reported.pick(&req))))
+    });
+    let load = LoadReport::new().qps(100.0).cpu_utilization(0.5);
+    g.bench_function("client-side-wrr/pick+report+success", |b| {
+        b.iter(|| {
+            let pick = black_box(reported.pick(&req)).unwrap();
+            pick.report_load(load).unwrap();
+            pick.success(latency)
+        })
+    });
     g.finish();
+}
+
+/// Client-side weighted round robin over `n` backends on `clock`, each backend's weight known
+/// (qps 100 at utilisation 0.2 to 0.8) once `wait` has run (it must let the 100 ms update
+/// period pass), with no blackout.
+fn client_side_wrr<C: lbkit::Clock>(
+    n: usize,
+    clock: C,
+    wait: impl FnOnce(),
+) -> ClientSideWeightedRoundRobin<u64> {
+    let lb = ClientSideWeightedRoundRobin::builder()
+        .blackout_period(Duration::ZERO)
+        .weight_update_period(Duration::from_millis(100))
+        .health(HealthConfig::new().clock(clock))
+        .build(backends(n))
+        .unwrap();
+    for (i, status) in lb.status().iter().enumerate() {
+        let load = LoadReport::new()
+            .qps(100.0)
+            .cpu_utilization(0.2 + 0.6 * (i % 7) as f64 / 6.0);
+        lb.report_load(status.id(), load).unwrap();
+    }
+    wait();
+    // Past the sampled clock check, and a check that the weights hold: the backend at
+    // utilisation 0.2 gets four times the picks of the one at 0.8.
+    for _ in 0..100 * n {
+        drop(lb.pick(&Request::new()));
+    }
+    let status = lb.status();
+    let (light, heavy) = (status[0].picks(), status[6].picks());
+    assert!(
+        light > 3 * heavy,
+        "{light} {heavy}: the reported weights do not hold"
+    );
+    lb
 }
 
 /// The statistical rules' sweep over 1000 backends: a pick that finds it due runs it and
@@ -334,6 +397,29 @@ fn sweep(c: &mut Criterion) {
             },
             criterion::BatchSize::PerIteration,
         )
+    });
+    // Client-side weighted round robin's refresh: the pick that finds the update period
+    // over reads every backend's reported weight and rebuilds the schedule (up to
+    // SCHEDULE_LIMIT entries); beside it weighted round robin's rebuild after a health
+    // change, whose schedule has the weights' small period.
+    let clock = ManualClock::new();
+    let reported = client_side_wrr(n, clock.clone(), || {
+        clock.advance(Duration::from_millis(100))
+    });
+    g.bench_function("client-side-wrr/pick+reweigh+rebuild", |b| {
+        b.iter(|| {
+            clock.advance(Duration::from_millis(100));
+            drop(black_box(reported.pick(&req)))
+        })
+    });
+    let weighted = WeightedRoundRobin::new(backends(n)).unwrap();
+    g.bench_function("weighted-round-robin/set_health+rebuild", |b| {
+        b.iter(|| {
+            up = !up;
+            let health = if up { Health::Up } else { Health::Draining };
+            weighted.set_health("10.0.0.0:8080", health).unwrap();
+            drop(black_box(weighted.pick(&req)))
+        })
     });
     let p2c = PowerOfTwoChoices::with_seed(backends(n), 1).unwrap();
     g.bench_function("p2c/set_health+rebuild", |b| {

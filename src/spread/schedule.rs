@@ -4,9 +4,6 @@
 //! either the backends' own or those their load reports give
 //! ([`ClientSideWeightedRoundRobin`](crate::ClientSideWeightedRoundRobin)).
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
 use crate::engine::orca::{schedule_weights, WeightConfig};
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
@@ -182,55 +179,147 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 /// One period of the earliest-deadline-first schedule: the k-th pick (k from 0) of position
 /// p (of n) is due at (k + (2p + 1) / 2n) / w_p = (2nk + 2p + 1) / (2n w_p); entries are
 /// listed by due time, ties by position.
+///
+/// Every due time is in (0, 1), and the period's P entries spread over that interval, so
+/// they are placed by a counting sort on floor(due x P) (computed in floating point, O(P +
+/// n)), then put in exact order by one insertion pass with the exact comparison: entries
+/// out of order after the counting sort are only those in one bucket, or a rounding apart,
+/// so the pass costs O(P) plus those few swaps. The result is the same as a heap merging
+/// the backends' due times (the tests compare the two), at a fraction of the cost: a period
+/// of 65,536 entries over 1000 backends is rebuilt every update period of
+/// [`ClientSideWeightedRoundRobin`](crate::ClientSideWeightedRoundRobin).
 fn smooth_schedule(weights: &[u64]) -> Box<[u32]> {
-    #[derive(PartialEq, Eq)]
-    struct Due {
-        /// Numerator and denominator of the due time: (2nk + 2p + 1) / (2nw). Weights are
-        /// at most `SCHEDULE_LIMIT` and positions fit in u32, so both fit in u64.
-        num: u64,
-        den: u64,
-        position: u32,
-    }
-    impl Ord for Due {
-        fn cmp(&self, other: &Self) -> Ordering {
-            // BinaryHeap is a max-heap: the earliest due time must compare greatest.
-            let lhs = u128::from(self.num) * u128::from(other.den);
-            let rhs = u128::from(other.num) * u128::from(self.den);
-            rhs.cmp(&lhs).then(other.position.cmp(&self.position))
-        }
-    }
-    impl PartialOrd for Due {
-        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-            Some(self.cmp(other))
-        }
-    }
-
-    let period: u64 = weights.iter().sum();
+    let period: usize = weights.iter().map(|&w| w as usize).sum();
     let n = weights.len() as u64;
-    let mut heap: BinaryHeap<Due> = weights
-        .iter()
-        .enumerate()
-        .filter(|(_, &w)| w > 0)
-        .map(|(p, &w)| Due {
-            num: 2 * p as u64 + 1,
-            den: 2 * n * w,
-            position: p as u32,
-        })
-        .collect();
-    let mut schedule = Vec::with_capacity(period as usize);
-    while schedule.len() < period as usize {
-        let mut due = heap
-            .peek_mut()
-            .expect("one period lists exactly sum(weights) picks");
-        schedule.push(due.position);
-        due.num += 2 * n;
+    // Each entry: (position, k), its due time (2nk + 2p + 1) / (2n w_p). Weights are at
+    // most `SCHEDULE_LIMIT` and positions fit in u32, so numerators and denominators fit in
+    // u64 and their cross products in u128.
+    let due = |&(p, k): &(u32, u32)| {
+        let num = 2 * n * u64::from(k) + 2 * u64::from(p) + 1;
+        (num, 2 * n * weights[p as usize])
+    };
+    let bucket = |entry: &(u32, u32)| {
+        let (num, den) = due(entry);
+        // In [0, period): the due time is below 1. Rounding may move an entry to a
+        // neighbouring bucket; the exact pass below puts it back in place.
+        ((num as f64 / den as f64 * period as f64) as usize).min(period.saturating_sub(1))
+    };
+    let entries = || {
+        weights
+            .iter()
+            .enumerate()
+            .flat_map(|(p, &w)| (0..w as u32).map(move |k| (p as u32, k)))
+    };
+    let mut starts = vec![0usize; period + 1];
+    for entry in entries() {
+        starts[bucket(&entry) + 1] += 1;
     }
-    schedule.into()
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let mut sorted = vec![(0u32, 0u32); period];
+    for entry in entries() {
+        let b = bucket(&entry);
+        sorted[starts[b]] = entry;
+        starts[b] += 1;
+    }
+    let earlier = |a: &(u32, u32), b: &(u32, u32)| {
+        let ((an, ad), (bn, bd)) = (due(a), due(b));
+        let (lhs, rhs) = (
+            u128::from(an) * u128::from(bd),
+            u128::from(bn) * u128::from(ad),
+        );
+        lhs < rhs || (lhs == rhs && a.0 < b.0)
+    };
+    for i in 1..sorted.len() {
+        let mut j = i;
+        while j > 0 && earlier(&sorted[j], &sorted[j - 1]) {
+            sorted.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+    sorted.into_iter().map(|(p, _)| p).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::cmp::Ordering;
+    use std::collections::BinaryHeap;
+
+    /// The schedule as a heap merging the backends' due times builds it (the implementation
+    /// before the counting sort), for comparison: the k-th pick (k from 0) of position
+    /// p (of n) is due at (k + (2p + 1) / 2n) / w_p = (2nk + 2p + 1) / (2n w_p); entries are
+    /// listed by due time, ties by position.
+    fn reference_schedule(weights: &[u64]) -> Box<[u32]> {
+        #[derive(PartialEq, Eq)]
+        struct Due {
+            /// Numerator and denominator of the due time: (2nk + 2p + 1) / (2nw). Weights are
+            /// at most `SCHEDULE_LIMIT` and positions fit in u32, so both fit in u64.
+            num: u64,
+            den: u64,
+            position: u32,
+        }
+        impl Ord for Due {
+            fn cmp(&self, other: &Self) -> Ordering {
+                // BinaryHeap is a max-heap: the earliest due time must compare greatest.
+                let lhs = u128::from(self.num) * u128::from(other.den);
+                let rhs = u128::from(other.num) * u128::from(self.den);
+                rhs.cmp(&lhs).then(other.position.cmp(&self.position))
+            }
+        }
+        impl PartialOrd for Due {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        let period: u64 = weights.iter().sum();
+        let n = weights.len() as u64;
+        let mut heap: BinaryHeap<Due> = weights
+            .iter()
+            .enumerate()
+            .filter(|(_, &w)| w > 0)
+            .map(|(p, &w)| Due {
+                num: 2 * p as u64 + 1,
+                den: 2 * n * w,
+                position: p as u32,
+            })
+            .collect();
+        let mut schedule = Vec::with_capacity(period as usize);
+        while schedule.len() < period as usize {
+            let mut due = heap
+                .peek_mut()
+                .expect("one period lists exactly sum(weights) picks");
+            schedule.push(due.position);
+            due.num += 2 * n;
+        }
+        schedule.into()
+    }
+
+    proptest! {
+        #[test]
+        fn the_counting_sort_gives_the_heaps_schedule(
+            weights in proptest::collection::vec(1u64..200, 1..40),
+        ) {
+            prop_assert_eq!(smooth_schedule(&weights), reference_schedule(&weights));
+        }
+    }
+
+    #[test]
+    fn large_and_skewed_periods_match_the_heap() {
+        for weights in [
+            vec![65_535, 1, 1, 32_768],
+            (1..=1000)
+                .map(|i| 1 + (i * 7919) % 60)
+                .collect::<Vec<u64>>(),
+            vec![7; 1000],
+            vec![1; 5000],
+        ] {
+            assert_eq!(smooth_schedule(&weights), reference_schedule(&weights));
+        }
+    }
 
     #[test]
     fn five_one_one_is_interleaved() {

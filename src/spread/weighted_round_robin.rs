@@ -18,7 +18,7 @@
 //! to bound memory; shares are then exact to within one part in about `SCHEDULE_LIMIT / n`.
 //!
 //! Cost: O(1) per pick (one atomic add on the thread's stripe, one division, two loads);
-//! O(P log n) per update or health change, P the period. The cursor is per thread and survives
+//! O(P + n) per update or health change, P the period (a counting sort of the due times). The cursor is per thread and survives
 //! updates, as in [`RoundRobin`](crate::RoundRobin).
 
 use crate::backend::Backend;
