@@ -133,7 +133,7 @@ pub use health::{
     SoftHealth, SuccessRateEjection,
 };
 pub use observe::{Ejection, Event, Observer, TrafficShare};
-pub use report::LoadReport;
+pub use report::{LoadReport, LoadSignal};
 pub use request::Request;
 pub use spread::{ClientSideWeightedRoundRobin, WeightedRoundRobin, SCHEDULE_LIMIT};
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};

@@ -35,10 +35,77 @@ pub struct LoadReport {
     cpu_utilization: Option<f64>,
     qps: Option<f64>,
     errors_per_second: Option<f64>,
+    load: Option<f64>,
 }
 
 /// The most utilisation a report keeps (ORCA allows application utilisation above 1).
 pub(crate) const MAX_UTILIZATION: f64 = 4_000.0;
+
+/// The most load a report keeps: 2^40.
+const MAX_LOAD: f64 = (1u64 << 40) as f64;
+
+/// A reported load of 1 in the units kept: 1024, as one request in flight is in the loads the
+/// load-aware policies compare ([`FAILURE_UNIT`](crate::engine::state::FAILURE_UNIT)).
+pub(crate) const LOAD_UNIT: u64 = 1 << 10;
+
+/// What [`LeastConnections`](crate::LeastConnections) and
+/// [`PowerOfTwoChoices`](crate::PowerOfTwoChoices) compare, per unit of weight (set with
+/// their builders' `load_signal`).
+///
+/// ```
+/// use lbkit::{Backend, Balancer, LoadReport, LoadSignal, PowerOfTwoChoices, Request};
+/// // Each backend's queue depth, as its own reports tell it, plus what this client has in
+/// // flight there: one queued request counts as one in flight.
+/// let lb = PowerOfTwoChoices::builder()
+///     .load_signal(LoadSignal::Combined { per_unit: 1.0 })
+///     .seed(1)
+///     .build([Backend::new("a", ()), Backend::new("b", ())])?;
+/// lb.report_load("a", LoadReport::new().load(40.0))?;
+/// for _ in 0..10 {
+///     assert_eq!(lb.pick(&Request::new()).unwrap().id(), "b");
+/// }
+/// # Ok::<(), lbkit::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub enum LoadSignal {
+    /// Requests in flight from this balancer (the default), plus recent failures with a
+    /// failure penalty.
+    #[default]
+    InFlight,
+    /// The backends' reported load ([`LoadReport::load`]); requests in flight break ties (a
+    /// reported load of 1 outweighs a million of them). A backend that has not reported
+    /// counts 0. Between reports every pick sees the same figures, so prefer
+    /// [`Combined`](Self::Combined) when reports are seconds apart and requests many: a
+    /// backend's own picks then count at once.
+    Reported,
+    /// Requests in flight plus `per_unit` x the reported load: a reported load of 1 counts
+    /// as `per_unit` requests in flight (finite, above 0, at most 2^20).
+    Combined {
+        /// Requests in flight one unit of reported load counts as.
+        per_unit: f64,
+    },
+}
+
+impl LoadSignal {
+    /// The weight of a reported [`LOAD_UNIT`] in loads, in 2^-16 (0: not compared), or an
+    /// error for a `per_unit` out of range.
+    pub(crate) fn factor(self) -> Result<u64, crate::Error> {
+        match self {
+            LoadSignal::InFlight => Ok(0),
+            LoadSignal::Reported => Ok(1 << 36),
+            LoadSignal::Combined { per_unit } => {
+                if !(per_unit.is_finite() && per_unit > 0.0 && per_unit <= (1u64 << 20) as f64) {
+                    return Err(crate::Error::config(
+                        "load_signal",
+                        format!("per_unit {per_unit} is not finite, above 0 and at most 2^20"),
+                    ));
+                }
+                Ok(((per_unit * 65_536.0).round() as u64).max(1))
+            }
+        }
+    }
+}
 
 impl LoadReport {
     /// An empty report: it changes nothing.
@@ -76,6 +143,17 @@ impl LoadReport {
         self
     }
 
+    /// The backend's load by a measure of the caller's own (queue depth, KV-cache use, open
+    /// sessions, ...), lower is better: what [`LeastConnections`](crate::LeastConnections)
+    /// and [`PowerOfTwoChoices`](crate::PowerOfTwoChoices) compare under
+    /// [`LoadSignal::Reported`] or [`LoadSignal::Combined`]. It stands until the next report
+    /// for the backend (kept up to 2^40).
+    #[must_use]
+    pub fn load(mut self, load: f64) -> Self {
+        self.load = Some(load);
+        self
+    }
+
     /// Checks the fields: each given one finite and at least 0.
     pub(crate) fn validate(&self) -> Result<(), crate::Error> {
         let fields = [
@@ -83,6 +161,7 @@ impl LoadReport {
             ("cpu_utilization", self.cpu_utilization),
             ("qps", self.qps),
             ("errors_per_second", self.errors_per_second),
+            ("load", self.load),
         ];
         for (field, value) in fields {
             if let Some(v) = value {
@@ -113,6 +192,12 @@ impl LoadReport {
     pub(crate) fn utilization_ppm(&self) -> Option<u32> {
         self.chosen_utilization()
             .map(|u| (u.min(MAX_UTILIZATION) * 1e6).round() as u32)
+    }
+
+    /// The load in [`LOAD_UNIT`]s (1/1024), if reported (valid): at most 2^50.
+    pub(crate) fn load_units(&self) -> Option<u64> {
+        self.load
+            .map(|l| (l.min(MAX_LOAD) * LOAD_UNIT as f64).round() as u64)
     }
 
     /// `(qps, errors per second, utilisation)` for A58's weight, 0 for what was not given

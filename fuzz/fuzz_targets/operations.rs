@@ -832,20 +832,29 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 // any id, out of band or on a pick held. The report is checked first (its
                 // fields in order), then the id; either way nothing `status()` shows changes.
                 let id = id(u)?;
-                let fields: [(&str, f64); 4] = [
+                // Each field given or not (so that whole valid reports are common).
+                let fields: [(&str, Option<f64>); 5] = [
                     ("utilization", u.arbitrary()?),
                     ("cpu_utilization", u.arbitrary()?),
                     ("qps", u.arbitrary()?),
                     ("errors_per_second", u.arbitrary()?),
+                    ("load", u.arbitrary()?),
                 ];
-                let report = lbkit::LoadReport::new()
-                    .utilization(fields[0].1)
-                    .cpu_utilization(fields[1].1)
-                    .qps(fields[2].1)
-                    .errors_per_second(fields[3].1);
+                let mut report = lbkit::LoadReport::new();
+                for (field, value) in fields {
+                    if let Some(v) = value {
+                        report = match field {
+                            "utilization" => report.utilization(v),
+                            "cpu_utilization" => report.cpu_utilization(v),
+                            "qps" => report.qps(v),
+                            "errors_per_second" => report.errors_per_second(v),
+                            _ => report.load(v),
+                        };
+                    }
+                }
                 let bad = fields
                     .iter()
-                    .find(|(_, v)| !(v.is_finite() && *v >= 0.0))
+                    .find(|(_, v)| v.is_some_and(|v| !(v.is_finite() && v >= 0.0)))
                     .map(|(field, _)| *field);
                 let before = summary(lb);
                 let in_band = !held.is_empty() && u.arbitrary()?;

@@ -285,6 +285,7 @@ pub(crate) struct Revival {
     recent_failures: u64,
     reported_utilisation: u32,
     report_weight: [u64; 3],
+    reported_load: u64,
 }
 
 /// One backend's counters. Fields written only by the writer (under its lock) are marked so.
@@ -385,6 +386,8 @@ struct Reports {
     /// [`BackendWeight::to_bits`] packs it: the weight, and when the run of reports began and
     /// when the last came.
     weight: [AtomicU64; 3],
+    /// The latest reported load ([`LoadReport::load`]), in [`LOAD_UNIT`](crate::report::LOAD_UNIT)s; 0 if none.
+    load: AtomicU64,
 }
 
 /// Picks of one backend between two nudges (see [`State::counted`]); a power of two.
@@ -474,6 +477,7 @@ impl State {
         // Relaxed: see `set_reported_utilisation`.
         self.reports.utilisation.store(NO_REPORT, Ordering::Relaxed);
         self.store_report_weight(BackendWeight::new());
+        self.reports.load.store(0, Ordering::Relaxed);
     }
 
     /// Takes a load report (checked) that came at `now`: its utilisation, and the weight it
@@ -482,6 +486,10 @@ impl State {
         if let Some(ppm) = report.utilization_ppm() {
             self.set_reported_utilisation(ppm, now);
         }
+        if let Some(load) = report.load_units() {
+            // Relaxed: a figure picks read as advice; one pick may see the last one.
+            self.reports.load.store(load, Ordering::Relaxed);
+        }
         if let Some(config) = &self.feedback.report_weights {
             let (qps, eps, utilization) = report.weight_inputs();
             let mut weight = self.report_weight();
@@ -489,6 +497,13 @@ impl State {
                 self.store_report_weight(weight);
             }
         }
+    }
+
+    /// The latest reported load in [`LOAD_UNIT`](crate::report::LOAD_UNIT)s (0 if none).
+    #[inline]
+    pub(crate) fn reported_load(&self) -> u64 {
+        // Relaxed: see `take_report`.
+        self.reports.load.load(Ordering::Relaxed)
     }
 
     /// The weight reports give at `now` (0: unknown; see [`BackendWeight::weight`]).
@@ -789,6 +804,7 @@ impl State {
                 .weight
                 .each_ref()
                 .map(|w| w.swap(0, Ordering::Relaxed)),
+            reported_load: self.reports.load.swap(0, Ordering::Relaxed),
         };
         self.set_health(Health::Up);
         self.set_soft_weight(FULL_SOFT_WEIGHT);
@@ -821,6 +837,9 @@ impl State {
         for (field, bits) in self.reports.weight.iter().zip(saved.report_weight) {
             field.store(bits, Ordering::Relaxed);
         }
+        self.reports
+            .load
+            .store(saved.reported_load, Ordering::Relaxed);
     }
 
     /// Writer only: forgets recent failures as load (after the clock changed: their stamp

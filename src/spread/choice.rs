@@ -14,6 +14,7 @@ use crate::engine::snapshot::{Eligible, Snapshot, View};
 use crate::engine::state::{LatencyTracking, State, FAILURE_UNIT};
 use crate::error::Error;
 use crate::placement::{splitmix64, GAMMA};
+use crate::report::LoadSignal;
 use crate::request::Request;
 
 /// Whether `a` carries less load per unit of weight than `b`, exactly (a/w_a < b/w_b as
@@ -36,20 +37,25 @@ pub(crate) fn check_failure_penalty(penalty: Option<Duration>) -> Result<Option<
 }
 
 /// How the load-aware request policies read a backend's load during one pick: its requests
-/// in flight, plus its recent failures when failures weigh on load (then in
-/// [`FAILURE_UNIT`]s, and the clock read at most once per pick, only if some candidate has
-/// recent failures).
+/// in flight, plus its recent failures when failures weigh on load, plus its reported load
+/// under a [`LoadSignal`] that compares it (then all in [`FAILURE_UNIT`]s, one request in
+/// flight being one unit, and the clock read at most once per pick, only if some candidate
+/// has recent failures).
 pub(crate) struct Loads {
     failures: bool,
+    /// The weight of a reported [`LOAD_UNIT`](crate::report::LOAD_UNIT), in 2^-16
+    /// ([`LoadSignal::factor`]); 0: reports are not compared.
+    reported: u64,
     now_ms: Cell<Option<u64>>,
 }
 
 impl Loads {
-    /// Loads for one pick; `failures`: whether recent failures count.
+    /// Loads for one pick under `signal`; `failures`: whether recent failures count.
     #[inline]
-    pub(crate) fn new(failures: bool) -> Self {
+    pub(crate) fn new(signal: &Signal) -> Self {
         Loads {
-            failures,
+            failures: signal.failure_penalty.is_some(),
+            reported: signal.reported,
             now_ms: Cell::new(None),
         }
     }
@@ -58,20 +64,60 @@ impl Loads {
     #[inline]
     pub(crate) fn of(&self, state: &State) -> u64 {
         let in_flight = state.in_flight() as u64;
-        if !self.failures {
+        if !self.failures && self.reported == 0 {
             return in_flight;
         }
-        let recent = state.failure_load(|| match self.now_ms.get() {
-            Some(now) => now,
-            None => {
-                let now = state.now_ms();
-                self.now_ms.set(Some(now));
-                now
-            }
-        });
-        in_flight
-            .saturating_mul(FAILURE_UNIT)
-            .saturating_add(recent)
+        let mut load = in_flight.saturating_mul(FAILURE_UNIT);
+        if self.failures {
+            let recent = state.failure_load(|| match self.now_ms.get() {
+                Some(now) => now,
+                None => {
+                    let now = state.now_ms();
+                    self.now_ms.set(Some(now));
+                    now
+                }
+            });
+            load = load.saturating_add(recent);
+        }
+        if self.reported != 0 {
+            // At most 2^50 x 2^36 before the shift: fits in u128.
+            let reported = (u128::from(state.reported_load()) * u128::from(self.reported)) >> 16;
+            load = load.saturating_add(u64::try_from(reported).unwrap_or(u64::MAX));
+        }
+        load
+    }
+}
+
+// A reported load of 1 weighs as one request in flight before `LoadSignal`'s factor.
+const _: () = assert!(crate::report::LOAD_UNIT == FAILURE_UNIT);
+
+/// What the load of a backend is made of for [`LeastConnections`](crate::LeastConnections)
+/// and [`PowerOfTwoChoices`](crate::PowerOfTwoChoices): their failure penalty and load
+/// signal, checked.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Signal {
+    pub(crate) failure_penalty: Option<Duration>,
+    /// [`LoadSignal::factor`]: 0 when reports are not compared.
+    pub(crate) reported: u64,
+}
+
+impl Signal {
+    /// The signal of a failure penalty and a load signal, or an error for either out of
+    /// range.
+    pub(crate) fn new(
+        failure_penalty: Option<Duration>,
+        signal: LoadSignal,
+    ) -> Result<Self, Error> {
+        Ok(Signal {
+            failure_penalty: check_failure_penalty(failure_penalty)?,
+            reported: signal.factor()?,
+        })
+    }
+
+    /// Whether a load is more than the requests in flight (the plain count is read faster).
+    #[inline]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.failure_penalty.is_none() && self.reported == 0
     }
 }
 
@@ -92,20 +138,21 @@ pub(crate) trait Cost: Send + Sync + 'static {
 }
 
 /// Requests in flight per unit of weight, compared exactly in integers; with a failure
-/// penalty, recent failures count as requests in flight (see [`Loads`]).
+/// penalty, recent failures count as requests in flight, and under a load signal the
+/// reported load too (see [`Loads`]).
 pub(crate) struct InFlightPerWeight {
-    pub(crate) failure_penalty: Option<Duration>,
+    pub(crate) signal: Signal,
 }
 
 impl Cost for InFlightPerWeight {
     #[inline]
     fn lighter(&self, a: &Eligible, b: &Eligible) -> bool {
-        let loads = Loads::new(self.failure_penalty.is_some());
+        let loads = Loads::new(&self.signal);
         lighter(loads.of(&a.state), a.weight, loads.of(&b.state), b.weight)
     }
 
     fn failure_load(&self) -> Option<Duration> {
-        self.failure_penalty
+        self.signal.failure_penalty
     }
 }
 

@@ -15,8 +15,16 @@
 //! held for `d`. A backend that only fails stops drawing traffic before any ejection; one
 //! that recovers is back to its share within a few `d`.
 //!
-//! Cost: O(n) per pick (one load per eligible backend, each on its own cache line); O(n) per
-//! update. Choose it for long-lived connections (WebSockets, streams, database sessions) and
+//! **A load of your own** ([`Builder::load_signal`], off by default): backends that know their
+//! load better than this client's count of requests (a queue other clients feed too, a
+//! KV cache filling up) report it ([`LoadReport::load`](crate::LoadReport::load)), in band or
+//! out of band, and [`LoadSignal::Reported`] compares that figure instead of requests in
+//! flight, [`LoadSignal::Combined`] the two added (a reported 1 as `per_unit` requests). Still
+//! per unit of weight and in integers (the figure kept in 1/1024ths), so ties and turns work as
+//! with counts.
+//!
+//! Cost: O(n) per pick (one load per eligible backend, each on its own cache line, two with a
+//! load signal); O(n) per update. Choose it for long-lived connections (WebSockets, streams, database sessions) and
 //! mixed request costs; beyond a few hundred backends prefer
 //! [`PowerOfTwoChoices`](crate::PowerOfTwoChoices), which is O(1) and nearly as good.
 
@@ -28,8 +36,9 @@ use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Eligible, Snapshot, View};
 use crate::engine::state::State;
 use crate::error::Error;
+use crate::report::LoadSignal;
 use crate::request::Request;
-use crate::spread::choice::{check_failure_penalty, lighter, Loads};
+use crate::spread::choice::{lighter, Loads, Signal};
 
 /// Weighted least connections, ties broken round-robin.
 ///
@@ -90,18 +99,26 @@ impl Builder<LeastConnectionsConfig> {
         self
     }
 
+    /// What a backend's load is: requests in flight (the default), its own reported load, or
+    /// both ([`LoadSignal`]; see the [module docs](crate::spread::least_connections)).
+    pub fn load_signal(mut self, signal: LoadSignal) -> Self {
+        self.config.load_signal = signal;
+        self
+    }
+
     /// Builds the balancer over `backends`.
     ///
     /// # Errors
     /// As [`LeastConnections::new`], and [`Error::InvalidConfig`] for a failure penalty
-    /// below 1 ms or a health rule out of range.
+    /// below 1 ms, a [`LoadSignal::Combined`] factor out of range, or a health rule out of
+    /// range.
     pub fn build<T: Send + Sync + 'static>(
         self,
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<LeastConnections<T>, Error> {
         let policy = FewestInFlight {
             cursor: Sequence::counter(0),
-            failure_penalty: check_failure_penalty(self.config.failure_penalty)?,
+            signal: Signal::new(self.config.failure_penalty, self.config.load_signal)?,
         };
         Ok(LeastConnections {
             core: Core::new(
@@ -120,16 +137,17 @@ impl_balancer!(LeastConnections);
 
 /// The configuration of [`LeastConnections`], the type parameter of
 /// [`LeastConnections::builder`]'s [`Builder`]: the failure penalty
-/// ([`Builder::failure_penalty`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// ([`Builder::failure_penalty`]) and the load signal ([`Builder::load_signal`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 #[non_exhaustive]
 pub struct LeastConnectionsConfig {
     failure_penalty: Option<std::time::Duration>,
+    load_signal: LoadSignal,
 }
 
 pub(crate) struct FewestInFlight {
     cursor: Sequence,
-    failure_penalty: Option<std::time::Duration>,
+    signal: Signal,
 }
 
 impl FewestInFlight {
@@ -173,7 +191,7 @@ impl<T> Policy<T> for FewestInFlight {
     }
 
     fn failure_load(&self) -> Option<std::time::Duration> {
-        self.failure_penalty
+        self.signal.failure_penalty
     }
 
     /// The lightest; those not accepted are left out of the scan.
@@ -190,11 +208,11 @@ impl<T> Policy<T> for FewestInFlight {
         }
         let start = (self.cursor.next() % n as u64) as usize;
         // Two loops, so that the plain one reads nothing but the counts.
-        let best = if self.failure_penalty.is_some() {
-            let loads = Loads::new(true);
-            Self::scan(&snap.eligible, start, |s| loads.of(s), accept)
-        } else {
+        let best = if self.signal.is_plain() {
             Self::scan(&snap.eligible, start, |s| s.in_flight() as u64, accept)
+        } else {
+            let loads = Loads::new(&self.signal);
+            Self::scan(&snap.eligible, start, |s| loads.of(s), accept)
         };
         Some(snap.eligible[best?].index)
     }
@@ -213,7 +231,7 @@ impl<T> Policy<T> for FewestInFlight {
         }
         let start = (self.cursor.next() % len as u64) as usize;
         // Read every count once, then order by load, ties by distance from the rotating start.
-        let loads = Loads::new(self.failure_penalty.is_some());
+        let loads = Loads::new(&self.signal);
         let mut order: Vec<(usize, u64, u64)> = (0..len)
             .map(|k| (start + k) % len)
             .filter(|&p| accept(snap.eligible[p].index))

@@ -15,15 +15,21 @@
 //! more request in flight, fading with the penalty as time constant, so that a backend that
 //! fails fast stops winning comparisons before any ejection.
 //!
-//! Cost: O(1) per pick (two random values, two alias lookups, two counter loads); O(n) per
-//! update. Choose it as the default request balancer, and over least connections beyond a few
+//! **A load of your own** ([`Builder::load_signal`], off by default): as for
+//! [`LeastConnections`](crate::LeastConnections), candidates compared by the load backends
+//! report ([`LoadSignal::Reported`](crate::LoadSignal::Reported)), or that added to the
+//! requests in flight ([`LoadSignal::Combined`](crate::LoadSignal::Combined)).
+//!
+//! Cost: O(1) per pick (two random values, two alias lookups, two counter loads, two more
+//! with a load signal); O(n) per update. Choose it as the default request balancer, and over least connections beyond a few
 //! hundred backends. This is the policy Envoy, Finagle, linkerd and tower use by default.
 
 use crate::backend::Backend;
 use crate::builder::{Builder, Seedable};
 use crate::engine::core::{impl_balancer, Core};
 use crate::error::Error;
-use crate::spread::choice::{check_failure_penalty, InFlightPerWeight, TwoChoices};
+use crate::report::LoadSignal;
+use crate::spread::choice::{InFlightPerWeight, Signal, TwoChoices};
 
 /// Power of two choices over weighted candidates.
 ///
@@ -77,11 +83,12 @@ impl PowerOfTwoChoices<()> {
 
 /// The configuration of [`PowerOfTwoChoices`], the type parameter of
 /// [`PowerOfTwoChoices::builder`]'s [`Builder`]: the failure penalty
-/// ([`Builder::failure_penalty`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// ([`Builder::failure_penalty`]) and the load signal ([`Builder::load_signal`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PowerOfTwoChoicesConfig {
     failure_penalty: Option<std::time::Duration>,
+    load_signal: LoadSignal,
 }
 
 impl Seedable for PowerOfTwoChoicesConfig {}
@@ -95,17 +102,25 @@ impl Builder<PowerOfTwoChoicesConfig> {
         self
     }
 
+    /// What a backend's load is: requests in flight (the default), its own reported load, or
+    /// both ([`LoadSignal`]; as for [`LeastConnections`](crate::LeastConnections)).
+    pub fn load_signal(mut self, signal: LoadSignal) -> Self {
+        self.config.load_signal = signal;
+        self
+    }
+
     /// Builds the balancer over `backends`.
     ///
     /// # Errors
     /// As [`PowerOfTwoChoices::new`], and [`Error::InvalidConfig`] for a failure penalty
-    /// below 1 ms or a health rule out of range.
+    /// below 1 ms, a [`LoadSignal::Combined`] factor out of range, or a health rule out of
+    /// range.
     pub fn build<T: Send + Sync + 'static>(
         self,
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<PowerOfTwoChoices<T>, Error> {
         let cost = InFlightPerWeight {
-            failure_penalty: check_failure_penalty(self.config.failure_penalty)?,
+            signal: Signal::new(self.config.failure_penalty, self.config.load_signal)?,
         };
         let policy = TwoChoices::new(self.seed_or_entropy(), cost);
         Ok(PowerOfTwoChoices {

@@ -118,6 +118,18 @@ fn least_connections_failure_penalty<T: Send + Sync + 'static>(
         .build(b)
 }
 
+/// P2C comparing requests in flight plus the backends' reported loads: until a backend
+/// reports (the fuzz targets send reports), the same as plain P2C.
+fn p2c_load_signal<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<PowerOfTwoChoices<T>, Error> {
+    PowerOfTwoChoices::builder()
+        .seed(seed)
+        .load_signal(lbkit::LoadSignal::Combined { per_unit: 1.0 })
+        .build(b)
+}
+
 fn p2c_failure_penalty<T: Send + Sync + 'static>(
     b: Vec<Backend<T>>,
     seed: u64,
@@ -343,6 +355,12 @@ pub const POLICIES: &[Policy] = &[
     policy!(
         "PowerOfTwoChoices+failure_penalty",
         p2c_failure_penalty,
+        seeded,
+        Oracle::PowerOfTwoChoices
+    ),
+    policy!(
+        "PowerOfTwoChoices+load_signal",
+        p2c_load_signal,
         seeded,
         Oracle::PowerOfTwoChoices
     ),
