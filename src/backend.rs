@@ -83,6 +83,10 @@ impl<T> Backend<T> {
     /// that start after the update returns are held to the new cap (picks already held above
     /// a lowered cap are not revoked; they finish).
     ///
+    /// With request costs ([`Request::cost`](crate::Request::cost)) the cap is on the work
+    /// held: a pick fits when the work held plus its cost is at most the cap, so a request
+    /// that costs more than the cap never gets this backend.
+    ///
     /// Cost: an acquire on a capped backend is a compare-exchange loop instead of one
     /// `fetch_add`; a pick from a set with a cap checks each candidate's count.
     ///

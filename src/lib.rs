@@ -134,7 +134,7 @@ pub use health::{
 };
 pub use observe::{Ejection, Event, Observer, TrafficShare};
 pub use report::{LoadReport, LoadSignal};
-pub use request::Request;
+pub use request::{Request, MAX_COST};
 pub use spread::{ClientSideWeightedRoundRobin, WeightedRoundRobin, SCHEDULE_LIMIT};
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 pub use status::{FailureCounts, Status};

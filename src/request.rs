@@ -28,14 +28,32 @@ use crate::hash::key_hash;
 ///   request (a retry avoiding the backends already tried).
 /// * [`prefer`](Request::prefer): an id to return if it can still serve (a sticky session).
 ///
-/// `Request` is `Copy` and 56 bytes on 64-bit targets (the key, and two borrowed slices).
-#[derive(Debug, Clone, Copy, Default)]
+/// # Work
+///
+/// A request can say how much work it is ([`cost`](Request::cost), 1 by default): its pick
+/// holds that many units, so least connections, the two-choice policies and bounded loads
+/// balance outstanding work rather than requests.
+///
+/// `Request` is `Copy` and 64 bytes on 64-bit targets (the key, two borrowed slices and the
+/// cost).
+#[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     key: Key<'a>,
     /// Ids not to return while another eligible backend with room exists; empty for none.
     avoid: &'a [&'a str],
     /// The id to return if it can serve; empty for none (ids are never empty).
     prefer: &'a str,
+    /// Units of work the pick holds, in `1..=MAX_COST`.
+    cost: u32,
+}
+
+/// The most work one request may hold: 2^20 units (see [`Request::cost`]).
+pub const MAX_COST: u32 = 1 << 20;
+
+impl Default for Request<'_> {
+    fn default() -> Self {
+        Request::new()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -57,6 +75,7 @@ impl<'a> Request<'a> {
             key: Key::None,
             avoid: &[],
             prefer: "",
+            cost: 1,
         }
     }
 
@@ -64,8 +83,7 @@ impl<'a> Request<'a> {
     pub fn with_key<K: AsRef<[u8]> + ?Sized>(key: &'a K) -> Self {
         Request {
             key: Key::Bytes(key.as_ref()),
-            avoid: &[],
-            prefer: "",
+            ..Request::new()
         }
     }
 
@@ -76,8 +94,7 @@ impl<'a> Request<'a> {
     pub fn with_hash(hash: u64) -> Self {
         Request {
             key: Key::Hash(hash),
-            avoid: &[],
-            prefer: "",
+            ..Request::new()
         }
     }
 
@@ -148,6 +165,42 @@ impl<'a> Request<'a> {
         self
     }
 
+    /// The same request, holding `cost` units of work while its pick is held (1 by default;
+    /// 0 counts as 1 and above [`MAX_COST`] as `MAX_COST`: every request holds some work,
+    /// and no sum of them can overflow a backend's count).
+    ///
+    /// Requests differ in size by orders of magnitude (a prompt of ten tokens or of ten
+    /// thousand, a batch of one or of a million rows); counting each as one makes a backend
+    /// with a few huge requests look idle. With costs, the load every load-aware policy sees
+    /// is the work its picks hold: [`LeastConnections`](crate::LeastConnections),
+    /// [`PowerOfTwoChoices`](crate::PowerOfTwoChoices) and [`PeakEwma`](crate::PeakEwma)
+    /// compare outstanding work per unit of weight, bounded loads bound it, a
+    /// [`max_in_flight`](crate::Backend::with_max_in_flight) cap caps it (a request whose cost
+    /// does not fit under the cap is not given that backend), and
+    /// [`Status::in_flight`](crate::Status::in_flight) reports it. The accounting stays exact:
+    /// the pick adds its cost and gives back exactly that, in the same atomic word.
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, LeastConnections, Request};
+    /// let lb = LeastConnections::new([Backend::new("a", ()), Backend::new("b", ())])?;
+    /// let big = lb.pick(&Request::new().cost(100)).unwrap();
+    /// // The other backend takes the next 100 small requests.
+    /// let small: Vec<_> = (0..100).map(|_| lb.pick(&Request::new()).unwrap()).collect();
+    /// assert!(small.iter().all(|p| p.id() != big.id()));
+    /// assert_eq!(lb.status().iter().map(|s| s.in_flight()).sum::<usize>(), 200);
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    #[must_use]
+    pub fn cost(mut self, cost: u32) -> Self {
+        self.cost = cost.clamp(1, MAX_COST);
+        self
+    }
+
+    /// The units of work the request's pick holds (see [`cost`](Request::cost)).
+    pub fn work(&self) -> u32 {
+        self.cost
+    }
+
     /// The ids given to [`avoid`](Request::avoid) (empty if none).
     pub fn avoided(&self) -> &'a [&'a str] {
         self.avoid
@@ -209,6 +262,6 @@ mod tests {
     /// The steering fields must keep `Request` a small `Copy` value.
     #[test]
     fn request_stays_small() {
-        assert!(std::mem::size_of::<Request<'_>>() <= 7 * std::mem::size_of::<usize>());
+        assert!(std::mem::size_of::<Request<'_>>() <= 8 * std::mem::size_of::<usize>());
     }
 }

@@ -80,7 +80,9 @@ impl Status {
         self.locality.as_deref()
     }
 
-    /// Picks held on the backend now.
+    /// Work held on the backend now: the sum of the costs of the picks held
+    /// ([`Request::cost`](crate::Request::cost)), which is their number when every request
+    /// costs 1 (the default).
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }

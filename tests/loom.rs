@@ -70,6 +70,8 @@
 //!   dirty flag) racing with the refresh a pick triggers (`take_dirty`'s AcqRel swap, then
 //!   Relaxed reads of the count): two failures in a row always eject the backend.
 //!
+//! * [`costed_acquires_race_under_a_cap`]: two picks of costs 2 and 3 racing for a backend
+//!   capped at 4 work units (`Request::cost`): never both held, every unit given back.
 //! * [`capped_acquire_races_release_and_update`]: `State::try_acquire`'s compare-exchange
 //!   loop on a backend with a cap of 1, two pickers racing each other, their releases and an
 //!   update that carries the count and stores the cap again: never two holders at once, and
@@ -292,6 +294,54 @@ fn failure_reports_never_lose_an_ejection() {
         // count: the flag is gone and the ejection lost.
         let status = lb.status();
         assert!(status[0].is_ejected(), "{status:?}");
+    });
+}
+
+/// Two picks of costs 2 and 3 race for a backend capped at 4 work units (only one fits at a
+/// time) while their releases race the other's acquire: the work held never passes the cap,
+/// and every unit comes back.
+#[test]
+fn costed_acquires_race_under_a_cap() {
+    model(|| {
+        let lb = Arc::new(
+            RoundRobin::builder()
+                .health(HealthConfig::new().clock(ManualClock::new()))
+                .build(capped(4, false))
+                .expect("a valid set"),
+        );
+        let work = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+        let pickers: Vec<_> = [2u32, 3]
+            .into_iter()
+            .enumerate()
+            .map(|(stripe, cost)| {
+                let (lb, work) = (lb.clone(), work.clone());
+                thread::spawn(move || {
+                    set_stripe(stripe);
+                    let Some(p) = lb.pick(&Request::new().cost(cost)) else {
+                        return;
+                    };
+                    let cost = cost as usize;
+                    let before = work.fetch_add(cost, loom::sync::atomic::Ordering::SeqCst);
+                    assert!(
+                        before + cost <= 4,
+                        "{} units held under a cap of 4",
+                        before + cost
+                    );
+                    work.fetch_sub(cost, loom::sync::atomic::Ordering::SeqCst);
+                    drop(p);
+                })
+            })
+            .collect();
+        for p in pickers {
+            p.join().unwrap();
+        }
+        assert!(status(&lb).iter().all(|s| s.1 == 0), "{:?}", status(&lb));
+        let two = lb.pick(&Request::new().cost(2)).expect("room for 2");
+        assert!(
+            lb.pick(&Request::new().cost(3)).is_none(),
+            "3 more would pass 4"
+        );
+        drop(two);
     });
 }
 

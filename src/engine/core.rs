@@ -481,7 +481,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         // The plain pick: no steering and no caps, so every eligible member is acceptable.
         if !request.is_steered() && !snap.capped {
             if let Some(index) = self.policy.choose(&snap, request, |_| true) {
-                if let Some(pick) = snap.pick(index) {
+                if let Some(pick) = snap.pick(index, request.work()) {
                     return Ok(pick);
                 }
                 // A cap that an update in progress just set: choose among those with room.
@@ -523,7 +523,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         let group = &tiers.groups[first].snap;
         if !request.is_steered() && !group.capped {
             if let Some(index) = self.policy.choose(group, &request, |_| true) {
-                if let Some(pick) = group.pick(index) {
+                if let Some(pick) = group.pick(index, request.work()) {
                     return Ok(pick);
                 }
             }
@@ -550,7 +550,11 @@ impl<T, P: Policy<T>> Core<T, P> {
         let first = tiers.choose(draw);
         let avoid = Avoided::new(request.avoided());
         let preferred = preferred(snap, request, &avoid)
-            .filter(|&i| snap.pick(i).map(|pick| out.push(pick)).is_some())
+            .filter(|&i| {
+                snap.pick(i, request.work())
+                    .map(|pick| out.push(pick))
+                    .is_some()
+            })
             .map(|i| &snap.states[i]);
         let passes: &[Option<bool>] = if avoid.is_empty() {
             &[None]
@@ -567,12 +571,12 @@ impl<T, P: Policy<T>> Core<T, P> {
                 let accept = |i: usize| {
                     avoided.map_or(true, |a| avoid.contains(group, i) == a)
                         && preferred.map_or(true, |p| !Arc::ptr_eq(p, &group.states[i]))
-                        && (!group.capped || group.has_room(i))
+                        && (!group.capped || group.has_room(i, request.work()))
                 };
                 chosen.clear();
                 self.policy
                     .choose_n(group, request, n - out.len(), accept, &mut chosen);
-                out.extend(chosen.iter().filter_map(|&i| group.pick(i)));
+                out.extend(chosen.iter().filter_map(|&i| group.pick(i, request.work())));
             }
         }
         out
@@ -598,7 +602,7 @@ impl<T, P: Policy<T>> Core<T, P> {
         }
         let avoid = Avoided::new(request.avoided());
         if let Some(index) = preferred(snap, request, &avoid) {
-            if let Some(pick) = snap.pick(index) {
+            if let Some(pick) = snap.pick(index, request.work()) {
                 return Ok(pick);
             }
         }
@@ -623,7 +627,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 let check_room = Cell::new(group.capped);
                 let accept = |i: usize| {
                     (!leave_out_avoided || !avoid.contains(group, i))
-                        && (!check_room.get() || group.has_room(i))
+                        && (!check_room.get() || group.has_room(i, request.work()))
                 };
                 if let Some(pick) = self.acquire(group, request, &check_room, accept) {
                     return Ok(pick);
@@ -646,7 +650,7 @@ impl<T, P: Policy<T>> Core<T, P> {
     ) -> Option<Pick<T>> {
         for _ in 0..=snap.eligible.len().min(CHOOSE_AGAIN) {
             let index = self.policy.choose(snap, request, &accept)?;
-            if let Some(pick) = snap.pick(index) {
+            if let Some(pick) = snap.pick(index, request.work()) {
                 return Some(pick);
             }
             check_room.set(true);
@@ -668,13 +672,16 @@ impl<T, P: Policy<T>> Core<T, P> {
             self.policy
                 .choose_n(&snap, request, n, |_| true, &mut chosen);
             // A member that a cap set meanwhile filled is left out.
-            out.extend(chosen.iter().filter_map(|&i| snap.pick(i)));
+            out.extend(chosen.iter().filter_map(|&i| snap.pick(i, request.work())));
             return out;
         }
         let avoid = Avoided::new(request.avoided());
-        let first = preferred(&snap, request, &avoid)
-            .filter(|&i| snap.pick(i).map(|pick| out.push(pick)).is_some());
-        let room = |i: usize| Some(i) != first && snap.has_room(i);
+        let first = preferred(&snap, request, &avoid).filter(|&i| {
+            snap.pick(i, request.work())
+                .map(|pick| out.push(pick))
+                .is_some()
+        });
+        let room = |i: usize| Some(i) != first && snap.has_room(i, request.work());
         let mut left = n - out.len();
         if left == 0 {
             return out;
@@ -687,7 +694,7 @@ impl<T, P: Policy<T>> Core<T, P> {
             |i| !avoid.contains(&snap, i) && room(i),
             &mut chosen,
         );
-        out.extend(chosen.iter().filter_map(|&i| snap.pick(i)));
+        out.extend(chosen.iter().filter_map(|&i| snap.pick(i, request.work())));
         left = n - out.len();
         if left > 0 && !avoid.is_empty() {
             chosen.clear();
@@ -698,7 +705,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                 |i| avoid.contains(&snap, i) && room(i),
                 &mut chosen,
             );
-            out.extend(chosen.iter().filter_map(|&i| snap.pick(i)));
+            out.extend(chosen.iter().filter_map(|&i| snap.pick(i, request.work())));
         }
         out
     }
@@ -1230,7 +1237,7 @@ fn preferred<T, X>(
     avoid: &Avoided<'_>,
 ) -> Option<usize> {
     let index = snap.find_by_hash(request.preferred()?)?;
-    (snap.preferable[index] && !avoid.contains(snap, index) && snap.has_room(index))
+    (snap.preferable[index] && !avoid.contains(snap, index) && snap.has_room(index, request.work()))
         .then_some(index)
 }
 

@@ -39,18 +39,25 @@ pub struct Pick<T> {
     /// Clock nanoseconds when the pick was made, if the policy keeps a latency estimate;
     /// [`UNTRACKED`] otherwise, or once a latency was reported.
     started: u64,
+    /// The units of work it holds ([`Request::cost`](crate::Request::cost)), given back on drop.
+    cost: u32,
 }
 
 /// The value of [`Pick::started`] for a pick whose end feeds no latency estimate.
 const UNTRACKED: u64 = u64::MAX;
 
 impl<T> Pick<T> {
-    /// Counts one more request in flight on `entry`, whose state is `state` (passed apart so
-    /// that its address does not wait for the entry's cache line: the two misses overlap);
-    /// `None` if the backend is at its cap. `track`: the policy keeps a latency estimate, so
-    /// the pick notes when it started.
+    /// Counts one more request in flight on `entry`, holding `cost` units of work, whose
+    /// state is `state` (passed apart so that its address does not wait for the entry's cache
+    /// line: the two misses overlap); `None` if the cost does not fit under the backend's cap.
+    /// `track`: the policy keeps a latency estimate, so the pick notes when it started.
     #[inline]
-    pub(crate) fn new(entry: &Arc<Entry<T>>, state: &State, track: bool) -> Option<Self> {
+    pub(crate) fn new(
+        entry: &Arc<Entry<T>>,
+        state: &State,
+        track: bool,
+        cost: u32,
+    ) -> Option<Self> {
         debug_assert!(std::ptr::eq(&*entry.state, state));
         // The clock before the count: if it panics, nothing was taken.
         let started = if track {
@@ -58,12 +65,13 @@ impl<T> Pick<T> {
         } else {
             UNTRACKED
         };
-        if !state.try_acquire() {
+        if !state.try_acquire(cost) {
             return None;
         }
         Some(Pick {
             entry: Arc::clone(entry),
             started,
+            cost,
         })
     }
 
@@ -176,7 +184,7 @@ impl<T> Deref for Pick<T> {
 impl<T> Drop for Pick<T> {
     #[inline]
     fn drop(&mut self) {
-        self.entry.state.release();
+        self.entry.state.release(self.cost);
         if self.started != UNTRACKED {
             // Dropped without a latency report, or failed: the time held is the latency.
             self.entry.state.observe_elapsed(self.started);

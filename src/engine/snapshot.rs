@@ -91,20 +91,22 @@ pub(crate) struct Snapshot<T, X> {
 }
 
 impl<T, X> Snapshot<T, X> {
-    /// A pick of `members[index]`, or `None` if it is at its cap.
+    /// A pick of `members[index]` holding `cost`, or `None` if that does not fit under its
+    /// cap.
     #[inline]
-    pub(crate) fn pick(&self, index: usize) -> Option<Pick<T>> {
+    pub(crate) fn pick(&self, index: usize, cost: u32) -> Option<Pick<T>> {
         Pick::new(
             &self.members[index],
             &self.states[index],
             self.tracks_latency,
+            cost,
         )
     }
 
-    /// Whether `members[index]` is below its cap (always, without one).
+    /// Whether `cost` fits under `members[index]`'s cap (always, without one).
     #[inline]
-    pub(crate) fn has_room(&self, index: usize) -> bool {
-        self.states[index].has_room()
+    pub(crate) fn has_room(&self, index: usize, cost: u32) -> bool {
+        self.states[index].has_room(cost)
     }
 
     /// The index of the member with this id, by its hash (for picks): one hash of `id`,

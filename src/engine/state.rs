@@ -393,6 +393,11 @@ struct Reports {
 /// Picks of one backend between two nudges (see [`State::counted`]); a power of two.
 const NUDGE_EVERY: u64 = 1024;
 
+/// The most work held on one backend that a pick costing more than 1 may take it to: 2^31,
+/// half the low word's range, so that picks of cost 1 (which add without a check) would need
+/// 2^31 more held at once to carry into the pick count.
+pub(crate) const COSTED_LIMIT: u64 = 1 << 31;
+
 /// One in the pick count of [`State::in_flight`]'s high bits.
 const PICK_ONE: u64 = 1 << 32;
 /// The bits of [`State::in_flight`] that count the picks held.
@@ -548,17 +553,18 @@ impl State {
         (ppm != NO_REPORT).then(|| (ppm, self.reports.at.load(Ordering::Relaxed)))
     }
 
-    /// Counts one more pick held (and taken), unless the backend is at its cap: then
-    /// `false`, and nothing changed. Without a cap, one plain `fetch_add`; with one, a
-    /// compare-exchange loop that never takes the count above the cap, however many threads
-    /// acquire at once.
+    /// Counts one more pick held (and taken), holding `cost` units of work, unless they do not
+    /// fit under the backend's cap: then `false`, and nothing changed. A pick of cost 1 without
+    /// a cap is one plain `fetch_add`; with a cap or a larger cost, a compare-exchange loop
+    /// that never takes the work held above the cap (or above [`COSTED_LIMIT`]), however many
+    /// threads acquire at once.
     #[inline]
-    pub(crate) fn try_acquire(&self) -> bool {
+    pub(crate) fn try_acquire(&self, cost: u32) -> bool {
         // Relaxed: the cap is published to picks by the snapshot swap that follows its store
         // (Release / Acquire inside ArcSwap); a pick still reading the previous snapshot may
         // see either value, as a pick that started before the update may.
         let cap = self.max_in_flight.load(Ordering::Relaxed);
-        if cap == 0 {
+        if cap == 0 && cost == 1 {
             // Relaxed: the count is a statistic read by later picks; no other memory is
             // published through it, and the atomic RMW alone makes every increment count
             // exactly once. The same RMW counts the pick taken, in the high bits.
@@ -566,24 +572,29 @@ impl State {
             self.counted(before);
             return true;
         }
-        self.acquire_below(u64::from(cap))
+        let limit = if cap == 0 {
+            COSTED_LIMIT
+        } else {
+            u64::from(cap).min(COSTED_LIMIT)
+        };
+        self.acquire_within(limit, u64::from(cost))
     }
 
-    /// The capped acquire: increments only from a count below `cap`.
+    /// The checked acquire: adds `cost` only if the work held stays within `limit`.
     #[inline(never)]
-    fn acquire_below(&self, cap: u64) -> bool {
+    fn acquire_within(&self, limit: u64, cost: u64) -> bool {
         // Relaxed load and compare-exchange: every change of the count is an RMW of this one
         // atomic, so they are totally ordered (its modification order) and each exchange
         // succeeds only from the value it read: no two acquires can both take the last slot.
         // Nothing else is published through the count.
         let mut current = self.in_flight.load(Ordering::Relaxed);
         loop {
-            if current & HELD_MASK >= cap {
+            if (current & HELD_MASK) + cost > limit {
                 return false;
             }
             match self.in_flight.compare_exchange_weak(
                 current,
-                current.wrapping_add(PICK_ONE + 1),
+                current.wrapping_add(PICK_ONE + cost),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -618,13 +629,13 @@ impl State {
         self.feedback.nudge_export();
     }
 
-    /// Whether an acquire would succeed now (no cap, or the count below it): a hint for
-    /// choosing, which [`try_acquire`](State::try_acquire) confirms.
+    /// Whether an acquire of `cost` would succeed now (no cap, or room under it): a hint
+    /// for choosing, which [`try_acquire`](State::try_acquire) confirms.
     #[inline]
-    pub(crate) fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self, cost: u32) -> bool {
         // Relaxed: see `try_acquire`; the answer is advisory.
         let cap = self.max_in_flight.load(Ordering::Relaxed);
-        cap == 0 || self.in_flight() < cap as usize
+        cap == 0 || self.in_flight() as u64 + u64::from(cost) <= u64::from(cap)
     }
 
     /// The cap on picks held at once, 0 for none.
@@ -647,16 +658,19 @@ impl State {
         self.counted(before);
     }
 
+    /// Gives back the `cost` a pick acquired.
     #[inline]
-    pub(crate) fn release(&self) {
+    pub(crate) fn release(&self, cost: u32) {
         // Relaxed: as in `acquire`; each release pairs with exactly one acquire of the same
-        // counter (the pick holds the state alive), so the count in the low bits never goes
-        // below zero and never borrows from the pick count.
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // counter and cost (the pick holds the state alive and its cost), so the count in the
+        // low bits never goes below zero and never borrows from the pick count.
+        self.in_flight.fetch_sub(u64::from(cost), Ordering::Relaxed);
     }
 
-    /// Picks held now. At most 2^32 - 1 at once per backend (each holds memory: a `Pick`
-    /// is 16 bytes, 64 GiB for 2^32 of them).
+    /// Work held now: the costs of the picks held (their number when every request costs
+    /// 1). Below 2^32 per backend: picks that cost more than 1 keep it within
+    /// [`COSTED_LIMIT`] (2^31), and it takes 2^31 more picks of cost 1 (each holds memory: a
+    /// `Pick` is 24 bytes, 48 GiB for 2^31 of them) to pass 2^32.
     #[inline]
     pub(crate) fn in_flight(&self) -> usize {
         // Relaxed: a load-balancing decision needs a recent value, not a synchronised one.

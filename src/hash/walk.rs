@@ -182,7 +182,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
         match self.bound {
             None => snap.table.first(key, eligible),
             Some(factor) => {
-                let load = Capacity::new(factor);
+                let load = Capacity::new(factor, request.work());
                 let home = Cell::new(None);
                 let chosen = snap
                     .table
@@ -206,7 +206,9 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
             return;
         }
         let key = self.key(request);
-        let mut load = self.bound.map(Capacity::new);
+        let mut load = self
+            .bound
+            .map(|factor| Capacity::new(factor, request.work()));
         let want = n.min(snap.eligible.len());
         let start = out.len();
         // Beyond a few picks, a mask keeps "already chosen?" O(1) (a scan of `chosen` inside
@@ -249,7 +251,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
             }
             if let Some(load) = &mut load {
                 // The pick just chosen will be held: it counts in the total of the next one.
-                load.held += 1;
+                load.held += u64::from(load.cost);
             }
         }
     }
@@ -330,6 +332,8 @@ impl LoadFactor {
 /// The load of the eligible backends, read at most once per pick, and only if needed.
 struct Capacity {
     factor: LoadFactor,
+    /// The work of the request being placed ([`Request::cost`]).
+    cost: u32,
     /// Picks held on eligible backends and the sum of the eligible weights, once read.
     sums: Cell<Option<(u64, u64)>>,
     /// Members chosen so far by this `pick_n` call: they are acquired once the call has
@@ -338,9 +342,10 @@ struct Capacity {
 }
 
 impl Capacity {
-    fn new(factor: LoadFactor) -> Capacity {
+    fn new(factor: LoadFactor, cost: u32) -> Capacity {
         Capacity {
             factor,
+            cost,
             sums: Cell::new(None),
             held: 0,
         }
@@ -365,22 +370,27 @@ impl Capacity {
         (total.saturating_add(self.held), weight_sum)
     }
 
-    /// Whether eligible member `index` is below its capacity.
+    /// Whether eligible member `index` has room for the request's work: its work held plus
+    /// the request's at most its capacity, the load factor times the average work per unit
+    /// of weight with the request counted (`held + cost <= ceil(c x (total + cost) x w /
+    /// W)`; for a cost of 1, `held < c x (total + 1) x w / W`).
     #[inline]
     fn has_room<T, X>(&self, snap: &Snapshot<T, X>, index: usize) -> bool {
         let member = &snap.members[index];
         let in_flight = member.state.in_flight() as u64;
-        if in_flight == 0 {
+        if in_flight == 0 && self.cost == 1 {
             // c >= 1, total + 1 >= 1 and 0 < w <= W: the capacity is at least 1. No need
             // to read the whole set's load.
             return true;
         }
+        let cost = u64::from(self.cost);
         let (total, weight_sum) = self.sums(snap);
-        // Full when in_flight x W x 2^32 >= c_fixed x (total + 1) x w.
-        let used = product(in_flight, weight_sum, 1 << 32);
+        // Room when held + cost - 1 < c x (total + cost) x w / W, in integers:
+        // (held + cost - 1) x W x 2^32 < c_fixed x (total + cost) x w.
+        let used = product(in_flight + cost - 1, weight_sum, 1 << 32);
         let capacity = product(
             self.factor.fixed,
-            total.saturating_add(1),
+            total.saturating_add(cost),
             // The effective weight, in the same units as `weight_sum` (slow start ramps it).
             snap.weights[index],
         );
@@ -497,7 +507,7 @@ mod tests {
             state.acquire();
         }
         while state.in_flight() > n {
-            state.release();
+            state.release(1);
         }
     }
 
@@ -560,16 +570,23 @@ mod tests {
                             hold(&snap.states[b], held_b);
                             // Picks on a weight-0 backend are not on an eligible one.
                             let total = (held_a + if w_b > 0 { held_b } else { 0 }) as u64;
-                            for c in factors {
-                                let room = Capacity::new(LoadFactor::new(c).unwrap());
+                            for (c, cost) in factors.iter().flat_map(|&c| [(c, 1u32), (c, 3)]) {
+                                let room = Capacity::new(LoadFactor::new(c).unwrap(), cost);
                                 let mut members = vec![(a, held_a, w_a)];
                                 if w_b > 0 {
                                     members.push((b, held_b, w_b));
                                 }
                                 for (index, held, w) in members {
-                                    let capacity =
-                                        documented_capacity(c, total + 1, u64::from(w), weight_sum);
-                                    let want = capacity.map_or(true, |cap| (held as u128) < cap);
+                                    let cost = u64::from(cost);
+                                    let capacity = documented_capacity(
+                                        c,
+                                        total + cost,
+                                        u64::from(w),
+                                        weight_sum,
+                                    );
+                                    let want = capacity.map_or(true, |cap| {
+                                        (held as u128) + u128::from(cost) <= cap
+                                    });
                                     assert_eq!(
                                         room.has_room(&snap, index),
                                         want,

@@ -17,8 +17,8 @@
 //!
 //! **A load of your own** ([`Builder::load_signal`], off by default): as for
 //! [`LeastConnections`](crate::LeastConnections), candidates compared by the load backends
-//! report ([`LoadSignal::Reported`](crate::LoadSignal::Reported)), or that added to the
-//! requests in flight ([`LoadSignal::Combined`](crate::LoadSignal::Combined)).
+//! report ([`LoadSignal::Reported`]), or that added to the
+//! requests in flight ([`LoadSignal::Combined`]).
 //!
 //! Cost: O(1) per pick (two random values, two alias lookups, two counter loads, two more
 //! with a load signal); O(n) per update. Choose it as the default request balancer, and over least connections beyond a few
