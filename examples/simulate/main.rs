@@ -9,7 +9,9 @@
 //! through the public `Balancer` trait, `Pick` guards held for each request's simulated
 //! duration), prints one table row per policy, then a passive-health table (the same scenario
 //! with the failure unannounced, before -> after the health rules), and writes SVG charts to a
-//! folder named on the last line of output.
+//! folder named on the last line of output. `--reports` adds the load-report table: backends
+//! report their load with every response, and the policies that use such reports (client-side
+//! weighted round robin) meet stale weights and drifting speeds.
 //!
 //! The simulation is split by concern, each module saying what it models: `config.rs` (the
 //! scenario: [`Config`]), `workload.rs` (arrivals and Zipf keys), `fleet.rs` (backends, their
@@ -61,6 +63,10 @@ scenario (defaults in brackets):
                       normal backend, 1 for a slow one]
   --slowdown X        factor by which one backend slows half-way [4]
   --no-slowdown       no backend slows down
+  --drift X           every backend's speed drifts up to X times slower and faster than its
+                      own, along a seeded sinusoid [none; 2 in the load-report table]
+  --drift-period S    mean period of the drift in seconds, each backend's drawn between
+                      half and 1.5 times it [30]
   --no-fail           no backend fails (at 30%)
   --silent-failure    the failed backend is not set Down: it answers every request with an
                       error after 1 ms (reported with Pick::failure, retried)
@@ -89,6 +95,14 @@ output:
                       consecutive-failure rule alone (and Peak EWMA without its failure
                       penalty) -> with the statistical rules (and the penalties: Peak
                       EWMA 5 s, least connections and P2C 1 s)
+  --reports           also print the load-report table: every response carries its
+                      backend's load report (utilisation, qps, errors per second over
+                      the last second); weighted round robin (configured weights),
+                      client-side weighted round robin (weights from the reports, gRFC
+                      A58 defaults: blackout 10 s, update 1 s), p2c and peak-ewma (and
+                      prequal, when the policy table has it), in two scenarios: one
+                      backend slows down 4x at 50%, and every backend's speed drifts
+                      (--drift, 2 by default); nothing fails or joins
   --soft-health       also print the soft-health table: no failure, one backend slows down
                       4x at 50% (unannounced), attempts time out after 1 s; policies with
                       the passive-health rules -> with soft health added (SoftHealth's
@@ -118,6 +132,7 @@ struct Args {
     health_table: bool,
     intermittent_table: bool,
     soft_table: bool,
+    reports_table: bool,
     /// `--tiers`, and its scenario (its requests set by `--requests` when given).
     tiers: Option<tiers::Tiers>,
     requests_set: bool,
@@ -147,6 +162,7 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         health_table: true,
         intermittent_table: false,
         soft_table: false,
+        reports_table: false,
         tiers: None,
         requests_set: false,
     };
@@ -186,6 +202,14 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
             "--equal-weights" => c.capacity_weights = false,
             "--slowdown" => c.slowdown = Some(num(&flag, value()?)?),
             "--no-slowdown" => c.slowdown = None,
+            "--drift" => c.drift = Some(num(&flag, value()?)?),
+            "--drift-period" => {
+                let s: f64 = num(&flag, value()?)?;
+                if !(s.is_finite() && s > 0.0) {
+                    return Err(format!("--drift-period must be above 0, got {s}"));
+                }
+                c.drift_period = Duration::from_secs_f64(s);
+            }
             "--no-fail" => c.fail = false,
             "--no-join" => c.join = false,
             "--silent-failure" => c.silent_failure = true,
@@ -201,6 +225,7 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
             "--no-health-table" => a.health_table = false,
             "--intermittent" => a.intermittent_table = true,
             "--soft-health" => a.soft_table = true,
+            "--reports" => a.reports_table = true,
             "--tiers" => a.tiers = Some(tiers::Tiers::default()),
             "--cross-zone" => {
                 cross_zone = Some(Duration::from_millis(num(&flag, value()?)?));
@@ -539,6 +564,57 @@ fn soft_table(args: &Args, config: &Config, workload: &Workload) -> Result<(), S
     Ok(())
 }
 
+/// The policies of the load-report table (with `--policies`, those named), those of them in
+/// the policy table: a policy registered in `examples/common/policies.rs` under one of these
+/// names joins the table with no other change (`prequal` does once it lands).
+const REPORTS_TABLE: &[&str] = &[
+    "weighted-round-robin",
+    "client-side-weighted-round-robin",
+    "p2c",
+    "peak-ewma",
+    "prequal",
+];
+
+/// The load-report table (see `--reports`): one backend slowing down, then every backend's
+/// speed drifting, nobody changing a weight.
+fn reports_table(args: &Args, config: &Config, workload: &Workload) -> Result<(), String> {
+    let rows: Vec<Row> = rows(args)?
+        .into_iter()
+        .filter(|(name, ..)| args.policies.is_some() || REPORTS_TABLE.contains(&name.as_str()))
+        .collect();
+    let slowdown = config.reports_slowdown();
+    let drift = config.reports_drift();
+    let (_, slow) = slowdown.victims();
+    println!(
+        "\nload reports: every response carries its backend's load report (over its last \
+         second: utilisation, busy worker-time / worker-time; answers per second; errors per \
+         second), handed to the pick (Pick::report_load) before success or failure; \
+         client-side weighted round robin weighs backends by them (gRFC A58 defaults: \
+         blackout 10 s, weights refreshed every 1 s, expire after 3 min)\n\
+         {}\n\
+         \nslowdown: the same run, but at {:.1} s {} turns {}x slower (unannounced, its weight \
+         unchanged); nothing fails or joins\n",
+        client(&slowdown).split(';').next().unwrap_or_default(),
+        workload.span.mul_f64(0.5).as_secs_f64(),
+        backend_id(slow),
+        slowdown.slowdown.unwrap_or(4.0),
+    );
+    let outcomes = run_rows("load reports, slowdown", &slowdown, workload, &rows)?;
+    let share = slowdown.capacity_share_after_slowdown(slow);
+    print!("{}", report::reports_table(&outcomes, Some((slow, share))));
+    println!(
+        "\ndrift: the same run, but no slowdown and every backend's speed drifts up to {}x \
+         slower and faster than its own, along a sinusoid of period {:.0} to {:.0} s \
+         (seeded phase; weights unchanged); nothing fails or joins\n",
+        drift.drift.unwrap_or(1.0),
+        drift.drift_period.as_secs_f64() * 0.5,
+        drift.drift_period.as_secs_f64() * 1.5,
+    );
+    let outcomes = run_rows("load reports, drift", &drift, workload, &rows)?;
+    print!("{}", report::reports_table(&outcomes, None));
+    Ok(())
+}
+
 /// The two-zone, two-tier scenario (`--tiers`): the zone-awareness table, then the
 /// failover table, and their charts.
 fn tiers_scenario(args: &Args, t: &tiers::Tiers) -> Result<(), String> {
@@ -731,6 +807,9 @@ fn simulate(args: &Args) -> Result<(), String> {
     }
     if args.soft_table {
         soft_table(args, config, &workload)?;
+    }
+    if args.reports_table {
+        reports_table(args, config, &workload)?;
     }
     if !args.charts {
         eprintln!("simulate: done in {:.1} s", started.elapsed().as_secs_f64());
