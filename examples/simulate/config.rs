@@ -47,6 +47,11 @@ pub struct Config {
     /// Every backend's speed drifts, up to this factor slower and faster than its own, along
     /// a sinusoid of its own period and phase ([`crate::fleet::Drift`]); `None`: no drift.
     pub drift: Option<f64>,
+    /// Whether a backend's load report counts its queue in its utilisation: busy worker-time
+    /// over the last second plus the requests queued now, over its workers (above 1 when it
+    /// queues, as ORCA's application utilisation may be). `false`: busy worker-time alone,
+    /// what a CPU utilisation would say.
+    pub queued_utilisation: bool,
     /// The mean period of the drift: each backend's is drawn between half and 1.5 times it.
     pub drift_period: Duration,
     /// Whether one backend fails at 30% of the run.
@@ -107,6 +112,7 @@ impl Default for Config {
             slowdown: Some(4.0),
             drift: None,
             drift_period: Duration::from_secs(30),
+            queued_utilisation: false,
             fail: true,
             silent_failure: false,
             error_time: Duration::from_millis(1),

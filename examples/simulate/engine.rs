@@ -104,6 +104,8 @@ struct Simulation<'a> {
     /// Events: (time, slot, generation, what).
     events: BinaryHeap<Reverse<(Duration, usize, u32, Event)>>,
     latencies: Vec<Duration>,
+    /// Those of the requests that arrived in the second half of the run.
+    latencies_second_half: Vec<Duration>,
     dropped: usize,
     retried: usize,
     errors: usize,
@@ -145,6 +147,7 @@ impl<'a> Simulation<'a> {
             free: Vec::new(),
             events: BinaryHeap::new(),
             latencies: Vec::with_capacity(workload.arrivals.len()),
+            latencies_second_half: Vec::new(),
             dropped: 0,
             retried: 0,
             errors: 0,
@@ -380,7 +383,8 @@ impl<'a> Simulation<'a> {
         let Some(job) = &self.jobs[slot] else {
             return;
         };
-        let report = self.servers[job.backend].load_report(now);
+        let report =
+            self.servers[job.backend].load_report(now, self.config.queued_utilisation);
         job.pick
             .report_load(report)
             .expect("a backend's report is finite and at least 0");
@@ -391,8 +395,11 @@ impl<'a> Simulation<'a> {
         let job = self.end_attempt(slot);
         // Report its latency at this backend, which releases the slot.
         job.pick.success(now - job.picked);
-        self.latencies
-            .push(now - self.workload.arrivals[job.arrival].at);
+        let arrived = self.workload.arrivals[job.arrival].at;
+        self.latencies.push(now - arrived);
+        if arrived >= self.at_fraction(0.5) {
+            self.latencies_second_half.push(now - arrived);
+        }
         self.free.push(slot);
     }
 
@@ -506,11 +513,13 @@ impl<'a> Simulation<'a> {
 
     fn finish(mut self, policy: &str) -> Outcome {
         self.latencies.sort_unstable();
+        self.latencies_second_half.sort_unstable();
         let in_flight_after = self.lb.status().iter().map(|s| s.in_flight()).sum();
         let samples = self.load.len().max(1) as f64;
         Outcome {
             policy: policy.to_string(),
             latencies: self.latencies,
+            latencies_second_half: self.latencies_second_half,
             dropped: self.dropped,
             retried: self.retried,
             errors: self.errors,

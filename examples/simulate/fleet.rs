@@ -128,7 +128,8 @@ impl LoadWindow {
     }
 
     /// The report over the buckets of the last [`REPORT_WINDOW`] up to `now`.
-    fn report(&mut self, workers: usize, now: Duration) -> LoadReport {
+    /// With `queue` requests waiting now added to the busy share.
+    fn report(&mut self, workers: usize, queue: usize, now: Duration) -> LoadReport {
         let current = (now.as_nanos() / BUCKET.as_nanos()) as u64;
         let oldest = current.saturating_sub(BUCKETS as u64 - 1);
         let from = BUCKET.as_secs_f64() * oldest as f64;
@@ -142,7 +143,7 @@ impl LoadWindow {
             }
         }
         let mut report = LoadReport::new()
-            .utilization(busy / (workers.max(1) as f64 * span))
+            .utilization((busy / span + queue as f64) / workers.max(1) as f64)
             .qps(f64::from(answered) / span);
         if errors > 0 {
             report = report.errors_per_second(f64::from(errors) / span);
@@ -255,9 +256,12 @@ impl Server {
     /// last [`REPORT_WINDOW`], the share of its worker-time spent serving (abandoned requests
     /// included: a server does not know the client gave up), the requests it answered per
     /// second and, if any, the errors per second among them.
-    pub fn load_report(&mut self, now: Duration) -> LoadReport {
+    /// With `queued`, the utilisation adds the requests queued now over its workers
+    /// ([`Config::queued_utilisation`]).
+    pub fn load_report(&mut self, now: Duration, queued: bool) -> LoadReport {
         self.window.account(self.busy, now);
-        self.window.report(self.workers, now)
+        let queue = if queued { self.queue.len() } else { 0 };
+        self.window.report(self.workers, queue, now)
     }
 
     /// It answered a request with an error at `now` without serving it (it failed, or

@@ -99,10 +99,17 @@ output:
                       backend's load report (utilisation, qps, errors per second over
                       the last second); weighted round robin (configured weights),
                       client-side weighted round robin (weights from the reports, gRFC
-                      A58 defaults: blackout 10 s, update 1 s), p2c and peak-ewma (and
+                      A58 defaults: blackout 10 s, update 1 s; and again with a 1 s
+                      blackout unless --blackout is given), p2c and peak-ewma (and
                       prequal, when the policy table has it), in two scenarios: one
                       backend slows down 4x at 50%, and every backend's speed drifts
                       (--drift, 2 by default); nothing fails or joins
+  --blackout S        client-side weighted round robin's blackout period in seconds [10,
+                      gRFC A58's]
+  --queued-utilisation
+                      a backend's reported utilisation counts its queue too: busy
+                      worker-time over the last second plus queued requests now, over
+                      workers (above 1 when it queues) [busy worker-time alone]
   --soft-health       also print the soft-health table: no failure, one backend slows down
                       4x at 50% (unannounced), attempts time out after 1 s; policies with
                       the passive-health rules -> with soft health added (SoftHealth's
@@ -133,6 +140,8 @@ struct Args {
     intermittent_table: bool,
     soft_table: bool,
     reports_table: bool,
+    /// `--blackout`: client-side weighted round robin's blackout period.
+    blackout: Option<Duration>,
     /// `--tiers`, and its scenario (its requests set by `--requests` when given).
     tiers: Option<tiers::Tiers>,
     requests_set: bool,
@@ -163,6 +172,7 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         intermittent_table: false,
         soft_table: false,
         reports_table: false,
+        blackout: None,
         tiers: None,
         requests_set: false,
     };
@@ -226,6 +236,14 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
             "--intermittent" => a.intermittent_table = true,
             "--soft-health" => a.soft_table = true,
             "--reports" => a.reports_table = true,
+            "--queued-utilisation" => c.queued_utilisation = true,
+            "--blackout" => {
+                let s: f64 = num(&flag, value()?)?;
+                if !(s.is_finite() && s >= 0.0) {
+                    return Err(format!("--blackout must be at least 0, got {s}"));
+                }
+                a.blackout = Some(Duration::from_secs_f64(s));
+            }
             "--tiers" => a.tiers = Some(tiers::Tiers::default()),
             "--cross-zone" => {
                 cross_zone = Some(Duration::from_millis(num(&flag, value()?)?));
@@ -336,6 +354,7 @@ fn rows(args: &Args) -> Result<Vec<Row>, String> {
         };
         let options = Options {
             seed,
+            blackout_period: args.blackout,
             ..Options::default()
         };
         rows.push((p.name.to_string(), p.build, options));
@@ -575,13 +594,33 @@ const REPORTS_TABLE: &[&str] = &[
     "prequal",
 ];
 
+/// The short blackout of the load-report table's second client-side weighted round robin
+/// row.
+const REPORTS_SHORT_BLACKOUT: Duration = Duration::from_secs(1);
+
 /// The load-report table (see `--reports`): one backend slowing down, then every backend's
 /// speed drifting, nobody changing a weight.
 fn reports_table(args: &Args, config: &Config, workload: &Workload) -> Result<(), String> {
-    let rows: Vec<Row> = rows(args)?
-        .into_iter()
-        .filter(|(name, ..)| args.policies.is_some() || REPORTS_TABLE.contains(&name.as_str()))
-        .collect();
+    let mut table: Vec<Row> = Vec::new();
+    for row in rows(args)? {
+        if !(args.policies.is_some() || REPORTS_TABLE.contains(&row.0.as_str())) {
+            continue;
+        }
+        // Client-side weighted round robin a second time with a short blackout (unless
+        // `--blackout` set one): the first 10 s of A58's default are plain round robin.
+        let short = (row.0 == "client-side-weighted-round-robin" && args.blackout.is_none())
+            .then(|| {
+                let (name, build, options) = row.clone();
+                let options = Options {
+                    blackout_period: Some(REPORTS_SHORT_BLACKOUT),
+                    ..options
+                };
+                let secs = REPORTS_SHORT_BLACKOUT.as_secs_f64();
+                (format!("{name}+blackout {secs} s"), build, options)
+            });
+        table.push(row);
+        table.extend(short);
+    }
     let slowdown = config.reports_slowdown();
     let drift = config.reports_drift();
     let (_, slow) = slowdown.victims();
@@ -599,7 +638,7 @@ fn reports_table(args: &Args, config: &Config, workload: &Workload) -> Result<()
         backend_id(slow),
         slowdown.slowdown.unwrap_or(4.0),
     );
-    let outcomes = run_rows("load reports, slowdown", &slowdown, workload, &rows)?;
+    let outcomes = run_rows("load reports, slowdown", &slowdown, workload, &table)?;
     let share = slowdown.capacity_share_after_slowdown(slow);
     print!("{}", report::reports_table(&outcomes, Some((slow, share))));
     println!(
@@ -610,7 +649,7 @@ fn reports_table(args: &Args, config: &Config, workload: &Workload) -> Result<()
         drift.drift_period.as_secs_f64() * 0.5,
         drift.drift_period.as_secs_f64() * 1.5,
     );
-    let outcomes = run_rows("load reports, drift", &drift, workload, &rows)?;
+    let outcomes = run_rows("load reports, drift", &drift, workload, &table)?;
     print!("{}", report::reports_table(&outcomes, None));
     Ok(())
 }
