@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use lbkit::{ClientSideWeightedRoundRobin, WeightedRoundRobin};
 use lbkit::{Backend, Balancer, Builder, Error, HealthConfig, ManualClock};
+use lbkit::{ClientSideWeightedRoundRobin, WeightedRoundRobin};
 use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 use lbkit::{LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 

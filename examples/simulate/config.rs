@@ -151,8 +151,7 @@ impl Config {
         if !positive(self.slow_factor) || !self.slowdown.map_or(true, positive) {
             return Err("slowness factors must be positive numbers".into());
         }
-        if !self.drift.map_or(true, |d| d.is_finite() && d >= 1.0) || self.drift_period.is_zero()
-        {
+        if !self.drift.map_or(true, |d| d.is_finite() && d >= 1.0) || self.drift_period.is_zero() {
             return Err("the drift factor must be at least 1 and its period above zero".into());
         }
         if !(self.zipf.is_finite() && self.zipf >= 0.0) {

@@ -383,8 +383,7 @@ impl<'a> Simulation<'a> {
         let Some(job) = &self.jobs[slot] else {
             return;
         };
-        let report =
-            self.servers[job.backend].load_report(now, self.config.queued_utilisation);
+        let report = self.servers[job.backend].load_report(now, self.config.queued_utilisation);
         job.pick
             .report_load(report)
             .expect("a backend's report is finite and at least 0");

@@ -129,7 +129,7 @@ impl LoadWindow {
 
     /// The report over the buckets of the last [`REPORT_WINDOW`] up to `now`.
     /// With `queue` requests waiting now added to the busy share.
-    fn report(&mut self, workers: usize, queue: usize, now: Duration) -> LoadReport {
+    fn load(&mut self, workers: usize, queue: usize, now: Duration) -> Load {
         let current = (now.as_nanos() / BUCKET.as_nanos()) as u64;
         let oldest = current.saturating_sub(BUCKETS as u64 - 1);
         let from = BUCKET.as_secs_f64() * oldest as f64;
@@ -142,13 +142,37 @@ impl LoadWindow {
                 errors += b.errors;
             }
         }
-        let mut report = LoadReport::new()
-            .utilization((busy / span + queue as f64) / workers.max(1) as f64)
-            .qps(f64::from(answered) / span);
-        if errors > 0 {
-            report = report.errors_per_second(f64::from(errors) / span);
+        Load {
+            utilisation: (busy / span + queue as f64) / workers.max(1) as f64,
+            qps: f64::from(answered) / span,
+            errors_per_second: f64::from(errors) / span,
         }
-        report
+    }
+}
+
+/// A backend's load over its last [`REPORT_WINDOW`], as its report gives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// Busy worker-time over worker-time (plus queued requests over workers, with
+    /// [`Config::queued_utilisation`]).
+    pub utilisation: f64,
+    /// Requests answered per second.
+    pub qps: f64,
+    /// Of those, errors per second.
+    pub errors_per_second: f64,
+}
+
+impl Load {
+    /// As ORCA's fields: application utilisation, rps, and eps when there were errors.
+    pub fn report(&self) -> LoadReport {
+        let report = LoadReport::new()
+            .utilization(self.utilisation)
+            .qps(self.qps);
+        if self.errors_per_second > 0.0 {
+            report.errors_per_second(self.errors_per_second)
+        } else {
+            report
+        }
     }
 }
 
@@ -259,9 +283,14 @@ impl Server {
     /// With `queued`, the utilisation adds the requests queued now over its workers
     /// ([`Config::queued_utilisation`]).
     pub fn load_report(&mut self, now: Duration, queued: bool) -> LoadReport {
+        self.load(now, queued).report()
+    }
+
+    /// The figures of [`Server::load_report`].
+    pub fn load(&mut self, now: Duration, queued: bool) -> Load {
         self.window.account(self.busy, now);
         let queue = if queued { self.queue.len() } else { 0 };
-        self.window.report(self.workers, queue, now)
+        self.window.load(self.workers, queue, now)
     }
 
     /// It answered a request with an error at `now` without serving it (it failed, or

@@ -608,8 +608,8 @@ fn reports_table(args: &Args, config: &Config, workload: &Workload) -> Result<()
         }
         // Client-side weighted round robin a second time with a short blackout (unless
         // `--blackout` set one): the first 10 s of A58's default are plain round robin.
-        let short = (row.0 == "client-side-weighted-round-robin" && args.blackout.is_none())
-            .then(|| {
+        let short =
+            (row.0 == "client-side-weighted-round-robin" && args.blackout.is_none()).then(|| {
                 let (name, build, options) = row.clone();
                 let options = Options {
                     blackout_period: Some(REPORTS_SHORT_BLACKOUT),

@@ -361,9 +361,13 @@ pub fn reports_table(outcomes: &[Outcome], slowed: Option<(usize, f64)>) -> Stri
         );
         if let (Some((b, _)), Some(c)) = (slowed, &slowed_column) {
             let total: usize = o.picks_after_slowdown.iter().sum();
-            let share = o.picks_after_slowdown.get(b).copied().unwrap_or(0) as f64
-                / total.max(1) as f64;
-            row.push_str(&format!(" {:>w$.1}%", share * 100.0, w = c.len().max(29) - 1));
+            let share =
+                o.picks_after_slowdown.get(b).copied().unwrap_or(0) as f64 / total.max(1) as f64;
+            row.push_str(&format!(
+                " {:>w$.1}%",
+                share * 100.0,
+                w = c.len().max(29) - 1
+            ));
         }
         out.push_str(&row);
         out.push('\n');
