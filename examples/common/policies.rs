@@ -60,7 +60,9 @@ pub struct Policy<T> {
 
 /// Every policy, in the order the programs list them.
 ///
-/// To add a policy, add one entry here.
+/// To add a policy, add one entry here. (`lbkit::Prequal`, landing from another branch, joins
+/// as `prequal`, after `peak-ewma`: `simulate --reports` already lists that name and runs it
+/// once it is here.)
 /// The row of a hashing policy that takes a load bound: its builder, with `Options::bound`
 /// and `Options::seed` applied when given.
 macro_rules! hashing {
