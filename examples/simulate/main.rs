@@ -390,6 +390,13 @@ fn describe(config: &Config, workload: &Workload) -> String {
             secs(workload.span.mul_f64(0.5))
         ));
     }
+    if let Some(x) = config.drift {
+        events.push(format!(
+            "every backend's speed drifts up to {x}x slower and faster (period {:.0} to {:.0} s)",
+            config.drift_period.as_secs_f64() * 0.5,
+            config.drift_period.as_secs_f64() * 1.5
+        ));
+    }
     if config.join {
         events.push(format!(
             "{} joins at {}",
