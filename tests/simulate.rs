@@ -568,6 +568,142 @@ fn soft_health_sheds_a_slow_backend_without_ejecting_it() {
 }
 
 /// The two-zone scenario on a small run: 20 primary backends (10 per zone), 20 callers.
+/// The request policies of the load-report table (`--reports`), with client-side weighted
+/// round robin's blackout `blackout` (the small scenario lasts about 6 s of simulated time,
+/// under A58's 10 s default).
+fn run_reports(config: &Config, blackout: std::time::Duration) -> Vec<Outcome> {
+    let workload = Workload::new(config);
+    [
+        "weighted-round-robin",
+        "client-side-weighted-round-robin",
+        "p2c",
+        "peak-ewma",
+    ]
+    .into_iter()
+    .map(|name| {
+        let policy = policies::find::<usize>(name).expect("a registered policy");
+        let build = |backends, clock, health| {
+            let options = Options {
+                seed: Some(config.seed),
+                clock: Some(clock),
+                health,
+                blackout_period: Some(blackout),
+                ..Options::default()
+            };
+            (policy.build)(backends, options)
+        };
+        engine::run(config, &workload, name, &build).expect("the policy builds")
+    })
+    .collect()
+}
+
+#[test]
+fn the_load_report_scenarios_replay_for_a_seed() {
+    let blackout = std::time::Duration::from_secs(1);
+    for config in [small().reports_slowdown(), small().reports_drift()] {
+        let first = run_reports(&config, blackout);
+        assert_eq!(first, run_reports(&config, blackout), "{config:?}");
+        for o in &first {
+            assert_eq!(o.in_flight_after, 0, "{}", o.policy);
+            assert_eq!(o.latencies.len(), config.requests, "{}", o.policy);
+            assert!(!o.latencies_second_half.is_empty(), "{}", o.policy);
+        }
+        let table = report::reports_table(&first, None);
+        assert_eq!(table.lines().count(), 2 + first.len(), "{table}");
+    }
+}
+
+#[test]
+fn client_side_weights_follow_the_reports_away_from_a_slowed_backend() {
+    // One backend turns 4x slower half-way and keeps its configured weight, 3 of 16 here.
+    // Weighted round robin keeps sending it that share; client-side weighted round robin
+    // reads from its reports that it now serves a quarter as much per unit of utilisation.
+    // Three times the small run, so that about 9 s follow the slowdown.
+    let config = Config {
+        requests: 60_000,
+        ..small().reports_slowdown()
+    };
+    let (_, slowed) = config.victims();
+    let outcomes = run_reports(&config, std::time::Duration::from_secs(1));
+    let share = |o: &Outcome| {
+        let total: usize = o.picks_after_slowdown.iter().sum();
+        o.picks_after_slowdown[slowed] as f64 / total as f64
+    };
+    let (wrr, cswrr) = (&outcomes[0], &outcomes[1]);
+    assert_eq!(cswrr.policy, "client-side-weighted-round-robin");
+    let capacity = config.capacity_share_after_slowdown(slowed);
+    assert!((share(wrr) - 3.0 / 16.0).abs() < 0.01, "{}", share(wrr));
+    assert!(
+        share(cswrr) < share(wrr) / 2.0 && share(cswrr) < capacity * 2.0,
+        "client-side {:.3}, configured {:.3}, capacity {capacity:.3}",
+        share(cswrr),
+        share(wrr)
+    );
+    // And the tail after the slowdown follows: WRR's queue on the slowed backend grows for
+    // the rest of the run.
+    assert!(
+        cswrr.quantile_second_half(0.99) * 4 < wrr.quantile_second_half(0.99),
+        "{:?} {:?}",
+        cswrr.quantile_second_half(0.99),
+        wrr.quantile_second_half(0.99)
+    );
+}
+
+#[test]
+fn a_backend_reports_its_busy_share_and_answers_over_the_last_second() {
+    use std::time::Duration;
+    let config = Config {
+        workers: 4,
+        keys: 0,
+        ..small()
+    };
+    let mut server = fleet::Server::new(&config, 1.0);
+    let arrival = workload::Arrival {
+        at: Duration::ZERO,
+        key: 0,
+        work: 1.0,
+    };
+    // One worker of four busy from 0.5 s to 2.55 s, one answer at 2.55 s. The window is the
+    // buckets of 100 ms from 1.6 s: 0.95 s, one worker busy all of it.
+    server.start(&arrival, &config, Duration::from_millis(500));
+    assert!(server.release_worker(Duration::from_millis(2550)).is_none());
+    let load = server.load(Duration::from_millis(2550), false);
+    assert!((load.utilisation - 0.25).abs() < 1e-9, "{load:?}");
+    assert!((load.qps - 1.0 / 0.95).abs() < 1e-9, "{load:?}");
+    assert_eq!(load.errors_per_second, 0.0);
+    // An error answered at once counts as an answer and an error (the window now from 1.7 s:
+    // 0.9 s).
+    server.answered_error(Duration::from_millis(2600));
+    let load = server.load(Duration::from_millis(2600), false);
+    assert!((load.qps - 2.0 / 0.9).abs() < 1e-9, "{load:?}");
+    assert!(
+        (load.errors_per_second - 1.0 / 0.9).abs() < 1e-9,
+        "{load:?}"
+    );
+    // Two seconds later, nothing in the window.
+    let idle = server.load(Duration::from_millis(4600), false);
+    assert_eq!((idle.utilisation, idle.qps), (0.0, 0.0));
+}
+
+#[test]
+fn drift_is_seeded_and_bounded() {
+    use std::time::Duration;
+    let config = small().reports_drift();
+    let factor = config.drift.unwrap();
+    let a = fleet::Drift::of(&config, 0).unwrap();
+    assert_eq!(Some(a), fleet::Drift::of(&config, 0));
+    assert_ne!(Some(a), fleet::Drift::of(&config, 1));
+    assert!(fleet::Drift::of(&small(), 0).is_none());
+    let at: Vec<f64> = (0..600)
+        .map(|s| a.at(Duration::from_millis(100 * s)))
+        .collect();
+    assert!(at
+        .iter()
+        .all(|&x| x >= 1.0 / factor - 1e-9 && x <= factor + 1e-9));
+    // Over 60 s, at least one period of at most 45 s: it reaches near both ends.
+    assert!(at.iter().any(|&x| x > factor * 0.95) && at.iter().any(|&x| x < 1.05 / factor));
+}
+
 fn small_tiers(requests: usize) -> tiers::Tiers {
     let t = tiers::Tiers::default();
     tiers::Tiers {

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use lbkit::WeightedRoundRobin;
 use lbkit::{Backend, Balancer, Builder, Error, HealthConfig, ManualClock};
+use lbkit::{ClientSideWeightedRoundRobin, WeightedRoundRobin};
 use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 use lbkit::{LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
 
@@ -30,6 +30,9 @@ pub struct Options {
     /// Least connections' and P2C's failure penalty (failures weigh as requests in flight,
     /// fading with this time constant); `None` leaves it off, their default.
     pub failure_load: Option<Duration>,
+    /// Client-side weighted round robin's blackout period (how long a backend reports before
+    /// its weight counts); `None` leaves gRFC A58's default (10 s).
+    pub blackout_period: Option<Duration>,
     /// The balancer's name (the `balancer` label of its metrics); `None`: the policy's.
     pub name: Option<String>,
     /// Records the balancer's metrics every this often (`Builder::metrics`); `None`: no
@@ -57,7 +60,9 @@ pub struct Policy<T> {
 
 /// Every policy, in the order the programs list them.
 ///
-/// To add a policy, add one entry here.
+/// To add a policy, add one entry here. (`lbkit::Prequal`, landing from another branch, joins
+/// as `prequal`, after `peak-ewma`: `simulate --reports` already lists that name and runs it
+/// once it is here.)
 /// The row of a hashing policy that takes a load bound: its builder, with `Options::bound`
 /// and `Options::seed` applied when given.
 macro_rules! hashing {
@@ -93,6 +98,20 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             hashing: false,
             bounded: false,
             build: |b, o| boxed(common(WeightedRoundRobin::builder(), &o).build(b)?, &o),
+        },
+        Policy {
+            name: "client-side-weighted-round-robin",
+            hashing: false,
+            bounded: false,
+            build: |b, o| {
+                // Its weights come from the load reports the backends send
+                // (`Pick::report_load`), refreshed on the clock of `Options::clock`.
+                let mut builder = common(ClientSideWeightedRoundRobin::builder(), &o);
+                if let Some(period) = o.blackout_period {
+                    builder = builder.blackout_period(period);
+                }
+                boxed(builder.build(b)?, &o)
+            },
         },
         Policy {
             name: "random",

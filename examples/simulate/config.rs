@@ -44,6 +44,16 @@ pub struct Config {
     pub capacity_weights: bool,
     /// One backend becomes this many times slower half-way; `None`: no slowdown.
     pub slowdown: Option<f64>,
+    /// Every backend's speed drifts, up to this factor slower and faster than its own, along
+    /// a sinusoid of its own period and phase ([`crate::fleet::Drift`]); `None`: no drift.
+    pub drift: Option<f64>,
+    /// Whether a backend's load report counts its queue in its utilisation: busy worker-time
+    /// over the last second plus the requests queued now, over its workers (above 1 when it
+    /// queues, as ORCA's application utilisation may be). `false`: busy worker-time alone,
+    /// what a CPU utilisation would say.
+    pub queued_utilisation: bool,
+    /// The mean period of the drift: each backend's is drawn between half and 1.5 times it.
+    pub drift_period: Duration,
     /// Whether one backend fails at 30% of the run.
     pub fail: bool,
     /// Whether the failure goes unannounced: the backend is not set `Down` but answers every
@@ -100,6 +110,9 @@ impl Default for Config {
             cache: 1_000,
             capacity_weights: true,
             slowdown: Some(4.0),
+            drift: None,
+            drift_period: Duration::from_secs(30),
+            queued_utilisation: false,
             fail: true,
             silent_failure: false,
             error_time: Duration::from_millis(1),
@@ -137,6 +150,9 @@ impl Config {
         }
         if !positive(self.slow_factor) || !self.slowdown.map_or(true, positive) {
             return Err("slowness factors must be positive numbers".into());
+        }
+        if !self.drift.map_or(true, |d| d.is_finite() && d >= 1.0) || self.drift_period.is_zero() {
+            return Err("the drift factor must be at least 1 and its period above zero".into());
         }
         if !(self.zipf.is_finite() && self.zipf >= 0.0) {
             return Err("the Zipf exponent must be a number >= 0".into());
@@ -180,6 +196,46 @@ impl Config {
             soft,
             ..self.passive(true)
         }
+    }
+
+    /// The first scenario of the load-report table: one backend slows down half-way
+    /// (unannounced; 4x unless a slowdown is set), nothing fails or joins, no drift.
+    pub fn reports_slowdown(&self) -> Config {
+        Config {
+            slowdown: self.slowdown.or(Some(4.0)),
+            drift: None,
+            fail: false,
+            join: false,
+            ..self.clone()
+        }
+    }
+
+    /// The second scenario of the load-report table: every backend's speed drifts (2x either
+    /// way unless a drift is set), no slowdown, nothing fails or joins.
+    pub fn reports_drift(&self) -> Config {
+        Config {
+            slowdown: None,
+            drift: self.drift.or(Some(2.0)),
+            fail: false,
+            join: false,
+            ..self.clone()
+        }
+    }
+
+    /// Backend `i`'s share of the starting fleet's capacity once the slowdown has happened
+    /// (its slowness as the run ends, without drift): the share a policy that knew every
+    /// backend's speed would send it.
+    pub fn capacity_share_after_slowdown(&self, i: usize) -> f64 {
+        let (_, slowing) = self.victims();
+        let capacity = |j: usize| {
+            let slowdown = if j == slowing {
+                self.slowdown.unwrap_or(1.0)
+            } else {
+                1.0
+            };
+            1.0 / (self.slowness(j) * slowdown)
+        };
+        capacity(i) / (0..self.backends).map(capacity).sum::<f64>()
     }
 
     /// Backend `i`'s slowness at the start.

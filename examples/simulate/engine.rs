@@ -4,7 +4,11 @@
 //! * **Balancer.** Driven only through the public [`Balancer`] trait: `pick` on arrival with
 //!   the key, the [`Pick`] guard held until the request completes, then reported with
 //!   [`Pick::success`] (its latency at that backend, queueing included) or, for an attempt
-//!   that failed, [`Pick::failure`]. The balancer's clock is a [`ManualClock`] that follows
+//!   that failed, [`Pick::failure`]. Every answer the backend sends (a response or an error)
+//!   first hands the balancer the backend's load report ([`Pick::report_load`], what
+//!   [`Server::load_report`] measured over the last second), as an ORCA trailer would; a
+//!   timeout or a backend set `Down` under a request brings none. Only policies that read
+//!   reports (client-side weighted round robin) act on them. The balancer's clock is a [`ManualClock`] that follows
 //!   simulated time.
 //! * **Scenario.** At 30% of the run one backend fails: it is set `Down` and the requests it
 //!   held fail and are retried at once through new picks. With [`Config::silent_failure`]
@@ -57,8 +61,8 @@ struct Job {
 enum Event {
     /// `backend` finished serving it (the worker is free again, whoever still waits).
     Served { backend: usize },
-    /// Its backend answered with an error.
-    Error,
+    /// `backend` answered it with an error.
+    Error { backend: usize },
     /// The client stopped waiting for it.
     Timeout,
 }
@@ -100,6 +104,8 @@ struct Simulation<'a> {
     /// Events: (time, slot, generation, what).
     events: BinaryHeap<Reverse<(Duration, usize, u32, Event)>>,
     latencies: Vec<Duration>,
+    /// Those of the requests that arrived in the second half of the run.
+    latencies_second_half: Vec<Duration>,
     dropped: usize,
     retried: usize,
     errors: usize,
@@ -109,6 +115,10 @@ struct Simulation<'a> {
     cache_lookups: usize,
     max_in_flight: usize,
     in_flight_sum: f64,
+    waited: usize,
+    /// When the slowdown happens, if it does, and the picks of each backend from then on.
+    slowed_at: Option<Duration>,
+    picks_after_slowdown: Vec<usize>,
     moves: Vec<Move>,
     load: Vec<(Duration, Vec<usize>)>,
     ejected: Vec<Vec<usize>>,
@@ -121,7 +131,7 @@ struct Simulation<'a> {
 impl<'a> Simulation<'a> {
     fn new(config: &'a Config, workload: &'a Workload, build: Build<'_>) -> Result<Self, Error> {
         let servers: Vec<Server> = (0..config.backends)
-            .map(|i| Server::new(config, config.slowness(i)))
+            .map(|i| Server::new(config, config.slowness(i)).drifting(config, i))
             .collect();
         let backends = fleet::backends(&servers);
         let clock = ManualClock::new();
@@ -137,6 +147,7 @@ impl<'a> Simulation<'a> {
             free: Vec::new(),
             events: BinaryHeap::new(),
             latencies: Vec::with_capacity(workload.arrivals.len()),
+            latencies_second_half: Vec::new(),
             dropped: 0,
             retried: 0,
             errors: 0,
@@ -146,6 +157,9 @@ impl<'a> Simulation<'a> {
             cache_lookups: 0,
             max_in_flight: 0,
             in_flight_sum: 0.0,
+            waited: 0,
+            slowed_at: config.slowdown.map(|_| workload.span.mul_f64(0.5)),
+            picks_after_slowdown: vec![0; config.backends + 1],
             moves: Vec::new(),
             load: Vec::new(),
             ejected: Vec::new(),
@@ -203,22 +217,29 @@ impl<'a> Simulation<'a> {
                         if !self.servers[backend].broken {
                             self.served(backend, now);
                             if current && self.flaked(slot, backend) {
+                                self.servers[backend].served_error(now);
                                 self.errors += 1;
+                                self.report_load(slot, now);
                                 self.fail(slot, now);
                             } else if current {
+                                self.report_load(slot, now);
                                 self.succeed(slot, now);
                             }
                         }
                     }
-                    Event::Error if current => {
-                        self.errors += 1;
-                        self.fail(slot, now);
+                    Event::Error { backend } => {
+                        self.servers[backend].answered_error(now);
+                        if current {
+                            self.errors += 1;
+                            self.report_load(slot, now);
+                            self.fail(slot, now);
+                        }
                     }
                     Event::Timeout if current => {
                         self.timeouts += 1;
                         self.fail(slot, now);
                     }
-                    Event::Error | Event::Timeout => {}
+                    Event::Timeout => {}
                 }
             } else {
                 let index = next_arrival;
@@ -266,6 +287,9 @@ impl<'a> Simulation<'a> {
         };
         let backend = *pick;
         self.tried[slot].push(backend);
+        if self.slowed_at.is_some_and(|at| now >= at) {
+            self.picks_after_slowdown[backend] += 1;
+        }
         let generation = self.generations[slot];
         let server = &mut self.servers[backend];
         // Only the panic threshold may bring back a backend set `Down`.
@@ -297,10 +321,11 @@ impl<'a> Simulation<'a> {
         if server.broken || rejected {
             let at = now + self.config.error_time;
             self.events
-                .push(Reverse((at, slot, generation, Event::Error)));
+                .push(Reverse((at, slot, generation, Event::Error { backend })));
         } else if server.has_free_worker() {
             self.start(backend, queued, now);
         } else {
+            self.waited += 1;
             server.wait(queued);
         }
     }
@@ -308,7 +333,7 @@ impl<'a> Simulation<'a> {
     /// Starts serving `queued` on `backend`.
     fn start(&mut self, backend: usize, queued: Queued, now: Duration) {
         let arrival = &self.workload.arrivals[queued.arrival];
-        let (service, hit) = self.servers[backend].start(arrival, self.config);
+        let (service, hit) = self.servers[backend].start(arrival, self.config, now);
         if let Some(hit) = hit {
             self.cache_lookups += 1;
             self.cache_hits += usize::from(hit);
@@ -323,7 +348,7 @@ impl<'a> Simulation<'a> {
 
     /// A worker of `backend` is free: it takes the next request in the queue.
     fn served(&mut self, backend: usize, now: Duration) {
-        if let Some(next) = self.servers[backend].release_worker() {
+        if let Some(next) = self.servers[backend].release_worker(now) {
             self.start(backend, next, now);
         }
     }
@@ -352,13 +377,28 @@ impl<'a> Simulation<'a> {
                 .is_some_and(|job| self.chance(job.arrival, job.attempt, 2) < flaky)
     }
 
+    /// The backend of the current attempt in `slot` answers it: its load report goes with
+    /// the answer, to the balancer, before the outcome is reported.
+    fn report_load(&mut self, slot: usize, now: Duration) {
+        let Some(job) = &self.jobs[slot] else {
+            return;
+        };
+        let report = self.servers[job.backend].load_report(now, self.config.queued_utilisation);
+        job.pick
+            .report_load(report)
+            .expect("a backend's report is finite and at least 0");
+    }
+
     /// The request in `slot` succeeded.
     fn succeed(&mut self, slot: usize, now: Duration) {
         let job = self.end_attempt(slot);
         // Report its latency at this backend, which releases the slot.
         job.pick.success(now - job.picked);
-        self.latencies
-            .push(now - self.workload.arrivals[job.arrival].at);
+        let arrived = self.workload.arrivals[job.arrival].at;
+        self.latencies.push(now - arrived);
+        if arrived >= self.at_fraction(0.5) {
+            self.latencies_second_half.push(now - arrived);
+        }
         self.free.push(slot);
     }
 
@@ -435,7 +475,7 @@ impl<'a> Simulation<'a> {
                 self.servers[rejecting].rejects = self.config.reject_share;
             }
             Change::Fail => {
-                self.servers[failing].fail();
+                self.servers[failing].fail(now);
                 if !self.config.silent_failure {
                     // Announced: the balancer routes elsewhere from now on. (Unannounced, no
                     // membership changes, so there is no move to measure.)
@@ -459,7 +499,8 @@ impl<'a> Simulation<'a> {
             Change::Join => {
                 let before = self.probe();
                 let joining = self.servers.len();
-                self.servers.push(Server::new(self.config, 1.0));
+                self.servers
+                    .push(Server::new(self.config, 1.0).drifting(self.config, joining));
                 self.lb.update(fleet::backends(&self.servers))?;
                 let eligible: u32 = self.servers.iter().filter(|s| s.up).map(|s| s.weight).sum();
                 let share = self.servers[joining].weight as f64 / eligible.max(1) as f64;
@@ -471,11 +512,13 @@ impl<'a> Simulation<'a> {
 
     fn finish(mut self, policy: &str) -> Outcome {
         self.latencies.sort_unstable();
+        self.latencies_second_half.sort_unstable();
         let in_flight_after = self.lb.status().iter().map(|s| s.in_flight()).sum();
         let samples = self.load.len().max(1) as f64;
         Outcome {
             policy: policy.to_string(),
             latencies: self.latencies,
+            latencies_second_half: self.latencies_second_half,
             dropped: self.dropped,
             retried: self.retried,
             errors: self.errors,
@@ -484,6 +527,8 @@ impl<'a> Simulation<'a> {
             cache_hits: self.cache_hits,
             cache_lookups: self.cache_lookups,
             max_in_flight: self.max_in_flight,
+            waited: self.waited,
+            picks_after_slowdown: self.picks_after_slowdown,
             mean_in_flight: self.in_flight_sum / samples,
             moves: self.moves,
             backend_ids: (0..self.servers.len()).map(backend_id).collect(),

@@ -9,7 +9,9 @@
 //! through the public `Balancer` trait, `Pick` guards held for each request's simulated
 //! duration), prints one table row per policy, then a passive-health table (the same scenario
 //! with the failure unannounced, before -> after the health rules), and writes SVG charts to a
-//! folder named on the last line of output.
+//! folder named on the last line of output. `--reports` adds the load-report table: backends
+//! report their load with every response, and the policies that use such reports (client-side
+//! weighted round robin) meet stale weights and drifting speeds.
 //!
 //! The simulation is split by concern, each module saying what it models: `config.rs` (the
 //! scenario: [`Config`]), `workload.rs` (arrivals and Zipf keys), `fleet.rs` (backends, their
@@ -61,6 +63,10 @@ scenario (defaults in brackets):
                       normal backend, 1 for a slow one]
   --slowdown X        factor by which one backend slows half-way [4]
   --no-slowdown       no backend slows down
+  --drift X           every backend's speed drifts up to X times slower and faster than its
+                      own, along a seeded sinusoid [none; 2 in the load-report table]
+  --drift-period S    mean period of the drift in seconds, each backend's drawn between
+                      half and 1.5 times it [30]
   --no-fail           no backend fails (at 30%)
   --silent-failure    the failed backend is not set Down: it answers every request with an
                       error after 1 ms (reported with Pick::failure, retried)
@@ -89,6 +95,21 @@ output:
                       consecutive-failure rule alone (and Peak EWMA without its failure
                       penalty) -> with the statistical rules (and the penalties: Peak
                       EWMA 5 s, least connections and P2C 1 s)
+  --reports           also print the load-report table: every response carries its
+                      backend's load report (utilisation, qps, errors per second over
+                      the last second); weighted round robin (configured weights),
+                      client-side weighted round robin (weights from the reports, gRFC
+                      A58 defaults: blackout 10 s, update 1 s; and again with a 1 s
+                      blackout unless --blackout is given), p2c and peak-ewma (and
+                      prequal, when the policy table has it), in two scenarios: one
+                      backend slows down 4x at 50%, and every backend's speed drifts
+                      (--drift, 2 by default); nothing fails or joins
+  --blackout S        client-side weighted round robin's blackout period in seconds [10,
+                      gRFC A58's]
+  --queued-utilisation
+                      a backend's reported utilisation counts its queue too: busy
+                      worker-time over the last second plus queued requests now, over
+                      workers (above 1 when it queues) [busy worker-time alone]
   --soft-health       also print the soft-health table: no failure, one backend slows down
                       4x at 50% (unannounced), attempts time out after 1 s; policies with
                       the passive-health rules -> with soft health added (SoftHealth's
@@ -118,6 +139,9 @@ struct Args {
     health_table: bool,
     intermittent_table: bool,
     soft_table: bool,
+    reports_table: bool,
+    /// `--blackout`: client-side weighted round robin's blackout period.
+    blackout: Option<Duration>,
     /// `--tiers`, and its scenario (its requests set by `--requests` when given).
     tiers: Option<tiers::Tiers>,
     requests_set: bool,
@@ -147,6 +171,8 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         health_table: true,
         intermittent_table: false,
         soft_table: false,
+        reports_table: false,
+        blackout: None,
         tiers: None,
         requests_set: false,
     };
@@ -186,6 +212,14 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
             "--equal-weights" => c.capacity_weights = false,
             "--slowdown" => c.slowdown = Some(num(&flag, value()?)?),
             "--no-slowdown" => c.slowdown = None,
+            "--drift" => c.drift = Some(num(&flag, value()?)?),
+            "--drift-period" => {
+                let s: f64 = num(&flag, value()?)?;
+                if !(s.is_finite() && s > 0.0) {
+                    return Err(format!("--drift-period must be above 0, got {s}"));
+                }
+                c.drift_period = Duration::from_secs_f64(s);
+            }
             "--no-fail" => c.fail = false,
             "--no-join" => c.join = false,
             "--silent-failure" => c.silent_failure = true,
@@ -201,6 +235,15 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
             "--no-health-table" => a.health_table = false,
             "--intermittent" => a.intermittent_table = true,
             "--soft-health" => a.soft_table = true,
+            "--reports" => a.reports_table = true,
+            "--queued-utilisation" => c.queued_utilisation = true,
+            "--blackout" => {
+                let s: f64 = num(&flag, value()?)?;
+                if !(s.is_finite() && s >= 0.0) {
+                    return Err(format!("--blackout must be at least 0, got {s}"));
+                }
+                a.blackout = Some(Duration::from_secs_f64(s));
+            }
             "--tiers" => a.tiers = Some(tiers::Tiers::default()),
             "--cross-zone" => {
                 cross_zone = Some(Duration::from_millis(num(&flag, value()?)?));
@@ -311,6 +354,7 @@ fn rows(args: &Args) -> Result<Vec<Row>, String> {
         };
         let options = Options {
             seed,
+            blackout_period: args.blackout,
             ..Options::default()
         };
         rows.push((p.name.to_string(), p.build, options));
@@ -344,6 +388,13 @@ fn describe(config: &Config, workload: &Workload) -> String {
             "{} turns {x}x slower at {}",
             backend_id(slowing),
             secs(workload.span.mul_f64(0.5))
+        ));
+    }
+    if let Some(x) = config.drift {
+        events.push(format!(
+            "every backend's speed drifts up to {x}x slower and faster (period {:.0} to {:.0} s)",
+            config.drift_period.as_secs_f64() * 0.5,
+            config.drift_period.as_secs_f64() * 1.5
         ));
     }
     if config.join {
@@ -539,6 +590,77 @@ fn soft_table(args: &Args, config: &Config, workload: &Workload) -> Result<(), S
     Ok(())
 }
 
+/// The policies of the load-report table (with `--policies`, those named), those of them in
+/// the policy table: a policy registered in `examples/common/policies.rs` under one of these
+/// names joins the table with no other change (`prequal` does once it lands).
+const REPORTS_TABLE: &[&str] = &[
+    "weighted-round-robin",
+    "client-side-weighted-round-robin",
+    "p2c",
+    "peak-ewma",
+    "prequal",
+];
+
+/// The short blackout of the load-report table's second client-side weighted round robin
+/// row.
+const REPORTS_SHORT_BLACKOUT: Duration = Duration::from_secs(1);
+
+/// The load-report table (see `--reports`): one backend slowing down, then every backend's
+/// speed drifting, nobody changing a weight.
+fn reports_table(args: &Args, config: &Config, workload: &Workload) -> Result<(), String> {
+    let mut table: Vec<Row> = Vec::new();
+    for row in rows(args)? {
+        if !(args.policies.is_some() || REPORTS_TABLE.contains(&row.0.as_str())) {
+            continue;
+        }
+        // Client-side weighted round robin a second time with a short blackout (unless
+        // `--blackout` set one): the first 10 s of A58's default are plain round robin.
+        let short =
+            (row.0 == "client-side-weighted-round-robin" && args.blackout.is_none()).then(|| {
+                let (name, build, options) = row.clone();
+                let options = Options {
+                    blackout_period: Some(REPORTS_SHORT_BLACKOUT),
+                    ..options
+                };
+                let secs = REPORTS_SHORT_BLACKOUT.as_secs_f64();
+                (format!("{name}+blackout {secs} s"), build, options)
+            });
+        table.push(row);
+        table.extend(short);
+    }
+    let slowdown = config.reports_slowdown();
+    let drift = config.reports_drift();
+    let (_, slow) = slowdown.victims();
+    println!(
+        "\nload reports: every response carries its backend's load report (over its last \
+         second: utilisation, busy worker-time / worker-time; answers per second; errors per \
+         second), handed to the pick (Pick::report_load) before success or failure; \
+         client-side weighted round robin weighs backends by them (gRFC A58 defaults: \
+         blackout 10 s, weights refreshed every 1 s, expire after 3 min)\n\
+         {}\n\
+         \nslowdown: the same run, but at {:.1} s {} turns {}x slower (unannounced, its weight \
+         unchanged); nothing fails or joins\n",
+        client(&slowdown).split(';').next().unwrap_or_default(),
+        workload.span.mul_f64(0.5).as_secs_f64(),
+        backend_id(slow),
+        slowdown.slowdown.unwrap_or(4.0),
+    );
+    let outcomes = run_rows("load reports, slowdown", &slowdown, workload, &table)?;
+    let share = slowdown.capacity_share_after_slowdown(slow);
+    print!("{}", report::reports_table(&outcomes, Some((slow, share))));
+    println!(
+        "\ndrift: the same run, but no slowdown and every backend's speed drifts up to {}x \
+         slower and faster than its own, along a sinusoid of period {:.0} to {:.0} s \
+         (seeded phase; weights unchanged); nothing fails or joins\n",
+        drift.drift.unwrap_or(1.0),
+        drift.drift_period.as_secs_f64() * 0.5,
+        drift.drift_period.as_secs_f64() * 1.5,
+    );
+    let outcomes = run_rows("load reports, drift", &drift, workload, &table)?;
+    print!("{}", report::reports_table(&outcomes, None));
+    Ok(())
+}
+
 /// The two-zone, two-tier scenario (`--tiers`): the zone-awareness table, then the
 /// failover table, and their charts.
 fn tiers_scenario(args: &Args, t: &tiers::Tiers) -> Result<(), String> {
@@ -731,6 +853,9 @@ fn simulate(args: &Args) -> Result<(), String> {
     }
     if args.soft_table {
         soft_table(args, config, &workload)?;
+    }
+    if args.reports_table {
+        reports_table(args, config, &workload)?;
     }
     if !args.charts {
         eprintln!("simulate: done in {:.1} s", started.elapsed().as_secs_f64());

@@ -26,6 +26,9 @@ pub struct Outcome {
     /// Latency (arrival to completion, retries included) of every request that succeeded,
     /// sorted.
     pub latencies: Vec<Duration>,
+    /// The same, of the requests that arrived in the second half of the run (from the
+    /// slowdown on, when there is one), sorted.
+    pub latencies_second_half: Vec<Duration>,
     /// Requests that found no eligible backend.
     pub dropped: usize,
     /// Attempts retried because they failed (an error, a timeout, or a backend set `Down`
@@ -46,6 +49,10 @@ pub struct Outcome {
     pub cache_lookups: usize,
     /// The most requests ever in flight on one backend.
     pub max_in_flight: usize,
+    /// Attempts that waited in a backend's queue (no worker was free when they arrived).
+    pub waited: usize,
+    /// Picks of each backend (by index) from the slowdown on; all 0 without a slowdown.
+    pub picks_after_slowdown: Vec<usize>,
     /// In-flight requests per eligible backend, averaged over the samples.
     pub mean_in_flight: f64,
     /// One entry per membership change, in order.
@@ -63,11 +70,12 @@ pub struct Outcome {
 impl Outcome {
     /// The latency at quantile `q` (0..=1); zero if nothing completed.
     pub fn quantile(&self, q: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len());
-        self.latencies[i - 1]
+        quantile(&self.latencies, q)
+    }
+
+    /// The latency at quantile `q` of the requests that arrived in the second half of the run.
+    pub fn quantile_second_half(&self, q: f64) -> Duration {
+        quantile(&self.latencies_second_half, q)
     }
 
     /// The share of the samples from `from` on in which `backend` was ejected.
@@ -91,6 +99,15 @@ impl Outcome {
             self.cache_hits as f64 / self.cache_lookups as f64
         }
     }
+}
+
+/// The value at quantile `q` (0..=1) of `sorted`; zero if it is empty.
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    sorted[i - 1]
 }
 
 fn millis(d: Duration) -> String {
@@ -283,6 +300,74 @@ pub fn soft_table(pairs: &[(Outcome, Outcome)], backend: usize, from: Duration) 
         let mut row = format!("{:<name_width$}", before.policy);
         for (b, a) in cells {
             row.push_str(&format!(" {:>17}", format!("{b} -> {a}")));
+        }
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
+}
+
+/// The load-report table: per policy, latency p50 / p99 / p99.9, the most in flight on one
+/// backend and the mean per backend, the share of attempts that waited in a queue, p99 and
+/// p99.9 of the requests that arrived in the second half of the run, and with
+/// `slowed` (the backend that slowed down, and its share of the capacity after) the share
+/// of the picks it got from the slowdown on.
+pub fn reports_table(outcomes: &[Outcome], slowed: Option<(usize, f64)>) -> String {
+    let name_width = outcomes
+        .iter()
+        .map(|o| o.policy.len())
+        .max()
+        .unwrap_or(0)
+        .max("policy".len());
+    let mut header = format!(
+        "{:<name_width$} {:>8} {:>8} {:>8} {:>13} {:>6} {:>7} {:>17} {:>19}",
+        "policy",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "in-flight max",
+        "mean",
+        "queued",
+        "2nd half: p99 ms",
+        "2nd half: p99.9 ms",
+    );
+    let slowed_column = slowed.map(|(b, share)| {
+        format!(
+            "{} share after (capacity {:.1}%)",
+            backend_id(b),
+            share * 100.0
+        )
+    });
+    if let Some(c) = &slowed_column {
+        header.push_str(&format!(" {c:>29}"));
+    }
+    let mut out = header.clone();
+    out.push('\n');
+    out.push_str(&"-".repeat(header.len()));
+    out.push('\n');
+    for o in outcomes {
+        let attempts = o.latencies.len() + o.retried + o.failed;
+        let mut row = format!(
+            "{:<name_width$} {:>8} {:>8} {:>8} {:>13} {:>6.1} {:>6.1}% {:>17} {:>19}",
+            o.policy,
+            millis(o.quantile(0.5)),
+            millis(o.quantile(0.99)),
+            millis(o.quantile(0.999)),
+            o.max_in_flight,
+            o.mean_in_flight,
+            o.waited as f64 / attempts.max(1) as f64 * 100.0,
+            millis(o.quantile_second_half(0.99)),
+            millis(o.quantile_second_half(0.999)),
+        );
+        if let (Some((b, _)), Some(c)) = (slowed, &slowed_column) {
+            let total: usize = o.picks_after_slowdown.iter().sum();
+            let share =
+                o.picks_after_slowdown.get(b).copied().unwrap_or(0) as f64 / total.max(1) as f64;
+            row.push_str(&format!(
+                " {:>w$.1}%",
+                share * 100.0,
+                w = c.len().max(29) - 1
+            ));
         }
         out.push_str(&row);
         out.push('\n');

@@ -572,7 +572,7 @@ impl<'a> Simulation<'a> {
             }
             self.down[b] = true;
             self.degraded[b] = false;
-            self.servers[b].fail();
+            self.servers[b].fail(now);
             self.servers[b].up = false;
             for lb in &self.callers {
                 lb.set_health(&self.ids[b], Health::Down)?;
@@ -678,7 +678,7 @@ impl<'a> Simulation<'a> {
             report: None,
         });
         if server.has_free_worker() {
-            let (service, _) = server.start(a, &tiers.config);
+            let (service, _) = server.start(a, &tiers.config, now);
             self.events.push(Reverse((
                 now + service,
                 slot,
@@ -708,9 +708,9 @@ impl<'a> Simulation<'a> {
                 if self.servers[backend].broken {
                     return Ok(());
                 }
-                if let Some(q) = self.servers[backend].release_worker() {
+                if let Some(q) = self.servers[backend].release_worker(now) {
                     let a = &self.workload.arrivals[q.arrival];
-                    let (service, _) = self.servers[backend].start(a, &self.tiers.config);
+                    let (service, _) = self.servers[backend].start(a, &self.tiers.config, now);
                     self.events.push(Reverse((
                         now + service,
                         q.slot,
