@@ -32,6 +32,7 @@
 //! | [`LeastConnections`] | fewest in flight per weight | O(n) | long-lived connections |
 //! | [`PowerOfTwoChoices`] | lighter of two weighted draws | O(1) | the default for requests |
 //! | [`PeakEwma`] | cheaper of two by latency x load | O(1) | backends whose latency varies |
+//! | [`Prequal`] | lowest latency of d draws not above a load quantile | O(d) | latency first, load as a guard |
 //! | [`First`] | the first backend with room, in list order | O(1) | few busy backends |
 //! | [`HashRing`] | the key's next point on a weighted ring | O(1) | key affinity under churn |
 //! | [`Maglev`] | the key's slot in a prime-sized table | O(1) | key affinity, fastest lookup |
@@ -59,7 +60,7 @@
 //!   policy ([`docs::tiers`]).
 //! * **Feedback.** [`Pick::success`] and [`Pick::failure`] report outcomes; a
 //!   [`HealthConfig`] (outlier ejection, panic threshold, slow start) acts on them for every
-//!   policy, and [`PeakEwma`] balances on the latencies.
+//!   policy, and [`PeakEwma`] and [`Prequal`] balance on the latencies.
 //! * **Steering and caps.** A [`Request`] can [`avoid`](Request::avoid) backends (a retry
 //!   not sent back where it failed) and [`prefer`](Request::prefer) one (a sticky session);
 //!   a [`Backend`] can have a hard cap on picks held at once
@@ -134,6 +135,7 @@ pub use observe::{Ejection, Event, Observer, TrafficShare};
 pub use report::LoadReport;
 pub use request::Request;
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
+pub use spread::{Prequal, PrequalConfig};
 pub use spread::{WeightedRoundRobin, SCHEDULE_LIMIT};
 pub use status::{FailureCounts, Status};
 pub use subset::{Aperture, RendezvousSubset, Subset};
