@@ -48,6 +48,15 @@
 //! Latency estimates are compared as their log scores (ln latency plus a time offset shared
 //! by every backend), so a pick reads no clock and computes no `exp` or `ln`.
 //!
+//! Latency first means concentration where load does not push back: with one request at a
+//! time nothing is ever hot, so every pick goes to the fastest backend among its candidates,
+//! and the backends measured fastest take most of the traffic (100 equal backends, 10,000
+//! picks dropped at once on the system clock, each teaching the microseconds it was held:
+//! 61 of them picked, the busiest 3% of picks, against 98 and 1.5% for PeakEwma). That is
+//! the intent; the RIF guard spreads load as requests overlap. A backend left unobserved is
+//! tried again once the others' fresher estimates stand above its own decayed one, about
+//! ln(its estimate / theirs) x `decay` later, as with PeakEwma.
+//!
 //! # Where this differs from the paper, and why
 //!
 //! * **No pool, no reuse, no aging.** The paper probes because a server's load lives on the
