@@ -17,6 +17,8 @@
 //!   `round-robin+statistical`: the same with success-rate and failure-percentage ejection
 //!   on, whose reports are also counted per backend. `weighted-round-robin+soft`: weighted
 //!   round robin with soft health on (each success and its latency counted) beside it plain.
+//!   `prequal/*`: Prequal (same estimate as Peak EWMA, 8 candidates per pick) beside Peak
+//!   EWMA, and `p2c/pick+drop` beside both (`prequal` is in the `pick/N` groups too).
 //!
 //! * `steering/100`: per-request steering and caps beside the plain pick of the same policy,
 //!   for round robin and a hashing policy (`HashRing`, keyed requests): `plain`, `avoid2` (a
@@ -57,6 +59,7 @@ mod common;
 
 use common::{two_threads, Padded};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use lbkit::Prequal;
 use lbkit::{Aperture, RendezvousSubset, Subset};
 use lbkit::{Backend, Balancer, LeastConnections, Pick, PowerOfTwoChoices, Random, Request};
 use lbkit::{FailurePercentageEjection, Health, ManualClock, SoftHealth, SuccessRateEjection};
@@ -77,6 +80,8 @@ fn policies() -> Vec<(&'static str, Make)> {
         ("p2c", |b| {
             Box::new(PowerOfTwoChoices::with_seed(b, 1).unwrap())
         }),
+        // Eight weighted draws and their loads and latency scores read per pick (the default).
+        ("prequal", |b| Box::new(Prequal::with_seed(b, 1).unwrap())),
         // Failures as load, with no failure reported: what the option costs a pick.
         ("least-connections+failure_penalty", |b| {
             Box::new(
@@ -206,6 +211,19 @@ fn reports(c: &mut Criterion) {
     });
     g.bench_function("peak-ewma/pick+success", |b| {
         b.iter(|| black_box(ewma.pick(&req)).unwrap().success(latency))
+    });
+    // Prequal keeps the same estimate as Peak EWMA, and probes 8 candidates (its default)
+    // where Peak EWMA and P2C draw 2: the three side by side.
+    let prequal = Prequal::with_seed(backends(n), 1).unwrap();
+    g.bench_function("prequal/pick+drop", |b| {
+        b.iter(|| drop(black_box(prequal.pick(&req))))
+    });
+    g.bench_function("prequal/pick+success", |b| {
+        b.iter(|| black_box(prequal.pick(&req)).unwrap().success(latency))
+    });
+    let p2c = PowerOfTwoChoices::with_seed(backends(n), 1).unwrap();
+    g.bench_function("p2c/pick+drop", |b| {
+        b.iter(|| drop(black_box(p2c.pick(&req))))
     });
     let plain = RoundRobin::new(backends(n)).unwrap();
     g.bench_function("round-robin/pick+drop", |b| {
