@@ -16,10 +16,12 @@
 //! What the paper's parameters are, as far as lbkit's sources go: the paper's abstract (arXiv
 //! 2312.10172; research.google's page for the NSDI'24 paper) confirms the two signals, RIF
 //! and latency, and the asynchronous, reused probes. A third-party write-up of the paper
-//! (a blog post implementing it in Go, "go-prequel") reports `Q_RIF` in [0.6, 0.9]. The
-//! paper's pool size, probing rate, reuse budget and probe age limit could not be confirmed
-//! from text available while writing this module, so no figure here is attributed to the
-//! paper; the defaults below are chosen on their own grounds, given with them.
+//! (a blog post implementing it in Go, "go-prequel") names the HCL rule and reports `Q_RIF`
+//! in [0.6, 0.9]. The rule's details as given above (strictly above the quantile; every
+//! probe hot: the lowest RIF), the paper's pool size, probing rate, reuse budget and probe
+//! age limit could not be checked against the paper's own text while writing this module,
+//! so no figure here is attributed to the paper; the defaults below are chosen on their own
+//! grounds, given with them.
 //!
 //! # What lbkit does: free probes, read live
 //!
@@ -46,7 +48,7 @@
 //!   only after every cold one, by load, then latency.
 //!
 //! Latency estimates are compared as their log scores (ln latency plus a time offset shared
-//! by every backend), so a pick reads no clock and computes no `exp` or `ln`.
+//! by every backend), so the choice reads no clock and computes no `exp` or `ln`.
 //!
 //! Latency first means concentration where load does not push back: with one request at a
 //! time nothing is ever hot, so every pick goes to the fastest backend among its candidates,
@@ -78,7 +80,7 @@
 //! # Defaults
 //!
 //! * `probes` = 8 (between 2 and [`MAX_PROBES`] = 16): with 8 candidates a quantile of 0.75
-//!   can mark up to two hot, so the RIF guard acts on every pick, while a pick reads 8 lines
+//!   can pass over up to two of them for load, while a pick reads 8 lines
 //!   instead of P2C's 2 (`cargo bench --bench pick`, group `report/100`, `prequal/*` beside
 //!   `peak-ewma/*`). More probes find the fastest cold backend more often and cost more per
 //!   pick; fewer make the quantile coarse (with 2 or 3, only the heaviest can be hot).
@@ -92,8 +94,9 @@
 //!
 //! Cost: per pick, one atomic step of the random sequence, `d` alias draws (re-drawn on a
 //! collision, a linear walk if the drawn ones carry most of the weight), 2d relaxed loads, a
-//! sort of at most 16 entries, no allocation and no clock read; per report, as PeakEwma (one
-//! clock read, two `exp`, one `ln`); O(n) per update. Choose it over
+//! sort of at most 16 entries, and no allocation; like PeakEwma's, a pick notes the time it
+//! starts (one clock read), so that a pick dropped or failed counts the time it was held;
+//! per report, as PeakEwma (one clock read, two `exp`, one `ln`); O(n) per update. Choose it over
 //! [`PeakEwma`](crate::PeakEwma) when latency should decide among backends that are not
 //! overloaded, rather than being multiplied by load: PeakEwma trades a fast backend's
 //! latency against its queue continuously, Prequal sends to the fastest until its queue is
