@@ -20,6 +20,8 @@
 //!   `client-side-wrr`: client-side weighted round robin with every backend's reported weight
 //!   known, pick + drop beside weighted round robin's, and pick + in-band load report +
 //!   success (issue #16's target: its pick within 1.5x of weighted round robin's).
+//!   `prequal/*`: Prequal (same estimate as Peak EWMA, 8 candidates per pick) beside Peak
+//!   EWMA, and `p2c/pick+drop` beside both (`prequal` is in the `pick/N` groups too).
 //!
 //! * `steering/100`: per-request steering and caps beside the plain pick of the same policy,
 //!   for round robin and a hashing policy (`HashRing`, keyed requests): `plain`, `avoid2` (a
@@ -62,6 +64,7 @@ mod common;
 
 use common::{two_threads, Padded};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use lbkit::Prequal;
 use lbkit::{Aperture, RendezvousSubset, Subset};
 use lbkit::{Backend, Balancer, LeastConnections, Pick, PowerOfTwoChoices, Random, Request};
 use lbkit::{ClientSideWeightedRoundRobin, LoadReport};
@@ -83,6 +86,8 @@ fn policies() -> Vec<(&'static str, Make)> {
         ("p2c", |b| {
             Box::new(PowerOfTwoChoices::with_seed(b, 1).unwrap())
         }),
+        // Eight weighted draws and their loads and latency scores read per pick (the default).
+        ("prequal", |b| Box::new(Prequal::with_seed(b, 1).unwrap())),
         // Failures as load, with no failure reported: what the option costs a pick.
         ("least-connections+failure_penalty", |b| {
             Box::new(
@@ -212,6 +217,19 @@ fn reports(c: &mut Criterion) {
     });
     g.bench_function("peak-ewma/pick+success", |b| {
         b.iter(|| black_box(ewma.pick(&req)).unwrap().success(latency))
+    });
+    // Prequal keeps the same estimate as Peak EWMA, and probes 8 candidates (its default)
+    // where Peak EWMA and P2C draw 2: the three side by side.
+    let prequal = Prequal::with_seed(backends(n), 1).unwrap();
+    g.bench_function("prequal/pick+drop", |b| {
+        b.iter(|| drop(black_box(prequal.pick(&req))))
+    });
+    g.bench_function("prequal/pick+success", |b| {
+        b.iter(|| black_box(prequal.pick(&req)).unwrap().success(latency))
+    });
+    let p2c = PowerOfTwoChoices::with_seed(backends(n), 1).unwrap();
+    g.bench_function("p2c/pick+drop", |b| {
+        b.iter(|| drop(black_box(p2c.pick(&req))))
     });
     let plain = RoundRobin::new(backends(n)).unwrap();
     g.bench_function("round-robin/pick+drop", |b| {

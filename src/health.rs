@@ -418,8 +418,8 @@ pub enum Failure {
     Error,
     /// The backend answered that it is overloaded (an HTTP 429, a gRPC `RESOURCE_EXHAUSTED`),
     /// perhaps with how long to wait before trying it again. For
-    /// [`PeakEwma`](crate::PeakEwma) the wait, if given, is a latency observation (the
-    /// failure penalty's floor).
+    /// [`PeakEwma`](crate::PeakEwma) and [`Prequal`](crate::Prequal) the wait, if given, is a
+    /// latency observation (the failure penalty's floor).
     Overloaded {
         /// The backend's `Retry-After`, if it sent one.
         retry_after: Option<Duration>,

@@ -33,6 +33,7 @@
 //! | [`LeastConnections`] | fewest in flight per weight | O(n) | long-lived connections |
 //! | [`PowerOfTwoChoices`] | lighter of two weighted draws | O(1) | the default for requests |
 //! | [`PeakEwma`] | cheaper of two by latency x load | O(1) | backends whose latency varies |
+//! | [`Prequal`] | lowest latency of d draws not above a load quantile | O(d) | latency first, load as a guard |
 //! | [`First`] | the first backend with room, in list order | O(1) | few busy backends |
 //! | [`HashRing`] | the key's next point on a weighted ring | O(1) | key affinity under churn |
 //! | [`Maglev`] | the key's slot in a prime-sized table | O(1) | key affinity, fastest lookup |
@@ -60,8 +61,8 @@
 //!   policy ([`docs::tiers`]).
 //! * **Feedback.** [`Pick::success`] and [`Pick::failure`] report outcomes; a
 //!   [`HealthConfig`] (outlier ejection, panic threshold, slow start) acts on them for every
-//!   policy, and [`PeakEwma`] balances on the latencies. Backends' own load reports
-//!   ([`LoadReport`]) weigh [`ClientSideWeightedRoundRobin`]'s turns.
+//!   policy, and [`PeakEwma`] and [`Prequal`] balance on the latencies. Backends' own load
+//!   reports ([`LoadReport`]) weigh [`ClientSideWeightedRoundRobin`]'s turns.
 //! * **Steering and caps.** A [`Request`] can [`avoid`](Request::avoid) backends (a retry
 //!   not sent back where it failed) and [`prefer`](Request::prefer) one (a sticky session);
 //!   a [`Backend`] can have a hard cap on picks held at once
@@ -137,6 +138,7 @@ pub use report::{LoadReport, LoadSignal};
 pub use request::{Request, MAX_COST};
 pub use spread::{ClientSideWeightedRoundRobin, WeightedRoundRobin, SCHEDULE_LIMIT};
 pub use spread::{First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
+pub use spread::{Prequal, PrequalConfig};
 pub use status::{FailureCounts, Status};
 pub use subset::{Aperture, RendezvousSubset, Subset};
 pub use topology::Topology;

@@ -181,7 +181,8 @@ impl Status {
     }
 
     /// The policy's latency estimate for the backend now, where one is kept: the peak-EWMA
-    /// cost of [`PeakEwma`](crate::PeakEwma), decayed to now; `None` for every other policy.
+    /// cost of [`PeakEwma`](crate::PeakEwma) and [`Prequal`](crate::Prequal), decayed to now;
+    /// `None` for every other policy.
     pub fn latency(&self) -> Option<Duration> {
         self.latency
     }

@@ -124,10 +124,13 @@ fn check_shares(
         let (n, tolerance) = picks_and_tolerance(policy);
         let mut got = shares(&count(&*lb, policy, n));
         let mut expected = expected.to_vec();
-        if policy.name == "First" {
-            // First sends a group's traffic to its first backend in list order: only the
-            // shares of the levels and kinds are its business, not the split inside a level
-            // in panic between its healthy and down backends.
+        if policy.name == "First" || policy.name == "Prequal" {
+            // First sends a group's traffic to its first backend in list order, Prequal to
+            // the candidate with the lowest latency estimate (on the system clock that
+            // `set_health_config` installs, each dropped pick teaches it the microseconds it
+            // was held, so it favours the backends it happened to measure): only the
+            // shares of the levels and kinds are their business, not the split inside a
+            // level in panic between its healthy and down backends.
             let merge = |(l, k): (usize, char)| (l, if k == 'x' { 'h' } else { k });
             got = got.into_iter().fold(BTreeMap::new(), |mut m, (k, v)| {
                 *m.entry(merge(k)).or_default() += v;

@@ -15,14 +15,15 @@
 //! [`Pick`](crate::Pick) ends in one of three ways, and each releases its in-flight slot:
 //!
 //! * [`pick.success(latency)`](crate::Pick::success): resets the backend's run of failures,
-//!   and feeds its latency estimate if the policy keeps one ([`PeakEwma`](crate::PeakEwma))
-//!   and soft health's latency average if it is on.
+//!   and feeds its latency estimate if the policy keeps one ([`PeakEwma`](crate::PeakEwma),
+//!   [`Prequal`](crate::Prequal)) and soft health's latency average if it is on.
 //! * [`pick.failure()`](crate::Pick::failure) (or [`failure_of`](crate::Pick::failure_of),
 //!   saying what kind): one more failure in a row; enough of them eject the backend if
-//!   outlier detection is configured. For `PeakEwma` it is a latency of at least its failure
-//!   penalty; for least connections and P2C with a failure penalty, a request in flight that
-//!   fades (below).
-//! * dropping it: reports nothing (`PeakEwma` takes the time it was held as a latency).
+//!   outlier detection is configured. For `PeakEwma` and `Prequal` it is a latency of at
+//!   least their failure penalty; for least connections and P2C with a failure penalty, a
+//!   request in flight that fades (below).
+//! * dropping it: reports nothing (`PeakEwma` and `Prequal` take the time it was held as a
+//!   latency).
 //!
 //! ```
 //! use std::time::{Duration, Instant};

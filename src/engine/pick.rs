@@ -17,9 +17,10 @@ use crate::health::Failure;
 ///
 /// **Timeouts and cancellations.** A pick dropped without [`success`](Pick::success) (your
 /// timeout fired, the request was cancelled, the response future was dropped) only releases
-/// its slot for every policy but [`PeakEwma`](crate::PeakEwma), which also takes the time
-/// the pick was held as a latency observation (as tower's PeakEwma does), so a backend that
-/// hangs looks as slow as your timeout, never faster; the same for
+/// its slot for every policy but [`PeakEwma`](crate::PeakEwma) and
+/// [`Prequal`](crate::Prequal), which also take the time the pick was held as a latency
+/// observation (as tower's PeakEwma does), so a backend that hangs looks as slow as your
+/// timeout, never faster; the same for
 /// [`failure`](Pick::failure). Outlier ejection counts only `failure()`: report a timeout as
 /// a failure for it to count.
 ///
@@ -125,7 +126,7 @@ impl<T> Pick<T> {
 
     /// Reports that the request succeeded after `latency`, and releases the slot. Resets the
     /// backend's run of failures, and feeds its latency estimate if the policy keeps one
-    /// ([`PeakEwma`](crate::PeakEwma)).
+    /// ([`PeakEwma`](crate::PeakEwma), [`Prequal`](crate::Prequal)).
     pub fn success(mut self, latency: std::time::Duration) {
         self.entry.state.report_success(latency);
         self.started = UNTRACKED;
@@ -134,8 +135,9 @@ impl<T> Pick<T> {
     /// Reports that the request failed with an error answer ([`Failure::Error`]), and
     /// releases the slot: the same as `failure_of(Failure::Error)`. Failures eject the
     /// backend if outlier detection is configured ([`HealthConfig`](crate::HealthConfig)). For
-    /// [`PeakEwma`](crate::PeakEwma), the failure is a latency observation of the time the
-    /// pick was held or the policy's failure penalty (5 s by default), whichever is more.
+    /// [`PeakEwma`](crate::PeakEwma) and [`Prequal`](crate::Prequal), the failure is a
+    /// latency observation of the time the pick was held or the policy's failure penalty (5 s
+    /// by default), whichever is more.
     pub fn failure(self) {
         self.failure_of(Failure::Error);
     }
@@ -144,8 +146,9 @@ impl<T> Pick<T> {
     ///
     /// A kind that outlier detection counts ([`OutlierDetection::counted`]; all but
     /// [`Failure::Overloaded`] by default) is a failure for every ejection rule; another kind
-    /// is a success for them. Every kind is a failure for [`PeakEwma`](crate::PeakEwma)'s
-    /// estimate (as [`failure`](Pick::failure) says), and an overload answer's `retry_after`
+    /// is a success for them. Every kind is a failure for the latency estimate of
+    /// [`PeakEwma`](crate::PeakEwma) and [`Prequal`](crate::Prequal) (as
+    /// [`failure`](Pick::failure) says), and an overload answer's `retry_after`
     /// is a floor on that observation too.
     ///
     /// ```

@@ -66,7 +66,7 @@
 //! | `lbkit_eligible` | gauge | `balancer`, `backend` | 1 if the backend can take new picks |
 //! | `lbkit_ejected` | gauge | `balancer`, `backend` | 1 while ejected |
 //! | `lbkit_soft_health` | gauge | `balancer`, `backend` | the soft-health multiplier, in `[floor, 1]` |
-//! | `lbkit_latency_seconds` | gauge | `balancer`, `backend` | the latency estimate ([`PeakEwma`](crate::PeakEwma) only) |
+//! | `lbkit_latency_seconds` | gauge | `balancer`, `backend` | the latency estimate ([`PeakEwma`](crate::PeakEwma) and [`Prequal`](crate::Prequal) only) |
 //! | `lbkit_table_share` | gauge | `balancer`, `backend` | ring points or Maglev slots owned (hashing tables only) |
 //! | `lbkit_table_share_min`, `lbkit_table_share_max` | gauge | `balancer` | their least and most over the set (Envoy's `min/max_hashes_per_host`) |
 //! | `lbkit_backends` | gauge | `balancer` | members of the set (or the subset) |

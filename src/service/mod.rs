@@ -128,7 +128,8 @@
 //!    preference order: the ring walk for [`HashRing`](crate::HashRing), the next-best for
 //!    the others) whose inner service is ready. A slow backend is skipped, never waited on.
 //! 3. The [`Pick`] is held by the [`ResponseFuture`] until the inner response future
-//!    completes, so least connections, P2C, [`PeakEwma`](crate::PeakEwma) and bounded loads
+//!    completes, so least connections, P2C, [`PeakEwma`](crate::PeakEwma),
+//!    [`Prequal`](crate::Prequal) and bounded loads
 //!    see the real load. On completion the pick reports [`Pick::success`] with the latency
 //!    (measured on the [`Clock`] given to [`Balance::with_clock`]) or a failure
 //!    ([`Pick::failure_of`]): an `Err` of the inner service is a local-origin failure (no

@@ -15,9 +15,10 @@
 //! | [`LeastConnections`] | fewest in flight per unit of weight, ties in turn | O(n) | long-lived connections, small sets |
 //! | [`PowerOfTwoChoices`] | the lighter of two weighted draws | O(1) | the default for requests |
 //! | [`PeakEwma`] | the cheaper of two weighted draws by latency x (in flight + 1) / weight | O(1) | backends whose latency changes |
+//! | [`Prequal`] | of d weighted draws (8 by default), the lowest latency among those not above a quantile of in flight / weight | O(d) | latency first, load as a guard |
 //! | [`First`] | the first eligible backend with room, in list order | O(1), O(k) past k full | as few busy backends as possible |
 //!
-//! Only [`LeastConnections`], [`PowerOfTwoChoices`] and [`PeakEwma`] see load: with backends that are not perfectly alike, or whose speed
+//! Only [`LeastConnections`], [`PowerOfTwoChoices`], [`PeakEwma`] and [`Prequal`] see load: with backends that are not perfectly alike, or whose speed
 //! changes without their weight saying so, prefer them (the simulator's README,
 //! `examples/simulate/README.md`, shows by how much). Each module below explains its
 //! algorithm, where it comes from, its cost and when to choose it. [`First`] is the one
@@ -29,6 +30,7 @@ pub mod first;
 pub mod least_connections;
 pub mod peak_ewma;
 pub mod power_of_two;
+pub mod prequal;
 pub mod random;
 pub mod round_robin;
 mod schedule;
@@ -41,6 +43,7 @@ pub use first::{First, FirstConfig};
 pub use least_connections::{LeastConnections, LeastConnectionsConfig};
 pub use peak_ewma::{PeakEwma, PeakEwmaConfig};
 pub use power_of_two::{PowerOfTwoChoices, PowerOfTwoChoicesConfig};
+pub use prequal::{Prequal, PrequalConfig};
 pub use random::{Random, RandomConfig};
 pub use round_robin::{RoundRobin, RoundRobinConfig};
 pub use weighted_round_robin::{WeightedRoundRobin, WeightedRoundRobinConfig, SCHEDULE_LIMIT};

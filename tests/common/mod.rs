@@ -22,8 +22,8 @@
 
 use lbkit::{Backend, Balancer, Error, Health, HealthConfig, ManualClock, Status, Topology};
 use lbkit::{
-    ClientSideWeightedRoundRobin, First, LeastConnections, PeakEwma, PowerOfTwoChoices, Random,
-    RoundRobin, WeightedRoundRobin,
+    ClientSideWeightedRoundRobin, First, LeastConnections, PeakEwma, PowerOfTwoChoices, Prequal,
+    Random, RoundRobin, WeightedRoundRobin,
 };
 use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
 
@@ -105,6 +105,15 @@ fn peak_ewma<T: Send + Sync + 'static>(
     seed: u64,
 ) -> Result<PeakEwma<T>, Error> {
     PeakEwma::builder()
+        .seed(seed)
+        .health(HealthConfig::new().clock(ManualClock::new()))
+        .build(b)
+}
+
+/// Prequal on a clock of its own that stands still, as [`peak_ewma`] and for the same
+/// reason: it keeps the same latency estimate.
+fn prequal<T: Send + Sync + 'static>(b: Vec<Backend<T>>, seed: u64) -> Result<Prequal<T>, Error> {
+    Prequal::builder()
         .seed(seed)
         .health(HealthConfig::new().clock(ManualClock::new()))
         .build(b)
@@ -345,6 +354,7 @@ pub const POLICIES: &[Policy] = &[
         Oracle::PowerOfTwoChoices
     ),
     policy!("PeakEwma", peak_ewma, seeded, Oracle::PeakEwma),
+    policy!("Prequal", prequal, seeded, Oracle::None),
     // Failures as load: the exact in-flight oracles hold until a failure is reported (the
     // suites that check oracles report none); tests/failure_load.rs checks the penalty.
     policy!(
