@@ -10,7 +10,7 @@ use std::time::Duration;
 use lbkit::{Backend, Balancer, Builder, Error, HealthConfig, ManualClock};
 use lbkit::{ClientSideWeightedRoundRobin, WeightedRoundRobin};
 use lbkit::{HashRing, JumpHash, Maglev, Preset, PresetRing, Rendezvous};
-use lbkit::{LeastConnections, PeakEwma, PowerOfTwoChoices, Random, RoundRobin};
+use lbkit::{LeastConnections, PeakEwma, PowerOfTwoChoices, Prequal, Random, RoundRobin};
 
 /// How a program asks for a policy beyond its backends.
 #[derive(Debug, Clone, Default)]
@@ -60,9 +60,7 @@ pub struct Policy<T> {
 
 /// Every policy, in the order the programs list them.
 ///
-/// To add a policy, add one entry here. (`lbkit::Prequal`, landing from another branch, joins
-/// as `prequal`, after `peak-ewma`: `simulate --reports` already lists that name and runs it
-/// once it is here.)
+/// To add a policy, add one entry here.
 /// The row of a hashing policy that takes a load bound: its builder, with `Options::bound`
 /// and `Options::seed` applied when given.
 macro_rules! hashing {
@@ -158,6 +156,21 @@ pub fn table<T: Send + Sync + 'static>() -> Vec<Policy<T>> {
             bounded: false,
             build: |b, o| {
                 let mut builder = common(PeakEwma::builder(), &o);
+                if let Some(seed) = o.seed {
+                    builder = builder.seed(seed);
+                }
+                if let Some(penalty) = o.failure_penalty {
+                    builder = builder.failure_penalty(penalty);
+                }
+                boxed(builder.build(b)?, &o)
+            },
+        },
+        Policy {
+            name: "prequal",
+            hashing: false,
+            bounded: false,
+            build: |b, o| {
+                let mut builder = common(Prequal::builder(), &o);
                 if let Some(seed) = o.seed {
                     builder = builder.seed(seed);
                 }
