@@ -257,14 +257,18 @@ pub trait Balancer<T>: Send + Sync {
     /// name; then nothing changes.
     fn set_topology(&self, topology: Topology) -> Result<(), Error>;
 
-    /// Takes a backend's report of its own load ([`LoadReport`]), out of band or from a
-    /// response: the latest report of each backend is kept, with the time it came (the
-    /// balancer's clock). Today its utilisation feeds
-    /// [`Topology::load_aware_reported`](crate::Topology::load_aware_reported); without that
-    /// topology it is kept and does nothing.
+    /// Takes a backend's report of its own load ([`LoadReport`]), out of band (a stream the
+    /// caller owns; for the report that came with a pick's answer, [`Pick::report_load`]
+    /// needs no lookup). What each backend reported last is kept, with the time it came (the
+    /// balancer's clock), for what reads it: its utilisation for
+    /// [`Topology::load_aware_reported`](crate::Topology::load_aware_reported), its qps,
+    /// errors and utilisation for [`ClientSideWeightedRoundRobin`]'s weight, its load for a
+    /// [`LoadSignal`] other than the default. A figure nothing reads is kept and does
+    /// nothing.
     ///
-    /// Cost: a lookup of the id in the current snapshot, a clock read and two relaxed stores
-    /// (for a backend outside the subset, under the writer lock).
+    /// Cost: a lookup of the id in the current snapshot, a clock read and a few atomic stores
+    /// on the backend's own line, no lock (for a backend outside the subset, under the
+    /// writer lock).
     ///
     /// # Errors
     /// [`Error::UnknownId`] for an id not in the set, [`Error::InvalidReport`] for a field out

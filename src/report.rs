@@ -74,13 +74,14 @@ pub enum LoadSignal {
     #[default]
     InFlight,
     /// The backends' reported load ([`LoadReport::load`]); requests in flight break ties (a
-    /// reported load of 1 outweighs a million of them). A backend that has not reported
+    /// reported load of 1 weighs as 2^20 of them, so up to a million they only break ties). A backend that has not reported
     /// counts 0. Between reports every pick sees the same figures, so prefer
     /// [`Combined`](Self::Combined) when reports are seconds apart and requests many: a
     /// backend's own picks then count at once.
     Reported,
     /// Requests in flight plus `per_unit` x the reported load: a reported load of 1 counts
-    /// as `per_unit` requests in flight (finite, above 0, at most 2^20).
+    /// as `per_unit` requests in flight (from 2^-20 to 2^20, kept to one part in 8,192; a
+    /// value outside is an error at `build`).
     Combined {
         /// Requests in flight one unit of reported load counts as.
         per_unit: f64,
@@ -88,20 +89,23 @@ pub enum LoadSignal {
 }
 
 impl LoadSignal {
-    /// The weight of a reported [`LOAD_UNIT`] in loads, in 2^-16 (0: not compared), or an
+    /// The weight of a reported [`LOAD_UNIT`] in loads, in 2^-32 (0: not compared), or an
     /// error for a `per_unit` out of range.
     pub(crate) fn factor(self) -> Result<u64, crate::Error> {
+        const SCALE: f64 = 4_294_967_296.0; // 2^32
         match self {
             LoadSignal::InFlight => Ok(0),
-            LoadSignal::Reported => Ok(1 << 36),
+            LoadSignal::Reported => Ok(1 << 52),
             LoadSignal::Combined { per_unit } => {
-                if !(per_unit.is_finite() && per_unit > 0.0 && per_unit <= (1u64 << 20) as f64) {
+                let (least, most) = (1.0 / (1u64 << 20) as f64, (1u64 << 20) as f64);
+                if !(per_unit.is_finite() && (least..=most).contains(&per_unit)) {
                     return Err(crate::Error::config(
                         "load_signal",
-                        format!("per_unit {per_unit} is not finite, above 0 and at most 2^20"),
+                        format!("per_unit {per_unit} is not finite and within 2^-20 to 2^20"),
                     ));
                 }
-                Ok(((per_unit * 65_536.0).round() as u64).max(1))
+                // At least 2^12 and at most 2^52: kept to one part in 2^13 or better.
+                Ok((per_unit * SCALE).round() as u64)
             }
         }
     }
@@ -147,7 +151,8 @@ impl LoadReport {
     /// sessions, ...), lower is better: what [`LeastConnections`](crate::LeastConnections)
     /// and [`PowerOfTwoChoices`](crate::PowerOfTwoChoices) compare under
     /// [`LoadSignal::Reported`] or [`LoadSignal::Combined`]. It stands until the next report
-    /// for the backend (kept up to 2^40).
+    /// for the backend, or until the backend leaves the set (kept up to 2^40, exactly to
+    /// 1/1024; compared without overflow over that whole range).
     #[must_use]
     pub fn load(mut self, load: f64) -> Self {
         self.load = Some(load);

@@ -774,9 +774,16 @@ impl<T, P: Policy<T>> Core<T, P> {
         // settings are restored if the build fails, so that nothing changes on error.
         let saved: Vec<_> = revived.iter().map(|s| s.revive(now, ramp)).collect();
         let before: Vec<Health> = given.iter().map(|(s, _)| s.health()).collect();
-        for (state, health) in &given {
-            state.set_health(*health);
-        }
+        // Set up again after `Down`: its reports start a new run (see `set_health`).
+        let pending: Vec<Option<bool>> = given
+            .iter()
+            .zip(&before)
+            .map(|((state, health), &was)| {
+                state.set_health(*health);
+                (was == Health::Down && *health != Health::Down)
+                    .then(|| state.report_weight_ready())
+            })
+            .collect();
         // The subset of the new set (the rule was checked when it was set).
         let selection = writer.subset.select(members.iter().map(|e| &*e.id));
         let universe: Box<[Arc<Entry<T>>]> = members.into();
@@ -790,8 +797,11 @@ impl<T, P: Policy<T>> Core<T, P> {
             Err(e) => {
                 writer.universe = old_universe;
                 writer.selection = old_selection;
-                for ((state, _), health) in given.iter().zip(before).rev() {
+                for (((state, _), health), pending) in given.iter().zip(before).zip(pending).rev() {
                     state.set_health(health);
+                    if let Some(pending) = pending {
+                        state.undo_ready(pending);
+                    }
                 }
                 for (state, saved) in revived.iter().zip(saved) {
                     state.undo_revive(saved);
@@ -882,12 +892,11 @@ impl<T, P: Policy<T>> Core<T, P> {
         let now = self.feedback.now_ns();
         let watched = self.before(&current);
         state.set_health(health);
+        // Ready again after `Down`: its reports start a new run (a blackout, with one), in
+        // the snapshot built now.
+        let pending = (before == Health::Down).then(|| state.report_weight_ready());
         match self.rebuild(&writer, &current, now) {
             Ok(snapshot) => {
-                if before == Health::Down {
-                    // Ready again: reports must weigh it anew (a blackout, with one).
-                    state.report_weight_ready();
-                }
                 publish_caps(&snapshot);
                 self.enqueue(changes(watched, &snapshot, None));
                 self.current.store(Arc::new(snapshot));
@@ -897,6 +906,9 @@ impl<T, P: Policy<T>> Core<T, P> {
             }
             Err(e) => {
                 state.set_health(before);
+                if let Some(pending) = pending {
+                    state.undo_ready(pending);
+                }
                 Err(e)
             }
         }
@@ -1011,6 +1023,10 @@ impl<T, P: Policy<T>> Core<T, P> {
         for e in writer.universe.iter() {
             let s = &e.state;
             if new_clock || config.outlier_detection.is_none() {
+                if s.ejected_until() != 0 && !new_clock {
+                    // Its ejection ends here: ready again, as when one runs out.
+                    let _ = s.report_weight_ready();
+                }
                 s.forget_ejections();
             }
             if new_clock || new_threshold {

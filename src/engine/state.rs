@@ -286,6 +286,7 @@ pub(crate) struct Revival {
     reported_utilisation: u32,
     report_weight: [u64; 3],
     reported_load: u64,
+    restart: bool,
 }
 
 /// One backend's counters. Fields written only by the writer (under its lock) are marked so.
@@ -388,6 +389,9 @@ struct Reports {
     weight: [AtomicU64; 3],
     /// The latest reported load ([`LoadReport::load`]), in [`LOAD_UNIT`](crate::report::LOAD_UNIT)s; 0 if none.
     load: AtomicU64,
+    /// Set by the writer when the backend is ready again: the next report starts a new run
+    /// (see [`State::report_weight_ready`]).
+    restart: AtomicBool,
 }
 
 /// Picks of one backend between two nudges (see [`State::counted`]); a power of two.
@@ -482,11 +486,13 @@ impl State {
         // Relaxed: see `set_reported_utilisation`.
         self.reports.utilisation.store(NO_REPORT, Ordering::Relaxed);
         self.store_report_weight(BackendWeight::new());
-        self.reports.load.store(0, Ordering::Relaxed);
+        // Relaxed: writer only (no report of the old clock is pending a restart any more).
+        self.reports.restart.store(false, Ordering::Relaxed);
+        // The reported load carries no time: it stands.
     }
 
-    /// Takes a load report (checked) that came at `now`: its utilisation, and the weight it
-    /// gives when the policy weighs backends by reports.
+    /// Takes a load report (checked) that came at `now`: its utilisation, its load, and the
+    /// weight it gives when the policy weighs backends by reports.
     pub(crate) fn take_report(&self, report: &LoadReport, now: u64) {
         if let Some(ppm) = report.utilization_ppm() {
             self.set_reported_utilisation(ppm, now);
@@ -498,7 +504,16 @@ impl State {
         if let Some(config) = &self.feedback.report_weights {
             let (qps, eps, utilization) = report.weight_inputs();
             let mut weight = self.report_weight();
-            if weight.on_report(qps, eps, utilization, now, config) {
+            // A restart the writer asked for is taken by the report that clears the flag (a
+            // report racing with the request leaves it set for the next one): never lost.
+            // Relaxed load first, so that reports do not write the line for nothing; the
+            // swap's Acquire pairs with the writer's Release (nothing else rides on it).
+            let restart = self.reports.restart.load(Ordering::Relaxed)
+                && self.reports.restart.swap(false, Ordering::Acquire);
+            if restart {
+                weight.on_ready();
+            }
+            if weight.on_report(qps, eps, utilization, now, config) || restart {
                 self.store_report_weight(weight);
             }
         }
@@ -511,39 +526,57 @@ impl State {
         self.reports.load.load(Ordering::Relaxed)
     }
 
-    /// The weight reports give at `now` (0: unknown; see [`BackendWeight::weight`]).
+    /// The weight reports give at `now` (0: unknown; see [`BackendWeight::weight`]); while a
+    /// restart is pending ([`report_weight_ready`](State::report_weight_ready)), the weight
+    /// of a run that has not begun.
     pub(crate) fn reported_weight(&self, now: u64, config: &WeightConfig) -> f64 {
-        self.report_weight().weight(now, config)
+        let mut weight = self.report_weight();
+        // Relaxed: the writer reads its own store, or a report's clear (after which the
+        // fields hold the new run).
+        if self.reports.restart.load(Ordering::Relaxed) {
+            weight.on_ready();
+        }
+        weight.weight(now, config)
     }
 
     /// Writer only: the backend became ready again (it came back up, or its ejection ended):
-    /// the blackout of its reports starts over (A58's `OnSubchannelBecomesReady`).
-    pub(crate) fn report_weight_ready(&self) {
+    /// the blackout of its reports starts over with the next report (A58's
+    /// `OnSubchannelBecomesReady`), and until then its weight is that of a run not begun.
+    /// Returns whether a restart was pending already, for [`State::undo_ready`].
+    pub(crate) fn report_weight_ready(&self) -> bool {
+        // Release: pairs with the Acquire of the report that takes the restart.
+        self.feedback.report_weights.is_some() && self.reports.restart.swap(true, Ordering::Release)
+    }
+
+    /// Writer only: undoes [`report_weight_ready`](State::report_weight_ready), given what
+    /// it returned (a failed update).
+    pub(crate) fn undo_ready(&self, was_pending: bool) {
         if self.feedback.report_weights.is_some() {
-            let mut weight = self.report_weight();
-            weight.on_ready();
-            self.store_report_weight(weight);
+            // Relaxed: see `reported_weight`.
+            self.reports.restart.store(was_pending, Ordering::Relaxed);
         }
     }
 
     fn report_weight(&self) -> BackendWeight {
-        // Relaxed: two reports racing may interleave their fields, which gives one of their
-        // weights with times from either: each field is a value some report wrote, as an
-        // EWMA's lost update is (grpc-go takes a lock per backend here; a report here stays
-        // lock-free).
-        BackendWeight::from_bits(
-            self.reports
-                .weight
-                .each_ref()
-                .map(|w| w.load(Ordering::Relaxed)),
-        )
+        // `last_updated` first, with Acquire: it pairs with the Release of the report that
+        // stored it, so the run's start read after it is that report's or a later one's (a
+        // report after an expiry starts a new run: never an old start with a fresh update).
+        // Relaxed for the rest: two reports racing may interleave their weights, each a
+        // value one of them wrote, as an EWMA's lost update (grpc-go takes a lock per
+        // backend here; a report here stays lock-free).
+        let [weight, since, updated] = &self.reports.weight;
+        let updated = updated.load(Ordering::Acquire);
+        let since = since.load(Ordering::Relaxed);
+        let weight = weight.load(Ordering::Relaxed);
+        BackendWeight::from_bits([weight, since, updated])
     }
 
     fn store_report_weight(&self, weight: BackendWeight) {
-        // Relaxed: see `report_weight`.
-        for (field, bits) in self.reports.weight.iter().zip(weight.to_bits()) {
-            field.store(bits, Ordering::Relaxed);
-        }
+        // `last_updated` last, with Release: see `report_weight`.
+        let [w, since, updated] = weight.to_bits();
+        self.reports.weight[0].store(w, Ordering::Relaxed);
+        self.reports.weight[1].store(since, Ordering::Relaxed);
+        self.reports.weight[2].store(updated, Ordering::Release);
     }
 
     /// The latest reported utilisation (parts per million) and when it came, if any.
@@ -768,7 +801,8 @@ impl State {
         if ramp {
             self.restart_ramp(at);
         }
-        self.report_weight_ready();
+        // Ready again: its reports start a new run (whether one was pending is moot here).
+        let _ = self.report_weight_ready();
     }
 
     /// Writer only: forgets every ejection, past and present (outlier detection switched off,
@@ -819,6 +853,7 @@ impl State {
                 .each_ref()
                 .map(|w| w.swap(0, Ordering::Relaxed)),
             reported_load: self.reports.load.swap(0, Ordering::Relaxed),
+            restart: self.reports.restart.swap(false, Ordering::Relaxed),
         };
         self.set_health(Health::Up);
         self.set_soft_weight(FULL_SOFT_WEIGHT);
@@ -854,6 +889,7 @@ impl State {
         self.reports
             .load
             .store(saved.reported_load, Ordering::Relaxed);
+        self.reports.restart.store(saved.restart, Ordering::Relaxed);
     }
 
     /// Writer only: forgets recent failures as load (after the clock changed: their stamp

@@ -24,6 +24,33 @@ pub(crate) fn lighter(a_load: u64, a_weight: u64, b_load: u64, b_weight: u64) ->
     u128::from(a_load) * u128::from(b_weight) < u128::from(b_load) * u128::from(a_weight)
 }
 
+/// A load in the units one pick compares: requests in flight as they are (`u64`), or with
+/// failures or a reported load in [`FAILURE_UNIT`]s (`u128`: a reported load reaches 2^71).
+pub(crate) trait Load: Copy + PartialEq {
+    /// No load: nothing is lighter.
+    const ZERO: Self;
+    /// Whether `self / weight` is below `other / other_weight`, exactly.
+    fn lighter(self, weight: u64, other: Self, other_weight: u64) -> bool;
+}
+
+impl Load for u64 {
+    const ZERO: Self = 0;
+    #[inline]
+    fn lighter(self, weight: u64, other: Self, other_weight: u64) -> bool {
+        lighter(self, weight, other, other_weight)
+    }
+}
+
+impl Load for u128 {
+    const ZERO: Self = 0;
+    /// Loads below 2^72 and effective weights below 2^42 (see `MAX_BACKENDS`) multiply
+    /// within 2^114; saturating keeps any larger product ordered as the largest.
+    #[inline]
+    fn lighter(self, weight: u64, other: Self, other_weight: u64) -> bool {
+        self.saturating_mul(u128::from(other_weight)) < other.saturating_mul(u128::from(weight))
+    }
+}
+
 /// A failure penalty as configured: `None` (off) or at least 1 ms (the resolution of the
 /// time kept with recent failures).
 pub(crate) fn check_failure_penalty(penalty: Option<Duration>) -> Result<Option<Duration>, Error> {
@@ -43,7 +70,7 @@ pub(crate) fn check_failure_penalty(penalty: Option<Duration>) -> Result<Option<
 /// has recent failures).
 pub(crate) struct Loads {
     failures: bool,
-    /// The weight of a reported [`LOAD_UNIT`](crate::report::LOAD_UNIT), in 2^-16
+    /// The weight of a reported [`LOAD_UNIT`](crate::report::LOAD_UNIT), in 2^-32
     /// ([`LoadSignal::factor`]); 0: reports are not compared.
     reported: u64,
     now_ms: Cell<Option<u64>>,
@@ -60,14 +87,11 @@ impl Loads {
         }
     }
 
-    /// The load of `state`, in units consistent across one pick.
+    /// The load of `state`, in units consistent across one pick: [`FAILURE_UNIT`]s of one
+    /// request in flight (below 2^72: 2^42 for the work held, 2^71 for a reported load).
     #[inline]
-    pub(crate) fn of(&self, state: &State) -> u64 {
-        let in_flight = state.in_flight() as u64;
-        if !self.failures && self.reported == 0 {
-            return in_flight;
-        }
-        let mut load = in_flight.saturating_mul(FAILURE_UNIT);
+    pub(crate) fn of(&self, state: &State) -> u128 {
+        let mut load = u128::from(state.in_flight() as u64) * u128::from(FAILURE_UNIT);
         if self.failures {
             let recent = state.failure_load(|| match self.now_ms.get() {
                 Some(now) => now,
@@ -77,19 +101,15 @@ impl Loads {
                     now
                 }
             });
-            load = load.saturating_add(recent);
+            load += u128::from(recent);
         }
         if self.reported != 0 {
-            // At most 2^50 x 2^36 before the shift: fits in u128.
-            let reported = (u128::from(state.reported_load()) * u128::from(self.reported)) >> 16;
-            load = load.saturating_add(u64::try_from(reported).unwrap_or(u64::MAX));
+            // At most 2^50 x 2^52 before the shift: 2^70 after.
+            load += (u128::from(state.reported_load()) * u128::from(self.reported)) >> 32;
         }
         load
     }
 }
-
-// A reported load of 1 weighs as one request in flight before `LoadSignal`'s factor.
-const _: () = assert!(crate::report::LOAD_UNIT == FAILURE_UNIT);
 
 /// What the load of a backend is made of for [`LeastConnections`](crate::LeastConnections)
 /// and [`PowerOfTwoChoices`](crate::PowerOfTwoChoices): their failure penalty and load
@@ -147,8 +167,12 @@ pub(crate) struct InFlightPerWeight {
 impl Cost for InFlightPerWeight {
     #[inline]
     fn lighter(&self, a: &Eligible, b: &Eligible) -> bool {
+        if self.signal.is_plain() {
+            let (a_load, b_load) = (a.state.in_flight() as u64, b.state.in_flight() as u64);
+            return lighter(a_load, a.weight, b_load, b.weight);
+        }
         let loads = Loads::new(&self.signal);
-        lighter(loads.of(&a.state), a.weight, loads.of(&b.state), b.weight)
+        Load::lighter(loads.of(&a.state), a.weight, loads.of(&b.state), b.weight)
     }
 
     fn failure_load(&self) -> Option<Duration> {

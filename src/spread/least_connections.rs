@@ -38,7 +38,7 @@ use crate::engine::state::State;
 use crate::error::Error;
 use crate::report::LoadSignal;
 use crate::request::Request;
-use crate::spread::choice::{lighter, Loads, Signal};
+use crate::spread::choice::{Load, Loads, Signal};
 
 /// Weighted least connections, ties broken round-robin.
 ///
@@ -155,10 +155,10 @@ impl FewestInFlight {
     /// scanning from `start`: the first of the lightest in scan order. An idle backend
     /// cannot be beaten, so the scan stops there.
     #[inline]
-    fn scan(
+    fn scan<L: Load>(
         eligible: &[Eligible],
         start: usize,
-        load: impl Fn(&State) -> u64,
+        load: impl Fn(&State) -> L,
         accept: impl Fn(usize) -> bool,
     ) -> Option<usize> {
         let n = eligible.len();
@@ -166,7 +166,7 @@ impl FewestInFlight {
         let mut best = order.find(|&p| accept(eligible[p].index))?;
         let (mut best_load, mut best_weight) = (load(&eligible[best].state), eligible[best].weight);
         for p in order {
-            if best_load == 0 {
+            if best_load == L::ZERO {
                 break;
             }
             let e = &eligible[p];
@@ -174,7 +174,7 @@ impl FewestInFlight {
                 continue;
             }
             let load = load(&e.state);
-            if lighter(load, e.weight, best_load, best_weight) {
+            if load.lighter(e.weight, best_load, best_weight) {
                 (best, best_load, best_weight) = (p, load, e.weight);
             }
         }
@@ -232,7 +232,7 @@ impl<T> Policy<T> for FewestInFlight {
         let start = (self.cursor.next() % len as u64) as usize;
         // Read every count once, then order by load, ties by distance from the rotating start.
         let loads = Loads::new(&self.signal);
-        let mut order: Vec<(usize, u64, u64)> = (0..len)
+        let mut order: Vec<(usize, u128, u64)> = (0..len)
             .map(|k| (start + k) % len)
             .filter(|&p| accept(snap.eligible[p].index))
             .map(|p| {
@@ -244,9 +244,9 @@ impl<T> Policy<T> for FewestInFlight {
             })
             .collect();
         order.sort_by(|a, b| {
-            if lighter(a.1, a.2, b.1, b.2) {
+            if a.1.lighter(a.2, b.1, b.2) {
                 std::cmp::Ordering::Less
-            } else if lighter(b.1, b.2, a.1, a.2) {
+            } else if b.1.lighter(b.2, a.1, a.2) {
                 std::cmp::Ordering::Greater
             } else {
                 std::cmp::Ordering::Equal

@@ -4,7 +4,7 @@
 //! either the backends' own or those their load reports give
 //! ([`ClientSideWeightedRoundRobin`](crate::ClientSideWeightedRoundRobin)).
 
-use crate::engine::orca::{schedule_weights, WeightConfig};
+use crate::engine::orca::{schedule_weights, WeightConfig, MAX_SCHEDULE_WEIGHT};
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Snapshot, View};
@@ -141,9 +141,17 @@ fn reported_weights<T>(view: &View<'_, T>, config: &WeightConfig) -> Vec<u64> {
         .map(|e| e.state.reported_weight(view.now, config))
         .collect();
     let scheduled = schedule_weights(&reported);
+    // Round robin (fewer than two known weights) as equal weights of the full scale, so that
+    // what the rules leave of each (a ramp just begun, say) still shows in the shares: 1 x a
+    // fraction would round back to 1.
+    let weights = if scheduled.round_robin {
+        vec![MAX_SCHEDULE_WEIGHT; view.eligible.len()]
+    } else {
+        scheduled.weights
+    };
     view.eligible
         .iter()
-        .zip(scheduled.weights)
+        .zip(weights)
         .map(|(e, w)| {
             let full = u128::from(view.members[e.index].weight) * u128::from(view.weight_scale);
             // u128: at most 2^16 x 2^52. The share left is at most 1 (rules only lower a
