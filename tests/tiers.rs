@@ -124,7 +124,7 @@ fn check_shares(
         let (n, tolerance) = picks_and_tolerance(policy);
         let mut got = shares(&count(&*lb, policy, n));
         let mut expected = expected.to_vec();
-        if policy.name == "First" || policy.name == "Prequal" {
+        if policy.name == "First" || policy.name.starts_with("Prequal") {
             // First sends a group's traffic to its first backend in list order, Prequal to
             // the candidate with the lowest latency estimate (on the system clock that
             // `set_health_config` installs, each dropped pick teaches it the microseconds it

@@ -47,6 +47,14 @@
 //!   lower load, then to the earlier drawn (so ties fall at random, by weight). Hot ones come
 //!   only after every cold one, by load, then latency.
 //!
+//! **Server-side RIF.** This client's count is exact but sees only its own requests; the
+//! paper's probes return the server's RIF from every client. Where servers can tell it (a
+//! response trailer, a stream of load reports), feed it as [`LoadReport::load`](crate::LoadReport::load) and set
+//! [`Builder::load_signal`]: [`LoadSignal::Reported`] compares the reported RIF (this
+//! client's count breaking ties), [`LoadSignal::Combined`] adds the two. A reported figure
+//! stands until the next one, so it ages as the paper's probes do between refreshes, but is
+//! never dropped: report often, or combine it with the live count.
+//!
 //! Latency estimates are compared as their log scores (ln latency plus a time offset shared
 //! by every backend), so the choice reads no clock and computes no `exp` or `ln`.
 //!
@@ -115,8 +123,9 @@ use crate::engine::snapshot::{Snapshot, View};
 use crate::engine::state::LatencyTracking;
 use crate::error::Error;
 use crate::placement::{splitmix64, GAMMA};
+use crate::report::LoadSignal;
 use crate::request::Request;
-use crate::spread::choice::lighter;
+use crate::spread::choice::{Load, Loads, Signal};
 
 /// The most candidates a pick may probe ([`Builder::probes`]): the candidates live in a
 /// fixed array on the stack, so a pick allocates nothing.
@@ -154,6 +163,7 @@ pub struct PrequalConfig {
     decay: Duration,
     default_latency: Duration,
     failure_penalty: Duration,
+    load_signal: LoadSignal,
 }
 
 impl Default for PrequalConfig {
@@ -164,6 +174,7 @@ impl Default for PrequalConfig {
             decay: Duration::from_secs(10),
             default_latency: Duration::from_millis(10),
             failure_penalty: Duration::from_secs(5),
+            load_signal: LoadSignal::InFlight,
         }
     }
 }
@@ -255,12 +266,38 @@ impl Builder<PrequalConfig> {
         self
     }
 
+    /// What a candidate's RIF is: this client's requests in flight (the default), the
+    /// figure the backends report ([`LoadSignal::Reported`]: the server-side RIF the paper's
+    /// probes return, fed with [`LoadReport::load`](crate::LoadReport::load) from response
+    /// trailers or a stream), or both added ([`LoadSignal::Combined`]).
+    ///
+    /// ```
+    /// use lbkit::{Backend, Balancer, LoadReport, LoadSignal, Prequal, Request};
+    /// let lb = Prequal::builder()
+    ///     .probes(2)
+    ///     .load_signal(LoadSignal::Reported)
+    ///     .seed(1)
+    ///     .build([Backend::new("a", ()), Backend::new("b", ())])?;
+    /// // "a" says 30 requests are in flight there (from every client): hot.
+    /// lb.report_load("a", LoadReport::new().load(30.0))?;
+    /// lb.report_load("b", LoadReport::new().load(2.0))?;
+    /// for _ in 0..10 {
+    ///     assert_eq!(lb.pick(&Request::new()).unwrap().id(), "b");
+    /// }
+    /// # Ok::<(), lbkit::Error>(())
+    /// ```
+    pub fn load_signal(mut self, signal: LoadSignal) -> Self {
+        self.config.load_signal = signal;
+        self
+    }
+
     /// Builds the balancer over `backends`.
     ///
     /// # Errors
     /// As [`Prequal::new`], and [`Error::InvalidConfig`] for `probes` below 2 or above
     /// [`MAX_PROBES`], a `quantile` not strictly between 0 and 1 (NaN included), a zero
-    /// `decay` or `default_latency`, or a health rule out of range.
+    /// `decay` or `default_latency`, a [`LoadSignal::Combined`] factor out of range, or a
+    /// health rule out of range.
     pub fn build<T: Send + Sync + 'static>(
         self,
         backends: impl IntoIterator<Item = Backend<T>>,
@@ -271,6 +308,7 @@ impl Builder<PrequalConfig> {
             decay,
             default_latency,
             failure_penalty,
+            load_signal,
         } = self.config;
         if !(2..=MAX_PROBES).contains(&probes) {
             return Err(Error::config(
@@ -295,6 +333,7 @@ impl Builder<PrequalConfig> {
             rng: Sequence::random(self.seed_or_entropy()),
             probes,
             quantile,
+            signal: Signal::new(None, load_signal)?,
             tracking: LatencyTracking {
                 decay_ns: decay.as_nanos() as f64,
                 default_ns: default_latency.as_nanos() as f64,
@@ -321,8 +360,8 @@ impl_balancer!(Prequal);
 struct Probe {
     /// Its position in the snapshot's eligible backends.
     position: usize,
-    /// Requests in flight.
-    load: u64,
+    /// Requests in flight (or the load signal's figure, in its units).
+    load: u128,
     /// Effective weight (above 0).
     weight: u64,
     /// Latency log score: lower is faster (see [`State::latency_score`]).
@@ -346,9 +385,9 @@ impl Probe {
 /// `a` against `b` by load per unit of weight, exactly.
 #[inline]
 fn by_load(a: &Probe, b: &Probe) -> Order {
-    if lighter(a.load, a.weight, b.load, b.weight) {
+    if a.load.lighter(a.weight, b.load, b.weight) {
         Order::Less
-    } else if lighter(b.load, b.weight, a.load, a.weight) {
+    } else if b.load.lighter(b.weight, a.load, a.weight) {
         Order::Greater
     } else {
         Order::Equal
@@ -412,6 +451,8 @@ pub(crate) struct HotCold {
     rng: Sequence,
     probes: usize,
     quantile: f64,
+    /// What a candidate's RIF is made of (see [`Builder::load_signal`]).
+    signal: Signal,
     tracking: LatencyTracking,
 }
 
@@ -470,11 +511,15 @@ impl HotCold {
         }
         let mut list = [Probe::EMPTY; MAX_PROBES];
         let probes = &mut list[..len];
+        let loads = (!self.signal.is_plain()).then(|| Loads::new(&self.signal));
         for (slot, &position) in probes.iter_mut().zip(&positions[..len]) {
             let e = &eligible[position];
             *slot = Probe {
                 position,
-                load: e.state.in_flight() as u64,
+                load: match &loads {
+                    None => e.state.in_flight() as u128,
+                    Some(loads) => loads.of(&e.state),
+                },
                 weight: e.weight,
                 score: e.state.latency_score(),
                 hot: false,
@@ -548,7 +593,7 @@ mod tests {
     fn probe(position: usize, load: u64, weight: u64, score: f64) -> Probe {
         Probe {
             position,
-            load,
+            load: load.into(),
             weight,
             score,
             hot: false,

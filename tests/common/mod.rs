@@ -119,6 +119,19 @@ fn prequal<T: Send + Sync + 'static>(b: Vec<Backend<T>>, seed: u64) -> Result<Pr
         .build(b)
 }
 
+/// Prequal whose RIF adds the backends' reported load (server-side RIF) to its own count:
+/// until a backend reports (the fuzz targets send reports), plain Prequal.
+fn prequal_load_signal<T: Send + Sync + 'static>(
+    b: Vec<Backend<T>>,
+    seed: u64,
+) -> Result<Prequal<T>, Error> {
+    Prequal::builder()
+        .seed(seed)
+        .load_signal(lbkit::LoadSignal::Combined { per_unit: 1.0 })
+        .health(HealthConfig::new().clock(ManualClock::new()))
+        .build(b)
+}
+
 fn least_connections_failure_penalty<T: Send + Sync + 'static>(
     b: Vec<Backend<T>>,
 ) -> Result<LeastConnections<T>, Error> {
@@ -355,6 +368,12 @@ pub const POLICIES: &[Policy] = &[
     ),
     policy!("PeakEwma", peak_ewma, seeded, Oracle::PeakEwma),
     policy!("Prequal", prequal, seeded, Oracle::None),
+    policy!(
+        "Prequal+load_signal",
+        prequal_load_signal,
+        seeded,
+        Oracle::None
+    ),
     // Failures as load: the exact in-flight oracles hold until a failure is reported (the
     // suites that check oracles report none); tests/failure_load.rs checks the penalty.
     policy!(
