@@ -658,9 +658,15 @@ impl Model {
         })
     }
 
-    /// Whether `id` has room under bounded loads, with `in_flight` the picks held per id and
-    /// `extra` more held on eligible backends (a `pick_n`'s earlier picks).
-    fn has_room(&self, id: &str, eligible: &[&str], in_flight: &BTreeMap<String, usize>) -> bool {
+    /// Whether `id` has room under bounded loads for a request of `cost`, with `in_flight` the
+    /// work held per id (a `pick_n`'s earlier picks included).
+    fn has_room(
+        &self,
+        id: &str,
+        eligible: &[&str],
+        in_flight: &BTreeMap<String, usize>,
+        cost: u32,
+    ) -> bool {
         let Some(c) = self.bound else {
             return true;
         };
@@ -673,16 +679,18 @@ impl Model {
             .map(|e| u128::from(self.nodes[*e].weight))
             .sum();
         let w = u128::from(self.nodes[id].weight);
-        // Full when in_flight x W x 2^32 >= ceil(c x 2^32) x (total + 1) x w.
-        held(id) * w_total * (1 << 32) < u128::from(c) * (total + 1) * w
+        // Room when (held + cost - 1) x W x 2^32 < ceil(c x 2^32) x (total + cost) x w: the
+        // work held plus the request's at most ceil(c x (total + cost) x w / W).
+        let cost = u128::from(cost);
+        (held(id) + cost - 1) * w_total * (1 << 32) < u128::from(c) * (total + cost) * w
     }
 }
 
-/// Picks the target holds, by id.
+/// Work the target's picks hold, by id (their costs).
 fn holding(held: &[Pick<u32>]) -> BTreeMap<String, usize> {
     let mut by_id = BTreeMap::new();
     for p in held {
-        *by_id.entry(p.id().to_owned()).or_default() += 1;
+        *by_id.entry(p.id().to_owned()).or_default() += p.cost() as usize;
     }
     by_id
 }
@@ -756,7 +764,7 @@ fn pick(
             );
             if !model.ramping(&eligible) {
                 assert!(
-                    model.has_room(p.id(), &eligible, &in_flight),
+                    model.has_room(p.id(), &eligible, &in_flight, request.work()),
                     "picked {:?} over its capacity: {in_flight:?} on {eligible:?}",
                     p.id()
                 );
@@ -943,6 +951,13 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                     1 => Request::with_key(&key),
                     _ => Request::with_hash(u.arbitrary()?),
                 };
+                // Mostly the default cost, sometimes more work (a pick holds its cost).
+                let cost = match u.int_in_range(0..=3u8)? {
+                    0 => u32::from(u.int_in_range(0..=9u8)?),
+                    _ => 1,
+                };
+                let request = request.cost(cost);
+                assert_eq!(request.work(), cost.max(1));
                 pick(lb, &mut model, &mut held, &request);
             }
             4 => {
@@ -950,7 +965,8 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 model.settle(lb);
                 let eligible = model.eligible();
                 let mut in_flight = holding(&held);
-                let got = lb.pick_n(&Request::with_hash(u.arbitrary()?), n);
+                let cost = u32::from(u.int_in_range(1..=3u8)?);
+                let got = lb.pick_n(&Request::with_hash(u.arbitrary()?).cost(cost), n);
                 assert_eq!(
                     got.len(),
                     n.min(eligible.len()),
@@ -968,15 +984,16 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                     assert!(!chosen.contains(&id), "pick_n repeated {id:?}");
                     if !ramping {
                         let some_room = eligible.iter().any(|e| {
-                            !chosen.contains(e) && model.has_room(e, &eligible, &in_flight)
+                            !chosen.contains(e) && model.has_room(e, &eligible, &in_flight, cost)
                         });
                         assert!(
-                            !some_room || model.has_room(id, &eligible, &in_flight),
+                            !some_room || model.has_room(id, &eligible, &in_flight, cost),
                             "pick_n gave {id:?} over its capacity while another had room: {in_flight:?} on {eligible:?}"
                         );
                     }
                     chosen.push(id);
-                    *in_flight.entry(id.to_owned()).or_default() += 1;
+                    assert_eq!(p.cost(), cost);
+                    *in_flight.entry(id.to_owned()).or_default() += cost as usize;
                 }
                 held.extend(got);
             }

@@ -87,6 +87,12 @@ impl<T> Pick<T> {
         &self.entry.id
     }
 
+    /// The units of work this pick holds ([`Request::cost`](crate::Request::cost); 1 by
+    /// default).
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
     /// The weight the backend had in the set this pick was made from.
     pub fn weight(&self) -> u32 {
         self.entry.weight
