@@ -7,8 +7,8 @@
 //! tried again later. A pick draws two distinct candidates with probability proportional to
 //! weight, as [`PowerOfTwoChoices`](crate::PowerOfTwoChoices) does, and takes the one with the
 //! lower cost = estimate x (in flight + 1) / weight (in flight: the work its picks hold, see
-//! [`Request::cost`](crate::Request::cost); + 1 whatever the request's own cost, which the
-//! comparison does not see and which weighs the same on both sides).
+//! [`Request::cost`](crate::Request::cost); + 1 whatever the request's own cost: the
+//! comparison does not see the request).
 //!
 //! # No clock on the pick path
 //!
