@@ -87,6 +87,17 @@ pub struct Config {
     pub soft: bool,
     /// Whether one backend joins at 70% of the run.
     pub join: bool,
+    /// Whether request sizes (service-time draws) follow a capped Pareto law
+    /// ([`crate::workload::Pareto`]) instead of an exponential one, both of mean 1.
+    pub pareto: bool,
+    /// The Pareto law's shape: the lower, the heavier the tail.
+    pub pareto_alpha: f64,
+    /// The largest Pareto draw, as a multiple of the smallest.
+    pub pareto_cap: f64,
+    /// Whether each request tells the balancer its work (`Request::cost` of its size in
+    /// [`crate::workload::COST_UNIT`]s, [`crate::workload::size`]); `false`: every request
+    /// costs 1.
+    pub costs: bool,
     /// Keys routed before and after each membership change to count moves.
     pub probe_keys: usize,
     /// Points of the per-backend load-over-time series.
@@ -126,6 +137,10 @@ impl Default for Config {
             statistical: false,
             soft: false,
             join: true,
+            pareto: false,
+            pareto_alpha: 1.5,
+            pareto_cap: 1_000.0,
+            costs: false,
             probe_keys: 10_000,
             samples: 200,
         }
@@ -168,6 +183,12 @@ impl Config {
         }
         if self.error_time.is_zero() || self.timeout.is_some_and(|t| t.is_zero()) {
             return Err("the error time and the timeout must be above zero".into());
+        }
+        if !(self.pareto_alpha.is_finite() && self.pareto_alpha > 0.0) {
+            return Err("the Pareto shape must be a number above 0".into());
+        }
+        if !(self.pareto_cap.is_finite() && self.pareto_cap >= 1.0) {
+            return Err("the Pareto cap must be a number of at least 1".into());
         }
         if self.keys > u32::MAX as usize {
             return Err("at most 2^32 - 1 keys".into());
@@ -216,6 +237,23 @@ impl Config {
         Config {
             slowdown: None,
             drift: self.drift.or(Some(2.0)),
+            fail: false,
+            join: false,
+            ..self.clone()
+        }
+    }
+
+    /// The scenario of the heavy-tailed table: request sizes from the capped Pareto law,
+    /// requests without keys (so no cache: service time is size x the backend's slowness),
+    /// nothing fails, slows down, drifts or joins; `costs` says whether each request tells
+    /// the balancer its size.
+    pub fn pareto_sizes(&self, costs: bool) -> Config {
+        Config {
+            pareto: true,
+            costs,
+            keys: 0,
+            slowdown: None,
+            drift: None,
             fail: false,
             join: false,
             ..self.clone()

@@ -21,6 +21,9 @@
 //!   each membership change, the same probe keys are routed (pick, then drop at once) to
 //!   measure how many moved, against the minimum: on a failure the keys that were on the
 //!   failed backend, on a join the new backend's fair share.
+//! * **Work.** Every attempt holds its request's size ([`workload::size`]) on its backend
+//!   while it is in flight, measured here whatever the balancer is told: with
+//!   [`Config::costs`] the request says it (`Request::cost`), otherwise every request costs 1.
 //! * **Client.** Each attempt can time out ([`Config::timeout`]): the client reports a
 //!   failure and retries elsewhere, while the backend still serves the abandoned request (it
 //!   is not told), as most servers do.
@@ -34,7 +37,7 @@ use lbkit::{Backend, Balancer, Error, Health, HealthConfig, ManualClock, Pick, R
 use crate::config::{rules_of, Config};
 use crate::fleet::{self, backend_id, Queued, Server};
 use crate::report::{Move, Outcome};
-use crate::workload::Workload;
+use crate::workload::{self, Workload};
 
 /// Builds a balancer over the simulation's backends (the value is the backend's index), on
 /// the given clock, which the simulation moves along simulated time, with the given
@@ -115,6 +118,10 @@ struct Simulation<'a> {
     cache_lookups: usize,
     max_in_flight: usize,
     in_flight_sum: f64,
+    /// The most work held on one backend, and the sum over the samples of the mean work
+    /// per backend up.
+    max_work: u64,
+    work_sum: f64,
     waited: usize,
     /// When the slowdown happens, if it does, and the picks of each backend from then on.
     slowed_at: Option<Duration>,
@@ -157,6 +164,8 @@ impl<'a> Simulation<'a> {
             cache_lookups: 0,
             max_in_flight: 0,
             in_flight_sum: 0.0,
+            max_work: 0,
+            work_sum: 0.0,
             waited: 0,
             slowed_at: config.slowdown.map(|_| workload.span.mul_f64(0.5)),
             picks_after_slowdown: vec![0; config.backends + 1],
@@ -257,12 +266,22 @@ impl<'a> Simulation<'a> {
     }
 
     fn request(&self, arrival: usize) -> Request<'static> {
-        if self.config.keys == 0 {
+        let request = if self.config.keys == 0 {
             Request::new()
         } else {
             let key = self.workload.arrivals[arrival].key;
             Request::with_hash(self.workload.key_hashes[key as usize])
+        };
+        if self.config.costs {
+            request.cost(self.size(arrival))
+        } else {
+            request
         }
+    }
+
+    /// The work of the request of `arrival`, in [`workload::COST_UNIT`]s.
+    fn size(&self, arrival: usize) -> u32 {
+        workload::size(self.workload.arrivals[arrival].work, self.config.miss_time)
     }
 
     /// Picks a backend for try `attempt` of the request of `arrival` and sends it there, in
@@ -291,6 +310,7 @@ impl<'a> Simulation<'a> {
             self.picks_after_slowdown[backend] += 1;
         }
         let generation = self.generations[slot];
+        let size = u64::from(self.size(arrival));
         let server = &mut self.servers[backend];
         // Only the panic threshold may bring back a backend set `Down`.
         assert!(
@@ -298,7 +318,9 @@ impl<'a> Simulation<'a> {
             "the balancer picked a backend that is down"
         );
         server.in_flight += 1;
+        server.work += size;
         self.max_in_flight = self.max_in_flight.max(server.in_flight);
+        self.max_work = self.max_work.max(server.work);
         self.jobs[slot] = Some(Job {
             arrival,
             backend,
@@ -356,7 +378,10 @@ impl<'a> Simulation<'a> {
     /// Ends the current attempt of `slot`: the next one gets a new generation.
     fn end_attempt(&mut self, slot: usize) -> Job {
         let job = self.jobs[slot].take().expect("a current attempt exists");
-        self.servers[job.backend].in_flight -= 1;
+        let size = u64::from(self.size(job.arrival));
+        let server = &mut self.servers[job.backend];
+        server.in_flight -= 1;
+        server.work -= size;
         self.generations[slot] = self.generations[slot].wrapping_add(1);
         job
     }
@@ -433,6 +458,9 @@ impl<'a> Simulation<'a> {
         }
         self.ejected.push(ejected);
         self.in_flight_sum += total as f64 / eligible.max(1) as f64;
+        let up = self.servers.iter().filter(|s| s.up);
+        let (work, count) = up.fold((0u64, 0u32), |(w, n), s| (w + s.work, n + 1));
+        self.work_sum += work as f64 / f64::from(count.max(1));
         self.load.push((at, row));
     }
 
@@ -530,6 +558,8 @@ impl<'a> Simulation<'a> {
             waited: self.waited,
             picks_after_slowdown: self.picks_after_slowdown,
             mean_in_flight: self.in_flight_sum / samples,
+            max_work: self.max_work,
+            mean_work: self.work_sum / samples,
             moves: self.moves,
             backend_ids: (0..self.servers.len()).map(backend_id).collect(),
             load: self.load,

@@ -237,6 +237,9 @@ pub struct Server {
     pub rejects: f64,
     /// Attempts the clients are waiting on here (queued, in service, or about to error).
     pub in_flight: usize,
+    /// The work those attempts hold: the sum of their sizes
+    /// ([`crate::workload::size`]), whatever the balancer was told.
+    pub work: u64,
     /// Requests in service, abandoned ones included.
     busy: usize,
     workers: usize,
@@ -262,6 +265,7 @@ impl Server {
             flaky: 0.0,
             rejects: 0.0,
             in_flight: 0,
+            work: 0,
             busy: 0,
             workers: config.workers,
             queue: VecDeque::new(),

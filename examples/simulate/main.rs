@@ -11,7 +11,9 @@
 //! with the failure unannounced, before -> after the health rules), and writes SVG charts to a
 //! folder named on the last line of output. `--reports` adds the load-report table: backends
 //! report their load with every response, and the policies that use such reports (client-side
-//! weighted round robin) meet stale weights and drifting speeds.
+//! weighted round robin) meet stale weights and drifting speeds. `--pareto` adds the
+//! heavy-tailed table: request sizes from a capped Pareto law, the load-aware policies told
+//! every request costs 1, then told each one's size (`Request::cost`).
 //!
 //! The simulation is split by concern, each module saying what it models: `config.rs` (the
 //! scenario: [`Config`]), `workload.rs` (arrivals and Zipf keys), `fleet.rs` (backends, their
@@ -104,6 +106,16 @@ output:
                       prequal, when the policy table has it), in two scenarios: one
                       backend slows down 4x at 50%, and every backend's speed drifts
                       (--drift, 2 by default); nothing fails or joins
+  --pareto            also print the heavy-tailed table: request sizes follow a Pareto law
+                      (shape --pareto-alpha, minimum 1, capped at --pareto-cap times it),
+                      service time proportional to size, mean as the other tables'; no keys
+                      (no cache), nothing fails, slows down or joins; least-connections, p2c,
+                      peak-ewma and prequal (or --policies), each with every request costing
+                      1 and again with Request::cost of its size (units of 100 us of a
+                      normal backend's service time); on the --workers fleet, then with 1
+                      worker per backend
+  --pareto-alpha X    the Pareto shape [1.5]
+  --pareto-cap X      the largest size as a multiple of the smallest [1000]
   --blackout S        client-side weighted round robin's blackout period in seconds [10,
                       gRFC A58's]
   --queued-utilisation
@@ -140,6 +152,7 @@ struct Args {
     intermittent_table: bool,
     soft_table: bool,
     reports_table: bool,
+    pareto_table: bool,
     /// `--blackout`: client-side weighted round robin's blackout period.
     blackout: Option<Duration>,
     /// `--tiers`, and its scenario (its requests set by `--requests` when given).
@@ -172,6 +185,7 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
         intermittent_table: false,
         soft_table: false,
         reports_table: false,
+        pareto_table: false,
         blackout: None,
         tiers: None,
         requests_set: false,
@@ -236,6 +250,9 @@ fn parse(args: Vec<String>) -> Result<Option<Args>, String> {
             "--intermittent" => a.intermittent_table = true,
             "--soft-health" => a.soft_table = true,
             "--reports" => a.reports_table = true,
+            "--pareto" => a.pareto_table = true,
+            "--pareto-alpha" => c.pareto_alpha = num(&flag, value()?)?,
+            "--pareto-cap" => c.pareto_cap = num(&flag, value()?)?,
             "--queued-utilisation" => c.queued_utilisation = true,
             "--blackout" => {
                 let s: f64 = num(&flag, value()?)?;
@@ -661,6 +678,70 @@ fn reports_table(args: &Args, config: &Config, workload: &Workload) -> Result<()
     Ok(())
 }
 
+/// The policies of the heavy-tailed table (with `--policies`, those named): those that
+/// compare load, so that a request's cost changes their choice.
+const PARETO_TABLE: &[&str] = &["least-connections", "p2c", "peak-ewma", "prequal"];
+
+/// The heavy-tailed table (see `--pareto`): Pareto request sizes, each policy told every
+/// request costs 1, then told each request's size; on the fleet of the other tables, then
+/// with one worker per backend (unless it has one already), where the work queued on a
+/// backend is exactly the wait it gives a new request.
+fn pareto_table(args: &Args, config: &Config) -> Result<(), String> {
+    let rows: Vec<Row> = rows(args)?
+        .into_iter()
+        .filter(|(name, ..)| args.policies.is_some() || PARETO_TABLE.contains(&name.as_str()))
+        .collect();
+    let pareto = workload::Pareto::new(config.pareto_alpha, config.pareto_cap);
+    let (smallest, largest) = pareto.range();
+    let miss = config.miss_time.as_secs_f64() * 1e3;
+    let unit = workload::COST_UNIT.as_secs_f64() * 1e3;
+    println!(
+        "\nheavy-tailed sizes: {} requests without keys (no cache) at {:.0}% of capacity; \
+         sizes Pareto(shape {}, minimum 1) capped at {} times the minimum, service time \
+         proportional to size: {:.1} ms to {:.0} ms on a normal backend, mean {} ms; nothing \
+         fails, slows down or joins\n\
+         count: every request costs 1; cost: Request::cost(size), size in units of {} ms of \
+         a normal backend's service time ({} to {}); work: sizes held on one backend, \
+         measured by the simulation; first with {} workers per backend, then with 1\n",
+        config.requests,
+        config.load * 100.0,
+        config.pareto_alpha,
+        config.pareto_cap,
+        smallest * miss,
+        largest * miss,
+        miss,
+        unit,
+        workload::size(smallest, config.miss_time),
+        workload::size(largest, config.miss_time),
+        config.workers,
+    );
+    let mut fleets = vec![config.workers];
+    if config.workers != 1 {
+        fleets.push(1);
+    }
+    let mut measured = Vec::new();
+    for workers in fleets {
+        let fleet = Config {
+            workers,
+            ..config.clone()
+        };
+        let count = fleet.pareto_sizes(false);
+        let cost = fleet.pareto_sizes(true);
+        let workload = Workload::new(&count);
+        let pass = format!("heavy-tailed, {workers} workers");
+        let counted = run_rows(&format!("{pass}, count"), &count, &workload, &rows)?;
+        let costed = run_rows(&format!("{pass}, cost"), &cost, &workload, &rows)?;
+        measured.extend(
+            counted
+                .into_iter()
+                .zip(costed)
+                .map(|(count, cost)| (workers, count, cost)),
+        );
+    }
+    print!("{}", report::pareto_table(&measured));
+    Ok(())
+}
+
 /// The two-zone, two-tier scenario (`--tiers`): the zone-awareness table, then the
 /// failover table, and their charts.
 fn tiers_scenario(args: &Args, t: &tiers::Tiers) -> Result<(), String> {
@@ -856,6 +937,9 @@ fn simulate(args: &Args) -> Result<(), String> {
     }
     if args.reports_table {
         reports_table(args, config, &workload)?;
+    }
+    if args.pareto_table {
+        pareto_table(args, config)?;
     }
     if !args.charts {
         eprintln!("simulate: done in {:.1} s", started.elapsed().as_secs_f64());

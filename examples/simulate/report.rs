@@ -1,6 +1,7 @@
 //! What a run measured, and the text tables the program prints from it: [`Outcome`] (one
-//! policy's latencies, errors, load samples and keys moved), [`table`] (one row per policy)
-//! and [`health_table`] (the passive-health comparison, before -> after per policy).
+//! policy's latencies, errors, load samples and keys moved), [`table`] (one row per policy),
+//! [`health_table`] (the passive-health comparison, before -> after per policy) and the
+//! tables of the other scenarios.
 
 use std::time::Duration;
 
@@ -55,6 +56,11 @@ pub struct Outcome {
     pub picks_after_slowdown: Vec<usize>,
     /// In-flight requests per eligible backend, averaged over the samples.
     pub mean_in_flight: f64,
+    /// The most work (sum of sizes, `workload::size`) ever held on one backend, measured by
+    /// the simulation, not read from the balancer.
+    pub max_work: u64,
+    /// Work held per backend up, averaged over the samples.
+    pub mean_work: f64,
     /// One entry per membership change, in order.
     pub moves: Vec<Move>,
     /// Ids of every backend that took part, in index order.
@@ -371,6 +377,53 @@ pub fn reports_table(outcomes: &[Outcome], slowed: Option<(usize, f64)>) -> Stri
         }
         out.push_str(&row);
         out.push('\n');
+    }
+    out
+}
+
+/// The heavy-tailed table: per fleet (workers per backend) and policy, a row with every
+/// request costing 1 (`count`) and a row with each request's size as its cost (`cost`), from
+/// the same requests: latency p50 / p99 / p99.9, the most work held on one backend and the
+/// mean per backend (in the simulation's units, `workload::COST_UNIT`), and the most
+/// requests in flight on one backend.
+pub fn pareto_table(rows: &[(usize, Outcome, Outcome)]) -> String {
+    let name_width = rows
+        .iter()
+        .map(|(_, o, _)| o.policy.len())
+        .max()
+        .unwrap_or(0)
+        .max("policy".len());
+    let header = format!(
+        "{:>7} {:<name_width$} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7} {:>13}",
+        "workers",
+        "policy",
+        "balancing",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "work max",
+        "mean",
+        "in-flight max",
+    );
+    let mut out = header.clone();
+    out.push('\n');
+    out.push_str(&"-".repeat(header.len()));
+    out.push('\n');
+    for (workers, count, cost) in rows {
+        for (o, balancing) in [(count, "count"), (cost, "cost")] {
+            out.push_str(&format!(
+                "{:>7} {:<name_width$} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7.0} {:>13}\n",
+                workers,
+                o.policy,
+                balancing,
+                millis(o.quantile(0.5)),
+                millis(o.quantile(0.99)),
+                millis(o.quantile(0.999)),
+                o.max_work,
+                o.mean_work,
+                o.max_in_flight,
+            ));
+        }
     }
     out
 }
