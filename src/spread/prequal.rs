@@ -47,6 +47,17 @@
 //!   lower load, then to the earlier drawn (so ties fall at random, by weight). Hot ones come
 //!   only after every cold one, by load, then latency.
 //!
+//! **Known limit: stale estimates of idle backends.** The paper's probes return each
+//! server's latency estimate for its current RIF, fresh. Here a backend's estimate is what
+//! its last answers taught, decaying over `decay` (10 s): a backend that went idle keeps a
+//! high estimate until it decays, and HCL, which ranks cold candidates by latency alone,
+//! does not send it traffic meanwhile (PeakEwma's cost, latency x (in flight + 1), prefers
+//! an idle backend at once). Under a real 80% load this wastes enough capacity to build a
+//! backlog: in the simulator without caches Prequal's p50 is about 0.45-1.5 s where P2C's
+//! is 7-8 ms (`examples/simulate/README.md`, the Pareto section). With the cache (a lighter
+//! real load) it has the best p99.9 of the load-report table. Until the estimate accounts
+//! for the candidate's current RIF, prefer PeakEwma or P2C for a fleet run near capacity.
+//!
 //! **Server-side RIF.** This client's count is exact but sees only its own requests; the
 //! paper's probes return the server's RIF from every client. Where servers can tell it (a
 //! response trailer, a stream of load reports), feed it as [`LoadReport::load`](crate::LoadReport::load) and set
