@@ -68,6 +68,33 @@ pub(crate) struct LatencyTracking {
     pub(crate) failure_penalty_ns: f64,
 }
 
+impl LatencyTracking {
+    /// The parameters of a latency estimate (Peak EWMA's and Prequal's knobs), checked.
+    ///
+    /// Errors: [`Error::InvalidConfig`](crate::Error::InvalidConfig) for a zero `decay` or
+    /// `default_latency`.
+    pub(crate) fn new(
+        decay: Duration,
+        default_latency: Duration,
+        failure_penalty: Duration,
+    ) -> Result<Self, crate::Error> {
+        if decay.is_zero() {
+            return Err(crate::Error::config("decay", "must be above zero"));
+        }
+        if default_latency.is_zero() {
+            return Err(crate::Error::config(
+                "default_latency",
+                "must be above zero",
+            ));
+        }
+        Ok(LatencyTracking {
+            decay_ns: decay.as_nanos() as f64,
+            default_ns: default_latency.as_nanos() as f64,
+            failure_penalty_ns: failure_penalty.as_nanos() as f64,
+        })
+    }
+}
+
 impl Feedback {
     pub(crate) fn new(
         clock: Arc<dyn Clock>,

@@ -180,17 +180,7 @@ impl Builder<PeakEwmaConfig> {
             default_latency,
             failure_penalty,
         } = self.config;
-        if decay.is_zero() {
-            return Err(Error::config("decay", "must be above zero"));
-        }
-        if default_latency.is_zero() {
-            return Err(Error::config("default_latency", "must be above zero"));
-        }
-        let tracking = LatencyTracking {
-            decay_ns: decay.as_nanos() as f64,
-            default_ns: default_latency.as_nanos() as f64,
-            failure_penalty_ns: failure_penalty.as_nanos() as f64,
-        };
+        let tracking = LatencyTracking::new(decay, default_latency, failure_penalty)?;
         let policy = TwoChoices::new(self.seed_or_entropy(), PeakCost { tracking });
         Ok(PeakEwma {
             core: Core::new(

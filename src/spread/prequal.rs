@@ -334,22 +334,12 @@ impl Builder<PrequalConfig> {
                 format!("must be strictly between 0 and 1, got {quantile}"),
             ));
         }
-        if decay.is_zero() {
-            return Err(Error::config("decay", "must be above zero"));
-        }
-        if default_latency.is_zero() {
-            return Err(Error::config("default_latency", "must be above zero"));
-        }
         let policy = HotCold {
             rng: Sequence::random(self.seed_or_entropy()),
             probes,
             quantile,
             signal: Signal::new(None, load_signal)?,
-            tracking: LatencyTracking {
-                decay_ns: decay.as_nanos() as f64,
-                default_ns: default_latency.as_nanos() as f64,
-                failure_penalty_ns: failure_penalty.as_nanos() as f64,
-            },
+            tracking: LatencyTracking::new(decay, default_latency, failure_penalty)?,
         };
         Ok(Prequal {
             core: Core::new(
