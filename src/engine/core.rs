@@ -227,6 +227,25 @@ fn build_members<T, P: Policy<T>>(
     }
 }
 
+impl<C> crate::builder::Builder<C> {
+    /// The core of a balancer over `backends` with `policy` and what this builder sets for
+    /// every policy (health, topology, subset, observer); see [`Core::new`] for the errors.
+    pub(crate) fn core<T, P: Policy<T>>(
+        self,
+        policy: P,
+        backends: impl IntoIterator<Item = Backend<T>>,
+    ) -> Result<Core<T, P>, Error> {
+        Core::new(
+            policy,
+            backends,
+            self.health,
+            self.topology,
+            self.subset,
+            self.observer,
+        )
+    }
+}
+
 /// The shared body of every balancer: one policy, one snapshot pointer, one writer lock.
 pub(crate) struct Core<T, P: Policy<T>> {
     pub(crate) policy: P,

@@ -159,14 +159,7 @@ impl Builder<JumpHashConfig> {
     ) -> Result<JumpHash<T>, Error> {
         let policy = self.hashed(Jump)?;
         Ok(JumpHash {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }

@@ -204,14 +204,7 @@ impl Builder<MaglevConfig> {
         }
         let policy = self.hashed(MaglevPlacement { size })?;
         Ok(Maglev {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }

@@ -279,14 +279,7 @@ impl Builder<PresetRingConfig> {
         let placement = PresetPlacement::new(&self.config)?;
         let policy = self.hashed(placement)?;
         Ok(PresetRing {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }

@@ -156,14 +156,7 @@ impl Builder<RendezvousConfig> {
     ) -> Result<Rendezvous<T>, Error> {
         let policy = self.hashed(HighestRandomWeight)?;
         Ok(Rendezvous {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }

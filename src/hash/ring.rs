@@ -272,14 +272,7 @@ impl Builder<HashRingConfig> {
             weight_unit,
         })?;
         Ok(HashRing {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }

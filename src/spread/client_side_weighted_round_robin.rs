@@ -220,14 +220,7 @@ impl Builder<ClientSideWeightedRoundRobinConfig> {
             error_utilization_penalty,
         )?;
         Ok(ClientSideWeightedRoundRobin {
-            core: Core::new(
-                Schedule::by_reports(config),
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(Schedule::by_reports(config), backends)?,
         })
     }
 }

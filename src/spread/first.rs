@@ -75,14 +75,7 @@ impl Builder<FirstConfig> {
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<First<T>, Error> {
         Ok(First {
-            core: Core::new(
-                InListOrder,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(InListOrder, backends)?,
         })
     }
 }

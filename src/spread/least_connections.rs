@@ -121,14 +121,7 @@ impl Builder<LeastConnectionsConfig> {
             signal: Signal::new(self.config.failure_penalty, self.config.load_signal)?,
         };
         Ok(LeastConnections {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }

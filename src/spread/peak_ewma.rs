@@ -183,14 +183,7 @@ impl Builder<PeakEwmaConfig> {
         let tracking = LatencyTracking::new(decay, default_latency, failure_penalty)?;
         let policy = TwoChoices::new(self.seed_or_entropy(), PeakCost { tracking });
         Ok(PeakEwma {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }

@@ -124,14 +124,7 @@ impl Builder<PowerOfTwoChoicesConfig> {
         };
         let policy = TwoChoices::new(self.seed_or_entropy(), cost);
         Ok(PowerOfTwoChoices {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }

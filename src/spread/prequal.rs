@@ -342,14 +342,7 @@ impl Builder<PrequalConfig> {
             tracking: LatencyTracking::new(decay, default_latency, failure_penalty)?,
         };
         Ok(Prequal {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }

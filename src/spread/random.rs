@@ -81,14 +81,7 @@ impl Builder<RandomConfig> {
             rng: Sequence::random(self.seed_or_entropy()),
         };
         Ok(Random {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }

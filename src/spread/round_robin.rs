@@ -67,14 +67,7 @@ impl Builder<RoundRobinConfig> {
             cursor: Sequence::counter(0),
         };
         Ok(RoundRobin {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }

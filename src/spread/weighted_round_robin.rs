@@ -80,14 +80,7 @@ impl Builder<WeightedRoundRobinConfig> {
     ) -> Result<WeightedRoundRobin<T>, Error> {
         let policy = Schedule::by_weight();
         Ok(WeightedRoundRobin {
-            core: Core::new(
-                policy,
-                backends,
-                self.health,
-                self.topology,
-                self.subset,
-                self.observer,
-            )?,
+            core: self.core(policy, backends)?,
         })
     }
 }
