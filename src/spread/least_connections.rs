@@ -1,8 +1,10 @@
 //! Weighted least connections.
 //!
 //! Each pick scans the eligible backends and takes the one with the lowest in-flight count
-//! per unit of weight, compared exactly in integers (a/w_a < b/w_b as a*w_b < b*w_a, widened
-//! to 128 bits). The scan starts at a rotating position (a per-thread cursor), so among equal
+//! per unit of weight, compared exactly in integers (a/w_a < b/w_b as a*w_b < b*w_a): loads
+//! as they are when every eligible weight is the same, 64-bit products when the weights fit
+//! in 32 bits (counts always do), 128-bit ones beyond, each its own loop, chosen once per
+//! update. The scan starts at a rotating position (a per-thread cursor), so among equal
 //! backends the first one found changes from pick to pick and equal backends take turns rather
 //! than herding onto one. With sequential picks the choice is exact; with concurrent picks two
 //! threads can read the same counts and choose the same backend, as in every least-connections
@@ -24,8 +26,8 @@
 //! with counts.
 //!
 //! Cost: O(n) per pick (one load per eligible backend, each on its own cache line, two with a
-//! load signal); O(n) per update. Choose it for long-lived connections (WebSockets, streams, database sessions) and
-//! mixed request costs; beyond a few hundred backends prefer
+//! load signal, then a compare, or two multiplies); O(n) per update. Choose it for long-lived
+//! connections (WebSockets, streams, database sessions) and mixed request costs; beyond a few hundred backends prefer
 //! [`PowerOfTwoChoices`](crate::PowerOfTwoChoices), which is O(1) and nearly as good.
 
 use crate::backend::Backend;
@@ -143,44 +145,120 @@ pub(crate) struct FewestInFlight {
     signal: Signal,
 }
 
+/// What least connections precomputes from the eligible backends' effective weights, so that
+/// the scan does the cheapest exact comparison: loads as they are when the weights are equal
+/// (a load per unit of weight orders as the load does), 64-bit products when every weight is
+/// below 2^32 (in-flight counts are too), 128-bit ones otherwise.
+#[derive(Clone, Copy)]
+pub(crate) struct Weights {
+    uniform: bool,
+    narrow: bool,
+}
+
 impl FewestInFlight {
-    /// The position (in `eligible`) of the least loaded among those `accept` allows,
-    /// scanning from `start`: the first of the lightest in scan order. An idle backend
-    /// cannot be beaten, so the scan stops there.
+    /// The position (in `eligible`) of the least loaded among those `accept` allows (in
+    /// flight, or the configured signal, per unit of weight), the first of the lightest from
+    /// `start` on; `weights` is the table built from these backends. One loop per kind of
+    /// load and comparison, so that the plain one reads nothing but the counts and compares
+    /// as cheaply as the weights allow.
     #[inline]
+    fn lightest(
+        &self,
+        eligible: &[Eligible],
+        weights: Weights,
+        start: usize,
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let Weights { uniform, narrow } = weights;
+        if self.signal.is_plain() {
+            // Counts are below 2^32 (`State::in_flight`).
+            let count = |s: &State| s.in_flight() as u64;
+            if uniform {
+                Self::scan(eligible, start, count, accept, |a, _, b, _| a < b)
+            } else if narrow {
+                // Both products below 2^64.
+                let lighter = |a: u64, aw: u64, b: u64, bw: u64| a * bw < b * aw;
+                Self::scan(eligible, start, count, accept, lighter)
+            } else {
+                Self::scan(eligible, start, count, accept, u64::lighter)
+            }
+        } else {
+            let loads = Loads::new(&self.signal);
+            let load = |s: &State| loads.of(s);
+            if uniform {
+                Self::scan(eligible, start, load, accept, |a, _, b, _| a < b)
+            } else {
+                Self::scan(eligible, start, load, accept, u128::lighter)
+            }
+        }
+    }
+
+    /// The position (in `eligible`) of the least loaded among those `accept` allows, as
+    /// `lighter` orders them, scanning from `start` to the end, then from the beginning: the
+    /// first of the lightest in scan order. An idle backend cannot be beaten, so the scan
+    /// stops there. Two plain loops over the halves (an iterator chain would test which half
+    /// it is in at every step).
+    #[inline(always)]
     fn scan<L: Load>(
         eligible: &[Eligible],
         start: usize,
         load: impl Fn(&State) -> L,
         accept: impl Fn(usize) -> bool,
+        lighter: impl Fn(L, u64, L, u64) -> bool,
     ) -> Option<usize> {
-        let n = eligible.len();
-        let mut order = (start..n).chain(0..start);
-        let mut best = order.find(|&p| accept(eligible[p].index))?;
-        let (mut best_load, mut best_weight) = (load(&eligible[best].state), eligible[best].weight);
-        for p in order {
+        let (head, tail) = eligible.split_at(start);
+        // The first accepted, in scan order, is the first best.
+        let first = tail
+            .iter()
+            .position(|e| accept(e.index))
+            .map(|k| start + k)
+            .or_else(|| head.iter().position(|e| accept(e.index)))?;
+        let mut best = first;
+        let mut best_load = load(&eligible[first].state);
+        let mut best_weight = eligible[first].weight;
+        // What is left in scan order: after `first` to the end of its half, then (if `first`
+        // is in the tail) the head.
+        let rest: [&[Eligible]; 2] = if first >= start {
+            [&eligible[first + 1..], head]
+        } else {
+            [&head[first + 1..], &[]]
+        };
+        let mut offset = first + 1;
+        for part in rest {
             if best_load == L::ZERO {
                 break;
             }
-            let e = &eligible[p];
-            if !accept(e.index) {
-                continue;
+            for (k, e) in part.iter().enumerate() {
+                if !accept(e.index) {
+                    continue;
+                }
+                let load = load(&e.state);
+                if lighter(load, e.weight, best_load, best_weight) {
+                    (best, best_load, best_weight) = (offset + k, load, e.weight);
+                    if load == L::ZERO {
+                        return Some(best);
+                    }
+                }
             }
-            let load = load(&e.state);
-            if load.lighter(e.weight, best_load, best_weight) {
-                (best, best_load, best_weight) = (p, load, e.weight);
-            }
+            offset = 0;
         }
         Some(best)
     }
 }
 
 impl<T> Policy<T> for FewestInFlight {
-    type Table = ();
-    const TABLE_USES_HEALTH: bool = false;
+    type Table = Weights;
+    // The table says whether the effective weights are equal, which health and time-based
+    // rules change.
+    const TABLE_USES_HEALTH: bool = true;
 
-    fn build(&self, _: &View<'_, T>) -> Result<(), Error> {
-        Ok(())
+    fn build(&self, view: &View<'_, T>) -> Result<Weights, Error> {
+        let weights = || view.eligible.iter().map(|e| e.weight);
+        let first = weights().next();
+        Ok(Weights {
+            uniform: weights().all(|w| Some(w) == first),
+            narrow: weights().all(|w| w <= u64::from(u32::MAX)),
+        })
     }
 
     fn failure_load(&self) -> Option<std::time::Duration> {
@@ -191,7 +269,7 @@ impl<T> Policy<T> for FewestInFlight {
     #[inline]
     fn choose(
         &self,
-        snap: &Snapshot<T, ()>,
+        snap: &Snapshot<T, Weights>,
         _: &Request<'_>,
         accept: impl Fn(usize) -> bool,
     ) -> Option<usize> {
@@ -200,19 +278,13 @@ impl<T> Policy<T> for FewestInFlight {
             return None;
         }
         let start = (self.cursor.next() % n as u64) as usize;
-        // Two loops, so that the plain one reads nothing but the counts.
-        let best = if self.signal.is_plain() {
-            Self::scan(&snap.eligible, start, |s| s.in_flight() as u64, accept)
-        } else {
-            let loads = Loads::new(&self.signal);
-            Self::scan(&snap.eligible, start, |s| loads.of(s), accept)
-        };
-        Some(snap.eligible[best?].index)
+        let best = self.lightest(&snap.eligible, *snap.table, start, accept)?;
+        Some(snap.eligible[best].index)
     }
 
     fn choose_n(
         &self,
-        snap: &Snapshot<T, ()>,
+        snap: &Snapshot<T, Weights>,
         _: &Request<'_>,
         n: usize,
         accept: impl Fn(usize) -> bool,
@@ -251,5 +323,100 @@ impl<T> Policy<T> for FewestInFlight {
                 .take(n)
                 .map(|&(p, _, _)| snap.eligible[p].index),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    /// The lightest in flight per unit of weight among the accepted, by 128-bit products,
+    /// the first in scan order from `start`: the rule every comparison mode must give.
+    fn reference(loads: &[u64], weights: &[u64], start: usize, accepted: &[bool]) -> Option<usize> {
+        let n = loads.len();
+        let mut best: Option<usize> = None;
+        for p in (start..n).chain(0..start).filter(|&p| accepted[p]) {
+            let lighter = |b: usize| {
+                u128::from(loads[p]) * u128::from(weights[b])
+                    < u128::from(loads[b]) * u128::from(weights[p])
+            };
+            if best.map_or(true, lighter) {
+                best = Some(p);
+            }
+        }
+        best
+    }
+
+    fn plain() -> FewestInFlight {
+        FewestInFlight {
+            cursor: Sequence::counter(0),
+            signal: Signal::new(None, LoadSignal::default()).unwrap(),
+        }
+    }
+
+    /// Backends of these weights holding these counts, and the table built from them.
+    fn backends(loads: &[u64], weights: &[u64]) -> (Vec<Eligible>, Weights) {
+        let eligible: Vec<Eligible> = loads
+            .iter()
+            .zip(weights)
+            .enumerate()
+            .map(|(index, (&load, &weight))| {
+                let state = Arc::new(State::default());
+                for _ in 0..load {
+                    state.acquire();
+                }
+                Eligible {
+                    index,
+                    weight,
+                    state,
+                }
+            })
+            .collect();
+        let view = View::<()> {
+            members: &[],
+            eligible: &eligible,
+            now: 0,
+            weight_scale: 1,
+        };
+        let table = Policy::<()>::build(&plain(), &view).unwrap();
+        (eligible, table)
+    }
+
+    #[test]
+    fn the_table_tells_equal_and_narrow_weights() {
+        let flags = |weights: &[u64]| {
+            let (_, t) = backends(&vec![0; weights.len()], weights);
+            (t.uniform, t.narrow)
+        };
+        assert_eq!(flags(&[3, 3, 3]), (true, true));
+        assert_eq!(flags(&[1, 2]), (false, true));
+        assert_eq!(flags(&[1 << 32, 1]), (false, false));
+        assert_eq!(flags(&[u64::from(u32::MAX), 7]), (false, true));
+        assert_eq!(flags(&[]), (true, true));
+    }
+
+    proptest! {
+        /// Equal weights, weights below 2^32 and wider ones each take their own loop: every
+        /// one chooses what the 128-bit rule chooses.
+        #[test]
+        fn every_comparison_mode_chooses_as_the_exact_rule(
+            (loads, weights, accepted, start) in (1usize..24).prop_flat_map(|n| (
+                proptest::collection::vec(0u64..6, n),
+                prop_oneof![
+                    Just(vec![5u64; n]),
+                    proptest::collection::vec(1u64..=u64::from(u32::MAX), n),
+                    proptest::collection::vec(1u64..=1 << 42, n),
+                    proptest::collection::vec(prop_oneof![Just(1u64), Just(3)], n),
+                ],
+                proptest::collection::vec(proptest::bool::weighted(0.8), n),
+                0..n,
+            )),
+        ) {
+            let (eligible, table) = backends(&loads, &weights);
+            let got = plain().lightest(&eligible, table, start, |i| accepted[i]);
+            prop_assert_eq!(got, reference(&loads, &weights, start, &accepted));
+        }
     }
 }
