@@ -119,6 +119,18 @@ impl LoadReport {
 
     /// The backend's utilisation: 0 idle, 1 fully busy (ORCA's `application_utilization`).
     /// Above 1 is allowed (kept up to 4,000) and counts as fully busy for locality routing.
+    ///
+    /// **Named metrics.** ORCA reports also carry named utilisations (`named_metrics`,
+    /// `utilization`), and Envoy can weigh by the largest of those its configuration lists
+    /// (`metric_names_for_computing_utilization`). Which comes first has changed between
+    /// Envoy versions: the largest listed metric, then `application_utilization`, then
+    /// `cpu_utilization` (behind the runtime flag
+    /// `orca_weight_manager_use_named_metrics_first`, on by default), or the application's
+    /// figure before the named ones (the flag off). The caller parses the report, so it applies
+    /// the order it runs: pass the figure that wins here (for Envoy's default, the largest
+    /// listed metric above 0, else `application_utilization`), and the CPU figure to
+    /// [`cpu_utilization`](Self::cpu_utilization), which counts only when this one is absent or
+    /// 0.
     #[must_use]
     pub fn utilization(mut self, utilization: f64) -> Self {
         self.utilization = Some(utilization);
