@@ -27,8 +27,9 @@
 //!
 //! Cost: O(n) per pick (one load per eligible backend, each on its own cache line, two with a
 //! load signal, then a compare, or two multiplies); O(n) per update. Choose it for long-lived
-//! connections (WebSockets, streams, database sessions) and mixed request costs; beyond a few hundred backends prefer
-//! [`PowerOfTwoChoices`](crate::PowerOfTwoChoices), which is O(1) and nearly as good.
+//! connections (WebSockets, streams, database sessions) and mixed request costs; beyond a few
+//! hundred backends prefer [`PowerOfTwoChoices`](crate::PowerOfTwoChoices), which is O(1) and
+//! nearly as good.
 
 use crate::backend::Backend;
 use crate::builder::Builder;
