@@ -2,9 +2,9 @@
 //!
 //! Each pick scans the eligible backends and takes the one with the lowest in-flight count
 //! per unit of weight, compared exactly in integers (a/w_a < b/w_b as a*w_b < b*w_a): loads
-//! as they are when every eligible weight is the same, 64-bit products when the weights fit
-//! in 32 bits (counts always do), 128-bit ones beyond, each its own loop, chosen once per
-//! update. The scan starts at a rotating position (a per-thread cursor), so among equal
+//! as they are when every eligible weight is the same, else products of load and weight, in 64
+//! bits when the weights fit in 32 (counts always do), in 128 beyond or with a load signal;
+//! each its own loop, chosen once per update. The scan starts at a rotating position (a per-thread cursor), so among equal
 //! backends the first one found changes from pick to pick and equal backends take turns rather
 //! than herding onto one. With sequential picks the choice is exact; with concurrent picks two
 //! threads can read the same counts and choose the same backend, as in every least-connections
@@ -188,6 +188,13 @@ impl FewestInFlight {
             let load = |s: &State| loads.of(s);
             if uniform {
                 Self::scan(eligible, start, load, accept, |a, _, b, _| a < b)
+            } else if narrow {
+                // Loads are below 2^72 (`Loads::of`), so both products are below 2^104: no
+                // saturation to check.
+                let lighter = |a: u128, aw: u64, b: u128, bw: u64| {
+                    a.wrapping_mul(u128::from(bw)) < b.wrapping_mul(u128::from(aw))
+                };
+                Self::scan(eligible, start, load, accept, lighter)
             } else {
                 Self::scan(eligible, start, load, accept, u128::lighter)
             }
@@ -357,6 +364,19 @@ mod tests {
         }
     }
 
+    /// Failures as load, none reported: the same order as the counts, compared as 128-bit
+    /// loads (each request in flight as 1024 units).
+    fn with_failure_load() -> FewestInFlight {
+        FewestInFlight {
+            cursor: Sequence::counter(0),
+            signal: Signal::new(
+                Some(std::time::Duration::from_secs(1)),
+                LoadSignal::default(),
+            )
+            .unwrap(),
+        }
+    }
+
     /// Backends of these weights holding these counts, and the table built from them.
     fn backends(loads: &[u64], weights: &[u64]) -> (Vec<Eligible>, Weights) {
         let eligible: Vec<Eligible> = loads
@@ -399,8 +419,8 @@ mod tests {
     }
 
     proptest! {
-        /// Equal weights, weights below 2^32 and wider ones each take their own loop: every
-        /// one chooses what the 128-bit rule chooses.
+        /// Equal weights, weights below 2^32 and wider ones each take their own loop, for
+        /// counts and for 128-bit loads: every one chooses what the 128-bit rule chooses.
         #[test]
         fn every_comparison_mode_chooses_as_the_exact_rule(
             (loads, weights, accepted, start) in (1usize..24).prop_flat_map(|n| (
@@ -416,8 +436,11 @@ mod tests {
             )),
         ) {
             let (eligible, table) = backends(&loads, &weights);
-            let got = plain().lightest(&eligible, table, start, |i| accepted[i]);
-            prop_assert_eq!(got, reference(&loads, &weights, start, &accepted));
+            let want = reference(&loads, &weights, start, &accepted);
+            for policy in [plain(), with_failure_load()] {
+                let got = policy.lightest(&eligible, table, start, |i| accepted[i]);
+                prop_assert_eq!(got, want);
+            }
         }
     }
 }
