@@ -65,8 +65,9 @@
 //! table in both its scenarios. What it gave up: with the cache's lighter real load,
 //! ranking by the estimate alone had concentrated on the fastest backends and had a lower
 //! tail under drifting speeds (p99 32.7 ms and p99.9 63.6 ms, now 39.7 and 77.1; PeakEwma
-//! 45.8 and 88.5), at the price of the median (`examples/simulate/README.md`, "Load
-//! reports" and "Heavy-tailed requests").
+//! 45.8 and 88.5) and with `--equal-weights` (p99.9 67.8 ms, now 88.7; PeakEwma 100), at
+//! the price of the median (`examples/simulate/README.md`, "Load reports" and
+//! "Heavy-tailed requests").
 //!
 //! The weight divides, as in PeakEwma's cost, rather than counting RIF per unit of weight
 //! in units of the set's mean weight (which ranks idle backends by their estimate alone) or
