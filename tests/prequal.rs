@@ -1,6 +1,6 @@
 //! Prequal through the public API, on a `ManualClock`: the hot-cold lexicographic rule on live
 //! loads and latency estimates (a fast cold backend over a lighter hot one, load per unit of
-//! weight), a slow backend starved and an overloaded one skipped, steering and caps honoured,
+//! weight, an idle backend over a faster queued one), a slow backend starved and an overloaded one skipped, steering and caps honoured,
 //! bad configuration as typed errors, replay by seed, and `pick_n` agreeing with `pick`.
 
 use std::collections::BTreeMap;
@@ -104,19 +104,49 @@ fn load_is_compared_per_unit_of_weight() {
     assert_eq!(counts(&lb, 50), [("b".to_owned(), 50)].into());
 }
 
-/// With nothing in flight and equal estimates, ties fall to the first candidate drawn, so
-/// shares follow weights.
+/// With nothing in flight and equal estimates, the expected latency per unit of weight (as
+/// PeakEwma's cost) prefers the heavier backends; ties among them fall to the first
+/// candidate drawn, so they share by weight.
 #[test]
-fn ties_follow_weights() {
-    let set = vec![Backend::new("a", ()), Backend::new("b", ()).with_weight(3)];
+fn at_equal_estimates_the_heavier_win_and_ties_follow_weights() {
+    let set = vec![
+        Backend::new("a", ()),
+        Backend::new("b", ()).with_weight(3),
+        Backend::new("c", ()).with_weight(3),
+    ];
     let lb = Prequal::builder()
         .seed(11)
         .health(HealthConfig::new().clock(ManualClock::new()))
         .build(set)
         .unwrap();
     let got = counts(&lb, 4000);
+    assert_eq!(got.get("a"), None, "{got:?}");
     let b = got["b"] as f64 / 4000.0;
-    assert!((b - 0.75).abs() < 0.03, "{got:?}");
+    assert!((b - 0.5).abs() < 0.03, "{got:?}");
+}
+
+/// An idle backend whose estimate is stale (high from when it was busy) is not left idle
+/// while a faster one queues: cold candidates are ranked by the latency expected at their
+/// RIF, estimate x (in flight + 1), not by the estimate alone.
+#[test]
+fn an_idle_backend_with_a_stale_estimate_gets_picks_once_the_fast_one_queues() {
+    let clock = ManualClock::new();
+    // 4 probes see all four; at 0.75 the threshold is rank floor(0.75 x 3) = 2.
+    let lb = prequal(&clock, 4, 0.75, backends(&["fast", "idle", "b", "c"]));
+    observe(&lb, "fast", ms(1));
+    observe(&lb, "idle", ms(2));
+    observe(&lb, "b", ms(5));
+    observe(&lb, "c", ms(5));
+    // Nothing in flight: the fastest.
+    assert_eq!(counts(&lb, 20), [("fast".to_owned(), 20)].into());
+    // 3 in flight on fast, b and c, none on idle: the threshold is 3, nobody is hot.
+    // Expected: fast 1 ms x 4, idle 2 ms x 1, b and c 5 ms x 4: idle wins, though its
+    // estimate is twice fast's.
+    let _held: Vec<_> = ["fast", "b", "c"]
+        .iter()
+        .map(|id| hold(&lb, id, 3))
+        .collect();
+    assert_eq!(counts(&lb, 50), [("idle".to_owned(), 50)].into());
 }
 
 /// A slow backend (reports of high latency) gets few picks, with requests overlapping so

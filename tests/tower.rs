@@ -253,14 +253,20 @@ fn every_policy_routes_through_the_middleware() {
             *served.entry(got).or_insert(0) += 1;
         }
         // PeakEwma is the exception: a backend it has not observed keeps the default
-        // estimate (10 ms), which loses to the zero latency measured on the others. First,
+        // estimate (10 ms), which loses to the zero latency measured on the others. Prequal
+        // sees all three at once: with nothing in flight the lowest expected latency,
+        // estimate x 1 / weight, is "c"'s (weight 3) from the first pick, and the zero it
+        // measures keeps it lowest (with or without a load signal: no reports here). First,
         // without caps, sends everything to the first backend inserted.
         if name == "First" {
             assert_eq!(served, [("a", 120)].into(), "{name}");
         }
+        if name.starts_with("Prequal") {
+            assert_eq!(served, [("c", 120)].into(), "{name}");
+        }
         let expected = match name {
             "PeakEwma" => 2,
-            "First" => 1,
+            "Prequal" | "Prequal+load_signal" | "First" => 1,
             _ => 3,
         };
         assert_eq!(served.len(), expected, "{name}: {served:?}");

@@ -36,27 +36,47 @@
 //!
 //! * **Load per unit of weight.** RIF is compared as in flight / weight, exactly (in
 //!   integers: a/w_a < b/w_b as a x w_b < b x w_a), so a backend of weight 2 is as loaded
-//!   with 4 requests as one of weight 1 with 2. Latency is compared as it is: a request's
-//!   latency does not depend on how many others the backend could take.
+//!   with 4 requests as one of weight 1 with 2.
 //! * **Hot.** A candidate is hot if its load is strictly above the `quantile` (`Q_RIF`,
 //!   0.75 by default) of the candidates' loads, taken as the candidate at rank
 //!   floor(q x (m - 1)) in ascending order of m candidates (the "lower" quantile: with
 //!   m = 8 and q = 0.75, the 6th lightest, so up to two candidates are hot; with m = 2, the
 //!   lighter one, so the heavier is hot whenever it is strictly heavier).
-//! * **Cold first.** Among cold candidates the lowest latency estimate wins, ties to the
-//!   lower load, then to the earlier drawn (so ties fall at random, by weight). Hot ones come
-//!   only after every cold one, by load, then latency.
+//! * **Cold first, by the latency expected at their RIF.** Among cold candidates the lowest
+//!   *expected* latency wins: the latency estimate x (RIF + 1) / weight, the cost
+//!   [`PeakEwma`](crate::PeakEwma) compares, ties to the lower load, then to the earlier
+//!   drawn (so ties fall at random, by weight). Hot ones come only after every cold one, by
+//!   load, then expected latency.
 //!
-//! **Known limit: stale estimates of idle backends.** The paper's probes return each
-//! server's latency estimate for its current RIF, fresh. Here a backend's estimate is what
-//! its last answers taught, decaying over `decay` (10 s): a backend that went idle keeps a
-//! high estimate until it decays, and HCL, which ranks cold candidates by latency alone,
-//! does not send it traffic meanwhile (PeakEwma's cost, latency x (in flight + 1), prefers
-//! an idle backend at once). Under a real 80% load this wastes enough capacity to build a
-//! backlog: in the simulator without caches Prequal's p50 is about 0.45-1.5 s where P2C's
-//! is 7-8 ms (`examples/simulate/README.md`, the Pareto section). With the cache (a lighter
-//! real load) it has the best p99.9 of the load-report table. Until the estimate accounts
-//! for the candidate's current RIF, prefer PeakEwma or P2C for a fleet run near capacity.
+//! **Why the RIF enters the latency.** The paper's probes return each server's latency
+//! estimate for its current RIF, fresh. Here a backend's estimate is what its last answers
+//! taught, decaying over `decay` (10 s): a backend that went idle keeps the high estimate of
+//! its busy time until it decays. Ranked by that estimate alone, cold candidates that had
+//! been busy were passed over while the backends measured fastest queued, and under a real
+//! 80% load the idle capacity wasted built a backlog: in the simulator without caches
+//! (`--no-keys --no-fail --no-slowdown --no-join`) Prequal's p50 was 507 ms (p99.9 924 ms,
+//! 731 requests on one backend) where P2C's is 7.3 ms, and 1.5 s in the Pareto table. Scaled
+//! by RIF + 1, the estimate of a backend that queues rises with its queue and that of an
+//! idle one does not, so an idle backend gets traffic once the others' queues cost more
+//! than its stale estimate: in that run the p50 is 7.2 ms, p99 48.1 ms, p99.9 79.1 ms (P2C
+//! 7.3 / 51.9 / 96.3, PeakEwma 7.6 / 49.0 / 80.9), 14 in flight at most on one backend. In
+//! the default scenario Prequal has the lowest p99 and p99.9 of the request policies (41.5
+//! and 72.7 ms, PeakEwma 42.5 and 77.9), and the lowest p99 and p99.9 of the load-report
+//! table in both its scenarios. What it gave up: with the cache's lighter real load,
+//! ranking by the estimate alone had concentrated on the fastest backends and had a lower
+//! tail under drifting speeds (p99 32.7 ms and p99.9 63.6 ms, now 39.7 and 77.1; PeakEwma
+//! 45.8 and 88.5) and with `--equal-weights` (p99.9 67.8 ms, now 88.7; PeakEwma 100), at
+//! the price of the median (`examples/simulate/README.md`, "Load reports" and
+//! "Heavy-tailed requests").
+//!
+//! The weight divides, as in PeakEwma's cost, rather than counting RIF per unit of weight
+//! in units of the set's mean weight (which ranks idle backends by their estimate alone) or
+//! leaving the weight out: over seeds 1 to 3 of the simulator's scenarios above (weights 3
+//! and 1 for backends 1x and 3x slow) PeakEwma's form had the lowest p99.9 of the three,
+//! the others' 6 to 11% and 10 to 27% above it. Only differences between candidates
+//! matter, so scaling every weight changes no choice. RIF is the load signal's figure in
+//! requests (see below); with [`Request::cost`](crate::Request::cost), the work held, as
+//! for PeakEwma.
 //!
 //! **Server-side RIF.** This client's count is exact but sees only its own requests; the
 //! paper's probes return the server's RIF from every client. Where servers can tell it (a
@@ -66,17 +86,25 @@
 //! stands until the next one, so it ages as the paper's probes do between refreshes, but is
 //! never dropped: report often, or combine it with the live count.
 //!
-//! Latency estimates are compared as their log scores (ln latency plus a time offset shared
-//! by every backend), so the choice reads no clock and computes no `exp` or `ln`.
+//! Expected latencies are compared as logs: a backend's latency score (ln of its estimate
+//! plus a time offset shared by every backend) plus ln(RIF + 1) minus ln(weight), so the
+//! choice reads no clock and computes no `exp`. The two logs of integers below 64 come from
+//! a table built with the balancer (the same values as `f64::ln`); `ln` itself runs only for
+//! larger ones, or for a reported load, which is not a whole number of requests. With the
+//! table a pick costs what it did when it compared estimates alone (`cargo bench --bench
+//! pick`, `pick/100/prequal` and `report/100/prequal/pick+drop`: 350-390 ns either way on
+//! the machine of this change, shared; computing both `ln` on each of the 8 probes cost
+//! 60-90 ns more).
 //!
 //! Latency first means concentration where load does not push back: with one request at a
-//! time nothing is ever hot, so every pick goes to the fastest backend among its candidates,
-//! and the backends measured fastest take most of the traffic (100 equal backends, 10,000
-//! picks dropped at once on the system clock, each teaching the microseconds it was held:
-//! 61 of them picked, the busiest 3% of picks, against 98 and 1.5% for PeakEwma). That is
-//! the intent; the RIF guard spreads load as requests overlap. A backend left unobserved is
-//! tried again once the others' fresher estimates stand above its own decayed one, about
-//! ln(its estimate / theirs) x `decay` later, as with PeakEwma.
+//! time nothing is ever hot or in flight, so every pick goes to the fastest backend (per
+//! unit of weight) among its candidates, and the backends measured fastest take most of
+//! the traffic (100 equal backends, 10,000 picks dropped at once on the system clock, each
+//! teaching the microseconds it was held: 61 of them picked, the busiest 3% of picks,
+//! against 98 and 1.5% for PeakEwma). That is the intent; as requests overlap, the RIF in
+//! the expected latency and the hot guard spread load. A backend left unobserved is tried
+//! again once the others' fresher estimates stand above its own decayed one, about ln(its
+//! estimate / theirs) x `decay` later, as with PeakEwma.
 //!
 //! # Where this differs from the paper, and why
 //!
@@ -89,6 +117,14 @@
 //!   total across clients (as with every load-aware policy of lbkit): run one balancer per
 //!   process, and, where clients are many, consider that a backend's RIF here is only its
 //!   share from this one.
+//! * **The expected latency is the client's estimate scaled by RIF.** The paper's probes
+//!   return the server's own latency estimate for its current RIF, made where the requests
+//!   run. A client has one estimate per backend, learned at whatever RIF the backend had
+//!   when it answered; the latency a request can expect now is taken as that estimate x
+//!   (RIF + 1) / weight, PeakEwma's model (the wait grows with the queue, the weight says
+//!   how fast it drains). That is cruder than the server's view, but it moves with the RIF
+//!   at once, which is what keeps an idle backend with an old high estimate in use (see
+//!   *Why the RIF enters the latency*).
 //! * **The quantile of the candidates.** The threshold is a quantile of the loads of this
 //!   pick's own candidates, not of a distribution estimated over earlier probes. The
 //!   lightest candidate is therefore never above it, so the paper's last case, every
@@ -112,14 +148,15 @@
 //!   [`ManualClock`](crate::ManualClock).
 //!
 //! Cost: per pick, one atomic step of the random sequence, `d` alias draws (re-drawn on a
-//! collision, a linear walk if the drawn ones carry most of the weight), 2d relaxed loads, a
-//! sort of at most 16 entries, and no allocation; like PeakEwma's, a pick notes the time it
+//! collision, a linear walk if the drawn ones carry most of the weight), 2d relaxed loads,
+//! 2d table lookups of logs (an `ln` instead for an integer of 64 or more, or a reported
+//! load), a sort of at most 16 entries, and no allocation; like PeakEwma's, a pick notes the time it
 //! starts (one clock read), so that a pick dropped or failed counts the time it was held;
 //! per report, as PeakEwma (one clock read, two `exp`, one `ln`); O(n) per update. Choose it over
-//! [`PeakEwma`](crate::PeakEwma) when latency should decide among backends that are not
-//! overloaded, rather than being multiplied by load: PeakEwma trades a fast backend's
-//! latency against its queue continuously, Prequal sends to the fastest until its queue is
-//! among the longest of those probed.
+//! [`PeakEwma`](crate::PeakEwma) for the lower tail that comparing 8 candidates instead of 2
+//! buys, with a guard on load: both trade a backend's latency against its queue (the same
+//! expected latency), but Prequal picks the best of 8 and never one whose load is among the
+//! heaviest of them, so a fast backend is not flooded while its estimate lags.
 
 use std::cmp::Ordering as Order;
 use std::time::Duration;
@@ -131,7 +168,7 @@ use crate::engine::core::{impl_balancer, Core};
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Snapshot, View};
-use crate::engine::state::LatencyTracking;
+use crate::engine::state::{LatencyTracking, FAILURE_UNIT};
 use crate::error::Error;
 use crate::placement::{splitmix64, GAMMA};
 use crate::report::LoadSignal;
@@ -142,8 +179,10 @@ use crate::spread::choice::{Load, Loads, Signal};
 /// fixed array on the stack, so a pick allocates nothing.
 pub const MAX_PROBES: usize = 16;
 
-/// Hot-cold lexicographic choice among `probes` weighted draws; report outcomes with
-/// [`Pick::success`](crate::Pick::success).
+/// Hot-cold lexicographic choice among `probes` weighted draws: of the candidates whose load
+/// per unit of weight is not above the `quantile` of theirs, the one with the lowest
+/// expected latency, its latency estimate x (requests in flight + 1) / weight; report
+/// outcomes with [`Pick::success`](crate::Pick::success).
 ///
 /// ```
 /// use std::time::Duration;
@@ -340,6 +379,7 @@ impl Builder<PrequalConfig> {
             quantile,
             signal: Signal::new(None, load_signal)?,
             tracking: LatencyTracking::new(decay, default_latency, failure_penalty)?,
+            logs: Logs::new(),
         };
         Ok(Prequal {
             core: self.core(policy, backends)?,
@@ -358,10 +398,9 @@ struct Probe {
     load: u128,
     /// Effective weight (above 0).
     weight: u64,
-    /// Latency log score: lower is faster (see [`State::latency_score`]).
-    ///
-    /// [`State::latency_score`]: crate::engine::state::State::latency_score
-    score: f64,
+    /// The log of the latency a request sent to it now can expect ([`expected_latency`]):
+    /// lower is faster.
+    latency: f64,
     /// Whether its load is above the threshold.
     hot: bool,
 }
@@ -371,9 +410,52 @@ impl Probe {
         position: 0,
         load: 0,
         weight: 1,
-        score: 0.0,
+        latency: 0.0,
         hot: false,
     };
+}
+
+/// Natural logarithms of the integers a pick takes the log of (requests in flight + 1,
+/// weights), read from a table below [`Logs::TABLE`] instead of computed: the same values
+/// `f64::ln` gives, without its cost on every probe of every pick.
+struct Logs {
+    table: [f64; Logs::TABLE],
+}
+
+impl Logs {
+    /// Integers below this are looked up.
+    const TABLE: usize = 64;
+
+    fn new() -> Self {
+        let mut table = [0.0; Logs::TABLE];
+        for (k, ln) in table.iter_mut().enumerate().skip(1) {
+            *ln = (k as f64).ln();
+        }
+        Logs { table }
+    }
+
+    /// ln `k` (k above 0).
+    #[inline]
+    fn of(&self, k: u64) -> f64 {
+        if k < Logs::TABLE as u64 {
+            self.table[k as usize]
+        } else {
+            (k as f64).ln()
+        }
+    }
+}
+
+/// The log of the latency a new request can expect on a backend whose latency score is
+/// `score` ([`State::latency_score`]: ln of its estimate, plus a time offset shared by every
+/// backend), given `ln_requests` = ln(requests in flight + 1) and `ln_weight` = ln(weight):
+/// ln(estimate x (in flight + 1) / weight), [`PeakEwma`](crate::PeakEwma)'s cost, up to the
+/// offset. Only differences between two backends' values mean anything, so scaling every
+/// weight changes no choice.
+///
+/// [`State::latency_score`]: crate::engine::state::State::latency_score
+#[inline]
+fn expected_latency(score: f64, ln_requests: f64, ln_weight: f64) -> f64 {
+    score + ln_requests - ln_weight
 }
 
 /// `a` against `b` by load per unit of weight, exactly.
@@ -393,7 +475,7 @@ fn by_load(a: &Probe, b: &Probe) -> Order {
 #[inline]
 fn preference(a: &Probe, b: &Probe) -> Order {
     a.hot.cmp(&b.hot).then_with(|| {
-        let latency = a.score.total_cmp(&b.score);
+        let latency = a.latency.total_cmp(&b.latency);
         if a.hot {
             by_load(a, b).then(latency)
         } else {
@@ -448,6 +530,7 @@ pub(crate) struct HotCold {
     /// What a candidate's RIF is made of (see [`Builder::load_signal`]).
     signal: Signal,
     tracking: LatencyTracking,
+    logs: Logs,
 }
 
 /// The candidates of one pick, hot ones marked.
@@ -508,14 +591,26 @@ impl HotCold {
         let loads = (!self.signal.is_plain()).then(|| Loads::new(&self.signal));
         for (slot, &position) in probes.iter_mut().zip(&positions[..len]) {
             let e = &eligible[position];
+            let (load, ln_requests) = match &loads {
+                None => {
+                    let in_flight = e.state.in_flight() as u64;
+                    (in_flight.into(), self.logs.of(in_flight.saturating_add(1)))
+                }
+                Some(loads) => {
+                    // In requests: the signal's figure over its unit.
+                    let load = loads.of(&e.state);
+                    (load, (load as f64 / FAILURE_UNIT as f64).ln_1p())
+                }
+            };
             *slot = Probe {
                 position,
-                load: match &loads {
-                    None => e.state.in_flight() as u128,
-                    Some(loads) => loads.of(&e.state),
-                },
+                load,
                 weight: e.weight,
-                score: e.state.latency_score(),
+                latency: expected_latency(
+                    e.state.latency_score(),
+                    ln_requests,
+                    self.logs.of(e.weight),
+                ),
                 hot: false,
             };
         }
@@ -589,7 +684,7 @@ mod tests {
             position,
             load: load.into(),
             weight,
-            score,
+            latency: expected_latency(score, (load as f64).ln_1p(), (weight as f64).ln()),
             hot: false,
         }
     }
@@ -608,8 +703,8 @@ mod tests {
     #[test]
     fn a_cold_fast_probe_beats_a_lighter_hot_one_and_a_cold_slow_one() {
         // Loads 0, 1, 9, 1: at q = 0.75 over 4 the threshold is rank 2 (load 1), so only
-        // the probe with 9 is hot. The fastest (score 1.0) is hot: the fastest cold one wins,
-        // though a lighter (load 0) cold one is slower.
+        // the probe with 9 is hot. The fastest (score 1.0) is hot: the cold one expected
+        // fastest wins (score 2.0 + ln 2), though a lighter (load 0) cold one is slower (5.0).
         let mut probes = [
             probe(10, 0, 1, 5.0),
             probe(11, 1, 1, 2.0),
@@ -714,5 +809,67 @@ mod tests {
         let mut sorted = probes;
         sorted.sort_by(preference);
         assert_eq!(sorted.map(|p| p.position), [5, 9, 7, 3]);
+    }
+    #[test]
+    fn an_idle_backend_beats_a_busy_faster_one_once_its_queue_costs_more() {
+        // Loads 4, 0, 4, 4: at q = 0.75 over 4 the threshold is rank 2 (load 4), so none is
+        // hot. Probe 0 has the lowest estimate (score 0) but 4 in flight: 5 x its estimate
+        // expected. Probe 1 is idle with an estimate 3 times higher, left from when it was
+        // busy: 3 x expected, so it wins (ranked by estimates alone, probe 0 would).
+        let stale = |ratio: f64| {
+            [
+                probe(0, 4, 1, 0.0),
+                probe(1, 0, 1, ratio.ln()),
+                probe(2, 4, 1, 1.0),
+                probe(3, 4, 1, 1.0),
+            ]
+        };
+        let mut probes = stale(3.0);
+        assert_eq!(winner(&mut probes, 0.75), 1);
+        assert!(probes.iter().all(|p| !p.hot));
+        // An estimate 6 times higher is worse than the busy one's queue: the busy one wins.
+        assert_eq!(winner(&mut stale(6.0), 0.75), 0);
+        // Per unit of weight: at weight 2, 4 in flight expect (4 + 1) / 2 = 2.5 estimates,
+        // under the idle one's 3 (and 4 / 2 = 2 per unit is the lightest: not hot).
+        let mut probes = stale(3.0);
+        probes[0] = probe(0, 4, 2, 0.0);
+        assert_eq!(winner(&mut probes, 0.75), 0);
+    }
+
+    #[test]
+    fn the_expected_latency_orders_as_peak_ewma_cost_and_ignores_the_weights_scale() {
+        // PeakEwma's comparison: exp(s_a - s_b) x (in_a + 1) x w_b < (in_b + 1) x w_a.
+        let peak = |a: (f64, u64, u64), b: (f64, u64, u64)| {
+            (a.0 - b.0).exp() * (a.1 as f64 + 1.0) * (b.2 as f64) < (b.1 as f64 + 1.0) * a.2 as f64
+        };
+        let logs = Logs::new();
+        let key = |(score, load, weight): (f64, u64, u64), scale: u64| {
+            expected_latency(score, logs.of(load + 1), logs.of(weight * scale))
+        };
+        let mut seed = 1u64;
+        let mut next = |m: u64| {
+            seed = splitmix64(seed.wrapping_add(GAMMA));
+            seed % m
+        };
+        for _ in 0..10_000 {
+            // Loads and weights on both sides of the table's edge.
+            let mut draw = || (next(4000) as f64 / 1000.0, next(100), 1 + next(90));
+            let (a, b) = (draw(), draw());
+            let lighter = key(a, 1) < key(b, 1);
+            // Up to rounding: skip near-ties.
+            if (key(a, 1) - key(b, 1)).abs() > 1e-9 {
+                assert_eq!(lighter, peak(a, b), "{a:?} {b:?}");
+                assert_eq!(lighter, key(a, 1000) < key(b, 1000), "{a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_of_logs_is_ln() {
+        let logs = Logs::new();
+        for k in 1..200u64 {
+            assert_eq!(logs.of(k).to_bits(), (k as f64).ln().to_bits(), "{k}");
+        }
+        assert_eq!(logs.of(u64::MAX), (u64::MAX as f64).ln());
     }
 }
