@@ -189,8 +189,9 @@ impl<'a> Request<'a> {
     /// with one worker per backend and raise it from 79 to 401 ms with eight. There, count
     /// requests (no cost), or let backends report what is queued beyond their free workers
     /// ([`LoadReport::load`](crate::LoadReport::load) with
-    /// [`LoadSignal::Reported`](crate::LoadSignal::Reported)): only a backend knows which of
-    /// its workers are free.
+    /// [`LoadSignal::Reported`](crate::LoadSignal::Reported), for the policies that take a
+    /// load signal: least connections, P2C and Prequal): only a backend knows which of its
+    /// workers are free.
     ///
     /// ```
     /// use lbkit::{Backend, Balancer, LeastConnections, Request};

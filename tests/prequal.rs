@@ -336,3 +336,33 @@ proptest! {
         prop_assert_eq!(ids.len(), many.len());
     }
 }
+
+/// The expected latency scales a reported RIF as a number of requests, with either signal:
+/// estimate x (RIF + 1). "a" reports 0 with a 100 ms estimate (100 ms expected), "b" 1 with
+/// 1 ms (2 ms), "c" and "d" 1 with 100 ms (200 ms); nobody is hot (the threshold is rank 2
+/// of 0, 1, 1, 1), so every pick goes to "b". (`Reported` once counted a reported 1 as 2^20
+/// requests here, and "a" took every pick.)
+#[test]
+fn a_reported_rif_scales_the_estimate_as_requests() {
+    use lbkit::{LoadReport, LoadSignal};
+    for signal in [LoadSignal::Reported, LoadSignal::Combined { per_unit: 1.0 }] {
+        let clock = ManualClock::new();
+        let lb = Prequal::builder()
+            .probes(4)
+            .quantile(0.75)
+            .default_latency(Duration::from_nanos(1))
+            .load_signal(signal)
+            .seed(5)
+            .health(HealthConfig::new().clock(clock.clone()))
+            .build(backends(&["a", "b", "c", "d"]))
+            .unwrap();
+        for (id, latency) in [("a", 100), ("b", 1), ("c", 100), ("d", 100)] {
+            observe(&lb, id, ms(latency));
+        }
+        lb.report_load("a", LoadReport::new().load(0.0)).unwrap();
+        for id in ["b", "c", "d"] {
+            lb.report_load(id, LoadReport::new().load(1.0)).unwrap();
+        }
+        assert_eq!(counts(&lb, 20), [("b".to_owned(), 20)].into(), "{signal:?}");
+    }
+}

@@ -119,6 +119,11 @@ pub(crate) struct Signal {
     pub(crate) failure_penalty: Option<Duration>,
     /// [`LoadSignal::factor`]: 0 when reports are not compared.
     pub(crate) reported: u64,
+    /// The load [`Loads::of`] gives for one request: 1 for the plain count (not through
+    /// `Loads`), [`FAILURE_UNIT`] where a reported 1 counts as `per_unit` requests or failures
+    /// weigh, and 2^20 of those under [`LoadSignal::Reported`], where a reported 1 outweighs
+    /// every count this client could hold (the count only breaks ties).
+    pub(crate) request: u128,
 }
 
 impl Signal {
@@ -128,9 +133,17 @@ impl Signal {
         failure_penalty: Option<Duration>,
         signal: LoadSignal,
     ) -> Result<Self, Error> {
+        let failure_penalty = check_failure_penalty(failure_penalty)?;
+        let reported = signal.factor()?;
+        let request = match signal {
+            LoadSignal::Reported => u128::from(FAILURE_UNIT) << 20,
+            _ if failure_penalty.is_some() || reported != 0 => u128::from(FAILURE_UNIT),
+            _ => 1,
+        };
         Ok(Signal {
-            failure_penalty: check_failure_penalty(failure_penalty)?,
-            reported: signal.factor()?,
+            failure_penalty,
+            reported,
+            request,
         })
     }
 

@@ -3,7 +3,8 @@
 //! Each pick scans the eligible backends and takes the one with the lowest in-flight count
 //! per unit of weight, compared exactly in integers (a/w_a < b/w_b as a*w_b < b*w_a): loads
 //! as they are when every eligible weight is the same, else products of load and weight, in 64
-//! bits when the weights fit in 32 (counts always do), in 128 beyond or with a load signal;
+//! bits when the weights fit in 32 (counts always do), in 128 beyond, or with a failure
+//! penalty or a load signal;
 //! each its own loop, chosen once per update. The scan starts at a rotating position (a per-thread cursor), so among equal
 //! backends the first one found changes from pick to pick and equal backends take turns rather
 //! than herding onto one. With sequential picks the choice is exact; with concurrent picks two

@@ -44,8 +44,10 @@
 //!   lighter one, so the heavier is hot whenever it is strictly heavier).
 //! * **Cold first, by the latency expected at their RIF.** Among cold candidates the lowest
 //!   *expected* latency wins: the latency estimate x (RIF + 1) / weight, the cost
-//!   [`PeakEwma`](crate::PeakEwma) compares, ties to the lower load, then to the earlier
-//!   drawn (so ties fall at random, by weight). Hot ones come only after every cold one, by
+//!   [`PeakEwma`](crate::PeakEwma) compares, computed in floating point (below), so ties
+//!   are expected latencies equal to the last bit; those go to the lower load, then to the
+//!   earlier drawn (so ties fall at random, by weight). Values equal on paper may differ in
+//!   the last bit and then fall either way. Hot ones come only after every cold one, by
 //!   load, then expected latency.
 //!
 //! **Why the RIF enters the latency.** The paper's probes return each server's latency
@@ -80,21 +82,25 @@
 //!
 //! **Server-side RIF.** This client's count is exact but sees only its own requests; the
 //! paper's probes return the server's RIF from every client. Where servers can tell it (a
-//! response trailer, a stream of load reports), feed it as [`LoadReport::load`](crate::LoadReport::load) and set
-//! [`Builder::load_signal`]: [`LoadSignal::Reported`] compares the reported RIF (this
-//! client's count breaking ties), [`LoadSignal::Combined`] adds the two. A reported figure
+//! response trailer, a stream of load reports), feed it as
+//! [`LoadReport::load`](crate::LoadReport::load) and set [`Builder::load_signal`]:
+//! [`LoadSignal::Reported`] compares the reported RIF (this client's count breaking ties,
+//! and adding a 2^-20th of a request per pick held to the RIF the expected latency scales
+//! by), [`LoadSignal::Combined`] adds the two (a reported 1 as `per_unit` requests, in both
+//! the hot/cold split and the expected latency). A reported figure
 //! stands until the next one, so it ages as the paper's probes do between refreshes, but is
 //! never dropped: report often, or combine it with the live count.
 //!
 //! Expected latencies are compared as logs: a backend's latency score (ln of its estimate
 //! plus a time offset shared by every backend) plus ln(RIF + 1) minus ln(weight), so the
-//! choice reads no clock and computes no `exp`. The two logs of integers below 64 come from
-//! a table built with the balancer (the same values as `f64::ln`); `ln` itself runs only for
-//! larger ones, or for a reported load, which is not a whole number of requests. With the
-//! table a pick costs what it did when it compared estimates alone (`cargo bench --bench
-//! pick`, `pick/100/prequal` and `report/100/prequal/pick+drop`: 350-390 ns either way on
-//! the machine of this change, shared; computing both `ln` on each of the 8 probes cost
-//! 60-90 ns more).
+//! choice reads no clock and computes no `exp`. ln(weight) is computed once per rebuild, for
+//! every eligible backend, with the alias table; ln(RIF + 1) comes from a table of the
+//! integers below 64 built with the balancer (the same values as `f64::ln`), and `ln` itself
+//! runs only for larger counts, or for a load signal, which is not a whole number of
+//! requests. So a pick costs about what it did when it compared estimates alone (`cargo
+//! bench --bench pick`, `pick/100/prequal` and `report/100/prequal/pick+drop`: 350-390 ns
+//! either way on the machine of this change, shared; computing both `ln` on each of the 8
+//! probes cost 60-90 ns more).
 //!
 //! Latency first means concentration where load does not push back: with one request at a
 //! time nothing is ever hot or in flight, so every pick goes to the fastest backend (per
@@ -149,10 +155,11 @@
 //!
 //! Cost: per pick, one atomic step of the random sequence, `d` alias draws (re-drawn on a
 //! collision, a linear walk if the drawn ones carry most of the weight), 2d relaxed loads,
-//! 2d table lookups of logs (an `ln` instead for an integer of 64 or more, or a reported
-//! load), a sort of at most 16 entries, and no allocation; like PeakEwma's, a pick notes the time it
-//! starts (one clock read), so that a pick dropped or failed counts the time it was held;
-//! per report, as PeakEwma (one clock read, two `exp`, one `ln`); O(n) per update. Choose it over
+//! 2d table lookups of logs (an `ln` instead for a count of 64 or more, or with a load
+//! signal), a sort of at most 16 entries, and no allocation; like PeakEwma's, a pick notes
+//! the time it starts (one clock read), so that a pick dropped or failed counts the time it
+//! was held; per report, as PeakEwma (one clock read, two `exp`, one `ln`); O(n) per update
+//! (an `ln` per eligible backend). Choose it over
 //! [`PeakEwma`](crate::PeakEwma) for the lower tail that comparing 8 candidates instead of 2
 //! buys, with a guard on load: both trade a backend's latency against its queue (the same
 //! expected latency), but Prequal picks the best of 8 and never one whose load is among the
@@ -168,7 +175,7 @@ use crate::engine::core::{impl_balancer, Core};
 use crate::engine::policy::Policy;
 use crate::engine::sequence::Sequence;
 use crate::engine::snapshot::{Snapshot, View};
-use crate::engine::state::{LatencyTracking, FAILURE_UNIT};
+use crate::engine::state::LatencyTracking;
 use crate::error::Error;
 use crate::placement::{splitmix64, GAMMA};
 use crate::report::LoadSignal;
@@ -548,7 +555,7 @@ impl HotCold {
     #[inline]
     fn probe<T>(
         &self,
-        snap: &Snapshot<T, AliasTable>,
+        snap: &Snapshot<T, Table>,
         accept: impl Fn(usize) -> bool,
     ) -> Option<Probes> {
         let eligible = &snap.eligible;
@@ -574,7 +581,7 @@ impl HotCold {
             let want = self.probes.min(eligible.len());
             while len < want {
                 let drawn = &positions[..len];
-                let Some(p) = draw_where(&snap.table, eligible, &mut random, |p| {
+                let Some(p) = draw_where(&snap.table.alias, eligible, &mut random, |p| {
                     refused(p) || drawn.contains(&p)
                 }) else {
                     break;
@@ -597,9 +604,9 @@ impl HotCold {
                     (in_flight.into(), self.logs.of(in_flight.saturating_add(1)))
                 }
                 Some(loads) => {
-                    // In requests: the signal's figure over its unit.
+                    // In requests: the signal's figure over what one request weighs in it.
                     let load = loads.of(&e.state);
-                    (load, (load as f64 / FAILURE_UNIT as f64).ln_1p())
+                    (load, (load as f64 / self.signal.request as f64).ln_1p())
                 }
             };
             *slot = Probe {
@@ -609,7 +616,7 @@ impl HotCold {
                 latency: expected_latency(
                     e.state.latency_score(),
                     ln_requests,
-                    self.logs.of(e.weight),
+                    snap.table.ln_weights[position],
                 ),
                 hot: false,
             };
@@ -620,12 +627,29 @@ impl HotCold {
     }
 }
 
+/// What Prequal precomputes from the eligible backends: the alias table it draws candidates
+/// from, and ln of each one's effective weight (fixed until the next rebuild, so a pick
+/// reads it instead of computing it: slow start, soft health and subsets scale weights by
+/// 1000, past any small table).
+pub(crate) struct Table {
+    alias: AliasTable,
+    /// `ln_weights[p]` = ln(`eligible[p].weight`).
+    ln_weights: Box<[f64]>,
+}
+
 impl<T> Policy<T> for HotCold {
-    type Table = AliasTable;
+    type Table = Table;
     const TABLE_USES_HEALTH: bool = true;
 
-    fn build(&self, view: &View<'_, T>) -> Result<AliasTable, Error> {
-        Ok(AliasTable::new(view.eligible))
+    fn build(&self, view: &View<'_, T>) -> Result<Table, Error> {
+        Ok(Table {
+            alias: AliasTable::new(view.eligible),
+            ln_weights: view
+                .eligible
+                .iter()
+                .map(|e| (e.weight as f64).ln())
+                .collect(),
+        })
     }
 
     fn latency_tracking(&self) -> Option<LatencyTracking> {
@@ -635,7 +659,7 @@ impl<T> Policy<T> for HotCold {
     #[inline]
     fn choose(
         &self,
-        snap: &Snapshot<T, AliasTable>,
+        snap: &Snapshot<T, Table>,
         _: &Request<'_>,
         accept: impl Fn(usize) -> bool,
     ) -> Option<usize> {
@@ -647,7 +671,7 @@ impl<T> Policy<T> for HotCold {
     /// weighted random order.
     fn choose_n(
         &self,
-        snap: &Snapshot<T, AliasTable>,
+        snap: &Snapshot<T, Table>,
         _: &Request<'_>,
         n: usize,
         accept: impl Fn(usize) -> bool,
@@ -663,7 +687,7 @@ impl<T> Policy<T> for HotCold {
         debug_assert_eq!(candidates[0], probes_winner);
         let mut chosen: Vec<usize> = candidates.iter().map(|p| p.position).take(n).collect();
         draw_distinct(
-            &snap.table,
+            &snap.table.alias,
             &snap.eligible,
             || self.rng.next_random(),
             n,
