@@ -338,18 +338,57 @@ impl<T> Policy<T> for FewestInFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::LoadReport;
     use proptest::prelude::*;
     use std::sync::Arc;
+    use std::time::Duration;
 
-    /// The lightest in flight per unit of weight among the accepted, by 128-bit products,
-    /// the first in scan order from `start`: the rule every comparison mode must give.
-    fn reference(loads: &[u64], weights: &[u64], start: usize, accepted: &[bool]) -> Option<usize> {
-        let n = loads.len();
+    /// A least connections comparing `signal`, with a failure penalty or not.
+    fn policy(signal: LoadSignal, penalty: Option<Duration>) -> FewestInFlight {
+        FewestInFlight {
+            cursor: Sequence::counter(0),
+            signal: Signal::new(penalty, signal).unwrap(),
+        }
+    }
+
+    /// Every kind of load: counts (plain), failures as load (128-bit loads, none
+    /// reported), a reported load alone and one that counts 2^20 requests per unit.
+    fn policies() -> [FewestInFlight; 4] {
+        [
+            policy(LoadSignal::InFlight, None),
+            policy(LoadSignal::InFlight, Some(Duration::from_secs(1))),
+            policy(LoadSignal::Reported, None),
+            policy(
+                LoadSignal::Combined {
+                    per_unit: 1048576.0,
+                },
+                None,
+            ),
+        ]
+    }
+
+    /// The lightest load per unit of weight among the accepted, by exact 128-bit products
+    /// (loads below 2^72, weights below 2^43: no overflow), the first in scan order from
+    /// `start`: the rule every comparison mode must give.
+    fn reference(
+        policy: &FewestInFlight,
+        eligible: &[Eligible],
+        start: usize,
+        accepted: &[bool],
+    ) -> Option<usize> {
+        let loads = Loads::new(&policy.signal);
+        let load = |p: usize| -> u128 {
+            if policy.signal.is_plain() {
+                eligible[p].state.in_flight() as u128
+            } else {
+                loads.of(&eligible[p].state)
+            }
+        };
+        let n = eligible.len();
         let mut best: Option<usize> = None;
         for p in (start..n).chain(0..start).filter(|&p| accepted[p]) {
             let lighter = |b: usize| {
-                u128::from(loads[p]) * u128::from(weights[b])
-                    < u128::from(loads[b]) * u128::from(weights[p])
+                load(p) * u128::from(eligible[b].weight) < load(b) * u128::from(eligible[p].weight)
             };
             if best.map_or(true, lighter) {
                 best = Some(p);
@@ -358,36 +397,19 @@ mod tests {
         best
     }
 
-    fn plain() -> FewestInFlight {
-        FewestInFlight {
-            cursor: Sequence::counter(0),
-            signal: Signal::new(None, LoadSignal::default()).unwrap(),
-        }
-    }
-
-    /// Failures as load, none reported: the same order as the counts, compared as 128-bit
-    /// loads (each request in flight as 1024 units).
-    fn with_failure_load() -> FewestInFlight {
-        FewestInFlight {
-            cursor: Sequence::counter(0),
-            signal: Signal::new(
-                Some(std::time::Duration::from_secs(1)),
-                LoadSignal::default(),
-            )
-            .unwrap(),
-        }
-    }
-
-    /// Backends of these weights holding these counts, and the table built from them.
-    fn backends(loads: &[u64], weights: &[u64]) -> (Vec<Eligible>, Weights) {
-        let eligible: Vec<Eligible> = loads
+    /// Backends of these weights holding these counts and reporting these loads, and the
+    /// table built from them.
+    fn backends(backends: &[(u64, Option<f64>, u64)]) -> (Vec<Eligible>, Weights) {
+        let eligible: Vec<Eligible> = backends
             .iter()
-            .zip(weights)
             .enumerate()
-            .map(|(index, (&load, &weight))| {
+            .map(|(index, &(count, reported, weight))| {
                 let state = Arc::new(State::default());
-                for _ in 0..load {
+                for _ in 0..count {
                     state.acquire();
+                }
+                if let Some(load) = reported {
+                    state.take_report(&LoadReport::new().load(load), 0);
                 }
                 Eligible {
                     index,
@@ -402,14 +424,15 @@ mod tests {
             now: 0,
             weight_scale: 1,
         };
-        let table = Policy::<()>::build(&plain(), &view).unwrap();
+        let table = Policy::<()>::build(&policies()[0], &view).unwrap();
         (eligible, table)
     }
 
     #[test]
     fn the_table_tells_equal_and_narrow_weights() {
         let flags = |weights: &[u64]| {
-            let (_, t) = backends(&vec![0; weights.len()], weights);
+            let set: Vec<_> = weights.iter().map(|&w| (0, None, w)).collect();
+            let (_, t) = backends(&set);
             (t.uniform, t.narrow)
         };
         assert_eq!(flags(&[3, 3, 3]), (true, true));
@@ -420,25 +443,50 @@ mod tests {
     }
 
     proptest! {
-        /// Equal weights, weights below 2^32 and wider ones each take their own loop, for
-        /// counts and for 128-bit loads: every one chooses what the 128-bit rule chooses.
+        /// Equal weights, weights below 2^32 and wider ones (up to 2^42, the most an
+        /// effective weight reaches) each take their own loop, for counts and for 128-bit
+        /// loads up to 2^70 (a reported 10^12 counting 2^20 requests per unit): every one
+        /// chooses what the exact rule chooses.
         #[test]
         fn every_comparison_mode_chooses_as_the_exact_rule(
-            (loads, weights, accepted, start) in (1usize..24).prop_flat_map(|n| (
-                proptest::collection::vec(0u64..6, n),
+            (set, accepted, start) in (1usize..16).prop_flat_map(|n| (
                 prop_oneof![
-                    Just(vec![5u64; n]),
-                    proptest::collection::vec(1u64..=u64::from(u32::MAX), n),
-                    proptest::collection::vec(1u64..=1 << 42, n),
-                    proptest::collection::vec(prop_oneof![Just(1u64), Just(3)], n),
+                    // Equal weights.
+                    (1u64..1 << 42).prop_flat_map(move |w| proptest::collection::vec(
+                        (0u64..6, proptest::option::of(prop_oneof![Just(0.5), Just(1.0), Just(1e12)]), Just(w)),
+                        n,
+                    )),
+                    // Small weights: ties between different loads and weights.
+                    proptest::collection::vec(
+                        (
+                            0u64..6,
+                            proptest::option::of(prop_oneof![Just(0.5), Just(1.0), Just(1e12)]),
+                            1u64..5,
+                        ),
+                        n,
+                    ),
+                    // Any weights, narrow or wide.
+                    proptest::collection::vec(
+                        (
+                            0u64..6,
+                            proptest::option::of(prop_oneof![Just(0.5), Just(1.0), Just(1e12)]),
+                            prop_oneof![
+                                1u64..5,
+                                Just(u64::from(u32::MAX)),
+                                Just(1u64 << 32),
+                                1u64..1 << 42,
+                            ],
+                        ),
+                        n,
+                    ),
                 ],
                 proptest::collection::vec(proptest::bool::weighted(0.8), n),
                 0..n,
             )),
         ) {
-            let (eligible, table) = backends(&loads, &weights);
-            let want = reference(&loads, &weights, start, &accepted);
-            for policy in [plain(), with_failure_load()] {
+            let (eligible, table) = backends(&set);
+            for policy in policies() {
+                let want = reference(&policy, &eligible, start, &accepted);
                 let got = policy.lightest(&eligible, table, start, |i| accepted[i]);
                 prop_assert_eq!(got, want);
             }
