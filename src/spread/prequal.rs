@@ -422,9 +422,10 @@ impl Probe {
     };
 }
 
-/// Natural logarithms of the integers a pick takes the log of (requests in flight + 1,
-/// weights), read from a table below [`Logs::TABLE`] instead of computed: the same values
-/// `f64::ln` gives, without its cost on every probe of every pick.
+/// Natural logarithms of the integers a pick takes the log of (requests in flight + 1; the
+/// weights' logs come with the rebuild, in [`Table`]), read from a table below
+/// [`Logs::TABLE`] instead of computed: the same values `f64::ln` gives, without its cost on
+/// every probe of every pick.
 struct Logs {
     table: [f64; Logs::TABLE],
 }
@@ -868,7 +869,7 @@ mod tests {
         };
         let logs = Logs::new();
         let key = |(score, load, weight): (f64, u64, u64), scale: u64| {
-            expected_latency(score, logs.of(load + 1), logs.of(weight * scale))
+            expected_latency(score, logs.of(load + 1), ((weight * scale) as f64).ln())
         };
         let mut seed = 1u64;
         let mut next = |m: u64| {
