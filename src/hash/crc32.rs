@@ -1,7 +1,8 @@
 //! CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), for the nginx preset: nginx places
-//! servers and keys with it. Slice-by-8 over tables built at compile time (8 KiB): about one
-//! table lookup per byte and no per-call setup, which matters for the short keys a balancer
-//! hashes.
+//! servers and keys with it. Slice-by-8 over tables built at compile time (8 KiB), then one
+//! slice-by-4 step and at most three single bytes: about one table lookup per byte, at most
+//! four steps after the last full eight bytes, and no per-call setup, which matters
+//! for the short keys a balancer hashes.
 
 /// `TABLES[0]` is the byte-at-a-time table; `TABLES[k][i]` advances `TABLES[k - 1][i]` by one
 /// more zero byte.
@@ -61,6 +62,16 @@ impl Crc32 {
                 ^ t[2][*f as usize]
                 ^ t[1][*g as usize]
                 ^ t[0][*h as usize];
+            bytes = rest;
+        }
+        // Four of the last seven bytes at once (slice-by-4 over the same tables): a key of
+        // 13 bytes takes two table steps after the first eight, not five.
+        if let [a, b, c, d, rest @ ..] = bytes {
+            let lo = u32::from_le_bytes([*a, *b, *c, *d]) ^ crc;
+            crc = t[3][(lo & 0xff) as usize]
+                ^ t[2][((lo >> 8) & 0xff) as usize]
+                ^ t[1][((lo >> 16) & 0xff) as usize]
+                ^ t[0][(lo >> 24) as usize];
             bytes = rest;
         }
         for &byte in bytes {
