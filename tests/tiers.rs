@@ -416,6 +416,53 @@ fn locality_weight_table() {
     }
 }
 
+/// Draining and weight-0 backends are excluded, so they are out of their locality's host
+/// count as well (Envoy's `effectiveLocalityWeight`: all hosts less excluded ones): X with 2
+/// up and 2 draining is fully available, and shares evenly with Y (2 up). Counting the
+/// draining ones gave X 140 x 2 / 4 = 70 against Y's 100 (41%).
+#[test]
+fn excluded_backends_leave_their_locality_weight_alone() {
+    for weight_zero in [false, true] {
+        for policy in POLICIES {
+            let mut set = Vec::new();
+            for i in 0..4u32 {
+                let mut x = Backend::new(format!("x{i}"), i).with_locality("X");
+                if i >= 2 {
+                    x = if weight_zero {
+                        x.with_weight(0)
+                    } else {
+                        x.with_health(Health::Draining)
+                    };
+                }
+                set.push(x);
+            }
+            set.push(Backend::new("y0", 10).with_locality("Y"));
+            set.push(Backend::new("y1", 11).with_locality("Y"));
+            let lb = (policy.new)(set, 7).unwrap();
+            lb.set_topology(Topology::locality_weights([("X", 1), ("Y", 1)]))
+                .unwrap();
+            let (n, tolerance) = picks_and_tolerance(policy);
+            let got = count(&*lb, policy, n);
+            let x: usize = got
+                .iter()
+                .filter(|(id, _)| id.starts_with('x'))
+                .map(|(_, n)| n)
+                .sum();
+            let share = 100.0 * x as f64 / n as f64;
+            assert!(
+                (share - 50.0).abs() <= tolerance + 0.05,
+                "{} (weight 0: {weight_zero}): X got {share:.2}%, want 50%",
+                policy.name
+            );
+            assert!(
+                !got.contains_key("x2") && !got.contains_key("x3"),
+                "{}: an excluded backend picked",
+                policy.name
+            );
+        }
+    }
+}
+
 // ---- Properties over the registry.
 
 /// One backend of a generated set: its level, health and weight.

@@ -449,10 +449,16 @@ fn split<T>(
     }
     for name in names {
         let of = members_of(&name);
+        // Draining and weight-0 members are excluded: out of the locality's host count too
+        // (Envoy's `effectiveLocalityWeight`: all hosts less excluded ones).
+        let not_excluded = of
+            .iter()
+            .filter(|&&i| inputs.standing[i].could_serve())
+            .count() as u64;
         let weight = locality_weight(
             inputs.topology.weight(name.as_deref()),
             available(&of),
-            of.len() as u64,
+            not_excluded,
             inputs.overprovisioning,
         );
         if weight > 0 {
