@@ -53,8 +53,12 @@
 //!   degraded, not ejected, weight above 0) is below the threshold ignores health, and every
 //!   backend of it that could serve (weight above 0, not draining) is eligible again, rather
 //!   than crushing the survivors. Backends that are draining or of weight 0 stay out: that was
-//!   the operator's decision. With one level and the default overprovisioning factor (1.4),
-//!   panic is considered once fewer than 5 in 7 of the backends are available.
+//!   the operator's decision. With one level of up and down backends and the default
+//!   overprovisioning factor (1.4), panic is considered once fewer than 5 in 7 are up. With
+//!   degraded backends too, it is considered once the level's health and degraded health
+//!   (each 1.4 x its share of the backends, in whole percent rounded down) add up to less
+//!   than 100: the two roundings can make that so with slightly more than 5 in 7 available
+//!   (1 up and 50 degraded of 71: 1 + 98).
 //! * **Priority levels and degraded backends** ([`Backend::with_priority`](crate::Backend::with_priority),
 //!   [`Health::Degraded`](crate::Health::Degraded), [`HealthConfig::overprovisioning_factor`]):
 //!   Envoy's priority load, in integer arithmetic: see [`crate::docs::tiers`].
