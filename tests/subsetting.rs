@@ -266,6 +266,25 @@ fn a_subset_that_cannot_serve_falls_back_to_the_whole_set() {
     assert_eq!(lb.pick(&Request::new()).unwrap().id(), inside[0]);
 }
 
+/// Degraded backends serve (after healthy ones), so a subset of only degraded backends
+/// keeps its clients: the fallback is for a subset that cannot serve at all.
+#[test]
+fn a_degraded_subset_does_not_fall_back() {
+    let lb = RoundRobin::builder()
+        .subset(Subset::Rendezvous(RendezvousSubset::new(2).salt(3)))
+        .build(servers(10))
+        .unwrap();
+    let inside: Vec<String> = subset_of(&lb).into_keys().collect();
+    for id in &inside {
+        lb.set_health(id, Health::Degraded).unwrap();
+    }
+    assert_eq!(lb.status().len(), 2);
+    for _ in 0..10 {
+        let pick = lb.pick(&Request::new()).unwrap();
+        assert!(inside.contains(&pick.id().to_owned()), "{}", pick.id());
+    }
+}
+
 #[test]
 fn every_policy_picks_only_inside_its_subset() {
     for policy in POLICIES {

@@ -121,13 +121,15 @@ impl<T> Writer<T> {
 
     /// The members a snapshot has now, and their coverage (`None`: full): the subset, or
     /// every backend when there is no subset or none of the subset can take a pick (down,
-    /// draining, of weight 0 or ejected).
+    /// draining, of weight 0 or ejected; a degraded backend serves).
     fn members(&self) -> (Members<T>, bool) {
         let Some(selection) = &self.selection else {
             return ((self.universe.clone(), None), false);
         };
         let can_serve = |e: &Arc<Entry<T>>| {
-            e.weight > 0 && e.state.health() == Health::Up && e.state.ejected_until() == 0
+            e.weight > 0
+                && matches!(e.state.health(), Health::Up | Health::Degraded)
+                && e.state.ejected_until() == 0
         };
         if !selection.iter().any(|&(i, _)| can_serve(&self.universe[i])) {
             return ((self.universe.clone(), None), true);
