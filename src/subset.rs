@@ -14,9 +14,13 @@
 //!   (12 by default, Finagle's), a whole number of client slices wide, so that summed over the
 //!   fleet every server is covered the same number of times. A server at a window's edge is
 //!   partly covered: its effective weight is scaled by the covered fraction (as slow start
-//!   scales it), so the client's load on it is proportional to its coverage. (A hashing
-//!   policy places keys by the configured weights of the subset's backends; coverage scales
-//!   only its bounded-load capacity, as slow start does.) Servers are
+//!   scales it), so the client's load on it is proportional to its coverage, under every
+//!   policy that uses weights. [`RoundRobin`](crate::RoundRobin), [`JumpHash`](crate::JumpHash)
+//!   and [`First`](crate::First) ignore weights, so they give an edge server a full share
+//!   and the fleet's load on servers is uneven (7 clients over 20 servers under
+//!   `RoundRobin`: the busiest server got 1.2x the picks of the idlest): use [`WeightedRoundRobin`](crate::WeightedRoundRobin) with an
+//!   aperture. (A hashing policy places keys by the configured weights of the subset's
+//!   backends; coverage scales only its bounded-load capacity, as slow start does.) Servers are
 //!   placed on the ring by their pinned [`crate::hash::id_hash`], never by list
 //!   order, so every client agrees without coordination. Positions are exact fractions (no
 //!   floating point), which also fixes a rounding of Finagle's that sometimes takes one slice
