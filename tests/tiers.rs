@@ -1426,3 +1426,52 @@ fn load_aware_reported_revived_backend_has_no_old_report() {
         drop(held);
     }
 }
+
+/// In total panic the load follows host counts, draining backends included (Envoy's
+/// arithmetic), but a draining backend never serves: a level of draining backends hands its
+/// picks on, and `SharesChanged` says where they go, not where the arithmetic put them.
+#[test]
+fn shares_changed_follows_picks_past_a_level_that_cannot_serve() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<lbkit::Event>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let lb = lbkit::RoundRobin::builder()
+        .health(HealthConfig::new().panic_threshold(0.5))
+        .observer(move |e: &lbkit::Event| sink.lock().unwrap().push(e.clone()))
+        .build([
+            Backend::new("p0-a", 0u32),
+            Backend::new("p0-b", 1),
+            Backend::new("p1-a", 2)
+                .with_priority(1)
+                .with_health(Health::Draining),
+            Backend::new("p1-b", 3)
+                .with_priority(1)
+                .with_health(Health::Draining),
+        ])
+        .unwrap();
+    lb.set_health("p0-a", Health::Down).unwrap();
+    lb.set_health("p0-b", Health::Down).unwrap();
+    for _ in 0..100 {
+        let pick = lb.pick(&Request::new()).unwrap();
+        assert!(pick.id().starts_with("p0-"), "{}", pick.id());
+    }
+    let told = || -> Vec<Vec<(u32, f64)>> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                lbkit::Event::SharesChanged { shares } => {
+                    Some(shares.iter().map(|s| (s.priority, s.share)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // P0 took every pick all along (first by health, then as P1's fallback in total
+    // panic): no change to tell. Before, an event gave P1 half.
+    assert_eq!(told(), Vec::<Vec<(u32, f64)>>::new());
+    // P1 can serve again: it is fully available and takes the traffic.
+    lb.set_health("p1-a", Health::Up).unwrap();
+    assert_eq!(lb.pick(&Request::new()).unwrap().id(), "p1-a");
+    assert_eq!(told(), [vec![(1, 1.0)]]);
+}

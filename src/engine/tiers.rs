@@ -123,28 +123,47 @@ impl<T, X> Tiers<T, X> {
 
     /// Each level's (and locality's) share of the picks in parts per million, summed over
     /// its classes, in priority then locality order; the points and the locality weights
-    /// are the ones picks use, so this is what they do.
+    /// are the ones picks use, so this is what they do. A group with no eligible member (a
+    /// level of draining backends, which total panic still counts) hands its share on as
+    /// picks do: to the first group in fallback order that has one; with none, no share.
     pub(crate) fn traffic_shares(&self) -> Vec<(u32, Option<Arc<str>>, u64)> {
-        let mut out: std::collections::BTreeMap<(u32, Option<Arc<str>>), u64> =
-            std::collections::BTreeMap::new();
+        let mut parts = vec![0u64; self.groups.len()];
         for (c, share) in self.shares.iter().enumerate() {
             let points = self.points.iter().filter(|&&p| usize::from(p) == c).count() as u64;
             let class = points * 10_000;
             let total = share.cumulative.last().copied().unwrap_or(0);
             let count = share.cumulative.len().max(1);
             let mut previous = 0u64;
-            for k in 0..count {
-                let group = &self.groups[share.first + k];
-                let part = if total == 0 {
+            for (k, part) in parts[share.first..share.first + count]
+                .iter_mut()
+                .enumerate()
+            {
+                *part += if total == 0 {
                     class
                 } else {
                     let weight = share.cumulative[k] - previous;
                     previous = share.cumulative[k];
                     (u128::from(class) * u128::from(weight) / u128::from(total)) as u64
                 };
-                *out.entry((group.priority, group.locality.clone()))
-                    .or_default() += part;
             }
+        }
+        // A pick whose group has no eligible member tries the others in order (`order`):
+        // the first that has one takes it.
+        let fallback = self.groups.iter().position(|g| !g.snap.eligible.is_empty());
+        let mut out: std::collections::BTreeMap<(u32, Option<Arc<str>>), u64> =
+            std::collections::BTreeMap::new();
+        for (g, part) in parts.into_iter().enumerate() {
+            let to = if self.groups[g].snap.eligible.is_empty() {
+                match fallback {
+                    Some(to) => to,
+                    None => continue,
+                }
+            } else {
+                g
+            };
+            let group = &self.groups[to];
+            *out.entry((group.priority, group.locality.clone()))
+                .or_default() += part;
         }
         out.into_iter()
             .filter(|&(_, ppm)| ppm > 0)
