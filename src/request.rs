@@ -45,6 +45,10 @@ pub struct Request<'a> {
     prefer: &'a str,
     /// Units of work the pick holds, in `1..=MAX_COST`.
     cost: u32,
+    /// Whether choosing counts a bounded-loads spill; `false` only for the tower `Balance`'s
+    /// second look at a request whose first pick counted it already, and for its looks at
+    /// the eligible backends, which route nothing.
+    count_spills: bool,
 }
 
 /// The most work one request may hold: 2^20 units (see [`Request::cost`]).
@@ -76,6 +80,7 @@ impl<'a> Request<'a> {
             avoid: &[],
             prefer: "",
             cost: 1,
+            count_spills: true,
         }
     }
 
@@ -256,6 +261,21 @@ impl<'a> Request<'a> {
             key: Key::Placed(hash),
             ..*self
         }
+    }
+
+    /// The same request, whose choice counts no bounded-loads spill (see `count_spills`).
+    #[cfg(feature = "tower")]
+    pub(crate) fn without_spill_count(self) -> Self {
+        Request {
+            count_spills: false,
+            ..self
+        }
+    }
+
+    /// Whether choosing for this request counts a bounded-loads spill.
+    #[inline]
+    pub(crate) fn counts_spills(&self) -> bool {
+        self.count_spills
     }
 
     /// The placement hash given to [`Request::placed`], if this request came from it.

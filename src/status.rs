@@ -17,7 +17,9 @@ use crate::engine::state::Counters;
 /// the picks are one reading, the reports come after it: a pick that ends during the reading
 /// may show as held and reported at once (so `dropped` is never too high, at worst one too
 /// low for the reading), and `picks = in_flight + successes + failures + dropped` holds
-/// exactly once no pick is ending.
+/// exactly once no pick is ending. (With the `tower` feature, a pick the `Balance` service
+/// takes only to look, and gives back unused, counts as taken and held while it is held, and
+/// then as neither: a reading in that instant shows one pick more than the next.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub(crate) id: Arc<str>,

@@ -7,7 +7,9 @@
 //! requests are in flight, cancellation releasing every pick, clones sharing accounting, a
 //! broken inner service set down, and the `Layer` in a `ServiceBuilder`. Last, the promises
 //! an outside test suite found broken: in panic mode `call` finds the ready backend and
-//! `poll_ready` agrees with it; a handle keeps at most one waker registered.
+//! `poll_ready` agrees with it; a handle keeps at most one waker registered. And those a
+//! review found broken: the picks the balance takes only to look leave no latency
+//! observation, no pick and no second spill.
 
 mod common;
 
@@ -1031,4 +1033,128 @@ fn a_handle_keeps_at_most_one_waker_registered() {
     // A membership change still wakes (and so releases) them all.
     first.membership().insert("a", Mock::new("a")).unwrap();
     assert_eq!(live.load(Ordering::SeqCst), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Regression tests: the picks `Balance` takes only to look (found by review).
+
+/// Each backend's (latency estimate, picks taken, picks dropped, spills).
+fn traces(lb: &dyn Balancer<()>) -> BTreeMap<String, (Option<Duration>, u64, u64, u64)> {
+    lb.status()
+        .into_iter()
+        .map(|s| {
+            let line = (s.latency(), s.picks(), s.dropped(), s.spills());
+            (s.id().to_owned(), line)
+        })
+        .collect()
+}
+
+#[test]
+fn a_backend_skipped_as_not_ready_gets_no_latency_observation_and_no_pick() {
+    // PeakEwma prefers "a" (100 ms against 1 s), whose service is never ready: each time the
+    // policy chooses it, `call` walks on to b or c. The skip used to drop a's pick at once,
+    // a 0 ms observation (a looked faster each time it was skipped) and a pick taken and
+    // dropped.
+    let task = Task::new();
+    let clock = ManualClock::new();
+    let lb = Arc::new(
+        PeakEwma::builder()
+            .seed(1)
+            .health(HealthConfig::new().clock(clock.clone()))
+            .build(Vec::new())
+            .unwrap(),
+    );
+    let m = mocks(&["a", "b", "c"]);
+    m[0].set_ready(false);
+    let mut s = balance(Arc::clone(&lb), NoKey, &m).with_clock(clock.clone());
+    for (id, ms) in [("a", 100), ("b", 1000), ("c", 1000)] {
+        for _ in 0..5 {
+            let pick = lb.pick(&Request::new().prefer(id)).unwrap();
+            pick.success(Duration::from_millis(ms));
+        }
+    }
+    clock.advance(Duration::from_secs(5));
+    let before = traces(&*lb);
+    for _ in 0..20 {
+        assert_ne!(send(&task, &mut s, "x").unwrap(), "a");
+    }
+    let after = traces(&*lb);
+    assert_eq!(after["a"], before["a"], "a was sent nothing");
+    assert_eq!(m[0].calls(), 0);
+    let sent = |id: &str| after[id].1 - before[id].1;
+    assert_eq!(sent("b") + sent("c"), 20, "one pick taken per request");
+    assert_eq!(after["b"].2 + after["c"].2, 0, "none dropped");
+}
+
+#[test]
+fn a_bounded_loads_spill_is_counted_once_and_a_skipped_backend_takes_no_pick() {
+    // Key k's home "a" is above its bounded-loads capacity (responses held there), so k
+    // spills to `next`, whose service is not ready: `call` walks on. One spill on a for the
+    // request (it used to count two: the first pick's and the walk's), no pick on `next`.
+    let task = Task::new();
+    let ring = Arc::new(
+        HashRing::builder()
+            .seed(7)
+            .load_factor(1.25)
+            .build(Vec::new())
+            .unwrap(),
+    );
+    let m = mocks(&["a", "b", "c"]);
+    let mut s = balance(Arc::clone(&ring), keyed as Keyed, &m);
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| ring.pick(&Request::with_key(k)).unwrap().id() == "a")
+        .unwrap();
+    m[0].state.hold.store(true, Ordering::SeqCst);
+    let mut held = Vec::new();
+    let next = loop {
+        let pick = ring.pick(&Request::with_key(&key)).unwrap();
+        if pick.id() != "a" {
+            break pick.id().to_owned();
+        }
+        drop(pick);
+        assert!(held.len() < 10, "a never fills");
+        held.push(start(&task, &mut s, &key));
+    };
+    // A new service under its id, never ready (the one there was polled ready already).
+    let skipped = Mock::new(if next == "b" { "b" } else { "c" });
+    skipped.set_ready(false);
+    s.membership()
+        .insert(skipped.name, skipped.clone())
+        .unwrap();
+    let before = traces(&*ring);
+    assert!(matches!(task.ready(&mut s), Poll::Ready(Ok(()))));
+    let mut f = s.call(key.clone());
+    let _ = task.poll(&mut f);
+    let after = traces(&*ring);
+    assert_eq!(after["a"].3, before["a"].3 + 1, "one spill for one request");
+    assert_eq!(after[&next], before[&next], "{next} was sent nothing");
+    assert_eq!(skipped.calls(), 0);
+    m[0].release();
+}
+
+#[test]
+fn poll_ready_looking_in_panic_mode_takes_no_pick() {
+    // As in `poll_ready_agrees_with_call_in_panic_mode`: a down with a ready service, b
+    // broken, c up and pending, so poll_ready asks the balancer which are eligible. Its
+    // picks used to be dropped at once: picks taken and dropped on every backend, per poll.
+    let task = Task::new();
+    let lb = Arc::new(
+        LeastConnections::builder()
+            .health(HealthConfig::new().panic_threshold(0.5))
+            .build(Vec::new())
+            .unwrap(),
+    );
+    let m = mocks(&["a", "b", "c"]);
+    m[1].state.broken.store(true, Ordering::SeqCst);
+    m[2].set_ready(false);
+    let mut s = balance(Arc::clone(&lb), NoKey, &m);
+    lb.set_health("a", Health::Down).unwrap();
+    assert!(matches!(task.ready(&mut s), Poll::Ready(Ok(()))));
+    let before = traces(&*lb);
+    for _ in 0..5 {
+        assert!(matches!(task.ready(&mut s), Poll::Ready(Ok(()))));
+    }
+    assert_eq!(traces(&*lb), before);
+    assert_eq!(in_flight(&*lb).values().sum::<usize>(), 0);
 }

@@ -87,6 +87,19 @@ impl<T> Pick<T> {
         &self.entry.id
     }
 
+    /// Gives the pick back unused: the request was never sent (the tower `Balance` looked at
+    /// this backend and found its service not ready). Releases the slot, exactly once, and
+    /// takes the pick back out of the picks taken; it is no latency observation and no
+    /// dropped pick. A bounded-loads spill its choice counted stays counted: the `Balance`
+    /// looks again for the same request without counting one (`Request::without_spill_count`).
+    #[cfg(feature = "tower")]
+    pub(crate) fn unused(mut self) {
+        self.entry.state.give_back(self.cost);
+        // The drop that follows releases nothing more and observes nothing.
+        self.cost = 0;
+        self.started = UNTRACKED;
+    }
+
     /// The units of work this pick holds ([`Request::cost`](crate::Request::cost); 1 by
     /// default).
     pub fn cost(&self) -> u32 {

@@ -727,6 +727,26 @@ impl State {
         self.in_flight.fetch_sub(u64::from(cost), Ordering::Relaxed);
     }
 
+    /// Gives back a pick that was never used (the tower `Balance` took it to look at a
+    /// backend whose service was not ready): the `cost` it holds and its count among the picks
+    /// taken, in one RMW, so no reading sees it taken and not held (dropped). A borrow out of
+    /// the pick count (it wrapped past 2^32 since this pick was counted) is taken from
+    /// `pick_wraps`; a read racing with it may see the count 2^32 too high for the
+    /// nanoseconds until then, as [`counters`](State::counters) says of the carry.
+    #[cfg(feature = "tower")]
+    pub(crate) fn give_back(&self, cost: u32) {
+        // Relaxed: as in `release`; the pick being given back holds `cost` in the low bits
+        // (so they never borrow) and one in the pick count (carried into `pick_wraps` if it
+        // wrapped since).
+        let before = self
+            .in_flight
+            .fetch_sub(PICK_ONE + u64::from(cost), Ordering::Relaxed);
+        if before >> 32 == 0 {
+            // Relaxed: a count; see `counters`.
+            self.pick_wraps.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Work held now: the costs of the picks held (their number when every request costs
     /// 1). Below 2^32 per backend: picks that cost more than 1 keep it within
     /// [`COSTED_LIMIT`] (2^31), and it takes 2^31 more picks of cost 1 (each holds memory: a
@@ -1345,5 +1365,34 @@ mod layout {
         // What load reports write, on the fifth line.
         assert_eq!(offset_of!(State, reports), 256);
         assert_eq!(size_of::<State>(), 320);
+    }
+}
+
+#[cfg(all(test, feature = "tower"))]
+mod give_back {
+    use super::{State, PICK_ONE};
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_pick_given_back_leaves_only_its_slot_for_that_instant() {
+        let state = State::default();
+        assert!(state.try_acquire(1));
+        assert!(state.try_acquire(3));
+        state.give_back(3);
+        let counters = state.counters();
+        assert_eq!((counters.held, counters.picks), (1, 1));
+        // One pick short of 2^32, then the pick that carries the count out of the word and
+        // its give-back, which borrows the carry back.
+        state
+            .in_flight
+            .store(u64::from(u32::MAX - 1) * PICK_ONE + 1, Ordering::Relaxed);
+        assert!(state.try_acquire(1));
+        assert!(state.try_acquire(1));
+        assert_eq!(state.counters().picks, 1 << 32);
+        assert_eq!(state.pick_wraps.load(Ordering::Relaxed), 1);
+        state.give_back(1);
+        let counters = state.counters();
+        assert_eq!((counters.held, counters.picks), (2, (1 << 32) - 1));
+        assert_eq!(state.pick_wraps.load(Ordering::Relaxed), 0);
     }
 }

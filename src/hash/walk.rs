@@ -188,7 +188,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
                     .table
                     .first(key, |i| within(snap, &load, &home, eligible(i), i))
                     .or_else(|| snap.table.first(key, eligible));
-                count_spill(snap, home.get(), chosen);
+                count_spill(snap, request, home.get(), chosen);
                 chosen
             }
         }
@@ -238,7 +238,7 @@ impl<T, A: Placement> Policy<T> for Hashed<A> {
                         .or_else(|| snap.table.first(key, free));
                     if out.len() == start {
                         // The first choice: a spill as `choose` counts it.
-                        count_spill(snap, home.get(), next);
+                        count_spill(snap, request, home.get(), next);
                     }
                     next
                 }
@@ -281,11 +281,17 @@ fn within<T, X>(
 }
 
 /// Counts a spill on the key's home if the walk passed it for lack of room and chose another
-/// (the fallback walk, when every candidate is full, may come back to the home itself).
+/// (the fallback walk, when every candidate is full, may come back to the home itself),
+/// unless the request counts none ([`Request::counts_spills`]).
 #[inline]
-fn count_spill<T, X>(snap: &Snapshot<T, X>, home: Option<usize>, chosen: Option<usize>) {
+fn count_spill<T, X>(
+    snap: &Snapshot<T, X>,
+    request: &Request<'_>,
+    home: Option<usize>,
+    chosen: Option<usize>,
+) {
     if let Some(home) = home {
-        if chosen != Some(home) {
+        if chosen != Some(home) && request.counts_spills() {
             snap.states[home].count_spill();
         }
     }

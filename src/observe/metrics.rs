@@ -106,11 +106,18 @@ impl Exporter {
                     Some(shares.map_or((share, share), |(lo, hi)| (lo.min(share), hi.max(share))));
             }
             eligible += u64::from(line.is_eligible());
+            // The pick count can go back: a pick the tower `Balance` took to look and gave
+            // back unused leaves it. The highest count recorded is kept, so that no pick is
+            // recorded twice (one recorded while such a pick was held stands in for the next).
+            let counters = Counters {
+                picks: now.picks.max(before.picks),
+                ..now
+            };
             seen.insert(
                 Arc::clone(&line.id),
                 Seen {
                     state: *state,
-                    counters: now,
+                    counters,
                     dropped: dropped_now,
                 },
             );

@@ -179,7 +179,7 @@ impl<B: Balancer<()> + ?Sized, S, F, C, St> Balance<B, S, F, C, St> {
     /// is one of those two sets. When both give the same answer (always, unless a backend
     /// that is down or ejected has a ready service here, or the only pending ones are),
     /// the statuses decide; otherwise the balancer's own list of eligible backends does
-    /// ([`pick_n`](Balancer::pick_n) over every backend, its picks dropped at once).
+    /// ([`pick_n`](Balancer::pick_n) over every backend, its picks given back unused).
     fn ready_or_nothing_to_wait_for(&self) -> bool {
         let balancer = self.membership.balancer();
         let statuses = balancer.status();
@@ -199,10 +199,13 @@ impl<B: Balancer<()> + ?Sized, S, F, C, St> Balance<B, S, F, C, St> {
             return healthy.ready_or_nothing_to_wait_for();
         }
         let mut eligible = Tally::default();
-        for pick in balancer.pick_n(&Request::new(), statuses.len()) {
+        // A look, not a request: no spill counted, every pick given back unused.
+        let look = Request::new().without_spill_count();
+        for pick in balancer.pick_n(&look, statuses.len()) {
             if let Some(ready) = self.services.is_ready(pick.id()) {
                 eligible.count(ready);
             }
+            pick.unused();
         }
         eligible.ready_or_nothing_to_wait_for()
     }
@@ -340,6 +343,10 @@ impl<B: Balancer<()> + ?Sized, S, F, C, St> Balance<B, S, F, C, St> {
     /// The pick for `request` and the index of its backend's ready service: the policy's
     /// choice if its service is ready here, else the first of the policy's preference order
     /// whose service is.
+    ///
+    /// The picks taken only to look (the first choice when its service is not ready, and
+    /// every pick of the walk but the one used) are given back unused: no latency
+    /// observation, not counted as taken or dropped, and the walk counts no second spill.
     fn route(&self, request: &Request<'_>) -> Result<(Pick<()>, usize), Unavailable> {
         let balancer = self.membership.balancer();
         let first = balancer
@@ -348,15 +355,22 @@ impl<B: Balancer<()> + ?Sized, S, F, C, St> Balance<B, S, F, C, St> {
         if let Some(index) = self.services.ready_index(first.id()) {
             return Ok((first, index));
         }
-        drop(first);
+        first.unused();
         // Walk the policy's whole preference order: it may hold backends this handle has no
         // service for (one found broken is eligible again past the panic threshold), so a
-        // walk only as long as the services here could stop short of the ready one.
+        // walk only as long as the services here could stop short of the ready one. Its first
+        // choice is the one just given back, whose spill (if any) is counted already.
         let every = self.membership.backend_count().max(self.services.len());
-        balancer
-            .pick_n(request, every)
-            .into_iter()
-            .find_map(|p| self.services.ready_index(p.id()).map(|i| (p, i)))
-            .ok_or(Unavailable::NoReadyBackend)
+        let mut routed = None;
+        for pick in balancer.pick_n(&request.without_spill_count(), every) {
+            if routed.is_none() {
+                if let Some(index) = self.services.ready_index(pick.id()) {
+                    routed = Some((pick, index));
+                    continue;
+                }
+            }
+            pick.unused();
+        }
+        routed.ok_or(Unavailable::NoReadyBackend)
     }
 }

@@ -127,6 +127,14 @@
 //!    [`pick_n`](crate::Balancer::pick_n) over every eligible backend (the policy's
 //!    preference order: the ring walk for [`HashRing`](crate::HashRing), the next-best for
 //!    the others) whose inner service is ready. A slow backend is skipped, never waited on.
+//!    The picks taken only to look (the first choice whose service is not ready, the rest of
+//!    that walk, and the walk `poll_ready` makes in panic mode, below) are given back
+//!    unused: each held its backend's in-flight slot for that instant and leaves no other
+//!    trace, no latency observation for [`PeakEwma`](crate::PeakEwma) and
+//!    [`Prequal`](crate::Prequal) (a backend skipped does not look faster for it), and no pick
+//!    taken or dropped in [`Status`](crate::Status) and the metrics (while held, such a pick
+//!    counts as taken and held; a reading then shows it, and the next no longer does). A
+//!    bounded-loads spill is counted once per request, by its first choice.
 //! 3. The [`Pick`] is held by the [`ResponseFuture`] until the inner response future
 //!    completes, so least connections, P2C, [`PeakEwma`](crate::PeakEwma),
 //!    [`Prequal`](crate::Prequal) and bounded loads
@@ -247,7 +255,7 @@
 //! `benches/README.md`). While some services are pending,
 //! `poll_ready` also reads [`Balancer::status`] (O(backends)) to know which are eligible
 //! (and, only when a backend that is down or ejected makes the panic threshold decide,
-//! [`pick_n`](crate::Balancer::pick_n) over every backend, whose picks it drops at once);
+//! [`pick_n`](crate::Balancer::pick_n) over every backend, whose picks it gives back unused);
 //! when the key's first choice is not ready, `call` asks for
 //! [`pick_n`](crate::Balancer::pick_n) over every backend. A `Pending` poll registers its
 //! waker for membership changes in O(1), however many handles wait.
