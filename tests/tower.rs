@@ -9,7 +9,8 @@
 //! an outside test suite found broken: in panic mode `call` finds the ready backend and
 //! `poll_ready` agrees with it; a handle keeps at most one waker registered. And those a
 //! review found broken: the picks the balance takes only to look leave no latency
-//! observation, no pick and no second spill.
+//! observation, no pick and no second spill; a broken service removed and replaced in one
+//! batch comes back up.
 
 mod common;
 
@@ -1157,4 +1158,31 @@ fn poll_ready_looking_in_panic_mode_takes_no_pick() {
     }
     assert_eq!(traces(&*lb), before);
     assert_eq!(in_flight(&*lb).values().sum::<usize>(), 0);
+}
+
+#[test]
+fn a_broken_service_removed_then_replaced_in_one_batch_comes_back_up() {
+    // The batch drops the broken entry first, so the insert replaces nothing: the backend,
+    // kept by the balancer (its id stays in the set), used to stay down.
+    let task = Task::new();
+    let lb = Arc::new(RoundRobin::new(Vec::new()).unwrap());
+    let m = mocks(&["a", "b"]);
+    let mut s = balance(Arc::clone(&lb), NoKey, &m);
+    m[0].state.broken.store(true, Ordering::SeqCst);
+    assert!(matches!(task.ready(&mut s), Poll::Ready(Ok(()))));
+    assert_eq!(lb.status()[0].health(), Health::Down, "a found broken");
+    let fresh = Mock::new("a");
+    s.membership()
+        .apply([Change::Remove("a"), Change::Insert("a", fresh.clone())])
+        .unwrap();
+    assert_eq!(lb.status()[0].health(), Health::Up);
+    let got: Vec<_> = (0..4).map(|_| send(&task, &mut s, "x").unwrap()).collect();
+    assert_eq!(got.iter().filter(|&&g| g == "a").count(), 2);
+    assert_eq!(fresh.calls(), 2);
+    // Set down from outside (not broken): a new service does not override it.
+    lb.set_health("b", Health::Down).unwrap();
+    s.membership()
+        .apply([Change::Remove("b"), Change::Insert("b", Mock::new("b"))])
+        .unwrap();
+    assert_eq!(lb.status()[1].health(), Health::Down);
 }

@@ -141,7 +141,9 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
 
     /// Applies tower [`Change`]s in order, as one update of the balancer. The key's
     /// `Display` form is the backend id (a `SocketAddr` gives `"10.0.0.1:80"`); inserted
-    /// backends have weight 1.
+    /// backends have weight 1. A backend set down because its service broke comes back up
+    /// when the batch inserts a new service under its id, before or after removing the broken
+    /// one.
     ///
     /// # Errors
     /// As [`insert`](Membership::insert); then none of the changes is applied.
@@ -217,6 +219,9 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
             .map(|(id, weight)| Backend::new(id, ()).with_weight(weight))
             .collect();
         self.shared.balancer.update(set)?;
+        // Ids whose broken service left the registry in this batch (replaced, or removed
+        // before a new one came): the balancer kept their state, down, if the id stays.
+        let mut broken_left: Vec<Arc<str>> = Vec::new();
         for edit in edits {
             match edit {
                 Edit::Insert {
@@ -236,13 +241,23 @@ impl<B: Balancer<()> + ?Sized, S> Membership<B, S> {
                         },
                     );
                     if replaced.is_some_and(|r| r.broken) {
-                        // The id is in the set (it was just updated with it).
-                        let _ = self.shared.balancer.set_health(&id, Health::Up);
+                        broken_left.push(id);
                     }
                 }
                 Edit::Remove(id) => {
-                    registry.services.remove(&id);
+                    if registry.services.remove(&id).is_some_and(|r| r.broken) {
+                        broken_left.push(id);
+                    }
                 }
+            }
+        }
+        for id in broken_left {
+            // Registered at the end of the batch: by a service inserted after the broken one
+            // left (none found broken since: that takes this lock), so the backend is up
+            // again, whatever the order of the batch's changes. The id is in the set (the
+            // balancer was just updated with it).
+            if registry.services.contains_key(&id) {
+                let _ = self.shared.balancer.set_health(&id, Health::Up);
             }
         }
         // Relaxed: a count to size a walk by; a call racing with this change may read the
