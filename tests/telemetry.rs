@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lbkit::{
-    Backend, Balancer, Error, Failure, HashRing, HealthConfig, LeastConnections, ManualClock,
-    OutlierDetection, Pick, Request, RoundRobin,
+    Backend, Balancer, Error, Failure, HashRing, Health, HealthConfig, LeastConnections,
+    ManualClock, OutlierDetection, Pick, Request, RoundRobin,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
@@ -464,5 +464,53 @@ fn a_removed_backend_leaves_no_gauge_behind() {
                 "{gauge}"
             );
         }
+    });
+}
+
+/// In panic mode a backend that is down takes picks: the eligibility gauges say so (they
+/// follow the effective weight picks see, not health alone).
+#[test]
+fn eligible_gauges_follow_where_picks_go_in_panic_mode() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut seen = Seen::default();
+    metrics::with_local_recorder(&recorder, || {
+        let lb = RoundRobin::builder()
+            .name("panic")
+            .metrics(Duration::from_secs(3600))
+            .health(HealthConfig::new().panic_threshold(0.5))
+            .build(backends(3))
+            .unwrap();
+        lb.set_health("b0", Health::Down).unwrap();
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        let b0 = "backend=b0,balancer=panic";
+        assert_eq!(seen.gauge(&format!("lbkit_eligible{{{b0}}}")), Some(0.0));
+        assert_eq!(
+            seen.gauge("lbkit_eligible_backends{balancer=panic}"),
+            Some(2.0)
+        );
+        lb.set_health("b1", Health::Down).unwrap();
+        let picked: Vec<String> = (0..3)
+            .map(|_| lb.pick(&Request::new()).unwrap().id().to_owned())
+            .collect();
+        assert!(picked.iter().any(|id| id == "b0"), "{picked:?}");
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        assert_eq!(seen.gauge("lbkit_panic{balancer=panic}"), Some(1.0));
+        assert_eq!(seen.gauge(&format!("lbkit_eligible{{{b0}}}")), Some(1.0));
+        assert_eq!(
+            seen.gauge("lbkit_eligible_backends{balancer=panic}"),
+            Some(3.0)
+        );
+        // Out of panic: down is out again.
+        lb.set_health("b1", Health::Up).unwrap();
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        assert_eq!(seen.gauge(&format!("lbkit_eligible{{{b0}}}")), Some(0.0));
+        assert_eq!(
+            seen.gauge("lbkit_eligible_backends{balancer=panic}"),
+            Some(2.0)
+        );
     });
 }

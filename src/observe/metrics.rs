@@ -90,7 +90,10 @@ impl Exporter {
                 .increment(grew(now.spills, before.spills));
             gauge!("lbkit_in_flight", labels.iter()).set(line.in_flight as f64);
             gauge!("lbkit_effective_weight", labels.iter()).set(line.effective_weight());
-            gauge!("lbkit_eligible", labels.iter()).set(f64::from(u8::from(line.is_eligible())));
+            // Whether picks can go to it now: its effective weight (which panic mode gives a
+            // backend that is down), not `is_eligible` (the backend by itself).
+            let takes_picks = line.effective_weight > 0;
+            gauge!("lbkit_eligible", labels.iter()).set(f64::from(u8::from(takes_picks)));
             gauge!("lbkit_ejected", labels.iter()).set(f64::from(u8::from(line.is_ejected())));
             gauge!("lbkit_soft_health", labels.iter()).set(line.soft_health());
             if let Some(latency) = line.latency() {
@@ -105,7 +108,7 @@ impl Exporter {
                 shares =
                     Some(shares.map_or((share, share), |(lo, hi)| (lo.min(share), hi.max(share))));
             }
-            eligible += u64::from(line.is_eligible());
+            eligible += u64::from(takes_picks);
             // The pick count can go back: a pick the tower `Balance` took to look and gave
             // back unused leaves it. The highest count recorded is kept, so that no pick is
             // recorded twice (one recorded while such a pick was held stands in for the next).
@@ -277,11 +280,11 @@ fn describe() {
     );
     describe_gauge!(
         "lbkit_effective_weight",
-        "The weight picks see, in units of the configured weight (0 if not eligible)."
+        "The weight picks see, in units of the configured weight (0 if it takes no new picks)."
     );
     describe_gauge!(
         "lbkit_eligible",
-        "1 if the backend can receive new picks, else 0."
+        "1 if the backend can receive new picks now (its effective weight is above 0, also in panic mode), else 0."
     );
     describe_gauge!(
         "lbkit_ejected",
@@ -319,7 +322,7 @@ fn describe() {
     describe_gauge!(
         "lbkit_eligible_backends",
         Unit::Count,
-        "Backends that can receive picks."
+        "Backends that can receive new picks now (effective weight above 0)."
     );
     describe_gauge!(
         "lbkit_panic",

@@ -62,15 +62,15 @@
 //! | `lbkit_subset_changes_total` | counter | `balancer` | changes of this client's subset |
 //! | `lbkit_share_changes_total` | counter | `balancer` | changes of the levels' and localities' traffic shares ([`Event::SharesChanged`]) |
 //! | `lbkit_in_flight` | gauge | `balancer`, `backend` | picks held now |
-//! | `lbkit_effective_weight` | gauge | `balancer`, `backend` | the weight picks see, in units of the configured weight (0: not eligible) |
-//! | `lbkit_eligible` | gauge | `balancer`, `backend` | 1 if the backend can take new picks |
+//! | `lbkit_effective_weight` | gauge | `balancer`, `backend` | the weight picks see, in units of the configured weight (0: it takes no new picks) |
+//! | `lbkit_eligible` | gauge | `balancer`, `backend` | 1 if the backend can take new picks now: its effective weight is above 0 (in panic mode, also a backend that is down; [`Status::is_eligible`](crate::Status::is_eligible) looks at the backend alone) |
 //! | `lbkit_ejected` | gauge | `balancer`, `backend` | 1 while ejected |
 //! | `lbkit_soft_health` | gauge | `balancer`, `backend` | the soft-health multiplier, in `[floor, 1]` |
 //! | `lbkit_latency_seconds` | gauge | `balancer`, `backend` | the latency estimate ([`PeakEwma`](crate::PeakEwma) and [`Prequal`](crate::Prequal) only) |
 //! | `lbkit_table_share` | gauge | `balancer`, `backend` | ring points or Maglev slots owned (hashing tables only) |
 //! | `lbkit_table_share_min`, `lbkit_table_share_max` | gauge | `balancer` | their least and most over the set (Envoy's `min/max_hashes_per_host`) |
 //! | `lbkit_backends` | gauge | `balancer` | members of the set (or the subset) |
-//! | `lbkit_eligible_backends` | gauge | `balancer` | members that can take new picks |
+//! | `lbkit_eligible_backends` | gauge | `balancer` | members that can take new picks now (those with `lbkit_eligible` 1) |
 //! | `lbkit_panic` | gauge | `balancer` | 1 while in panic mode |
 //!
 //! `balancer` is [`Builder::name`](crate::Builder::name) (by default the policy's name);
