@@ -29,14 +29,26 @@ struct Seen {
     counters: Counters,
     /// Picks released without a report, as that export computed them.
     dropped: u64,
+    /// The number of the export that listed it last.
+    listed: u64,
+}
+
+/// What the exports recorded so far.
+struct Record {
+    /// Per backend id, what the last export that listed it recorded.
+    backends: AHashMap<Arc<str>, Seen>,
+    /// The exports made: each numbers the backends it lists, so that one look at each entry
+    /// after the lines finds those it did not list (one pass, not a search of the lines per
+    /// entry).
+    exports: u64,
 }
 
 /// What a balancer records through the facade, and what it recorded last.
 pub(crate) struct Exporter {
     /// Nanoseconds between two exports.
     pub(crate) interval_ns: u64,
-    /// Per backend id, what the last export recorded.
-    seen: Mutex<AHashMap<Arc<str>, Seen>>,
+    /// What the exports recorded.
+    seen: Mutex<Record>,
 }
 
 impl Exporter {
@@ -44,7 +56,10 @@ impl Exporter {
         describe();
         Exporter {
             interval_ns,
-            seen: Mutex::new(AHashMap::new()),
+            seen: Mutex::new(Record {
+                backends: AHashMap::new(),
+                exports: 0,
+            }),
         }
     }
 
@@ -53,7 +68,10 @@ impl Exporter {
     /// not (removed and drained) gets its gauges set to 0 once, and is forgotten.
     pub(crate) fn record(&self, balancer: &Arc<str>, lines: &[(Status, usize)], panic: bool) {
         let name = SharedString::from(Arc::clone(balancer));
-        let mut seen = self.seen.lock();
+        let mut record = self.seen.lock();
+        record.exports += 1;
+        let export = record.exports;
+        let seen = &mut record.backends;
         let mut eligible = 0u64;
         let mut shares: Option<(u64, u64)> = None;
         for (line, state) in lines {
@@ -122,12 +140,13 @@ impl Exporter {
                     state: *state,
                     counters,
                     dropped: dropped_now,
+                    listed: export,
                 },
             );
         }
         // Gone since the last export (removed and drained): every gauge of theirs to 0, once.
-        seen.retain(|id, _| {
-            let here = lines.iter().any(|(l, _)| l.id == *id);
+        seen.retain(|id, seen| {
+            let here = seen.listed == export;
             if !here {
                 let labels = labels(&name, id);
                 for gauge in BACKEND_GAUGES {
@@ -136,7 +155,7 @@ impl Exporter {
             }
             here
         });
-        drop(seen);
+        drop(record);
         let balancer = [Label::new("balancer", name.clone())];
         let members = lines
             .iter()
