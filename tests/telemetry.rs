@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lbkit::{
     Backend, Balancer, Error, Failure, HashRing, Health, HealthConfig, LeastConnections,
-    ManualClock, OutlierDetection, Pick, Request, RoundRobin,
+    ManualClock, OutlierDetection, Pick, RendezvousSubset, Request, RoundRobin, Subset,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
@@ -464,6 +464,144 @@ fn a_removed_backend_leaves_no_gauge_behind() {
                 "{gauge}"
             );
         }
+    });
+}
+
+/// A pick reported after the last export of its backend, which is then removed: the removal's
+/// export still records the report (exports record growth; a backend that leaves is recorded
+/// one last time before it is forgotten).
+#[test]
+fn counts_made_after_the_last_export_of_a_removed_backend_are_recorded() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut seen = Seen::default();
+    metrics::with_local_recorder(&recorder, || {
+        let lb = LeastConnections::builder()
+            .name("gone")
+            .metrics(Duration::from_secs(3600))
+            .build(backends(2))
+            .unwrap();
+        let pick = lb.pick(&Request::new().prefer("b0")).unwrap();
+        lb.export_metrics();
+        pick.failure_of(Failure::Overloaded { retry_after: None });
+        let dropped = lb.pick(&Request::new().prefer("b0")).unwrap();
+        drop(dropped);
+        lb.update(backends(2).split_off(1)).unwrap();
+        lb.export_metrics();
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        let b0 = "backend=b0,balancer=gone";
+        assert_eq!(seen.counter(&format!("lbkit_picks_total{{{b0}}}")), 2);
+        assert_eq!(
+            seen.counter(&format!("lbkit_failures_total{{{b0},kind=overloaded}}")),
+            1
+        );
+        assert_eq!(seen.counter(&format!("lbkit_dropped_total{{{b0}}}")), 1);
+        assert_eq!(seen.gauge(&format!("lbkit_in_flight{{{b0}}}")), Some(0.0));
+        // Added back afresh: counted from 0 again, on top of what was recorded.
+        lb.update(backends(2)).unwrap();
+        lb.pick(&Request::new().prefer("b0"))
+            .unwrap()
+            .success(Duration::from_millis(1));
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        assert_eq!(seen.counter(&format!("lbkit_picks_total{{{b0}}}")), 3);
+        assert_eq!(seen.counter(&format!("lbkit_successes_total{{{b0}}}")), 1);
+
+        // Removed with a pick held: listed while it drains; the report that drains it comes
+        // after that export, and the next one records it.
+        let held = lb.pick(&Request::new().prefer("b1")).unwrap();
+        lb.update(vec![Backend::new("b0", ())]).unwrap();
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        let b1 = "backend=b1,balancer=gone";
+        assert_eq!(seen.gauge(&format!("lbkit_in_flight{{{b1}}}")), Some(1.0));
+        held.success(Duration::from_millis(1));
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        assert_eq!(seen.counter(&format!("lbkit_successes_total{{{b1}}}")), 1);
+        assert_eq!(seen.gauge(&format!("lbkit_in_flight{{{b1}}}")), Some(0.0));
+
+        // Removed and added back before an export: it starts afresh, as without metrics
+        // (the exporter's hold on its old state revives nothing), and both are recorded.
+        lb.pick(&Request::new().prefer("b0"))
+            .unwrap()
+            .success(Duration::from_millis(1));
+        lb.update(Vec::new()).unwrap();
+        lb.update(vec![Backend::new("b0", ())]).unwrap();
+        assert_eq!(lb.status()[0].picks(), 0, "a new state");
+        lb.pick(&Request::new()).unwrap().failure();
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        assert_eq!(seen.counter(&format!("lbkit_picks_total{{{b0}}}")), 5);
+        assert_eq!(seen.counter(&format!("lbkit_successes_total{{{b0}}}")), 2);
+        assert_eq!(
+            seen.counter(&format!("lbkit_failures_total{{{b0},kind=error}}")),
+            1
+        );
+    });
+}
+
+/// Backends that leave the subset (their state kept) and come back are not counted again:
+/// the picks recorded are the picks taken, across subset changes and exports.
+#[test]
+fn a_backend_back_in_the_subset_is_not_counted_twice() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut seen = Seen::default();
+    let ids = |lb: &RoundRobin<()>| -> Vec<String> {
+        lb.status().iter().map(|s| s.id().to_owned()).collect()
+    };
+    metrics::with_local_recorder(&recorder, || {
+        let first = Subset::Rendezvous(RendezvousSubset::new(2).salt(1));
+        let lb = RoundRobin::builder()
+            .name("sub")
+            .metrics(Duration::from_secs(3600))
+            .subset(first)
+            .build(backends(20))
+            .unwrap();
+        let inside = ids(&lb);
+        // Another subset with none of the first's members.
+        let other = (2..)
+            .map(|salt| Subset::Rendezvous(RendezvousSubset::new(2).salt(salt)))
+            .find(|&s| {
+                lb.set_subset(s).unwrap();
+                ids(&lb).iter().all(|id| !inside.contains(id))
+            })
+            .unwrap();
+        lb.set_subset(first).unwrap();
+        for _ in 0..10 {
+            drop(lb.pick(&Request::new()));
+        }
+        lb.export_metrics();
+        lb.set_subset(other).unwrap();
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        for id in &inside {
+            let l = format!("backend={id},balancer=sub");
+            assert_eq!(
+                seen.gauge(&format!("lbkit_eligible{{{l}}}")),
+                Some(0.0),
+                "{id} is out"
+            );
+        }
+        lb.set_subset(first).unwrap();
+        lb.export_metrics();
+        for _ in 0..4 {
+            drop(lb.pick(&Request::new()));
+        }
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        let picks: u64 = inside
+            .iter()
+            .map(|id| seen.counter(&format!("lbkit_picks_total{{backend={id},balancer=sub}}")))
+            .sum();
+        assert_eq!(picks, 14);
+        let dropped: u64 = inside
+            .iter()
+            .map(|id| seen.counter(&format!("lbkit_dropped_total{{backend={id},balancer=sub}}")))
+            .sum();
+        assert_eq!(dropped, 14);
     });
 }
 

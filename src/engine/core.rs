@@ -37,8 +37,8 @@ use crate::topology::Topology;
 /// 2^22 backends stays below 2^64), and every index fit in a `u32`.
 pub const MAX_BACKENDS: usize = 1 << 22;
 
-/// A removed backend whose picks are still held: its state (weakly: the picks hold it) and
-/// the weight it had.
+/// A removed backend whose picks are still held: its state (weakly: the picks hold it, and
+/// the metrics exporter's record until an export finds it gone) and the weight it had.
 struct Retired {
     state: Weak<State>,
     weight: u32,
@@ -453,11 +453,26 @@ impl<T, P: Policy<T>> Core<T, P> {
     #[cfg(feature = "metrics")]
     fn export_locked(&self, writer: &Writer<T>, exporter: &crate::observe::metrics::Exporter) {
         let snap = self.current.load();
-        let lines = self.lines(writer, &snap);
+        let lines = self.lines(writer, &snap, Arc::clone);
         let name = self.observer.as_ref().map(|w| &w.name);
         if let Some(name) = name {
             exporter.record(name, &lines, snap.panic.is_some());
         }
+    }
+
+    /// Whether `state` (upgraded from the retired map, under the writer lock) is held by
+    /// nothing but that upgrade and the metrics exporter's record (which keeps it to read
+    /// what it counted last): then no pick holds it, and the backend added back starts afresh
+    /// as it would without metrics.
+    fn only_exported(&self, id: &str, state: &Arc<State>) -> bool {
+        #[cfg(feature = "metrics")]
+        if let Some(exporter) = self.observer.as_ref().and_then(|w| w.exporter.as_ref()) {
+            // Under the writer lock no other reference can be taken from nothing: a count of
+            // 2 stays 2.
+            return Arc::strong_count(state) == 2 && exporter.holds(id, state);
+        }
+        let _ = (id, state);
+        false
     }
 
     /// The members' state before a change, if an observer will be told of it.
@@ -774,8 +789,11 @@ impl<T, P: Policy<T>> Core<T, P> {
             .map(|(position, b)| {
                 let state = if let Some(e) = writer.find(&b.id) {
                     Arc::clone(&e.state)
-                } else if let Some(state) =
-                    writer.retired.get(&b.id).and_then(|r| r.state.upgrade())
+                } else if let Some(state) = writer
+                    .retired
+                    .get(&b.id)
+                    .and_then(|r| r.state.upgrade())
+                    .filter(|state| !self.only_exported(&b.id, state))
                 {
                     // Picks are still held from before its removal: keep counting them.
                     revived.push(Arc::clone(&state));
@@ -1110,24 +1128,28 @@ impl<T, P: Policy<T>> Core<T, P> {
         drop(self.load());
         let writer = self.writer.lock();
         let snap = self.current.load();
-        self.lines(&writer, &snap)
+        self.lines(&writer, &snap, |_| ())
             .into_iter()
-            .map(|(line, _)| line)
+            .map(|(line, ())| line)
             .collect()
     }
 
     /// The status lines of `snap` (the current snapshot, read under the writer lock), each
-    /// with its state's address: the members, then the backends outside the subset and the
-    /// removed ones that still hold picks.
-    fn lines(&self, writer: &Writer<T>, snap: &Snapshot<T, P::Table>) -> Vec<(Status, usize)> {
+    /// with what `keep` takes of its state: the members, then the backends outside the subset
+    /// and the removed ones that still hold picks.
+    fn lines<K>(
+        &self,
+        writer: &Writer<T>,
+        snap: &Snapshot<T, P::Table>,
+        keep: impl Fn(&Arc<State>) -> K,
+    ) -> Vec<(Status, K)> {
         let now = snap.tracks_latency.then(|| self.feedback.now_ns());
-        let address = |state: &State| state as *const State as usize;
         // Once per call, O(table): counted from the table picks use, indexed by member.
         let shares = match &snap.tiers {
             None => self.policy.table_shares(&snap.table, snap.members.len()),
             Some(tiers) => self.group_table_shares(snap, tiers),
         };
-        let mut lines: Vec<(Status, usize)> = snap
+        let mut lines: Vec<(Status, K)> = snap
             .members
             .iter()
             .enumerate()
@@ -1139,7 +1161,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                     table_share: shares.as_ref().and_then(|s| s.get(i).copied()),
                     ..self.line(&e.id, e.weight, &Place::of(e), &e.state, now)
                 };
-                (line, address(&e.state))
+                (line, keep(&e.state))
             })
             .collect();
         // Backends that are no longer members but still hold picks: removed, or outside the
@@ -1158,11 +1180,11 @@ impl<T, P: Policy<T>> Core<T, P> {
                     coverage: 0,
                     ..self.line(&e.id, e.weight, &Place::of(e), &e.state, now)
                 };
-                (line, address(&e.state))
+                (line, keep(&e.state))
             })
             .filter(|(line, _)| line.in_flight > 0);
         lines.extend(outside);
-        let mut removed: Vec<(Status, usize)> = writer
+        let mut removed: Vec<(Status, K)> = writer
             .retired
             .iter()
             .filter_map(|(id, r)| {
@@ -1171,7 +1193,7 @@ impl<T, P: Policy<T>> Core<T, P> {
                     removed: true,
                     ..self.line(id, r.weight, &r.place, &state, now)
                 };
-                (line.in_flight > 0 && !member(id)).then(|| (line, address(&state)))
+                (line.in_flight > 0 && !member(id)).then(|| (line, keep(&state)))
             })
             .collect();
         removed.sort_unstable_by(|a, b| a.0.id.cmp(&b.0.id));

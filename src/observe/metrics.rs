@@ -11,26 +11,50 @@
 //! backends and a few recorder calls per backend. Events (ejections, panic mode, updates) are
 //! recorded as they are told to observers, after the writer lock.
 
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use ahash::AHashMap;
 use metrics::{counter, gauge, Label, SharedString};
 
-use crate::engine::state::Counters;
+use crate::engine::state::{Counters, State};
 use crate::engine::sync::Mutex;
 use crate::observe::{Ejection, Event};
 use crate::status::Status;
 
 /// One backend as the last export saw it.
 struct Seen {
-    /// The state's address: a backend removed, drained and added back has a new state whose
-    /// counters start again from 0.
-    state: usize,
+    /// Its state, held: so that what it counts after its last line (a report of a pick that
+    /// ends after it left the list) can still be read, and so that its address is never
+    /// another state's (a backend removed, drained and added back has a new state, whose
+    /// counters start again from 0).
+    state: Arc<State>,
     counters: Counters,
     /// Picks released without a report, as that export computed them.
     dropped: u64,
     /// The number of the export that listed it last.
     listed: u64,
+    /// Whether its gauges show it listed (false once they were set to 0 for leaving).
+    shown: bool,
+}
+
+impl Seen {
+    /// Records what the state counted since this record of it: the counters' growth, and the
+    /// picks dropped (never too high, so a count recorded is never taken back). Makes no
+    /// recorder call (and no labels) when nothing grew.
+    fn catch_up(&mut self, name: &SharedString, id: &Arc<str>) {
+        let now = self.state.counters();
+        // A pick count below the one recorded is no growth (see `record_counters`).
+        if (Counters {
+            picks: now.picks.max(self.counters.picks),
+            ..now
+        }) == self.counters
+        {
+            return;
+        }
+        (self.counters, self.dropped) =
+            record_counters(&labels(name, id), &now, (self.counters, self.dropped));
+    }
 }
 
 /// What the exports recorded so far.
@@ -63,10 +87,26 @@ impl Exporter {
         }
     }
 
-    /// Records the balancer's lines (each with its state's address): the counters' growth
-    /// since the last export, and every gauge. A backend the last export saw and this one does
-    /// not (removed and drained) gets its gauges set to 0 once, and is forgotten.
-    pub(crate) fn record(&self, balancer: &Arc<str>, lines: &[(Status, usize)], panic: bool) {
+    /// Whether the record of backend `id` holds `state` (called under the writer lock, as
+    /// [`record`](Exporter::record) is).
+    pub(crate) fn holds(&self, id: &str, state: &Arc<State>) -> bool {
+        self.seen
+            .lock()
+            .backends
+            .get(id)
+            .is_some_and(|seen| Arc::ptr_eq(&seen.state, state))
+    }
+
+    /// Records the balancer's lines (each with its state): the counters' growth since the last
+    /// export, and every gauge. A backend an earlier export listed and this one does not (out
+    /// of the subset, or removed and drained) has what it counted since recorded, and its
+    /// gauges set to 0 once; it is remembered while its state lives on (so that a backend
+    /// back in the subset counts on from what was recorded) and forgotten once this record
+    /// holds the last reference to it (nothing can count on it any more).
+    ///
+    /// Called under the balancer's writer lock: no state nobody else holds can be taken up
+    /// again meanwhile (the retired map's are upgraded only under that lock).
+    pub(crate) fn record(&self, balancer: &Arc<str>, lines: &[(Status, Arc<State>)], panic: bool) {
         let name = SharedString::from(Arc::clone(balancer));
         let mut record = self.seen.lock();
         record.exports += 1;
@@ -76,36 +116,17 @@ impl Exporter {
         let mut shares: Option<(u64, u64)> = None;
         for (line, state) in lines {
             let labels = labels(&name, &line.id);
-            let now = line.counters;
-            let (before, dropped_before) = match seen.get(&line.id) {
-                Some(s) if s.state == *state => (s.counters, s.dropped),
-                _ => (Counters::default(), 0),
+            let before = match seen.get_mut(&line.id) {
+                Some(s) if Arc::ptr_eq(&s.state, state) => (s.counters, s.dropped),
+                Some(s) => {
+                    // Another state under the same id (removed, then added back afresh): what
+                    // the old one counted since its last record, then the new one from 0.
+                    s.catch_up(&name, &line.id);
+                    (Counters::default(), 0)
+                }
+                None => (Counters::default(), 0),
             };
-            let grew = |now: u64, before: u64| now.saturating_sub(before);
-            counter!("lbkit_picks_total", labels.iter()).increment(grew(now.picks, before.picks));
-            counter!("lbkit_successes_total", labels.iter())
-                .increment(grew(now.successes, before.successes));
-            for (kind, (now, before)) in KINDS.iter().zip(now.failures.iter().zip(before.failures))
-            {
-                let mut with_kind = labels.clone();
-                with_kind.push(Label::new("kind", *kind));
-                counter!("lbkit_failures_total", with_kind.iter()).increment(grew(*now, before));
-            }
-            let dropped = |c: &Counters, held: u64| {
-                c.picks
-                    .saturating_sub(held)
-                    .saturating_sub(c.successes)
-                    .saturating_sub(c.failures.iter().sum())
-            };
-            // Picks taken, less those held (the same reading) and those reported (read after):
-            // never too high, so a count recorded is never taken back; one too low catches up
-            // at the next export.
-            let held = now.held as u64;
-            let dropped_now = dropped(&now, held);
-            counter!("lbkit_dropped_total", labels.iter())
-                .increment(dropped_now.saturating_sub(dropped_before));
-            counter!("lbkit_spills_total", labels.iter())
-                .increment(grew(now.spills, before.spills));
+            let (counters, dropped_now) = record_counters(&labels, &line.counters, before);
             gauge!("lbkit_in_flight", labels.iter()).set(line.in_flight as f64);
             gauge!("lbkit_effective_weight", labels.iter()).set(line.effective_weight());
             // Whether picks can go to it now: its effective weight (which panic mode gives a
@@ -127,33 +148,40 @@ impl Exporter {
                     Some(shares.map_or((share, share), |(lo, hi)| (lo.min(share), hi.max(share))));
             }
             eligible += u64::from(takes_picks);
-            // The pick count can go back: a pick the tower `Balance` took to look and gave
-            // back unused leaves it. The highest count recorded is kept, so that no pick is
-            // recorded twice (one recorded while such a pick was held stands in for the next).
-            let counters = Counters {
-                picks: now.picks.max(before.picks),
-                ..now
-            };
             seen.insert(
                 Arc::clone(&line.id),
                 Seen {
-                    state: *state,
+                    state: Arc::clone(state),
                     counters,
                     dropped: dropped_now,
                     listed: export,
+                    shown: true,
                 },
             );
         }
-        // Gone since the last export (removed and drained): every gauge of theirs to 0, once.
+        // Not listed by this export (out of the subset, or removed and drained): what each
+        // counted since its last line, its gauges to 0 once; forgotten once its state is gone.
         seen.retain(|id, seen| {
-            let here = seen.listed == export;
-            if !here {
+            if seen.listed == export {
+                return true;
+            }
+            // Only this record holds the state: no pick, snapshot or set does, and under the
+            // writer lock nothing can take it up again, so its counts are final.
+            let gone = Arc::strong_count(&seen.state) == 1;
+            if gone {
+                // Acquire: pairs with the Release of the last other reference's drop (as
+                // `Arc`'s own drop does), so the reports made before it are all read below.
+                fence(Ordering::Acquire);
+            }
+            seen.catch_up(&name, id);
+            if seen.shown {
+                seen.shown = false;
                 let labels = labels(&name, id);
                 for gauge in BACKEND_GAUGES {
                     gauge!(gauge, labels.iter()).set(0.0);
                 }
             }
-            here
+            !gone
         });
         drop(record);
         let balancer = [Label::new("balancer", name.clone())];
@@ -218,6 +246,38 @@ const BACKEND_GAUGES: [&str; 7] = [
 
 /// The failure kinds, in the order of [`Counters::failures`], as the `kind` label says them.
 const KINDS: [&str; 3] = ["local_origin", "error", "overloaded"];
+
+/// Records a backend's counters' growth from `before` (its counters and dropped picks as last
+/// recorded) to `now`; returns them as recorded now. The picks dropped as of `now` are the
+/// picks taken, less those held (the same reading) and those reported (read after): never too
+/// high, so a count recorded is never taken back; one too low catches up at the next export.
+fn record_counters(labels: &[Label], now: &Counters, before: (Counters, u64)) -> (Counters, u64) {
+    let (before, dropped_before) = before;
+    let grew = |now: u64, before: u64| now.saturating_sub(before);
+    counter!("lbkit_picks_total", labels.iter()).increment(grew(now.picks, before.picks));
+    counter!("lbkit_successes_total", labels.iter())
+        .increment(grew(now.successes, before.successes));
+    for (kind, (now, before)) in KINDS.iter().zip(now.failures.iter().zip(before.failures)) {
+        let mut with_kind = labels.to_vec();
+        with_kind.push(Label::new("kind", *kind));
+        counter!("lbkit_failures_total", with_kind.iter()).increment(grew(*now, before));
+    }
+    let dropped_now = (now.picks)
+        .saturating_sub(now.held as u64)
+        .saturating_sub(now.successes)
+        .saturating_sub(now.failures.iter().sum());
+    counter!("lbkit_dropped_total", labels.iter())
+        .increment(dropped_now.saturating_sub(dropped_before));
+    counter!("lbkit_spills_total", labels.iter()).increment(grew(now.spills, before.spills));
+    // The pick count can go back: a pick the tower `Balance` took to look and gave back
+    // unused leaves it. The highest count recorded is kept, so that no pick is recorded twice
+    // (one recorded while such a pick was held stands in for the next).
+    let recorded = Counters {
+        picks: now.picks.max(before.picks),
+        ..*now
+    };
+    (recorded, dropped_now)
+}
 
 /// The `balancer` and `backend` labels.
 fn labels(balancer: &SharedString, id: &Arc<str>) -> Vec<Label> {

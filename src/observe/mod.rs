@@ -75,14 +75,20 @@
 //!
 //! `balancer` is [`Builder::name`](crate::Builder::name) (by default the policy's name);
 //! `backend` is the backend's id. Counters record their growth since the last export, so a
-//! recorder's totals are exact however often exports run; a backend removed and drained has
-//! its gauges set to 0 once, then is no longer recorded. A removed backend that still holds
-//! picks is recorded (as [`status`](crate::Balancer::status) lists it) until it drains.
+//! recorder's totals are exact however often exports run. A removed backend that still holds
+//! picks is recorded (as [`status`](crate::Balancer::status) lists it) until it drains. A
+//! backend no longer listed (outside the subset, or removed and drained) has what it counted
+//! since its last export recorded by the next, and its gauges set to 0 once; back in the
+//! subset, it counts on from there. A backend removed and added back with no pick held in
+//! between counts from 0 again (as its [`Status`](crate::Status) does), on top of what was
+//! recorded.
 //!
 //! Cost: nothing on the picks between exports but a test on the pick count the acquire
 //! already returns and a load of a flag beside one every pick reads; an export is one pass
-//! over the set and about twenty recorder calls per backend, made by a pick that finds the
-//! interval over (after a nudge), or by `export_metrics`.
+//! over the set and about twenty recorder calls per backend (and a few loads for each backend
+//! an earlier export listed that is out of the set or the subset now, with recorder calls
+//! only for what it counted since), made by a pick that finds the interval over (after a
+//! nudge), or by `export_metrics`.
 //!
 //! # Tracing
 //!
