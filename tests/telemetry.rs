@@ -335,10 +335,49 @@ impl tracing::Subscriber for Events {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// A global subscriber that records nothing and asks `tracing` to check every event at the
+/// thread that makes it (`Interest::sometimes`). `tracing` caches a callsite's interest for the
+/// whole process, computed on the first thread to reach it: with only the test's thread-local
+/// `Events` registered, a test ejecting a backend on another thread at that moment would have
+/// it computed from no subscriber at all (`Interest::never`), and the traced test would miss
+/// its events (it did, about once in five runs). With this one as the global default, no
+/// callsite is ever cached as never.
+struct Anchor;
+
+impl tracing::Subscriber for Anchor {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Makes [`Anchor`] the global default, once, before any test installs its own subscriber.
+fn anchor() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::dispatcher::set_global_default(tracing::Dispatch::new(Anchor))
+            .expect("no other global subscriber in this test binary");
+    });
+}
+
 /// Ejections and returns as `tracing` events, with the balancer's name and the backend's id,
 /// with no observer configured.
 #[test]
 fn ejections_are_traced() {
+    anchor();
     let events = Events::default();
     let clock = ManualClock::new();
     tracing::subscriber::with_default(events.clone(), || {
