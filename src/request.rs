@@ -45,9 +45,10 @@ pub struct Request<'a> {
     prefer: &'a str,
     /// Units of work the pick holds, in `1..=MAX_COST`.
     cost: u32,
-    /// Whether choosing counts a bounded-loads spill; `false` only for the tower `Balance`'s
-    /// second look at a request whose first pick counted it already, and for its looks at
-    /// the eligible backends, which route nothing.
+    /// Whether choosing counts a bounded-loads spill; `false` for the groups after the first
+    /// that a tiered `pick_n` asks, for the tower `Balance`'s second look at a request whose
+    /// first pick counted it already, and for its looks at the eligible backends, which route
+    /// nothing.
     count_spills: bool,
 }
 
@@ -264,7 +265,6 @@ impl<'a> Request<'a> {
     }
 
     /// The same request, whose choice counts no bounded-loads spill (see `count_spills`).
-    #[cfg(feature = "tower")]
     pub(crate) fn without_spill_count(self) -> Self {
         Request {
             count_spills: false,

@@ -207,3 +207,39 @@ fn a_hot_key_stays_home_exactly_until_its_first_choice_is_full() {
         }
     }
 }
+
+/// With localities, `pick_n` chooses in one group after another; only its first choice may
+/// count a spill (`Status::spills`), however many groups it asks.
+#[test]
+fn a_tiered_pick_n_counts_at_most_one_spill() {
+    use lbkit::{Balancer, HashRing, Topology};
+    let set: Vec<Backend<()>> = ["x0", "x1", "y0", "y1"]
+        .iter()
+        .map(|id| Backend::new(*id, ()).with_locality(&id[..1]))
+        .collect();
+    let ring = HashRing::builder()
+        .seed(7)
+        .load_factor(1.25)
+        .topology(Topology::locality_weights([("x", 1), ("y", 1)]))
+        .build(set)
+        .unwrap();
+    let key = "k1";
+    let ids: Vec<String> = ring
+        .pick_n(&Request::with_key(key), 4)
+        .iter()
+        .map(|p| p.id().to_owned())
+        .collect();
+    let home_x = ids.iter().find(|i| i.starts_with('x')).unwrap().clone();
+    let home_y = ids.iter().find(|i| i.starts_with('y')).unwrap().clone();
+    // Both homes well above their capacity.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(ring.pick(&Request::new().prefer(&home_x)).unwrap());
+        held.push(ring.pick(&Request::new().prefer(&home_y)).unwrap());
+    }
+    let spills = |r: &HashRing<()>| -> u64 { r.status().iter().map(|s| s.spills()).sum() };
+    let before = spills(&ring);
+    assert_eq!(ring.pick_n(&Request::with_key(key), 4).len(), 4);
+    let counted = spills(&ring) - before;
+    assert!(counted <= 1, "one pick_n counted {counted} spills");
+}

@@ -691,3 +691,54 @@ fn eligible_gauges_follow_where_picks_go_in_panic_mode() {
         );
     });
 }
+
+/// A backend added, picked and removed between two exports, which no export ever listed,
+/// has its counts recorded; and so has a state added back afresh and removed again before
+/// the next export.
+#[test]
+fn counts_of_a_backend_that_lives_between_exports_are_recorded() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut seen = Seen::default();
+    metrics::with_local_recorder(&recorder, || {
+        let lb = LeastConnections::builder()
+            .name("between")
+            .metrics(Duration::from_secs(3600))
+            .build(backends(1))
+            .unwrap();
+        lb.export_metrics();
+        // b1 lives between two exports.
+        lb.update(backends(2)).unwrap();
+        lb.pick(&Request::new().prefer("b1"))
+            .unwrap()
+            .success(Duration::from_millis(1));
+        lb.update(backends(1)).unwrap();
+        lb.export_metrics();
+        // b0: recorded once, removed, added back afresh, picked, removed again.
+        lb.pick(&Request::new().prefer("b0"))
+            .unwrap()
+            .success(Duration::from_millis(1));
+        lb.export_metrics();
+        lb.update(backends(2).split_off(1)).unwrap();
+        lb.update(backends(2)).unwrap();
+        assert_eq!(lb.status()[0].picks(), 0, "b0 added back afresh");
+        lb.pick(&Request::new().prefer("b0"))
+            .unwrap()
+            .success(Duration::from_millis(1));
+        lb.update(backends(2).split_off(1)).unwrap();
+        lb.export_metrics();
+        lb.export_metrics();
+        seen.take(&snapshotter);
+        for (backend, want) in [("b0", 2), ("b1", 1)] {
+            let labels = format!("backend={backend},balancer=between");
+            assert_eq!(
+                seen.counter(&format!("lbkit_picks_total{{{labels}}}")),
+                want
+            );
+            assert_eq!(
+                seen.counter(&format!("lbkit_successes_total{{{labels}}}")),
+                want
+            );
+        }
+    });
+}

@@ -598,6 +598,10 @@ impl<T, P: Policy<T>> Core<T, P> {
             &[Some(false), Some(true)]
         };
         let mut chosen = Vec::new();
+        // Only the first group's choice may count a bounded-loads spill (the first choice of
+        // `pick_n`); the groups after it choose for the same request.
+        let quiet = (*request).without_spill_count();
+        let mut asked = request;
         for &avoided in passes {
             for g in tiers.order(first) {
                 if out.len() >= n {
@@ -611,7 +615,8 @@ impl<T, P: Policy<T>> Core<T, P> {
                 };
                 chosen.clear();
                 self.policy
-                    .choose_n(group, request, n - out.len(), accept, &mut chosen);
+                    .choose_n(group, asked, n - out.len(), accept, &mut chosen);
+                asked = &quiet;
                 out.extend(chosen.iter().filter_map(|&i| group.pick(i, request.work())));
             }
         }
@@ -850,6 +855,12 @@ impl<T, P: Policy<T>> Core<T, P> {
         };
         for old in old_universe.iter() {
             if writer.find(&old.id).is_none() {
+                #[cfg(feature = "metrics")]
+                if let Some(observer) = &self.observer {
+                    if let Some(exporter) = &observer.exporter {
+                        exporter.adopt(&observer.name, &old.id, &old.state);
+                    }
+                }
                 writer.retired.insert(
                     Arc::clone(&old.id),
                     Retired {

@@ -97,6 +97,34 @@ impl Exporter {
             .is_some_and(|seen| Arc::ptr_eq(&seen.state, state))
     }
 
+    /// Takes on the state of backend `id`, leaving the set (called by the update that removes
+    /// it, under the writer lock), so that what it counted is recorded even if no export ever
+    /// listed it (added, picked and removed between two exports): the next export records its
+    /// growth from what was recorded of it (from 0 if nothing was), as for any backend it no
+    /// longer lists. A record of another state under the same id (removed, added back afresh,
+    /// removed again) has its last growth recorded first.
+    pub(crate) fn adopt(&self, balancer: &Arc<str>, id: &Arc<str>, state: &Arc<State>) {
+        let mut record = self.seen.lock();
+        // The last export's number: the next export does not list it, so it catches up.
+        let listed = record.exports;
+        if let Some(seen) = record.backends.get_mut(id) {
+            if Arc::ptr_eq(&seen.state, state) {
+                return;
+            }
+            seen.catch_up(&SharedString::from(Arc::clone(balancer)), id);
+        }
+        record.backends.insert(
+            Arc::clone(id),
+            Seen {
+                state: Arc::clone(state),
+                counters: Counters::default(),
+                dropped: 0,
+                listed,
+                shown: false,
+            },
+        );
+    }
+
     /// Records the balancer's lines (each with its state): the counters' growth since the last
     /// export, and every gauge. A backend an earlier export listed and this one does not (out
     /// of the subset, or removed and drained) has what it counted since recorded, and its
