@@ -762,7 +762,13 @@ fn pick(
                 "picked {:?}, eligible {eligible:?}",
                 p.id()
             );
-            if !model.ramping(&eligible) {
+            // When no eligible backend has room for the request's cost (a costed request
+            // can exceed every capacity on an idle set), bounded loads fall back to the key's
+            // first eligible backend: only a pick that passed over room elsewhere is wrong.
+            let any_room = eligible
+                .iter()
+                .any(|e| model.has_room(e, &eligible, &in_flight, request.work()));
+            if !model.ramping(&eligible) && any_room {
                 assert!(
                     model.has_room(p.id(), &eligible, &in_flight, request.work()),
                     "picked {:?} over its capacity: {in_flight:?} on {eligible:?}",
